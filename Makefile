@@ -1,0 +1,22 @@
+.PHONY: install test demo lint bench clean
+
+install: .venv/.installed
+
+.venv/.installed: pyproject.toml scripts/install.sh
+	scripts/install.sh
+	touch $@
+
+test: install
+	scripts/test.sh
+
+demo: install
+	scripts/demo.sh
+
+lint: install
+	scripts/lint.sh
+
+bench: install
+	scripts/bench.sh
+
+clean:
+	rm -rf .venv build *.egg-info

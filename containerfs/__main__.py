@@ -1,0 +1,3 @@
+from containerfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""Typed API errors, one class per status family, each carrying the errno the FUSE edge uses.
+
+The client raises these (with the transport's exception as ``__cause__``); ``operations``
+turns them into ``FUSEError(err.errno)`` in one place. Nothing here imports httpx.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class ContainerFsError(Exception):
+    """Base of every error containerfs raises on purpose."""
+
+    errno: int = _errno.EIO
+
+
+class ApiError(ContainerFsError):
+    """An answer (or a failure to get one) from the Containers API."""
+
+    status: int | None = None
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.type = type
+        self.param = param
+        self.code = code
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status}: " if self.status else ""
+        return f"{where}{self.message}"
+
+
+class BadRequest(ApiError):
+    status = 400
+    errno = _errno.EINVAL
+
+
+class ContainerExpired(BadRequest):
+    """400 "Container is expired.": the container keeps its metadata, its files are gone."""
+
+    errno = _errno.EROFS
+
+
+class AuthenticationError(ApiError):
+    status = 401
+    errno = _errno.EACCES
+
+
+class PermissionDenied(ApiError):
+    status = 403
+    errno = _errno.EACCES
+
+
+class NotFound(ApiError):
+    status = 404
+    errno = _errno.ENOENT
+
+
+class RequestTimeout(ApiError):
+    status = 408
+    errno = _errno.ETIMEDOUT
+    retryable = True
+
+
+class Conflict(ApiError):
+    status = 409
+    errno = _errno.EBUSY
+    retryable = True
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    errno = _errno.EFBIG
+
+
+class Unprocessable(ApiError):
+    status = 422
+    errno = _errno.EINVAL
+
+
+class RateLimited(ApiError):
+    status = 429
+    errno = _errno.EAGAIN
+    retryable = True
+
+
+class ServerError(ApiError):
+    status = 500
+    errno = _errno.EIO
+    retryable = True
+
+
+class ApiTimeout(ApiError):
+    """No answer in time (connect, read or write timeout)."""
+
+    errno = _errno.ETIMEDOUT
+    retryable = True
+
+
+class ApiConnectionError(ApiError):
+    """The endpoint could not be reached, or the connection broke mid-request."""
+
+    errno = _errno.EHOSTUNREACH
+    retryable = True
+
+
+STATUS_ERRORS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    408: RequestTimeout,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: Unprocessable,
+    429: RateLimited,
+}
+
+
+def error_class_for(status: int, message: str = "") -> type[ApiError]:
+    """The error class for an HTTP status (and, for 400, the expired-container message)."""
+    if status == 400 and "expired" in message.lower():
+        return ContainerExpired
+    if status >= 500:
+        return ServerError
+    return STATUS_ERRORS.get(status, ApiError)

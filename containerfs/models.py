@@ -1,0 +1,88 @@
+"""API data: frozen dataclasses for containers, files and list pages. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, NewType, TypeVar
+
+ContainerId = NewType("ContainerId", str)
+FileId = NewType("FileId", str)
+
+T = TypeVar("T")
+
+
+def _opt_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class ExpiresAfter:
+    anchor: str
+    minutes: int
+
+
+@dataclass(frozen=True)
+class Container:
+    id: ContainerId
+    name: str
+    created_at: int
+    status: str
+    last_active_at: int | None = None
+    expires_after: ExpiresAfter | None = None
+    memory_limit: str | None = None
+    network_policy_type: str | None = None
+
+    @property
+    def expired(self) -> bool:
+        return self.status == "expired"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Container:
+        exp = data.get("expires_after")
+        policy = data.get("network_policy")
+        return cls(
+            id=ContainerId(str(data["id"])),
+            name=str(data.get("name") or ""),
+            created_at=_opt_int(data.get("created_at")) or 0,
+            status=str(data.get("status") or "running"),
+            last_active_at=_opt_int(data.get("last_active_at")),
+            expires_after=(
+                ExpiresAfter(str(exp.get("anchor", "last_active_at")), int(exp.get("minutes", 0)))
+                if isinstance(exp, Mapping)
+                else None
+            ),
+            memory_limit=data.get("memory_limit") if isinstance(data.get("memory_limit"), str) else None,
+            network_policy_type=(
+                str(policy.get("type")) if isinstance(policy, Mapping) and "type" in policy else None
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ContainerFile:
+    id: FileId
+    container_id: ContainerId
+    path: str
+    bytes: int | None
+    created_at: int
+    source: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ContainerFile:
+        return cls(
+            id=FileId(str(data["id"])),
+            container_id=ContainerId(str(data.get("container_id") or "")),
+            path=str(data.get("path") or ""),
+            bytes=_opt_int(data.get("bytes")),
+            created_at=_opt_int(data.get("created_at")) or 0,
+            source=str(data.get("source") or "user"),
+        )
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    data: tuple[T, ...]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
