@@ -15,11 +15,22 @@ class ContainerFsError(Exception):
     errno: int = _errno.EIO
 
 
+class ConfigError(ContainerFsError):
+    """Missing or invalid configuration (for example no ``OPENAI_API_KEY``)."""
+
+    errno = _errno.EINVAL
+
+
 class ApiError(ContainerFsError):
-    """An answer (or a failure to get one) from the Containers API."""
+    """An answer (or a failure to get one) from the Containers API.
+
+    ``ambiguous`` is true when the request may have been carried out although no answer came
+    back (a timeout or a broken connection after the request was sent).
+    """
 
     status: int | None = None
     retryable: bool = False
+    ambiguous: bool = False
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NewType, TypeVar
 
@@ -52,9 +52,13 @@ class Container:
                 if isinstance(exp, Mapping)
                 else None
             ),
-            memory_limit=data.get("memory_limit") if isinstance(data.get("memory_limit"), str) else None,
+            memory_limit=data.get("memory_limit")
+            if isinstance(data.get("memory_limit"), str)
+            else None,
             network_policy_type=(
-                str(policy.get("type")) if isinstance(policy, Mapping) and "type" in policy else None
+                str(policy.get("type"))
+                if isinstance(policy, Mapping) and "type" in policy
+                else None
             ),
         )
 
@@ -86,3 +90,18 @@ class Page(Generic[T]):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], item: Callable[[Mapping[str, Any]], T]) -> Page[T]:
+        """A list answer (``{"data", "first_id", "last_id", "has_more"}``) with its items parsed."""
+        raw = data.get("data")
+        items = (
+            tuple(item(x) for x in raw if isinstance(x, Mapping)) if isinstance(raw, list) else ()
+        )
+        first, last = data.get("first_id"), data.get("last_id")
+        return cls(
+            data=items,
+            first_id=str(first) if first is not None else None,
+            last_id=str(last) if last is not None else None,
+            has_more=bool(data.get("has_more")),
+        )

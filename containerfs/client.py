@@ -1,0 +1,626 @@
+"""API client: ``ApiClient`` over ``httpx.AsyncClient`` for the Containers API.
+
+The lowest containerfs layer and the only module that imports httpx. It owns pagination,
+retries with backoff, the client-side rate limit, streaming uploads and downloads, and the
+translation of every httpx failure and error answer into the typed errors of
+``containerfs.errors`` (at one boundary, ``_api_errors``, keeping the original as
+``__cause__``). Knows nothing about FUSE, inodes or caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
+from types import MappingProxyType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import trio
+
+from containerfs import __version__
+from containerfs.apiconfig import ENDPOINTS, ApiConfig, ClientStats
+from containerfs.errors import (
+    ApiConnectionError,
+    ApiError,
+    ApiTimeout,
+    NotFound,
+    error_class_for,
+)
+from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page
+from containerfs.retry import (
+    ADOPT_MARGIN,
+    Backoff,
+    RateLimiter,
+    Sightings,
+    parse_http_date,
+    parse_retry_after,
+    upload_path_matches,
+)
+
+__all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(?P<start>\d+)-(?P<end>\d+)/(?P<total>\d+|\*)")
+
+# httpx failure -> (our class, worth retrying, request may have been carried out).
+# First match wins, so the specific classes come before their bases.
+_TRANSPORT_ERRORS: tuple[tuple[type[httpx.TransportError], type[ApiError], bool, bool], ...] = (
+    (httpx.ConnectTimeout, ApiTimeout, True, False),
+    (httpx.PoolTimeout, ApiTimeout, True, False),
+    (httpx.TimeoutException, ApiTimeout, True, True),  # read/write timeout: sent, maybe done
+    (httpx.ConnectError, ApiConnectionError, True, False),
+    (httpx.UnsupportedProtocol, ApiConnectionError, False, False),
+    (httpx.LocalProtocolError, ApiConnectionError, False, False),
+    (httpx.TransportError, ApiConnectionError, True, True),  # reset, peer closed, proxy
+)
+
+
+@contextmanager
+def _api_errors(endpoint: str, *, now: Callable[[], float]) -> Iterator[None]:
+    """The one boundary where httpx failures become ``ApiError``s (``raise ... from exc``)."""
+    try:
+        yield
+    except httpx.HTTPStatusError as exc:
+        raise _status_error(exc.response, now=now()) from exc
+    except httpx.TransportError as exc:
+        api_class, retryable, ambiguous = next(
+            (c, r, a) for h, c, r, a in _TRANSPORT_ERRORS if isinstance(exc, h)
+        )
+        detail = str(exc) or type(exc).__name__
+        err = api_class(f"{endpoint}: {type(exc).__name__}: {detail}")
+        err.retryable, err.ambiguous = retryable, ambiguous
+        raise err from exc
+
+
+def _status_error(response: httpx.Response, *, now: float) -> ApiError:
+    """The typed error for an error answer, from its envelope (or its text when not JSON)."""
+    message, etype, param, code = "", None, None, None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    envelope = body.get("error") if isinstance(body, dict) else None
+    if isinstance(envelope, dict):
+        message = str(envelope.get("message") or "")
+        etype, param, code = (
+            str(v) if v is not None else None
+            for v in (envelope.get("type"), envelope.get("param"), envelope.get("code"))
+        )
+    elif isinstance(envelope, str):  # some proxies answer {"error": "text"}
+        message = envelope
+    if not message:
+        text = " ".join(response.text.split())[:200]
+        reason = response.reason_phrase or "error"
+        message = f"{reason}: {text}" if text else reason
+    cls = error_class_for(response.status_code, message)
+    return cls(
+        message,
+        status=response.status_code,
+        type=etype,
+        param=param,
+        code=code,
+        request_id=response.headers.get("x-request-id"),
+        retry_after=parse_retry_after(response.headers, now=now),
+    )
+
+
+class Download:
+    """One streaming ``GET …/content``: where its body starts, the file's size, its chunks."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        *,
+        start: int,
+        size: int | None,
+        on_bytes: Callable[[int], None],
+        now: Callable[[], float],
+    ) -> None:
+        self.start = start
+        self.size = size
+        self._response = response
+        self._on_bytes = on_bytes
+        self._now = now
+
+    def __repr__(self) -> str:
+        return f"<Download start={self.start} size={self.size}>"
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The raw body as it arrives; a broken stream raises ApiConnectionError/ApiTimeout."""
+        if self._response.is_stream_consumed:  # a transport that answered with bytes in hand
+            if self._response.content:
+                self._on_bytes(len(self._response.content))
+                yield self._response.content
+            return
+        with _api_errors("file_content", now=self._now):
+            async for chunk in self._response.aiter_raw():
+                self._on_bytes(len(chunk))
+                yield chunk
+
+
+def _download_window(response: httpx.Response, offset: int) -> tuple[int, int | None]:
+    """(start, size) of a content answer: 206 honours our Range, 200 starts at byte 0."""
+    length = response.headers.get("content-length")
+    if response.status_code == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        if match:
+            total = match["total"]
+            return int(match["start"]), (int(total) if total != "*" else None)
+        return offset, (int(length) + offset if length and length.isdigit() else None)
+    return 0, (int(length) if length and length.isdigit() else None)
+
+
+class ApiClient:
+    """The Containers API over ``httpx.AsyncClient``, under trio.
+
+    Every call is retried (backoff with full jitter, or the server's ``retry-after-ms`` /
+    ``retry-after``) on 408/409/429/5xx answers and on connection failures and timeouts, up
+    to ``max_retries``. Creates (``create_container``, ``upload_file``) are not idempotent:
+    they are retried freely when the server refused (an error status) or nothing was sent
+    (connect failure), but after an *ambiguous* failure — a timeout or broken connection once
+    the request was sent — the client first looks for what the lost attempt created and
+    adopts it (see ``upload_file``). A ``DELETE`` whose retry after an ambiguous failure
+    answers 404 counts as done.
+    """
+
+    def __init__(
+        self,
+        config: ApiConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+        clock: Callable[[], float] = trio.current_time,
+        rng: random.Random | None = None,
+        wallclock: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        self._sleep = sleep
+        self._clock = clock
+        self._wallclock = wallclock or time.time
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(config.backoff_base, config.backoff_max)
+        self._limiter = (
+            RateLimiter(config.rate_limit_per_minute, clock=clock, sleep=sleep)
+            if config.rate_limit_per_minute
+            else None
+        )
+        # httpx logs every request at INFO
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        headers = {"User-Agent": f"containerfs/{__version__}", "Accept": "application/json"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        if config.organization:
+            headers["OpenAI-Organization"] = config.organization
+        if config.project:
+            headers["OpenAI-Project"] = config.project
+        timeout = httpx.Timeout(
+            connect=config.connect_timeout,
+            read=config.read_timeout,
+            write=config.read_timeout,
+            pool=config.read_timeout,
+        )
+        self._http = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0
+            ),
+            transport=transport,
+        )
+        self._requests: Counter[str] = Counter(dict.fromkeys(ENDPOINTS, 0))
+        self._errors: Counter[str] = Counter()
+        self._bytes_up = 0
+        self._bytes_down = 0
+        self._retries = 0
+        self._adopted = 0
+        self._skew = 0.0  # server clock minus ours, from the Date header
+        self._sightings = Sightings()
+
+    def __repr__(self) -> str:
+        return f"<ApiClient {self.config.base_url}>"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def statistics(self) -> ClientStats:
+        limiter = self._limiter.statistics() if self._limiter else None
+        return ClientStats(
+            requests=MappingProxyType(dict(self._requests)),
+            bytes_up=self._bytes_up,
+            bytes_down=self._bytes_down,
+            retries=self._retries,
+            errors=MappingProxyType(dict(self._errors)),
+            adopted=self._adopted,
+            rate_limit_waits=limiter.waits if limiter else 0,
+            rate_limit_wait_seconds=limiter.waited_seconds if limiter else 0.0,
+        )
+
+    # -- containers ---------------------------------------------------------------------
+
+    async def list_containers(
+        self, *, name: str | None = None, order: str = "asc"
+    ) -> AsyncGenerator[Container, None]:
+        """Every container (optionally only those named ``name``), following ``after``.
+
+        A caller that stops early should close the generator (``contextlib.aclosing``).
+        """
+        after: str | None = None
+        while True:
+            page = await self.list_containers_page(after=after, order=order, name=name)
+            for item in page.data:
+                yield item
+            after = self._next_cursor(page, after)
+            if after is None:
+                return
+
+    async def list_containers_page(
+        self,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        order: str = "asc",
+        name: str | None = None,
+    ) -> Page[Container]:
+        params = _params(limit=limit, after=after, order=order, name=name)
+        data = await self._json("list_containers", "GET", "containers", params=params)
+        page = Page.from_json(data, Container.from_json)
+        self._note(*(c.id for c in page.data))
+        return page
+
+    async def create_container(
+        self,
+        name: str,
+        *,
+        expires_after_minutes: int | None = None,
+        memory_limit: str | None = None,
+    ) -> Container:
+        """Create a container. After an ambiguous failure, a container named ``name`` created
+        since the call started (server clock, ``ADOPT_MARGIN`` slack) that this client had not
+        seen before and has not returned for another create is adopted instead of re-sent.
+        """
+        body: dict[str, Any] = {"name": name}
+        if expires_after_minutes is not None:
+            body["expires_after"] = {"anchor": "last_active_at", "minutes": expires_after_minutes}
+        if memory_limit is not None:
+            body["memory_limit"] = memory_limit
+        started, since = self._sightings.mark(), self._server_now()
+
+        async def recover() -> Container | None:
+            async with aclosing(self.list_containers(name=name)) as containers:
+                async for c in containers:
+                    adoptable = self._sightings.adoptable(c.id, started)
+                    if c.name == name and c.created_at >= since - ADOPT_MARGIN and adoptable:
+                        return c
+            return None
+
+        container = await self._call(
+            "create_container",
+            lambda: self._http.build_request("POST", "containers", json=body),
+            lambda r: Container.from_json(_json_body(r)),
+            idempotent=False,
+            recover=recover,
+        )
+        self._claim(container.id)
+        return container
+
+    async def retrieve_container(self, container_id: ContainerId) -> Container:
+        data = await self._json("retrieve_container", "GET", _url("containers", container_id))
+        container = Container.from_json(data)
+        self._note(container.id)
+        return container
+
+    async def delete_container(self, container_id: ContainerId) -> None:
+        await self._json(
+            "delete_container", "DELETE", _url("containers", container_id), gone_ok=True
+        )
+
+    # -- files --------------------------------------------------------------------------
+
+    async def list_files(
+        self, container_id: ContainerId, *, order: str = "asc"
+    ) -> AsyncGenerator[ContainerFile, None]:
+        """Every file of a container, following ``after``.
+
+        A caller that stops early should close the generator (``contextlib.aclosing``).
+        """
+        after: str | None = None
+        while True:
+            page = await self.list_files_page(container_id, after=after, order=order)
+            for item in page.data:
+                yield item
+            after = self._next_cursor(page, after)
+            if after is None:
+                return
+
+    async def list_files_page(
+        self,
+        container_id: ContainerId,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        order: str = "asc",
+    ) -> Page[ContainerFile]:
+        url = _url("containers", container_id, "files")
+        params = _params(limit=limit, after=after, order=order)
+        data = await self._json("list_files", "GET", url, params=params)
+        page = Page.from_json(data, ContainerFile.from_json)
+        self._note(*(f.id for f in page.data))
+        return page
+
+    async def upload_file(
+        self, container_id: ContainerId, source: str | os.PathLike[str], *, filename: str
+    ) -> ContainerFile:
+        """Upload the file at ``source`` as multipart ``file`` named ``filename`` (a path
+        relative to the container root), streamed from disk. The returned ``path`` says where
+        the server stored it.
+
+        No duplicate after an ambiguous failure (a timeout, or the connection broken after
+        the request was sent): before sending again, the container's files are listed and a
+        file is adopted as the lost attempt's result when all of these hold:
+
+        - its ``path`` is one the server gives such an upload (``upload_path_matches``:
+          ``/mnt/data/<filename>``, or ``<32 hex>-<basename>`` in the root or the directory);
+        - its ``bytes`` equal the size sent (or are null);
+        - its ``created_at`` is no earlier than the upload's start on the server's clock
+          (estimated from the ``Date`` header) minus ``ADOPT_MARGIN`` seconds;
+        - this client had not seen its id before the upload started (in any listing,
+          retrieve or create answer), and has not returned it from another create — so a
+          file being replaced by an identical upload is never mistaken for the new one.
+
+        The first such file in ``created_at`` order wins; if none, the upload is sent again.
+        Limits: two concurrent uploads of the same name and size into one container can
+        cross-adopt, and a listing that lags behind the create would miss the file.
+        """
+        url = _url("containers", container_id, "files")
+        started, since = self._sightings.mark(), self._server_now()
+        with open(source, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+
+            async def recover() -> ContainerFile | None:
+                async with aclosing(self.list_files(container_id)) as files:
+                    async for f in files:
+                        if (
+                            upload_path_matches(f.path, filename)
+                            and f.bytes in (size, None)
+                            and f.created_at >= since - ADOPT_MARGIN
+                            and self._sightings.adoptable(f.id, started)
+                        ):
+                            return f
+                return None
+
+            # httpx streams the file object (64 KiB reads; Content-Length from fstat) and
+            # seeks it back to 0 for every attempt
+            created = await self._call(
+                "upload_file",
+                lambda: self._http.build_request("POST", url, files={"file": (filename, fh)}),
+                lambda r: ContainerFile.from_json(_json_body(r)),
+                idempotent=False,
+                recover=recover,
+            )
+        self._claim(created.id)
+        log.debug("uploaded %r (%d bytes) as %s %r", filename, size, created.id, created.path)
+        return created
+
+    async def create_file_from_id(self, container_id: ContainerId, file_id: str) -> ContainerFile:
+        url = _url("containers", container_id, "files")
+        # not idempotent and nothing to recognise the copy by: no resend after an ambiguous failure
+        body = {"file_id": file_id}
+        data = await self._json("upload_file", "POST", url, json=body, idempotent=False)
+        created = ContainerFile.from_json(data)
+        self._claim(created.id)
+        return created
+
+    async def retrieve_file(self, container_id: ContainerId, file_id: FileId) -> ContainerFile:
+        url = _url("containers", container_id, "files", file_id)
+        found = ContainerFile.from_json(await self._json("retrieve_file", "GET", url))
+        self._note(found.id)
+        return found
+
+    async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None:
+        url = _url("containers", container_id, "files", file_id)
+        await self._json("delete_file", "DELETE", url, gone_ok=True)
+
+    def download(
+        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
+    ) -> AbstractAsyncContextManager[Download]:
+        """``async with client.download(c, f, offset=n) as dl: async for b in dl.chunks()``.
+
+        With ``offset`` > 0 a ``Range: bytes=offset-`` is sent; ``dl.start`` says whether the
+        server honoured it (206) or sent the whole file (200, ``start == 0``).
+        """
+        return self._download(container_id, file_id, offset)
+
+    @asynccontextmanager
+    async def _download(
+        self, container_id: ContainerId, file_id: FileId, offset: int
+    ) -> AsyncIterator[Download]:
+        url = _url("containers", container_id, "files", file_id, "content")
+        # identity: aiter_raw() must yield the file's bytes, not a compressed encoding
+        headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
+        if offset > 0:
+            headers["Range"] = f"bytes={offset}-"
+        response = await self._call(
+            "file_content",
+            lambda: self._http.build_request("GET", url, headers=headers),
+            lambda r: r,
+            stream=True,
+        )
+        try:
+            start, size = _download_window(response, offset)
+            yield Download(
+                response, start=start, size=size, on_bytes=self._count_down, now=self._wallclock
+            )
+        finally:
+            await response.aclose()
+
+    # -- machinery ----------------------------------------------------------------------
+
+    async def _json(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        gone_ok: bool = False,
+        idempotent: bool = True,
+    ) -> Any:
+        return await self._call(
+            endpoint,
+            lambda: self._http.build_request(method, url, params=params, json=json),
+            _json_body,
+            idempotent=idempotent,
+            on_gone=(lambda: None) if gone_ok else None,
+        )
+
+    async def _call(
+        self,
+        endpoint: str,
+        build: Callable[[], httpx.Request],
+        parse: Callable[[httpx.Response], T],
+        *,
+        stream: bool = False,
+        idempotent: bool = True,
+        recover: Callable[[], Awaitable[T | None]] | None = None,
+        on_gone: Callable[[], T] | None = None,
+    ) -> T:
+        """Send with retries and ``parse`` the successful answer.
+
+        Not ``idempotent``: after an ambiguous failure, ``recover`` finds what the lost
+        attempt created (None: nothing, send again); without ``recover``, no resend.
+        ``on_gone``: the result when a retry after an ambiguous attempt answers 404.
+        """
+        attempt = 0
+        was_ambiguous = False
+        while True:
+            try:
+                response = await self._send(endpoint, build(), stream=stream)
+                return self._parse(endpoint, response, parse)
+            except ApiError as err:
+                error = err
+            if on_gone is not None and was_ambiguous and isinstance(error, NotFound):
+                log.info("%s: gone after an ambiguous attempt; taking it as done", endpoint)
+                return on_gone()
+            resend = not (error.ambiguous and not idempotent and recover is None)
+            if error.retryable and resend and attempt < self.config.max_retries:
+                if error.ambiguous and recover is not None:
+                    found = await recover()
+                    if found is not None:
+                        self._adopted += 1
+                        log.info("%s: %s; adopted what the lost attempt created", endpoint, error)
+                        return found
+                was_ambiguous = was_ambiguous or error.ambiguous
+                delay = self._backoff.delay(attempt, self._rng, retry_after=error.retry_after)
+                attempt += 1
+                self._retries += 1
+                log.info(
+                    "%s: %s; retry %d/%d in %.2f s",
+                    endpoint,
+                    error,
+                    attempt,
+                    self.config.max_retries,
+                    delay,
+                )
+                await self._sleep(delay)
+                continue
+            self._errors[type(error).__name__] += 1
+            raise error
+
+    async def _send(self, endpoint: str, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        self._requests[endpoint] += 1
+        length = request.headers.get("content-length")
+        self._bytes_up += int(length) if length and length.isdigit() else 0
+        with _api_errors(endpoint, now=self._wallclock):
+            response = await self._http.send(request, stream=stream)
+            self._note_date(response)
+            log.debug(
+                "%s %s %s -> %d", endpoint, request.method, request.url.path, response.status_code
+            )
+            if not response.is_success:
+                if stream:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                self._bytes_down += len(response.content)
+                response.raise_for_status()
+            if not stream:
+                self._bytes_down += len(response.content)
+        return response
+
+    def _parse(
+        self, endpoint: str, response: httpx.Response, parse: Callable[[httpx.Response], T]
+    ) -> T:
+        try:
+            return parse(response)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiError(
+                f"{endpoint}: malformed answer: {exc}",
+                status=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+            ) from exc
+
+    @staticmethod
+    def _next_cursor(page: Page[Any], after: str | None) -> str | None:
+        """The ``after`` for the next page, or None when the listing is complete."""
+        if not page.has_more or not page.data:
+            return None
+        cursor = page.last_id or getattr(page.data[-1], "id", None)
+        if cursor is None or cursor == after:
+            raise ApiError(f"listing cursor did not advance past {after!r}")
+        return str(cursor)
+
+    def _note_date(self, response: httpx.Response) -> None:
+        date = response.headers.get("date")
+        when = parse_http_date(date) if date else None
+        if when is not None:
+            self._skew = when - self._wallclock()
+
+    def _server_now(self) -> float:
+        return self._wallclock() + self._skew
+
+    def _note(self, *idents: str) -> None:
+        for ident in idents:
+            self._sightings.note(ident)
+
+    def _claim(self, ident: str) -> None:
+        self._sightings.claim(ident)
+
+    def _count_down(self, n: int) -> None:
+        self._bytes_down += n
+
+
+def _json_body(response: httpx.Response) -> Any:
+    data = response.json()
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data
+
+
+def _url(*parts: str) -> str:
+    return "/".join(quote(p, safe="") for p in parts)
+
+
+def _params(**values: str | int | None) -> dict[str, str | int]:
+    return {k: v for k, v in values.items() if v is not None}

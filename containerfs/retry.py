@@ -1,0 +1,179 @@
+"""Retry policy for the API client: backoff with full jitter, `retry-after` parsing, a
+client-side request-rate limiter, and the rules for recognising what an ambiguous create
+left on the server. Pure policy over injected clocks; no HTTP, no FUSE.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+#: A server's `retry-after` is honoured up to this many seconds; a longer (or nonsensical)
+#: hint falls back to our own backoff rather than stalling a FUSE operation for minutes.
+RETRY_AFTER_MAX = 60.0
+#: Where the service puts uploads; the multipart filename is relative to it.
+DATA_ROOT = "/mnt/data"
+#: Slack (seconds) when comparing a listed object's ``created_at`` with the start of an
+#: ambiguous create: ``created_at`` and the ``Date`` header have one-second resolution.
+ADOPT_MARGIN = 5.0
+_UPLOAD_PREFIX = re.compile(r"[0-9a-f]{32}-(?P<base>.+)")
+
+
+def parse_http_date(value: str) -> float | None:
+    """An HTTP date (``Date``, ``Retry-After``) as Unix seconds, or None."""
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
+    """Seconds to wait according to `retry-after-ms` or `retry-after` (seconds or HTTP date).
+
+    `now` is the wall-clock time (Unix seconds) that an HTTP date is measured against.
+    Returns None when neither header is present or parseable, or when the hint is negative.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            ms = float(raw_ms)
+        except ValueError:
+            ms = -1.0
+        if ms >= 0:
+            return ms / 1000.0
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        when = parse_http_date(raw)
+        if when is None:
+            return None
+        seconds = max(0.0, when - now)
+    return seconds if seconds >= 0 else None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**n)).
+
+    A server hint (`retry_after`) within `RETRY_AFTER_MAX` is used as is instead.
+    """
+
+    base: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random, *, retry_after: float | None = None) -> float:
+        if retry_after is not None and 0 <= retry_after <= RETRY_AFTER_MAX:
+            return retry_after
+        ceiling = min(self.cap, self.base * (2.0 ** min(attempt, 62)))
+        return rng.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True)
+class LimiterStats:
+    acquired: int
+    waits: int
+    waited_seconds: float
+
+
+class RateLimiter:
+    """A token bucket of `per_minute` requests with a burst of `burst` (GCRA form).
+
+    Each `acquire()` reserves the next free slot synchronously and then sleeps until it, so
+    concurrent callers are served in call order without a lock, and a fake `clock`/`sleep`
+    pair gives exact, deterministic delays in tests.
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self._interval = 60.0 / per_minute
+        # default burst: a tenth of a minute's allowance (10 for the service's 100/min)
+        self._burst = max(1.0, burst if burst is not None else per_minute / 10.0)
+        self._tolerance = (self._burst - 1.0) * self._interval
+        self._clock = clock
+        self._sleep = sleep
+        self._tat: float | None = None  # theoretical arrival time of the next request
+        self._acquired = 0
+        self._waits = 0
+        self._waited = 0.0
+
+    async def acquire(self) -> None:
+        now = self._clock()
+        tat = now if self._tat is None else max(self._tat, now)
+        wait = tat - self._tolerance - now
+        self._tat = tat + self._interval
+        self._acquired += 1
+        if wait > 0:
+            self._waits += 1
+            self._waited += wait
+            log.debug("rate limit: waiting %.3f s", wait)
+            await self._sleep(wait)
+
+    def statistics(self) -> LimiterStats:
+        return LimiterStats(self._acquired, self._waits, self._waited)
+
+
+def upload_path_matches(path: str, filename: str, *, root: str = DATA_ROOT) -> bool:
+    """Whether the server could have stored an upload named ``filename`` at ``path``:
+    ``root/filename`` as asked, or ``<32 hex>-<basename>`` in the root or in its directory.
+    """
+    rel = filename.strip("/")
+    if path in (f"{root}/{rel}", filename):
+        return True
+    head, _, base = path.rpartition("/")
+    want_dir, _, want_base = rel.rpartition("/")
+    match = _UPLOAD_PREFIX.fullmatch(base)
+    if match is None or match["base"] != want_base:
+        return False
+    return head == root or (bool(want_dir) and head == f"{root}/{want_dir}")
+
+
+class Sightings:
+    """Ids this client has seen in answers (listings, retrieves, creates), stamped with a
+    counter that only grows, and the ids already returned by a create: what an ambiguous
+    create must not adopt. ``mark()`` before a create; ``adoptable(id, mark)`` after it.
+    """
+
+    def __init__(self, *, capacity: int = 200_000) -> None:
+        self._first_seen: OrderedDict[str, int] = OrderedDict()
+        self._claimed: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+        self._tick = 0
+
+    def mark(self) -> int:
+        self._tick += 1
+        return self._tick
+
+    def note(self, ident: str) -> None:
+        if ident not in self._first_seen:
+            self._first_seen[ident] = self.mark()
+            if len(self._first_seen) > self._capacity:
+                self._first_seen.popitem(last=False)
+
+    def claim(self, ident: str) -> None:
+        self.note(ident)
+        self._claimed[ident] = None
+        if len(self._claimed) > self._capacity:
+            self._claimed.popitem(last=False)
+
+    def adoptable(self, ident: str, mark: int) -> bool:
+        """Not claimed, and first seen (if ever) after ``mark`` was taken."""
+        seen = self._first_seen.get(ident)
+        return ident not in self._claimed and (seen is None or seen > mark)
