@@ -1,0 +1,405 @@
+"""Emulator storage: container and file metadata in SQLite, file contents as blob files.
+
+The bottom layer of the emulator; knows nothing about HTTP. All methods are synchronous: the
+metadata calls are tiny (indexed queries on a local WAL database) and run on the event loop,
+which also serialises them; blob I/O (writing uploads, reading content, deleting blobs) is
+done by the callers in worker threads.
+
+Deleted rows are kept as tombstones (``deleted = 1``) so that a listing cursor (``after``)
+that names an object deleted between two pages still finds its place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from containerfs.emulator.config import Clock
+
+log = logging.getLogger(__name__)
+
+Order = Literal["asc", "desc"]
+JsonObject = dict[str, Any]
+
+DEFAULT_EXPIRES_MINUTES = 20
+DEFAULT_MEMORY_LIMIT = "1g"
+DEFAULT_NETWORK_POLICY: JsonObject = {"type": "disabled"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS containers (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_active_at REAL NOT NULL,
+    expires_minutes INTEGER NOT NULL,
+    memory_limit TEXT NOT NULL,
+    network_policy TEXT NOT NULL,
+    status TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS containers_order ON containers (deleted, created_at, seq);
+CREATE TABLE IF NOT EXISTS files (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    container_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    report_bytes INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    source TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS files_order ON files (container_id, deleted, created_at, seq);
+"""
+
+
+def new_container_id() -> str:
+    return "cntr_" + secrets.token_hex(24)
+
+
+def new_file_id() -> str:
+    return "cfile_" + secrets.token_hex(16)
+
+
+class UnknownCursor(LookupError):
+    """The ``after`` cursor names no object of this listing."""
+
+
+@dataclass(frozen=True)
+class ContainerRow:
+    seq: int
+    id: str
+    name: str
+    created_at: int
+    last_active_at: float
+    expires_minutes: int
+    memory_limit: str
+    network_policy: JsonObject
+    status: str
+
+    @property
+    def expired(self) -> bool:
+        return self.status == "expired"
+
+    def to_json(self) -> JsonObject:
+        return {
+            "id": self.id,
+            "object": "container",
+            "name": self.name,
+            "created_at": self.created_at,
+            "status": self.status,
+            "last_active_at": int(self.last_active_at),
+            "expires_after": {"anchor": "last_active_at", "minutes": self.expires_minutes},
+            "memory_limit": self.memory_limit,
+            "network_policy": self.network_policy,
+        }
+
+
+@dataclass(frozen=True)
+class FileRow:
+    seq: int
+    id: str
+    container_id: str
+    created_at: int
+    size: int
+    report_bytes: bool
+    path: str
+    source: str
+
+    def to_json(self) -> JsonObject:
+        return {
+            "id": self.id,
+            "object": "container.file",
+            "container_id": self.container_id,
+            "created_at": self.created_at,
+            "bytes": self.size if self.report_bytes else None,
+            "path": self.path,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    data: Sequence[ContainerRow] | Sequence[FileRow]
+    has_more: bool
+
+    def to_json(self) -> JsonObject:
+        return {
+            "object": "list",
+            "data": [row.to_json() for row in self.data],
+            "first_id": self.data[0].id if self.data else None,
+            "last_id": self.data[-1].id if self.data else None,
+            "has_more": self.has_more,
+        }
+
+
+_CONTAINER_COLUMNS = (
+    "seq, id, name, created_at, last_active_at, expires_minutes, memory_limit, "
+    "network_policy, status"
+)
+_FILE_COLUMNS = "seq, id, container_id, created_at, bytes, report_bytes, path, source"
+
+
+def _container(row: tuple[Any, ...]) -> ContainerRow:
+    seq, id_, name, created, active, minutes, memory, policy, status = row
+    return ContainerRow(
+        seq, id_, name, created, active, minutes, memory, json.loads(policy), status
+    )
+
+
+def _file(row: tuple[Any, ...]) -> FileRow:
+    seq, id_, cid, created, size, report, path, source = row
+    return FileRow(seq, id_, cid, created, size, bool(report), path, source)
+
+
+class Store:
+    """Metadata database plus blob directory under one data directory.
+
+    Layout: ``DATA_DIR/state.db`` (SQLite), ``DATA_DIR/blobs/<file id>`` (contents),
+    ``DATA_DIR/incoming/`` (uploads in progress; emptied at open).
+    """
+
+    def __init__(self, data_dir: Path, *, clock: Clock) -> None:
+        self.data_dir = data_dir
+        self.clock = clock
+        self.blob_dir = data_dir / "blobs"
+        self.incoming_dir = data_dir / "incoming"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.incoming_dir, ignore_errors=True)
+        self.incoming_dir.mkdir()
+        # The database is only used from the event loop thread, but it may be opened on
+        # another thread than the one serving (tests, cli), hence check_same_thread=False.
+        self._db = sqlite3.connect(
+            data_dir / "state.db", isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- containers -------------------------------------------------------------------------
+
+    def count_containers(self) -> int:
+        (n,) = self._db.execute("SELECT count(*) FROM containers WHERE deleted = 0").fetchone()
+        return int(n)
+
+    def create_container(
+        self,
+        name: str,
+        *,
+        expires_minutes: int = DEFAULT_EXPIRES_MINUTES,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        network_policy: JsonObject | None = None,
+    ) -> ContainerRow:
+        now = self.clock.now()
+        policy = json.dumps(network_policy or DEFAULT_NETWORK_POLICY)
+        cid = new_container_id()
+        self._db.execute(
+            "INSERT INTO containers (id, name, created_at, last_active_at, expires_minutes,"
+            " memory_limit, network_policy, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+            (cid, name, int(now), now, expires_minutes, memory_limit, policy),
+        )
+        log.info("created container %s %r", cid, name)
+        row = self.get_container(cid)
+        assert row is not None
+        return row
+
+    def get_container(self, cid: str) -> ContainerRow | None:
+        row = self._db.execute(
+            f"SELECT {_CONTAINER_COLUMNS} FROM containers WHERE id = ? AND deleted = 0", (cid,)
+        ).fetchone()
+        return _container(row) if row else None
+
+    def touch_container(self, cid: str) -> ContainerRow | None:
+        """Refresh ``last_active_at`` of a running container; returns the updated row."""
+        self._db.execute(
+            "UPDATE containers SET last_active_at = ? WHERE id = ? AND status = 'running'",
+            (self.clock.now(), cid),
+        )
+        return self.get_container(cid)
+
+    def list_containers(
+        self, *, limit: int, order: Order, after: str | None, name: str | None
+    ) -> Page:
+        where, params = "deleted = 0", []
+        if name is not None:
+            where += " AND name = ?"
+            params.append(name)
+        rows = self._page(
+            "containers",
+            _CONTAINER_COLUMNS,
+            where,
+            params,
+            "1",
+            [],
+            limit=limit,
+            order=order,
+            after=after,
+        )
+        return Page([_container(r) for r in rows[:limit]], len(rows) > limit)
+
+    def delete_container(self, cid: str) -> list[str]:
+        """Tombstone a container and its files; returns the file ids whose blobs to remove."""
+        fids = self._live_file_ids(cid)
+        self._db.execute("UPDATE containers SET deleted = 1 WHERE id = ?", (cid,))
+        self._db.execute("UPDATE files SET deleted = 1 WHERE container_id = ?", (cid,))
+        log.info("deleted container %s (%d files)", cid, len(fids))
+        return fids
+
+    def expire_container(self, cid: str) -> list[str]:
+        """Mark a container expired and drop its files; returns the blobs to remove."""
+        fids = self._live_file_ids(cid)
+        self._db.execute("UPDATE containers SET status = 'expired' WHERE id = ?", (cid,))
+        self._db.execute("UPDATE files SET deleted = 1 WHERE container_id = ?", (cid,))
+        log.info("expired container %s (%d files)", cid, len(fids))
+        return fids
+
+    def expire_due(self) -> list[str]:
+        """Expire every running container idle past its ``expires_after``; returns blobs."""
+        due = self._db.execute(
+            "SELECT id FROM containers WHERE deleted = 0 AND status = 'running'"
+            " AND last_active_at + expires_minutes * 60 <= ?",
+            (self.clock.now(),),
+        ).fetchall()
+        fids: list[str] = []
+        for (cid,) in due:
+            fids += self.expire_container(cid)
+        return fids
+
+    # -- files ------------------------------------------------------------------------------
+
+    def add_file(
+        self,
+        cid: str,
+        fid: str,
+        *,
+        path: str,
+        size: int,
+        source: str,
+        report_bytes: bool = True,
+    ) -> FileRow:
+        """Record a file whose blob is already at :meth:`blob_path` ``(fid)``."""
+        self._db.execute(
+            "INSERT INTO files (id, container_id, created_at, bytes, report_bytes, path,"
+            " source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (fid, cid, int(self.clock.now()), size, int(report_bytes), path, source),
+        )
+        row = self.get_file(cid, fid)
+        assert row is not None
+        return row
+
+    def add_file_bytes(
+        self, cid: str, *, path: str, content: bytes, source: str, report_bytes: bool = True
+    ) -> FileRow:
+        """Store a small file given in memory (seeds, admin calls)."""
+        fid = new_file_id()
+        self.blob_path(fid).write_bytes(content)
+        return self.add_file(
+            cid, fid, path=path, size=len(content), source=source, report_bytes=report_bytes
+        )
+
+    def get_file(self, cid: str, fid: str) -> FileRow | None:
+        row = self._db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ? AND container_id = ? AND deleted = 0",
+            (fid, cid),
+        ).fetchone()
+        return _file(row) if row else None
+
+    def list_files(self, cid: str, *, limit: int, order: Order, after: str | None) -> Page:
+        rows = self._page(
+            "files",
+            _FILE_COLUMNS,
+            "container_id = ? AND deleted = 0",
+            [cid],
+            "container_id = ?",
+            [cid],
+            limit=limit,
+            order=order,
+            after=after,
+        )
+        return Page([_file(r) for r in rows[:limit]], len(rows) > limit)
+
+    def delete_file(self, cid: str, fid: str) -> None:
+        self._db.execute(
+            "UPDATE files SET deleted = 1 WHERE id = ? AND container_id = ?", (fid, cid)
+        )
+
+    def all_files(self, cid: str) -> list[FileRow]:
+        rows = self._db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE container_id = ? AND deleted = 0"
+            " ORDER BY created_at, seq",
+            (cid,),
+        ).fetchall()
+        return [_file(r) for r in rows]
+
+    def all_containers(self) -> list[ContainerRow]:
+        rows = self._db.execute(
+            f"SELECT {_CONTAINER_COLUMNS} FROM containers WHERE deleted = 0"
+            " ORDER BY created_at, seq"
+        ).fetchall()
+        return [_container(r) for r in rows]
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    def blob_path(self, fid: str) -> Path:
+        return self.blob_dir / fid
+
+    def incoming_path(self) -> Path:
+        return self.incoming_dir / secrets.token_hex(16)
+
+    def remove_blobs(self, fids: Iterable[str]) -> None:
+        """Blocking: call from a worker thread when the files may be large."""
+        for fid in fids:
+            self.blob_path(fid).unlink(missing_ok=True)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _live_file_ids(self, cid: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT id FROM files WHERE container_id = ? AND deleted = 0", (cid,)
+        ).fetchall()
+        return [fid for (fid,) in rows]
+
+    def _page(
+        self,
+        table: str,
+        columns: str,
+        where: str,
+        params: list[Any],
+        cursor_scope: str,
+        cursor_params: list[Any],
+        *,
+        limit: int,
+        order: Order,
+        after: str | None,
+    ) -> list[tuple[Any, ...]]:
+        """One page plus one extra row (to tell ``has_more``), in (created_at, seq) order.
+
+        The cursor may name a tombstone: a listing keeps its place when the last object of
+        the previous page was deleted meanwhile.
+        """
+        direction, compare = ("DESC", "<") if order == "desc" else ("ASC", ">")
+        if after is not None:
+            anchor = self._db.execute(
+                f"SELECT created_at, seq FROM {table} WHERE id = ? AND {cursor_scope}",
+                [after, *cursor_params],
+            ).fetchone()
+            if anchor is None:
+                raise UnknownCursor(after)
+            where += f" AND (created_at, seq) {compare} (?, ?)"
+            params = [*params, *anchor]
+        return self._db.execute(
+            f"SELECT {columns} FROM {table} WHERE {where}"
+            f" ORDER BY created_at {direction}, seq {direction} LIMIT ?",
+            [*params, limit + 1],
+        ).fetchall()
