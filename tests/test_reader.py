@@ -1,0 +1,614 @@
+"""Reader: one streaming download per file version, reads served as bytes arrive, disk cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from containerfs.cache import entry_name
+from containerfs.errors import ApiConnectionError, ApiError, NotFound
+from containerfs.models import ContainerId, FileId
+from containerfs.reader import ContentSource, DownloadStream, Reader, ReadHandle
+
+CID = ContainerId("cntr_1")
+FID = FileId("cfile_" + "a" * 32)
+FID2 = FileId("cfile_" + "b" * 32)
+NO_DELAYS = (0.0, 0.0, 0.0)
+
+
+def payload(n: int, seed: int = 0) -> bytes:
+    return bytes((i * 7 + seed) % 251 for i in range(n))
+
+
+class FakeStream:
+    def __init__(self, source: FakeSource, file_id: FileId, start: int, data: bytes) -> None:
+        self._source = source
+        self._file_id = file_id
+        self.start = start
+        self.size: int | None = None if source.hide_size else len(data)
+        self._data = data
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        src = self._source
+        pos = self.start
+        sizes = iter(src.chunk_sizes) if src.chunk_sizes else None
+        while pos < len(self._data):
+            size = next(sizes, src.chunk_size) if sizes is not None else src.chunk_size
+            end = min(pos + max(size, 1), len(self._data))
+            # pacing: wait until the test allows these bytes
+            while src.limit is not None and end > src.limit:
+                await src.changed.wait()
+            fail = next((f for f in src.fail_at if pos <= f < end), None)
+            if fail is not None:
+                src.fail_at.remove(fail)
+                if fail > pos:
+                    yield self._data[pos:fail]
+                raise src.failure_type("stream broke")
+            await trio.lowlevel.checkpoint()
+            yield self._data[pos:end]
+            src.yielded = end
+            pos = end
+
+
+class FakeSource:
+    """In-memory content, chunked, with pacing, mid-stream failures, and Range on or off."""
+
+    def __init__(self, files: dict[FileId, bytes], *, chunk_size: int = 1000) -> None:
+        self.files = files
+        self.chunk_size = chunk_size
+        self.chunk_sizes: list[int] = []
+        self.honour_range = True
+        self.hide_size = False
+        self.limit: int | None = None  # bytes allowed through (None: no pacing)
+        self.changed = trio.Event()
+        self.fail_at: list[int] = []  # absolute offsets where a stream breaks (once each)
+        self.failure_type: type[ApiError] = ApiConnectionError
+        self.calls: list[tuple[FileId, int]] = []
+        self.yielded = 0
+        self.open_error: ApiError | None = None
+
+    def allow(self, limit: int | None) -> None:
+        self.limit = limit
+        self.changed.set()
+        self.changed = trio.Event()
+
+    @asynccontextmanager
+    async def _download(self, file_id: FileId, offset: int) -> AsyncIterator[DownloadStream]:
+        self.calls.append((file_id, offset))
+        await trio.lowlevel.checkpoint()
+        if self.open_error is not None:
+            raise self.open_error
+        data = self.files[file_id]
+        start = offset if self.honour_range and offset <= len(data) else 0
+        yield FakeStream(self, file_id, start, data)
+
+    def download(
+        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
+    ) -> AbstractAsyncContextManager[DownloadStream]:
+        return self._download(file_id, offset)
+
+
+def _check_protocol(source: FakeSource) -> ContentSource:
+    return source  # for mypy: the fake satisfies the protocol the reader needs
+
+
+@asynccontextmanager
+async def make_reader(
+    source: FakeSource, cache_dir: Path, *, max_size: int = 1 << 30, **options: object
+) -> AsyncIterator[Reader]:
+    async with trio.open_nursery() as nursery:
+        reader = await Reader.create(
+            source,
+            cache_dir=cache_dir,
+            max_size=max_size,
+            nursery=nursery,
+            retry_delays=NO_DELAYS,
+            **options,  # type: ignore[arg-type]
+        )
+        yield reader
+        nursery.cancel_scope.cancel()
+
+
+async def read_all(reader: Reader, handle: ReadHandle, *, block: int = 4096) -> bytes:
+    out = bytearray()
+    while True:
+        data = await reader.read(handle, len(out), block)
+        if not data:
+            return bytes(out)
+        out += data
+
+
+async def settle(reader: Reader) -> None:
+    """Let background downloads, flushes and deletions run to completion."""
+    with trio.fail_after(5):
+        while reader.statistics().active_downloads or reader._deleting:
+            await trio.sleep(0.001)
+        await trio.testing.wait_all_tasks_blocked()
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+# ---- sharing and streaming ----
+
+
+async def test_concurrent_readers_share_one_download(cache_dir: Path) -> None:
+    data = payload(50_000)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir, flush_bytes=8192) as reader:
+        results: dict[int, bytes] = {}
+
+        async def cat(i: int) -> None:
+            handle = await reader.open(CID, FID, len(data))
+            results[i] = await read_all(reader, handle, block=3000 + i * 17)
+            await reader.release(handle)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(cat, i)
+        assert all(r == data for r in results.values())
+        assert source.calls == [(FID, 0)]
+        stats = reader.statistics()
+        assert stats.downloads_started == 1
+        assert stats.bytes_fetched == len(data)
+        assert stats.bytes_served == 5 * len(data)
+
+
+async def test_small_read_at_start_returns_before_stream_ends(cache_dir: Path) -> None:
+    data = payload(100_000)
+    source = FakeSource({FID: data}, chunk_size=1000)
+    source.allow(1000)  # only the first chunk gets through
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        with trio.fail_after(2):
+            assert await reader.read(handle, 0, 100) == data[:100]
+        assert source.yielded == 1000
+        assert reader.statistics().downloads_completed == 0
+        # a read of bytes not yet sent waits, then returns once they arrive
+        async with trio.open_nursery() as nursery:
+            got: list[bytes] = []
+
+            async def later() -> None:
+                got.append(await reader.read(handle, 5000, 10))
+
+            nursery.start_soon(later)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            source.allow(None)
+        assert got == [data[5000:5010]]
+        await reader.release(handle)
+
+
+async def test_open_never_waits_for_content(cache_dir: Path) -> None:
+    source = FakeSource({FID: payload(10_000)})
+    source.allow(0)
+    async with make_reader(source, cache_dir) as reader:
+        with trio.fail_after(1):
+            handle = await reader.open(CID, FID, 10_000)
+        assert handle.size == 10_000
+        await reader.release(handle)
+        source.allow(None)
+
+
+async def test_reads_at_and_past_eof(cache_dir: Path) -> None:
+    data = payload(5000)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await reader.read(handle, 4990, 100) == data[4990:]
+        assert await reader.read(handle, 5000, 100) == b""
+        assert await reader.read(handle, 10**9, 100) == b""
+        assert await reader.read(handle, 0, 0) == b""
+        await reader.release(handle)
+
+
+async def test_empty_file(cache_dir: Path) -> None:
+    source = FakeSource({FID: b""})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 0)
+        assert await reader.read(handle, 0, 10) == b""
+        await reader.release(handle)
+        await settle(reader)
+        assert reader.is_cached(FID, 0)
+
+
+async def test_unknown_size_reads_whole_then_known_size(cache_dir: Path) -> None:
+    data = payload(33_333)
+    source = FakeSource({FID: data}, chunk_size=4096)
+    source.hide_size = True
+    async with make_reader(source, cache_dir, flush_bytes=10_000) as reader:
+        handle = await reader.open(CID, FID, None)
+        assert handle.size is None
+        assert reader.known_size(FID) is None
+        assert await read_all(reader, handle, block=8192) == data
+        assert handle.size == len(data)
+        assert reader.known_size(FID) == len(data)
+        await reader.release(handle)
+        await settle(reader)
+        assert reader.is_cached(FID, None)
+        assert reader.is_cached(FID, len(data))
+
+
+async def test_large_file_through_disk_and_memory(cache_dir: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 123)
+    source = FakeSource({FID: data}, chunk_size=65536)
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle, block=131072) == data
+        # random re-reads after completion come from the cache file
+        assert await reader.read(handle, 1_000_000, 2_000_000) == data[1_000_000:3_000_000]
+        await reader.release(handle)
+
+
+async def test_cancelled_read_does_not_break_the_download(cache_dir: Path) -> None:
+    data = payload(20_000)
+    source = FakeSource({FID: data})
+    source.allow(1000)
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        with trio.move_on_after(0.01) as scope:
+            await reader.read(handle, 10_000, 100)
+        assert scope.cancelled_caught
+        source.allow(None)
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        assert source.calls == [(FID, 0)]
+
+
+async def test_download_continues_after_last_release(cache_dir: Path) -> None:
+    data = payload(20_000)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await reader.read(handle, 0, 10) == data[:10]
+        await reader.release(handle)
+        await settle(reader)
+        assert reader.is_cached(FID, len(data))
+
+
+# ---- the persistent cache ----
+
+
+async def test_cache_reused_by_a_new_reader_without_downloading(cache_dir: Path) -> None:
+    data = payload(12_345)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        await settle(reader)
+    async with make_reader(source, cache_dir) as reader:
+        assert reader.is_cached(FID, len(data))
+        assert reader.known_size(FID) == len(data)
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        stats = reader.statistics()
+        assert (stats.hits, stats.misses, stats.downloads_started) == (1, 0, 0)
+    assert source.calls == [(FID, 0)]
+
+
+async def test_changed_file_id_is_a_different_entry(cache_dir: Path) -> None:
+    old, new = payload(1000, 1), payload(1500, 2)
+    source = FakeSource({FID: old, FID2: new})
+    async with make_reader(source, cache_dir) as reader:
+        for fid, expected in ((FID, old), (FID2, new), (FID, old)):
+            handle = await reader.open(CID, fid, len(expected))
+            assert await read_all(reader, handle) == expected
+            await reader.release(handle)
+            await settle(reader)
+        assert source.calls == [(FID, 0), (FID2, 0)]
+        assert reader.statistics().entries == 2
+
+
+async def test_size_change_for_same_id_downloads_again(cache_dir: Path) -> None:
+    data = payload(1000)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 1000)
+        await read_all(reader, handle)
+        await reader.release(handle)
+        await settle(reader)
+        assert not reader.is_cached(FID, 999)
+        source.files[FID] = data + b"more"
+        handle = await reader.open(CID, FID, 1004)
+        assert await read_all(reader, handle) == data + b"more"
+        await reader.release(handle)
+        assert len(source.calls) == 2
+
+
+async def test_cache_layout_is_private_and_named_by_file_id(cache_dir: Path) -> None:
+    data = payload(100)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 100)
+        await read_all(reader, handle)
+        await reader.release(handle)
+        await settle(reader)
+    assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
+    assert sorted(p.name for p in cache_dir.iterdir()) == [f"{FID}.data", f"{FID}.json"]
+    meta = json.loads((cache_dir / f"{FID}.json").read_text())
+    assert meta == {"version": 1, "file_id": FID, "size": 100, "complete": True}
+    assert (cache_dir / f"{FID}.data").read_bytes() == data
+
+
+def test_entry_names_are_sanitised() -> None:
+    assert entry_name("cfile_0123abc") == "cfile_0123abc"
+    for hostile in ("../../etc/passwd", "a/b", ".", "..", "", "x" * 500, "é"):
+        name = entry_name(hostile)
+        assert "/" not in name and name not in {".", ".."}
+        assert name.startswith("@") and len(name) == 65
+
+
+async def test_interrupted_and_invalid_entries_are_discarded_at_start(cache_dir: Path) -> None:
+    cache_dir.mkdir(mode=0o755)
+    (cache_dir / f"{FID}.data").write_bytes(b"partial")  # crash mid-download: no sidecar
+    (cache_dir / f"{FID2}.data").write_bytes(b"short")
+    (cache_dir / f"{FID2}.json").write_text(
+        json.dumps({"version": 1, "file_id": FID2, "size": 999, "complete": True})
+    )
+    (cache_dir / "junk.json.tmp").write_text("{")
+    source = FakeSource({FID: payload(10), FID2: payload(20)})
+    async with make_reader(source, cache_dir) as reader:
+        assert not reader.is_cached(FID, None)
+        assert not reader.is_cached(FID2, None)
+        assert reader.statistics().entries == 0
+    assert list(cache_dir.iterdir()) == []
+    assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
+
+
+async def test_lru_eviction_bounds_usage_and_spares_open_and_pinned(cache_dir: Path) -> None:
+    files = {FileId(f"cfile_{i:032x}"): payload(400, i) for i in range(6)}
+    ids = list(files)
+    source = FakeSource(dict(files))
+    async with make_reader(source, cache_dir, max_size=1200) as reader:
+        held = await reader.open(CID, ids[0], 400)  # stays open throughout
+        assert await read_all(reader, held) == files[ids[0]]
+        path = await reader.fetch(CID, ids[1], 400)  # pinned throughout
+        assert path.read_bytes() == files[ids[1]]
+        for fid in ids[2:]:
+            handle = await reader.open(CID, fid, 400)
+            assert await read_all(reader, handle) == files[fid]
+            await reader.release(handle)
+            await settle(reader)
+            assert reader.is_cached(ids[0], 400)
+            assert reader.is_cached(ids[1], 400)
+            assert reader.statistics().cache_bytes_used <= 1200
+        # only the most recently used closed entry fits next to the open and pinned ones
+        assert [reader.is_cached(f, 400) for f in ids] == [True, True, False, False, False, True]
+        await reader.release(held)
+        reader.unpin(ids[1])
+        await settle(reader)
+        stats = reader.statistics()
+        assert stats.evictions == 3
+        assert stats.cache_bytes_used <= 1200
+        await settle(reader)
+    on_disk = sum(p.stat().st_size for p in cache_dir.glob("*.data"))
+    assert on_disk <= 1200
+
+
+async def test_eviction_order_follows_use(cache_dir: Path) -> None:
+    files = {FileId(f"cfile_{i:032x}"): payload(400, i) for i in range(3)}
+    a, b, c = files
+    source = FakeSource(dict(files))
+    async with make_reader(source, cache_dir, max_size=800) as reader:
+        for fid in (a, b, a, c):  # a used again after b: b is the least recent
+            handle = await reader.open(CID, fid, 400)
+            await read_all(reader, handle)
+            await reader.release(handle)
+            await settle(reader)
+        assert [reader.is_cached(f, 400) for f in (a, b, c)] == [True, False, True]
+
+
+async def test_invalidate_drops_entry_and_next_open_downloads(cache_dir: Path) -> None:
+    data = payload(3000)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 3000)
+        await read_all(reader, handle)
+        await reader.release(handle)
+        await settle(reader)
+        reader.invalidate(FID)
+        assert not reader.is_cached(FID, 3000)
+        assert reader.known_size(FID) is None
+        await settle(reader)
+        assert list(cache_dir.iterdir()) == []
+        handle = await reader.open(CID, FID, 3000)
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        assert len(source.calls) == 2
+
+
+async def test_invalidate_while_open_keeps_the_open_handle_readable(cache_dir: Path) -> None:
+    data = payload(3000)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 3000)
+        await read_all(reader, handle)
+        await settle(reader)
+        reader.invalidate(FID)
+        await settle(reader)
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+
+
+# ---- failures ----
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+async def test_mid_stream_failure_resumes_from_the_frontier(
+    cache_dir: Path, honour_range: bool
+) -> None:
+    data = payload(30_000)
+    source = FakeSource({FID: data})
+    source.honour_range = honour_range
+    source.fail_at = [12_500, 20_000]
+    async with make_reader(source, cache_dir, flush_bytes=4096) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        await settle(reader)
+        assert source.calls == [(FID, 0), (FID, 12_500), (FID, 20_000)]
+        stats = reader.statistics()
+        assert stats.retries == 2
+        assert stats.downloads_completed == 1
+        assert reader.is_cached(FID, len(data))
+    assert (cache_dir / f"{FID}.data").read_bytes() == data
+
+
+async def test_final_failure_wakes_waiters_and_a_later_open_retries(cache_dir: Path) -> None:
+    data = payload(10_000)
+    source = FakeSource({FID: data})
+    source.fail_at = [5000] * 4  # more breaks than retries, none making progress
+    async with make_reader(source, cache_dir) as reader:
+        handles = [await reader.open(CID, FID, len(data)) for _ in range(3)]
+        errors: list[BaseException] = []
+
+        async def wait_far(h: ReadHandle) -> None:
+            try:
+                await reader.read(h, 9000, 100)
+            except ApiError as exc:
+                errors.append(exc)
+
+        with trio.fail_after(2):
+            async with trio.open_nursery() as nursery:
+                for h in handles:
+                    nursery.start_soon(wait_far, h)
+        assert len(errors) == 3
+        assert all(isinstance(e, ApiConnectionError) for e in errors)
+        assert all(e.errno == ApiConnectionError.errno for e in errors)  # type: ignore[attr-defined]
+        # bytes that did arrive are still readable through the failed handle
+        assert await reader.read(handles[0], 0, 100) == data[:100]
+        for h in handles:
+            await reader.release(h)
+        assert reader.statistics().downloads_failed == 1
+        assert not reader.is_cached(FID, None)
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        assert reader.statistics().downloads_started == 2
+
+
+async def test_non_retryable_error_is_not_retried(cache_dir: Path) -> None:
+    source = FakeSource({FID: payload(100)})
+    source.open_error = NotFound("No such file")
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 100)
+        with pytest.raises(NotFound) as info:
+            await reader.read(handle, 0, 10)
+        assert info.value.errno == NotFound.errno
+        await reader.release(handle)
+        assert len(source.calls) == 1
+        source.open_error = None
+        handle = await reader.open(CID, FID, 100)
+        assert await read_all(reader, handle) == payload(100)
+        await reader.release(handle)
+
+
+async def test_fetch_returns_the_complete_file_and_raises_on_failure(cache_dir: Path) -> None:
+    data = payload(70_000)
+    source = FakeSource({FID: data, FID2: b"x"})
+    async with make_reader(source, cache_dir, flush_bytes=8192) as reader:
+        path = await reader.fetch(CID, FID, len(data))
+        assert path.read_bytes() == data
+        assert path.parent == cache_dir
+        reader.unpin(FID)
+        # a cached file is returned without another download
+        path = await reader.fetch(CID, FID, len(data))
+        assert path.read_bytes() == data
+        reader.unpin(FID)
+        assert source.calls == [(FID, 0)]
+        source.open_error = NotFound("gone")
+        with pytest.raises(NotFound):
+            await reader.fetch(CID, FID2, 1)
+
+
+async def test_read_after_release_is_rejected(cache_dir: Path) -> None:
+    source = FakeSource({FID: payload(100)})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 100)
+        await reader.release(handle)
+        await reader.release(handle)  # idempotent
+        with pytest.raises(Exception) as info:
+            await reader.read(handle, 0, 1)
+        assert getattr(info.value, "errno", None) == 9  # EBADF
+
+
+# ---- property: any interleaving of reads returns exactly the right bytes ----
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> dict[str, object]:
+    size = draw(st.integers(0, 6000))
+    return {
+        "size": size,
+        "chunks": draw(st.lists(st.integers(1, 1500), min_size=1, max_size=20)),
+        "honour_range": draw(st.booleans()),
+        "known_size": draw(st.booleans()),
+        "fail_at": draw(st.lists(st.integers(0, max(size - 1, 0)), max_size=2, unique=True)),
+        "reads": draw(
+            st.lists(
+                st.tuples(st.integers(0, 3), st.integers(0, size + 500), st.integers(0, 2500)),
+                min_size=1,
+                max_size=12,
+            )
+        ),
+        "steps": draw(st.lists(st.integers(1, 2000), max_size=8)),
+        "flush": draw(st.sampled_from([1, 700, 4096, 1 << 20])),
+    }
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios())
+async def test_random_interleavings_return_exact_bytes(scenario: dict[str, object]) -> None:
+    size = scenario["size"]
+    assert isinstance(size, int)
+    data = os.urandom(size)
+    source = FakeSource({FID: data})
+    source.chunk_sizes = list(scenario["chunks"])  # type: ignore[call-overload]
+    source.honour_range = bool(scenario["honour_range"])
+    source.hide_size = not scenario["known_size"]
+    source.fail_at = [f for f in scenario["fail_at"] if 0 < f < size]  # type: ignore[attr-defined]
+    source.allow(0)
+    listed = size if scenario["known_size"] else None
+    with tempfile.TemporaryDirectory() as tmp:
+        async with make_reader(source, Path(tmp) / "c", flush_bytes=scenario["flush"]) as reader:
+            handles = [await reader.open(CID, FID, listed) for _ in range(4)]
+            results: list[tuple[int, int, bytes]] = []
+
+            async def do_read(h: int, offset: int, length: int) -> None:
+                got = await reader.read(handles[h], offset, length)
+                results.append((offset, length, got))
+
+            with trio.fail_after(5):
+                async with trio.open_nursery() as nursery:
+                    for h, offset, length in scenario["reads"]:  # type: ignore[attr-defined]
+                        nursery.start_soon(do_read, h, offset, length)
+                    allowed = 0
+                    for step in scenario["steps"]:  # type: ignore[attr-defined]
+                        await trio.testing.wait_all_tasks_blocked()
+                        allowed += step
+                        source.allow(allowed)
+                    source.allow(None)
+            for offset, length, got in results:
+                assert got == data[offset : offset + length]
+            for h in handles:
+                assert await read_all(reader, h, block=977) == data
+                await reader.release(h)
+            assert reader.statistics().downloads_started == 1
