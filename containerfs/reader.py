@@ -47,6 +47,9 @@ MAX_PENDING = 8 << 20
 # pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
 _MAX_IOV = 512
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
+# Sequential reads from the cache file fetch this much per thread hop (the kernel asks for
+# 128 KiB at a time; one pread per request would make the thread hop the bottleneck).
+READAHEAD_BYTES = 1 << 20
 
 
 class DownloadStream(Protocol):
@@ -181,12 +184,16 @@ class _Entry:
 class ReadHandle:
     """An open file of the read path; ``size`` is updated when the download finishes."""
 
-    __slots__ = ("_entry", "_released", "file_id")
+    __slots__ = ("_ahead", "_ahead_at", "_entry", "_next", "_released", "file_id")
 
     def __init__(self, entry: _Entry) -> None:
         self._entry = entry
         self._released = False
         self.file_id = entry.file_id
+        # read-ahead block from the cache file: bytes on disk never change for a file id
+        self._ahead = b""
+        self._ahead_at = 0
+        self._next = 0  # where a sequential reader reads next
 
     @property
     def size(self) -> int | None:
@@ -274,7 +281,12 @@ class Reader:
             if entry.error is not None:
                 raise entry.error
             await entry.wait_for(end)
-        data = await self._serve(entry, offset, end)
+        ahead_at = handle._ahead_at
+        if ahead_at <= offset and end <= ahead_at + len(handle._ahead):
+            data = handle._ahead[offset - ahead_at : end - ahead_at]
+        else:
+            data = await self._serve(entry, offset, end, handle)
+        handle._next = end
         self._bytes_served += len(data)
         return data
 
@@ -494,23 +506,30 @@ class Reader:
 
     # ---- reads ----
 
-    async def _serve(self, entry: _Entry, offset: int, end: int) -> bytes:
+    async def _serve(self, entry: _Entry, offset: int, end: int, handle: ReadHandle) -> bytes:
         disk_end = entry.disk_end
         # take the in-memory part first: the flusher may move it to disk while we pread
         tail = entry.copy_pending(max(offset, disk_end), end) if end > disk_end else b""
         if offset >= disk_end:
             return tail
+        head_end = min(end, disk_end)
+        # a sequential reader gets a whole read-ahead block per thread hop
+        sequential = offset == handle._next and head_end - offset < READAHEAD_BYTES
+        fetch_end = min(offset + READAHEAD_BYTES, disk_end) if sequential else head_end
         await entry.fd_ready.wait()
         if entry.fd is None:
             raise entry.error or CacheError("cache file closed")
         entry.io += 1
         try:
-            head = await trio.to_thread.run_sync(
-                _pread_all, entry.fd, min(end, disk_end) - offset, offset
-            )
+            block = await trio.to_thread.run_sync(_pread_all, entry.fd, fetch_end - offset, offset)
         finally:
             entry.io -= 1
             self._maybe_drop(entry)
+        if fetch_end > head_end:
+            handle._ahead, handle._ahead_at = block, offset
+            head = block[: head_end - offset]
+        else:
+            head = block
         return head + tail if tail else head
 
     # ---- downloads ----
