@@ -110,7 +110,7 @@ async def main() -> None:
     parser.add_argument("--rate-mbs", type=float, default=1250.0)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    size = args.size_mib << 20
+    size: int = args.size_mib << 20
     data = os.urandom(size)
 
     def mbs(seconds: float) -> float:
