@@ -51,7 +51,7 @@ def test_container_lifecycle(client: openai.OpenAI, container_name: str) -> None
     listed = client.containers.list(name=container_name)
     assert [c.id for c in listed.data] == [created.id]
 
-    assert client.containers.delete(created.id) is None
+    client.containers.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         client.containers.retrieve(created.id)
     assert client.containers.list(name=container_name).data == []
@@ -104,7 +104,7 @@ def test_file_lifecycle(client: openai.OpenAI, container_name: str) -> None:
     content = client.containers.files.content.retrieve(created.id, container_id=cid)
     assert content.content == b"hello world\n"
 
-    assert client.containers.files.delete(created.id, container_id=cid) is None
+    client.containers.files.delete(created.id, container_id=cid)
     with pytest.raises(openai.NotFoundError):
         client.containers.files.retrieve(created.id, container_id=cid)
     assert client.containers.files.list(cid).data == []

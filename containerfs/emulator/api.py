@@ -317,10 +317,12 @@ async def upload_file(request: Request, emu: Emulator) -> Response:
     cid = request.path_params["container_id"]
     _container(emu, cid, for_files=True)
     mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if mime != "multipart/form-data":
+    if mime in ("application/json", ""):
         body = await _json_body(request)
         if "file_id" in body:
             raise _unknown_file_id(str(body["file_id"]))
+        raise _missing(FILE_FIELD)
+    if mime != "multipart/form-data":
         raise _missing(FILE_FIELD)
     incoming = emu.store.incoming_path()
     upload = await receive_multipart(
