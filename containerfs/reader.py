@@ -50,6 +50,10 @@ DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
 # Sequential reads from the cache file fetch this much per thread hop (the kernel asks for
 # 128 KiB at a time; one pread per request would make the thread hop the bottleneck).
 READAHEAD_BYTES = 1 << 20
+# A read this far beyond the download frontier tries its own ranged GET instead of waiting.
+RANGE_AHEAD_BYTES = 8 << 20
+# ... and fetches at least this much, so that the kernel's next few reads reuse it.
+RANGE_WINDOW_BYTES = 1 << 20
 
 
 class DownloadStream(Protocol):
@@ -93,6 +97,7 @@ class ReaderStats:
     downloads_completed: int
     downloads_failed: int
     retries: int  # resumed or restarted streams after a failure
+    range_reads: int  # extra ranged GETs for reads far beyond the frontier
     active_downloads: int
     open_handles: int
     bytes_fetched: int  # received from the API (including bytes skipped after a restart)
@@ -133,6 +138,9 @@ class _Entry:
         self.io = 0  # thread calls in flight on fd: it must not be closed under them
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._seq = itertools.count()
+        # bytes fetched by a ranged GET far beyond the frontier: (offset, content)
+        self.window: tuple[int, bytes] = (0, b"")
+        self.window_lock = trio.Lock()
 
     @property
     def arrived(self) -> int:
@@ -215,10 +223,13 @@ class Reader:
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
+        range_ahead: int | None = RANGE_AHEAD_BYTES,
     ) -> None:
         self._client = client
         self._flush_bytes = flush_bytes
         self._max_pending = max(max_pending, flush_bytes)
+        self._range_ahead = range_ahead
+        self._range_ok = range_ahead is not None  # until a server answers 200 to a Range
         self._cache = cache
         self._nursery = nursery
         self._retry_delays = tuple(retry_delays)
@@ -231,6 +242,7 @@ class Reader:
         self._hits = self._misses = self._joins = 0
         self._started = self._completed = self._failed = self._retries = 0
         self._bytes_fetched = self._bytes_served = 0
+        self._range_reads = 0
 
     @classmethod
     async def create(
@@ -243,6 +255,7 @@ class Reader:
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
+        range_ahead: int | None = RANGE_AHEAD_BYTES,
     ) -> Reader:
         cache = await trio.to_thread.run_sync(partial(DiskCache.load, cache_dir, max_size=max_size))
         reader = cls(
@@ -252,6 +265,7 @@ class Reader:
             retry_delays=retry_delays,
             flush_bytes=flush_bytes,
             max_pending=max_pending,
+            range_ahead=range_ahead,
         )
         reader._evict()  # the limit may be lower than in the last run
         return reader
@@ -271,6 +285,11 @@ class Reader:
         if offset < 0 or length <= 0:
             return b""
         end = offset + length
+        if self._far_ahead(entry, offset):
+            data = await self._read_ahead_of_stream(entry, offset, end)
+            if data is not None:
+                self._bytes_served += len(data)
+                return data
         while True:
             if entry.final_size is not None:
                 end = min(end, entry.final_size)
@@ -369,6 +388,7 @@ class Reader:
             downloads_completed=self._completed,
             downloads_failed=self._failed,
             retries=self._retries,
+            range_reads=self._range_reads,
             active_downloads=sum(1 for e in self._live.values() if e.downloading),
             open_handles=sum(e.opens for e in self._live.values()),
             bytes_fetched=self._bytes_fetched,
@@ -531,6 +551,62 @@ class Reader:
         else:
             head = block
         return head + tail if tail else head
+
+    def _far_ahead(self, entry: _Entry, offset: int) -> bool:
+        size = entry.size
+        return (
+            self._range_ok
+            and self._range_ahead is not None
+            and entry.downloading
+            and entry.error is None
+            # only with a known size: a Range past the end would be an error, not EOF
+            and size is not None
+            and offset < size
+            and offset > entry.arrived + self._range_ahead
+        )
+
+    async def _read_ahead_of_stream(self, entry: _Entry, offset: int, end: int) -> bytes | None:
+        """Serve a read far beyond the frontier with its own ranged GET (None: wait instead)."""
+        async with entry.window_lock:  # concurrent far reads share one request
+            at, window = entry.window
+            if at <= offset and end <= at + len(window):
+                return window[offset - at : end - at]
+            if not self._far_ahead(entry, offset):
+                return None
+            want = max(end - offset, RANGE_WINDOW_BYTES)
+            buf = bytearray()
+            try:
+                async with self._client.download(
+                    entry.container_id, entry.file_id, offset=offset
+                ) as download:
+                    if download.start != offset:
+                        # the server ignores Range: don't ask again on this mount
+                        log.info("server ignores Range; reads ahead will wait for the stream")
+                        self._range_ok = False
+                        return None
+                    self._range_reads += 1
+                    chunks = download.chunks()
+                    try:
+                        async for chunk in chunks:
+                            self._bytes_fetched += len(chunk)
+                            buf += chunk
+                            if len(buf) >= want:
+                                break
+                    finally:
+                        aclose = getattr(chunks, "aclose", None)
+                        if aclose is not None:
+                            await aclose()
+            except ApiError as exc:
+                log.info(
+                    "ranged read of %s at %d failed (%s); waiting for the stream",
+                    entry.file_id,
+                    offset,
+                    exc,
+                )
+                return None
+            # the stream's end is the file's end, so a short window is a short read at EOF
+            entry.window = (offset, bytes(buf[:want]))
+            return entry.window[1][: end - offset]
 
     # ---- downloads ----
 

@@ -50,7 +50,7 @@ class FakeStream:
             size = next(sizes, src.chunk_size) if sizes is not None else src.chunk_size
             end = min(pos + max(size, 1), len(self._data))
             # pacing: wait until the test allows these bytes
-            while src.limit is not None and end > src.limit:
+            while src.limit is not None and end > src.limit and (src.pace_ranged or not self.start):
                 await src.changed.wait()
             fail = next((f for f in src.fail_at if pos <= f < end), None)
             if fail is not None:
@@ -74,6 +74,7 @@ class FakeSource:
         self.honour_range = True
         self.hide_size = False
         self.limit: int | None = None  # bytes allowed through (None: no pacing)
+        self.pace_ranged = True  # False: streams asked for an offset > 0 are never held back
         self.changed = trio.Event()
         self.fail_at: list[int] = []  # absolute offsets where a stream breaks (once each)
         self.failure_type: type[ApiError] = ApiConnectionError
@@ -448,6 +449,57 @@ async def test_invalidate_while_open_keeps_the_open_handle_readable(cache_dir: P
         await reader.release(handle)
 
 
+# ---- reads far beyond the frontier ----
+
+
+async def test_far_read_uses_a_ranged_download_when_honoured(cache_dir: Path) -> None:
+    data = payload(200_000)
+    source = FakeSource({FID: data}, chunk_size=1000)
+    source.pace_ranged = False
+    source.allow(1000)  # the main stream is stuck near the start
+    async with make_reader(source, cache_dir, range_ahead=10_000) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        with trio.fail_after(2):
+            assert await reader.read(handle, 150_000, 100) == data[150_000:150_100]
+            # the next reads of a tail reader come from the same window, no new request
+            assert await reader.read(handle, 150_100, 4000) == data[150_100:154_100]
+            assert await reader.read(handle, 199_990, 100) == data[199_990:]
+        assert reader.statistics().range_reads == 2
+        source.allow(None)
+        assert await read_all(reader, handle) == data
+        assert sorted(source.calls) == [(FID, 0), (FID, 150_000), (FID, 199_990)]
+        await reader.release(handle)
+        await settle(reader)
+        assert (cache_dir / f"{FID}.data").read_bytes() == data
+
+
+async def test_far_read_waits_for_the_stream_when_range_is_ignored(cache_dir: Path) -> None:
+    data = payload(100_000)
+    source = FakeSource({FID: data}, chunk_size=1000)
+    source.honour_range = False
+    source.pace_ranged = False
+    source.allow(1000)
+    async with make_reader(source, cache_dir, range_ahead=10_000) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        got: list[bytes] = []
+
+        async def far(offset: int) -> None:
+            got.append(await reader.read(handle, offset, 100))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(far, 90_000)
+            nursery.start_soon(far, 50_000)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []  # both wait for the main stream
+            source.allow(None)
+        assert sorted(got) == sorted([data[90_000:90_100], data[50_000:50_100]])
+        # one ranged attempt: after a 200 answer the reader does not ask again
+        assert len(source.calls) == 2
+        assert (FID, 0) in source.calls
+        assert reader.statistics().range_reads == 0
+        await reader.release(handle)
+
+
 # ---- failures ----
 
 
@@ -571,6 +623,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         ),
         "steps": draw(st.lists(st.integers(1, 2000), max_size=8)),
         "flush": draw(st.sampled_from([1, 700, 4096, 1 << 20])),
+        "range_ahead": draw(st.sampled_from([None, 0, 1000])),
     }
 
 
@@ -588,7 +641,12 @@ async def test_random_interleavings_return_exact_bytes(scenario: dict[str, objec
     source.allow(0)
     listed = size if scenario["known_size"] else None
     with tempfile.TemporaryDirectory() as tmp:
-        async with make_reader(source, Path(tmp) / "c", flush_bytes=scenario["flush"]) as reader:
+        async with make_reader(
+            source,
+            Path(tmp) / "c",
+            flush_bytes=scenario["flush"],
+            range_ahead=scenario["range_ahead"],
+        ) as reader:
             handles = [await reader.open(CID, FID, listed) for _ in range(4)]
             results: list[tuple[int, int, bytes]] = []
 
