@@ -13,6 +13,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -758,3 +760,29 @@ def test_bad_seed_is_a_one_line_error(tmp_path: Path, content: str | None, expec
     assert result.returncode == 2
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and expected in result.stderr
+
+
+def test_stop_does_not_wait_for_a_stalled_request(
+    emulator_factory: Callable[..., EmulatorProcess],
+) -> None:
+    emu = emulator_factory()
+    emu.faults([{"route": "list_containers", "action": "stall", "seconds": 60}])
+    outcomes: list[object] = []
+
+    def call() -> None:
+        try:
+            outcomes.append(httpx.get(f"{emu.base_url}/containers", timeout=30).status_code)
+        except httpx.HTTPError as exc:
+            outcomes.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while emu.requests().get("list_containers", 0) == 0:
+        time.sleep(0.01)
+    started = time.monotonic()
+    emu.proc.send_signal(signal.SIGTERM)
+    assert emu.proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    caller.join(timeout=10)
+    assert outcomes and outcomes[0] != 200  # a 500 or a closed connection
+    assert "Traceback" not in emu.stderr

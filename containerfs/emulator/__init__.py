@@ -13,6 +13,18 @@ Layers, top to bottom:
   with ``uploads`` (streaming multipart parser) and ``content`` (streaming blob responses).
 - ``store``: metadata in SQLite and blobs as files in the data directory; ``seed`` fills it.
 - ``faults`` and ``stats``: fault-injection rules and request counters.
+
+Choices where the spec is silent (the client must cope with the service either way):
+
+- An ``after`` cursor that names no object of the listing answers 400 (``param: "after"``);
+  the cursor of an object deleted since the previous page still works.
+- Without ``--api-key`` every request is accepted, with or without a key.
+- ``expires_after.minutes`` must be 1..1440; ``network_policy`` defaults to ``disabled``.
+- There is no Files API: every ``file_id`` (upload) and ``file_ids`` entry (create) is
+  unknown, 404.
+- ``--upload-paths keep`` never overwrites: two uploads to one path make two files.
+- Listing containers does not refresh ``last_active_at``; every call on one container
+  (retrieve, and all file calls) does, unless it has expired.
 """
 
 from containerfs.emulator.app import Emulator, create_app

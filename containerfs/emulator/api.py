@@ -331,19 +331,22 @@ async def upload_file(request: Request, emu: Emulator) -> Response:
         blob=incoming,
         max_bytes=emu.config.max_upload_bytes,
     )
+    fid = new_file_id()
+    blob = emu.store.blob_path(fid)
     try:
         if upload.blob is None:
             if "file_id" in upload.fields:
                 raise _unknown_file_id(upload.fields["file_id"])
             raise _missing(FILE_FIELD)
         path = stored_path(upload.filename or "", policy=emu.config.upload_paths)
-        # The container may have been deleted or expired while the body streamed in.
+        await anyio.to_thread.run_sync(os.replace, incoming, blob)
+        # No await from here on: the container may have been deleted or expired while the
+        # body streamed in, and must not be between this check and the insert.
         _container(emu, cid, for_files=True)
-        fid = new_file_id()
-        await anyio.to_thread.run_sync(os.replace, incoming, emu.store.blob_path(fid))
     except BaseException:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_unlink_quietly, incoming)
+            await anyio.to_thread.run_sync(_unlink_quietly, blob)
         raise
     emu.stats.bytes_uploaded += upload.size
     row = emu.store.add_file(cid, fid, path=path, size=upload.size, source="user")

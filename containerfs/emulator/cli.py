@@ -176,7 +176,13 @@ def run(args: argparse.Namespace) -> int:
 
         server = _Server(
             uvicorn.Config(
-                app, log_config=None, log_level=args.log_level, access_log=False, lifespan="off"
+                app,
+                log_config=None,
+                log_level=args.log_level,
+                access_log=False,
+                lifespan="off",
+                # Stalled requests (fault rules) must not hold up a stop for long.
+                timeout_graceful_shutdown=1,
             ),
             on_started=announce,
         )

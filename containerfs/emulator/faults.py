@@ -17,6 +17,7 @@ route always truncates the real answer, which is what a dropped download looks l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -195,11 +196,12 @@ class DroppedResponse(Response):
 
 
 class DroppedLogFilter(logging.Filter):
-    """Keeps the server's log free of tracebacks for connections dropped on purpose."""
+    """Keeps the server's log free of tracebacks for connections dropped on purpose, and
+    for requests (stalled ones) cancelled when the server stops."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, ConnectionDropped)
+        return not isinstance(exc, ConnectionDropped | asyncio.CancelledError)
 
 
 def _content_length(message: Message) -> int:
