@@ -309,13 +309,13 @@ class ApiClient:
             body["expires_after"] = {"anchor": "last_active_at", "minutes": expires_after_minutes}
         if memory_limit is not None:
             body["memory_limit"] = memory_limit
-        started, since = self._sightings.mark(), self._server_now()
+        started, wall = self._sightings.mark(), self._wallclock()
 
         async def recover() -> Container | None:
             async with aclosing(self.list_containers(name=name)) as containers:
                 async for c in containers:
                     adoptable = self._sightings.adoptable(c.id, started)
-                    if c.name == name and c.created_at >= since - ADOPT_MARGIN and adoptable:
+                    if c.name == name and self._created_after(c.created_at, wall) and adoptable:
                         return c
             return None
 
@@ -398,7 +398,7 @@ class ApiClient:
         cross-adopt, and a listing that lags behind the create would miss the file.
         """
         url = _url("containers", container_id, "files")
-        started, since = self._sightings.mark(), self._server_now()
+        started, wall = self._sightings.mark(), self._wallclock()
         with open(source, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
 
@@ -408,7 +408,7 @@ class ApiClient:
                         if (
                             upload_path_matches(f.path, filename)
                             and f.bytes in (size, None)
-                            and f.created_at >= since - ADOPT_MARGIN
+                            and self._created_after(f.created_at, wall)
                             and self._sightings.adoptable(f.id, started)
                         ):
                             return f
@@ -528,14 +528,15 @@ class ApiClient:
             if on_gone is not None and was_ambiguous and isinstance(error, NotFound):
                 log.info("%s: gone after an ambiguous attempt; taking it as done", endpoint)
                 return on_gone()
+            if error.ambiguous and not idempotent and recover is not None:
+                # even with no retries left: finding the result beats reporting a failure
+                found = await recover()
+                if found is not None:
+                    self._adopted += 1
+                    log.info("%s: %s; adopted what the lost attempt created", endpoint, error)
+                    return found
             resend = not (error.ambiguous and not idempotent and recover is None)
             if error.retryable and resend and attempt < self.config.max_retries:
-                if error.ambiguous and recover is not None:
-                    found = await recover()
-                    if found is not None:
-                        self._adopted += 1
-                        log.info("%s: %s; adopted what the lost attempt created", endpoint, error)
-                        return found
                 was_ambiguous = was_ambiguous or error.ambiguous
                 delay = self._backoff.delay(attempt, self._rng, retry_after=error.retry_after)
                 attempt += 1
@@ -605,8 +606,12 @@ class ApiClient:
         if when is not None:
             self._skew = when - self._wallclock()
 
-    def _server_now(self) -> float:
-        return self._wallclock() + self._skew
+    def _created_after(self, created_at: int, wall: float) -> bool:
+        """Whether a ``created_at`` (server clock) is no earlier than our wall-clock time
+        ``wall``, within ``ADOPT_MARGIN``. The skew comes from the latest ``Date`` header,
+        which the recovery listing itself has just refreshed.
+        """
+        return created_at >= wall + self._skew - ADOPT_MARGIN
 
     def _note(self, *idents: str) -> None:
         for ident in idents:

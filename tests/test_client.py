@@ -69,6 +69,7 @@ class FakeApi:
         self.containers: dict[str, dict[str, Any]] = {}
         self.requests: list[httpx.Request] = []
         self.fault: Callable[[httpx.Request, int], httpx.Response | None] | None = None
+        self.date = False  # send a Date header (the server's clock) with every answer
         self._ids = itertools.count(1)
 
     def file(self, path: str, size: int, *, created_at: int | None = None) -> dict[str, Any]:
@@ -86,6 +87,12 @@ class FakeApi:
         return obj
 
     async def handler(self, request: httpx.Request) -> httpx.Response:
+        response = await self._handle(request)
+        if self.date:
+            response.headers["date"] = formatdate(time.time(), usegmt=True)
+        return response
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         n = len(self.requests)
         if self.fault is not None:
@@ -802,6 +809,33 @@ async def test_ambiguous_upload_failure_adopts_the_stored_file(
         ("GET", "files"),
     ]
     assert client.statistics().adopted == 1
+
+
+async def test_ambiguous_upload_is_adopted_even_with_no_retries_left(tmp_path: Path) -> None:
+    src = write_src(tmp_path)
+    api = FakeApi()
+    store_then_fail(api, httpx.ReadTimeout("timed out"))
+    async with make_client(api.handler, max_retries=0) as client:
+        created = await client.upload_file(CID, src, filename="x.txt")
+    assert list(api.files) == [created.id]
+
+
+async def test_ambiguous_upload_recovery_survives_a_skewed_local_clock(tmp_path: Path) -> None:
+    """created_at is on the server's clock: the Date header of the listing corrects for skew."""
+    src = write_src(tmp_path)
+    api = FakeApi()
+    api.date = True
+    store_then_fail(api, httpx.ReadTimeout("timed out"))
+    ahead = time.time() + 3600  # our clock an hour fast
+    async with make_client(api.handler, wallclock=lambda: ahead) as client:
+        created = await client.upload_file(CID, src, filename="x.txt")
+    assert list(api.files) == [created.id] and client.statistics().adopted == 1
+
+
+def write_src(tmp_path: Path, data: bytes = b"payload") -> Path:
+    src = tmp_path / "x.txt"
+    src.write_bytes(data)
+    return src
 
 
 async def test_ambiguous_upload_adopts_a_server_prefixed_path(tmp_path: Path) -> None:
