@@ -54,6 +54,9 @@ READAHEAD_BYTES = 1 << 20
 RANGE_AHEAD_BYTES = 8 << 20
 # ... and fetches at least this much, so that the kernel's next few reads reuse it.
 RANGE_WINDOW_BYTES = 1 << 20
+# Content already written stays in memory this long behind the disk frontier, so that readers
+# trailing the stream a little are served without a thread hop and a copy back from disk.
+RECENT_BYTES = 4 << 20
 
 
 class DownloadStream(Protocol):
@@ -121,10 +124,13 @@ class _Entry:
         self.fd: int | None = None
         self.fd_ready = trio.Event()
         self.needs_fd = False  # a complete cache entry whose fd the first opener opens
-        # bytes [0, disk_end) are in the cache file; [disk_end, arrived) in `pending`
+        # bytes [0, disk_end) are in the cache file; [disk_end, arrived) in `pending`, and
+        # [disk_end - recent_bytes, disk_end) also in `recent` (written, kept for readers)
         self.disk_end = 0
         self.pending: deque[bytes] = deque()
         self.pending_bytes = 0
+        self.recent: deque[bytes] = deque()
+        self.recent_bytes = 0
         self.error: ContainerFsError | None = None
         self.downloading = False
         self.stream_done = False
@@ -173,11 +179,15 @@ class _Entry:
             event.set()
         self._waiters.clear()
 
-    def copy_pending(self, start: int, end: int) -> bytes:
-        """Bytes [start, end) from the in-memory tail (start >= disk_end, end <= arrived)."""
-        pos = self.disk_end
+    @property
+    def mem_start(self) -> int:
+        return self.disk_end - self.recent_bytes
+
+    def copy_memory(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) from memory (mem_start <= start, end <= arrived)."""
+        pos = self.mem_start
         parts: list[bytes] = []
-        for seg in self.pending:
+        for seg in itertools.chain(self.recent, self.pending):
             seg_end = pos + len(seg)
             if seg_end > start:
                 lo = start - pos if start > pos else 0
@@ -224,11 +234,13 @@ class Reader:
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
+        recent_bytes: int = RECENT_BYTES,
     ) -> None:
         self._client = client
         self._flush_bytes = flush_bytes
         self._max_pending = max(max_pending, flush_bytes)
         self._range_ahead = range_ahead
+        self._recent_bytes = recent_bytes
         self._range_ok = range_ahead is not None  # until a server answers 200 to a Range
         self._cache = cache
         self._nursery = nursery
@@ -256,6 +268,7 @@ class Reader:
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
+        recent_bytes: int = RECENT_BYTES,
     ) -> Reader:
         cache = await trio.to_thread.run_sync(partial(DiskCache.load, cache_dir, max_size=max_size))
         reader = cls(
@@ -266,6 +279,7 @@ class Reader:
             flush_bytes=flush_bytes,
             max_pending=max_pending,
             range_ahead=range_ahead,
+            recent_bytes=recent_bytes,
         )
         reader._evict()  # the limit may be lower than in the last run
         return reader
@@ -528,11 +542,12 @@ class Reader:
 
     async def _serve(self, entry: _Entry, offset: int, end: int, handle: ReadHandle) -> bytes:
         disk_end = entry.disk_end
-        # take the in-memory part first: the flusher may move it to disk while we pread
-        tail = entry.copy_pending(max(offset, disk_end), end) if end > disk_end else b""
-        if offset >= disk_end:
+        mem_start = entry.mem_start
+        # take the in-memory part first: the flusher may drop it from memory while we pread
+        tail = entry.copy_memory(max(offset, mem_start), end) if end > mem_start else b""
+        if offset >= mem_start:
             return tail
-        head_end = min(end, disk_end)
+        head_end = min(end, mem_start)
         # a sequential reader gets a whole read-ahead block per thread hop
         sequential = offset == handle._next and head_end - offset < READAHEAD_BYTES
         fetch_end = min(offset + READAHEAD_BYTES, disk_end) if sequential else head_end
@@ -781,14 +796,22 @@ class Reader:
                     entry.io -= 1
                 written = sum(len(seg) for seg in batch)
                 for _ in batch:
-                    entry.pending.popleft()
+                    entry.recent.append(entry.pending.popleft())
                 # disk_end and pending move together, with no checkpoint in between, so
                 # arrived (their sum) never goes backwards for a reader
                 entry.disk_end += written
                 entry.pending_bytes -= written
+                entry.recent_bytes += written
+                while (
+                    entry.recent and entry.recent_bytes - len(entry.recent[0]) >= self._recent_bytes
+                ):
+                    entry.recent_bytes -= len(entry.recent.popleft())
                 entry.cache.stored = entry.disk_end
                 entry.drained.set()
             elif entry.stream_done:
+                # complete: readers go to the cache file (and the page cache) from now on
+                entry.recent.clear()
+                entry.recent_bytes = 0
                 return
             else:
                 entry.flush_wanted = trio.Event()

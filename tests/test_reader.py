@@ -624,6 +624,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         "steps": draw(st.lists(st.integers(1, 2000), max_size=8)),
         "flush": draw(st.sampled_from([1, 700, 4096, 1 << 20])),
         "range_ahead": draw(st.sampled_from([None, 0, 1000])),
+        "recent": draw(st.sampled_from([0, 500, 1 << 20])),
     }
 
 
@@ -646,6 +647,7 @@ async def test_random_interleavings_return_exact_bytes(scenario: dict[str, objec
             Path(tmp) / "c",
             flush_bytes=scenario["flush"],
             range_ahead=scenario["range_ahead"],
+            recent_bytes=scenario["recent"],
         ) as reader:
             handles = [await reader.open(CID, FID, listed) for _ in range(4)]
             results: list[tuple[int, int, bytes]] = []
