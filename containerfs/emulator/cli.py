@@ -14,6 +14,7 @@ import logging
 import shutil
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                 range_requests=args.range,
             )
             app = create_app(config)
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:
             return _error(f"cannot use data directory {data_dir}: {exc}")
         emu: Emulator = app.state.emulator
         stack.callback(emu.close)
