@@ -1,10 +1,133 @@
-"""Command line: ``containerfs mount|unmount|status|emulator|demo``."""
+"""Command line: ``containerfs mount|unmount|status|emulator|demo``.
+
+Every failure the user can cause (bad mountpoint, wrong key, unreachable endpoint, bad
+option) ends with one line on stderr and a non-zero exit: never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from containerfs.errors import ApiConnectionError, AuthenticationError, ContainerFsError
+
+log = logging.getLogger("containerfs")
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class CliError(Exception):
+    """A one-line message for the user; exit status 1 unless given."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 512M, 10G)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _patterns(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _default_dir(env: str, fallback: str) -> Path:
+    base = os.environ.get(env) or os.path.join(os.path.expanduser("~"), fallback)
+    return Path(base) / "containerfs"
+
+
+def default_state_dir() -> Path:
+    return _default_dir("XDG_STATE_HOME", ".local/state")
+
+
+def default_cache_dir() -> Path:
+    return _default_dir("XDG_CACHE_HOME", ".cache")
+
+
+def _add_mount_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("--read-only", action="store_true", help="answer every change with EROFS")
+    p.add_argument("--cache-dir", type=Path, default=None, help="disk cache of file contents")
+    p.add_argument("--cache-max-size", type=parse_size, default="2G", help="default 2G")
+    p.add_argument("--state-dir", type=Path, default=None, help="aliases, spools, pending uploads")
+    p.add_argument(
+        "--metadata-ttl",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long listings are cached (default 10)",
+    )
+    p.add_argument("--negative-ttl", type=_positive, default=1.0, metavar="SECONDS")
+    p.add_argument("--root", default="/mnt/data", help="container path shown as the directory")
+    p.add_argument(
+        "--show-expired", action="store_true", help="show expired containers (read-only, empty)"
+    )
+    p.add_argument(
+        "--local-only",
+        type=_patterns,
+        default=None,
+        metavar="PATTERNS",
+        help="comma-separated name patterns never uploaded ('' uploads everything)",
+    )
+    p.add_argument(
+        "--container-expiry",
+        type=int,
+        default=None,
+        metavar="MINUTES",
+        help="expires_after for containers made with mkdir",
+    )
+    p.add_argument("--container-memory", choices=["1g", "4g", "16g", "64g"], default=None)
+    p.add_argument(
+        "--rate-limit",
+        type=_positive,
+        default=None,
+        metavar="PER_MINUTE",
+        help="client-side API request rate limit",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long unmount waits for pending uploads",
+    )
+    p.add_argument("--allow-other", action="store_true")
+    p.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPTS",
+        help="extra FUSE mount options, comma-separated",
+    )
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,19 +138,227 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mount the containers of an OpenAI-compatible Containers API as a drive.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mount = sub.add_parser("mount", help="mount the containers at MOUNTPOINT")
+    _add_mount_arguments(mount)
+    mount.set_defaults(func=cmd_mount)
+
+    unmount = sub.add_parser("unmount", help="finish pending uploads, then unmount")
+    unmount.add_argument("mountpoint", type=Path)
+    unmount.add_argument("--state-dir", type=Path, default=None)
+    unmount.add_argument("--timeout", type=_positive, default=120.0)
+    unmount.set_defaults(func=cmd_unmount)
+
+    status = sub.add_parser("status", help="pending uploads, cache use, API calls")
+    status.add_argument("mountpoint", type=Path)
+    status.add_argument("--state-dir", type=Path, default=None)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
     emu = sub.add_parser("emulator", help="run a local emulator of the Containers API")
     emulator_cli.add_arguments(emu)
     emu.set_defaults(func=emulator_cli.run)
+
+    demo = sub.add_parser("demo", help="emulator with sample containers, mounted; Ctrl-C ends")
+    demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("mnt"))
+    demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _mount_config(args: argparse.Namespace) -> Any:
+    from containerfs.apiconfig import ApiConfig
+    from containerfs.mount import MountConfig
+    from containerfs.writer import DEFAULT_LOCAL_ONLY
+
+    api = ApiConfig.from_env(rate_limit_per_minute=args.rate_limit)
+    state_dir = args.state_dir or default_state_dir()
+    options = tuple(o for opts in args.options for o in opts.split(",") if o)
+    return MountConfig(
+        mountpoint=args.mountpoint,
+        api=api,
+        state_dir=state_dir,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        cache_max_size=args.cache_max_size,
+        metadata_ttl=args.metadata_ttl,
+        negative_ttl=args.negative_ttl,
+        read_only=args.read_only,
+        root=args.root,
+        show_expired=args.show_expired,
+        local_only=DEFAULT_LOCAL_ONLY if args.local_only is None else args.local_only,
+        container_expires_minutes=args.container_expiry,
+        container_memory_limit=args.container_memory,
+        allow_other=args.allow_other,
+        drain_timeout=args.drain_timeout,
+        fuse_options=options,
+    )
+
+
+def _explain(err: ContainerFsError, endpoint: str) -> str:
+    if isinstance(err, AuthenticationError):
+        return f"the API at {endpoint} rejected the credentials ({err})"
+    if isinstance(err, ApiConnectionError):
+        return f"cannot reach the API at {endpoint} ({err})"
+    return str(err)
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    import trio
+
+    from containerfs.mount import check_mountpoint, run_dir, serve
+
+    if isinstance(args.cache_max_size, str):
+        args.cache_max_size = parse_size(args.cache_max_size)
+    cfg = _mount_config(args)
+    check_mountpoint(cfg.mountpoint)
+    if not args.foreground:
+        return _spawn_daemon(args, run_dir(cfg.state_dir, cfg.mountpoint))
+    _setup_logging(args.log_level)
+    try:
+        return trio.run(serve, cfg)
+    except ContainerFsError as err:
+        raise CliError(f"cannot mount {cfg.mountpoint}: {_explain(err, cfg.api.base_url)}") from err
+    except Exception as err:
+        log.exception("the mount ended with an unexpected error")
+        raise CliError(f"the mount of {cfg.mountpoint} failed: {err!r}") from err
+
+
+def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
+    """Run the mount in a detached child; return once it is live or has failed."""
+    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logfile = rdir / "log"
+    argv = [sys.executable, "-m", "containerfs", *args.argv, "--foreground"]
+    with open(logfile, "ab") as out:
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if os.path.ismount(args.mountpoint):
+            return 0
+        code = child.poll()
+        if code is not None:
+            lines = logfile.read_text(errors="replace").strip().splitlines()
+            raise CliError(lines[-1] if lines else f"mount failed (exit {code})", code or 1)
+        time.sleep(0.05)
+    child.terminate()
+    raise CliError(f"mount of {args.mountpoint} did not come up within 60 s (log: {logfile})")
+
+
+def _read_status(mountpoint: Path, state_dir: Path | None) -> tuple[Path, dict[str, Any] | None]:
+    from containerfs.mount import run_dir
+
+    rdir = run_dir(state_dir or default_state_dir(), mountpoint)
+    try:
+        return rdir, json.loads((rdir / "status.json").read_text())
+    except (OSError, ValueError):
+        return rdir, None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    rdir, _ = _read_status(args.mountpoint, args.state_dir)
+    try:
+        pid = int((rdir / "pid").read_text())
+    except (OSError, ValueError):
+        pid = 0
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + args.timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            raise CliError(f"the daemon (pid {pid}) did not finish within {args.timeout:.0f} s")
+        _, status = _read_status(args.mountpoint, args.state_dir)
+        left = len(status.get("pending", [])) if status else 0
+        if left:
+            raise CliError(
+                f"unmounted with {left} upload(s) pending; the next mount resumes them", 3
+            )
+        return 0
+    if not os.path.ismount(args.mountpoint):
+        raise CliError(f"{args.mountpoint} is not mounted")
+    tool = shutil.which("fusermount3") or "fusermount3"
+    result = subprocess.run([tool, "-u", str(args.mountpoint)], capture_output=True, text=True)
+    if result.returncode:
+        raise CliError(result.stderr.strip() or f"fusermount3 failed ({result.returncode})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rdir, status = _read_status(args.mountpoint, args.state_dir)
+    if status is None or not _alive(int(status.get("pid", 0))):
+        raise CliError(f"no containerfs daemon serves {args.mountpoint}")
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    api = status.get("api", {})
+    cache = status.get("cache", {})
+    writer = status.get("writer", {})
+    print(f"mountpoint   {status['mountpoint']}  (pid {status['pid']})")
+    print(f"endpoint     {status['endpoint']}")
+    requests = api.get("requests", {})
+    print(
+        f"api calls    {sum(requests.values())}  "
+        + " ".join(f"{k}={v}" for k, v in sorted(requests.items()))
+    )
+    print(
+        f"transferred  up {api.get('bytes_up', 0)} B, down {api.get('bytes_down', 0)} B,"
+        f" retries {api.get('retries', 0)}"
+    )
+    errors = api.get("errors", {})
+    if errors:
+        print("api errors   " + " ".join(f"{k}={v}" for k, v in sorted(errors.items())))
+    print(
+        f"cache        {cache.get('cache_bytes', 0)} B in {cache.get('entries', 0)} entries,"
+        f" hits {cache.get('hits', 0)}, misses {cache.get('misses', 0)}"
+    )
+    print(
+        f"uploads      {writer.get('uploads', 0)} done, {writer.get('upload_failures', 0)} failed"
+    )
+    pending = status.get("pending", [])
+    print(f"pending      {len(pending)}")
+    for item in pending:
+        print(f"  {item['container_id']}/{item['path']}  {item['bytes']} B  {item['state']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from containerfs.demo import run_demo
+
+    return run_demo(args.mountpoint)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except CliError as err:
+        print(f"containerfs: {err}", file=sys.stderr)
+        return err.status
+    except ContainerFsError as err:
+        print(f"containerfs: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

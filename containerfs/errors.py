@@ -14,6 +14,12 @@ class ContainerFsError(Exception):
 
     errno: int = _errno.EIO
 
+    @classmethod
+    def with_errno(cls, code: int, message: str = "") -> ContainerFsError:
+        err = cls(message or _errno.errorcode.get(code, str(code)))
+        err.errno = code
+        return err
+
 
 class ConfigError(ContainerFsError):
     """Missing or invalid configuration (for example no ``OPENAI_API_KEY``)."""

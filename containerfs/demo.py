@@ -1,0 +1,101 @@
+"""``containerfs demo``: the emulator with sample containers, mounted; Ctrl-C ends it all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRY = """
+containerfs demo: the built-in emulator, seeded with sample containers, is mounted at {mp}
+
+Try, in another terminal:
+  ls -l {mp}                         # one directory per container
+  ls -lR {mp}/analysis               # files, nested assistant outputs in out/
+  cat {mp}/analysis/data.csv
+  cp /etc/hostname {mp}/scratch/     # uploads on close
+  getfattr -d {mp}/analysis/data.csv # ids, server path, source
+  containerfs status {mp} --state-dir {state}
+
+Ctrl-C unmounts and stops the emulator.
+"""
+
+
+def _start_emulator(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "containerfs",
+            "emulator",
+            "--port",
+            "0",
+            "--seed",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise SystemExit("containerfs: the emulator did not start")
+    return proc, line.removeprefix("listening on ")
+
+
+def run_demo(mountpoint: Path) -> int:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    if os.path.ismount(mountpoint):
+        print(f"containerfs: {mountpoint} is already a mountpoint", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="containerfs-demo-") as tmp:
+        work = Path(tmp)
+        emulator, url = _start_emulator(work / "emulator")
+        env = {**os.environ, "OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-demo"}
+        state = work / "state"
+        mount = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "containerfs",
+                "mount",
+                str(mountpoint),
+                "--foreground",
+                "--state-dir",
+                str(state),
+                "--cache-dir",
+                str(work / "cache"),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+        )
+        try:
+            while not os.path.ismount(mountpoint):
+                if mount.poll() is not None:
+                    return mount.returncode or 1
+                time.sleep(0.05)
+            print(TRY.format(mp=mountpoint, state=state), flush=True)
+            try:
+                mount.wait()
+            except KeyboardInterrupt:
+                print("\nunmounting…", flush=True)
+        finally:
+            if mount.poll() is None:
+                mount.send_signal(signal.SIGTERM)
+                try:
+                    mount.wait(timeout=90)
+                except subprocess.TimeoutExpired:
+                    mount.kill()
+            if os.path.ismount(mountpoint):
+                subprocess.run(["fusermount3", "-uz", str(mountpoint)], check=False)
+            emulator.terminate()
+            emulator.wait(timeout=10)
+    return 0

@@ -1,0 +1,243 @@
+"""Daemon lifecycle: build the layers, mount, serve, finish uploads, unmount.
+
+``serve`` runs in the foreground process; ``containerfs mount`` without ``--foreground`` starts
+it in a detached child and returns once the mountpoint is live (or prints the child's one-line
+error). The daemon leaves its pid, log and a status snapshot in a per-mount run directory
+under the state directory, which ``unmount`` and ``status`` read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from containerfs.apiconfig import ApiConfig
+from containerfs.client import ApiClient
+from containerfs.errors import ContainerFsError
+from containerfs.namespace import Namespace
+from containerfs.operations import Operations
+from containerfs.reader import Reader
+from containerfs.state import State
+from containerfs.writer import DEFAULT_DEFERRED, DEFAULT_LOCAL_ONLY, Writer
+
+log = logging.getLogger(__name__)
+
+
+class MountError(ContainerFsError):
+    """The mount cannot start: a bad mountpoint, credentials or endpoint."""
+
+
+@dataclass
+class MountConfig:
+    mountpoint: Path
+    api: ApiConfig
+    state_dir: Path
+    cache_dir: Path
+    cache_max_size: int = 2 << 30
+    metadata_ttl: float = 10.0
+    negative_ttl: float = 1.0
+    kernel_timeout: float = 1.0
+    read_only: bool = False
+    root: str = "/mnt/data"
+    show_expired: bool = False
+    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
+    deferred: tuple[str, ...] = DEFAULT_DEFERRED
+    container_expires_minutes: int | None = None
+    container_memory_limit: str | None = None
+    allow_other: bool = False
+    drain_timeout: float = 60.0
+    fuse_options: tuple[str, ...] = field(default_factory=tuple)
+
+
+def run_dir(state_dir: Path, mountpoint: Path) -> Path:
+    """Where a mount keeps its pid, log and status: one directory per mountpoint."""
+    real = os.path.realpath(mountpoint)
+    slug = hashlib.sha256(real.encode()).hexdigest()[:16]
+    return state_dir / "mounts" / slug
+
+
+def check_mountpoint(mountpoint: Path) -> None:
+    if not mountpoint.exists():
+        raise MountError(f"mountpoint {mountpoint} does not exist")
+    if not mountpoint.is_dir():
+        raise MountError(f"mountpoint {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise MountError(f"{mountpoint} is already a mountpoint")
+    if not os.access(mountpoint, os.W_OK | os.X_OK):
+        raise MountError(f"no write access to mountpoint {mountpoint}")
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _tune_readahead(real: str) -> None:
+    """1 MiB kernel reads instead of 128 KiB (root only; best effort).
+
+    ``real`` is the resolved mountpoint, computed before mounting: resolving it now would
+    stat the mount from the thread that serves it, a deadlock.
+    """
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            if parts[4] == real:
+                bdi = Path("/sys/class/bdi") / parts[2] / "read_ahead_kb"
+                bdi.write_text("1024")
+
+
+class Daemon:
+    """One mount: the layers, the FUSE session and the status snapshot."""
+
+    def __init__(self, cfg: MountConfig, client: ApiClient) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.run_dir = run_dir(cfg.state_dir, cfg.mountpoint)
+        self.started = time.time()
+        self.real_mountpoint = os.path.realpath(cfg.mountpoint)
+        self.reader: Reader | None = None
+        self.writer: Writer | None = None
+        self.ns: Namespace | None = None
+
+    async def check_credentials(self) -> None:
+        """One API call before mounting: a wrong key or endpoint fails here, cleanly."""
+        await self.client.list_containers_page(limit=1)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "mountpoint": self.real_mountpoint,
+            "endpoint": self.cfg.api.base_url,
+            "started": self.started,
+            "api": _jsonable(self.client.statistics()),
+            "cache": _jsonable(self.reader.statistics()) if self.reader else {},
+            "writer": self.writer.statistics() if self.writer else {},
+            "pending": _jsonable(self.writer.pending()) if self.writer else [],
+            "namespace": self.ns.statistics() if self.ns else {},
+        }
+
+    def write_status(self) -> None:
+        tmp = self.run_dir / "status.json.tmp"
+        tmp.write_text(json.dumps(_jsonable(self.status()), default=str, indent=1))
+        tmp.replace(self.run_dir / "status.json")
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                await trio.to_thread.run_sync(self.write_status)
+            except Exception:  # the status file is a convenience; never let it end the mount
+                log.exception("cannot write the status file")
+            await trio.sleep(1.0)
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                log.info("signal %d: finishing uploads, then unmounting", signum)
+                if self.writer is not None:
+                    left = not await self.writer.drain(self.cfg.drain_timeout)
+                    if left:
+                        log.error(
+                            "unmounting with uploads still pending; the next mount resumes them"
+                        )
+                pyfuse3.terminate()
+                return
+
+    async def serve(self, *, ready: Callable[[], None] | None = None) -> None:
+        cfg = self.cfg
+        check_mountpoint(cfg.mountpoint)
+        real_mountpoint = self.real_mountpoint
+        await self.check_credentials()
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state = State(cfg.state_dir, endpoint=cfg.api.base_url)
+        try:
+            async with trio.open_nursery() as nursery:
+                self.reader = await Reader.create(
+                    self.client,
+                    cache_dir=cfg.cache_dir,
+                    max_size=cfg.cache_max_size,
+                    nursery=nursery,
+                )
+                self.ns = Namespace(
+                    self.client,
+                    state,
+                    root=cfg.root,
+                    ttl=cfg.metadata_ttl,
+                    show_expired=cfg.show_expired,
+                    read_only=cfg.read_only,
+                    uid=os.getuid(),
+                    gid=os.getgid(),
+                )
+                self.writer = await Writer.create(
+                    self.client,
+                    self.ns,
+                    state,
+                    self.reader,
+                    nursery=nursery,
+                    local_only=cfg.local_only,
+                    deferred=cfg.deferred,
+                )
+                ops = Operations(
+                    self.ns,
+                    self.reader,
+                    self.writer,
+                    entry_timeout=cfg.kernel_timeout,
+                    attr_timeout=cfg.kernel_timeout,
+                    negative_timeout=cfg.negative_ttl,
+                    container_defaults={
+                        "expires_after_minutes": cfg.container_expires_minutes,
+                        "memory_limit": cfg.container_memory_limit,
+                    },
+                )
+                options = set(pyfuse3.default_options)
+                options |= {"fsname=containerfs", "subtype=containerfs", *cfg.fuse_options}
+                if cfg.read_only:
+                    options.add("ro")
+                if cfg.allow_other:
+                    options.add("allow_other")
+                try:
+                    pyfuse3.init(ops, str(cfg.mountpoint), options)
+                except RuntimeError as err:
+                    raise MountError(f"cannot mount {cfg.mountpoint}: {err}") from err
+                try:
+                    _tune_readahead(real_mountpoint)
+                    (self.run_dir / "pid").write_text(str(os.getpid()))
+                    nursery.start_soon(self._signals)
+                    nursery.start_soon(self._status_loop)
+                    log.info("mounted %s on %s", cfg.api.base_url, cfg.mountpoint)
+                    if ready is not None:
+                        ready()
+                    await pyfuse3.main()
+                finally:
+                    pyfuse3.close(unmount=True)
+                    log.info("unmounted %s", cfg.mountpoint)
+                self.write_status()
+                nursery.cancel_scope.cancel()
+        finally:
+            with contextlib.suppress(OSError):
+                (self.run_dir / "pid").unlink()
+            state.close()
+
+
+async def serve(cfg: MountConfig, *, ready: Callable[[], None] | None = None) -> int:
+    """Mount and serve until unmounted; 0 on a clean exit, 3 if uploads were left pending."""
+    async with ApiClient(cfg.api) as client:
+        daemon = Daemon(cfg, client)
+        await daemon.serve(ready=ready)
+        return 3 if daemon.writer is not None and daemon.writer.pending() else 0

@@ -1,0 +1,141 @@
+"""Naming rules: container names -> directory names, server paths -> display paths.
+
+Pure functions, no I/O; the namespace applies them to each listing. The rules (also in the
+README):
+
+- A container's directory name is its ``name`` made safe: ``/`` becomes ``_``, NUL is dropped,
+  ``.``/``..``/empty become the id. Names longer than 255 bytes are cut. When two listed
+  containers get the same name, both are shown as ``NAME~ID``.
+- A file under the container root (``/mnt/data``) is shown at its path relative to the root;
+  a file outside it under the reserved directory ``OUTSIDE_DIR`` (``_outside``), at its full
+  path. A server-added ``<32 hex>-`` prefix is stripped from the last component when no other
+  entry of the directory would get that name. A file id with a recorded alias is shown at the
+  alias instead.
+- Two files with the same display path: the newest keeps it, the others become ``NAME~ID``.
+  A file whose display path is also a directory becomes ``NAME~ID`` too.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+
+from containerfs.models import Container, ContainerFile, FileId
+
+OUTSIDE_DIR = "_outside"
+NAME_MAX = 255
+_PREFIX = re.compile(r"^[0-9a-f]{32}-(.+)$")
+
+
+def _clip(name: str) -> str:
+    raw = name.encode()
+    if len(raw) <= NAME_MAX:
+        return name
+    return raw[:NAME_MAX].decode(errors="ignore")
+
+
+def safe_component(name: str) -> str:
+    """One path component that the kernel accepts, or "" if nothing is left."""
+    name = name.replace("\0", "").replace("/", "_")
+    if name in ("", ".", ".."):
+        return ""
+    return _clip(name)
+
+
+def disambiguate(name: str, ident: str) -> str:
+    suffix = f"~{ident}"
+    raw = name.encode()
+    keep = NAME_MAX - len(suffix.encode())
+    return raw[:keep].decode(errors="ignore") + suffix
+
+
+def container_dir_names(containers: Iterable[Container]) -> dict[str, Container]:
+    """Directory name -> container, deterministic whatever the listing order."""
+    by_name: dict[str, list[Container]] = {}
+    for c in containers:
+        by_name.setdefault(safe_component(c.name) or c.id, []).append(c)
+    out: dict[str, Container] = {}
+    for name, group in by_name.items():
+        if len(group) == 1 and name not in out:
+            out[name] = group[0]
+        else:
+            for c in group:
+                out[disambiguate(name, c.id)] = c
+    return out
+
+
+def relative_path(server_path: str, root: str) -> str:
+    """A server path as a display path relative to the container root (not yet de-prefixed)."""
+    root = "/" + root.strip("/") if root.strip("/") else ""
+    norm = posixpath.normpath("/" + server_path.lstrip("/"))
+    if root and norm.startswith(root + "/"):
+        rel = norm[len(root) + 1 :]
+    elif not root:
+        rel = norm.lstrip("/")
+    else:
+        rel = OUTSIDE_DIR + norm
+    parts = [safe_component(p) or "_" for p in rel.split("/") if p]
+    return "/".join(parts) if parts else "_"
+
+
+def strip_prefix(name: str) -> str | None:
+    m = _PREFIX.match(name)
+    return m.group(1) if m else None
+
+
+def place_files(
+    files: Iterable[ContainerFile],
+    *,
+    root: str = "/mnt/data",
+    aliases: Mapping[FileId, str] | None = None,
+) -> dict[str, ContainerFile]:
+    """Display path -> file for one container listing, applying every rule above."""
+    aliases = aliases or {}
+    first: list[tuple[str, ContainerFile]] = []
+    for f in files:
+        alias = aliases.get(f.id)
+        first.append((alias, f) if alias else (relative_path(f.path, root), f))
+
+    taken = {p for p, f in first if f.id in aliases or strip_prefix(posixpath.basename(p)) is None}
+    wanted: dict[str, list[int]] = {}
+    for i, (p, f) in enumerate(first):
+        if f.id in aliases:
+            continue
+        stripped = strip_prefix(posixpath.basename(p))
+        if stripped is not None:
+            wanted.setdefault(posixpath.join(posixpath.dirname(p), stripped), []).append(i)
+    final = [p for p, _ in first]
+    for target, idxs in wanted.items():
+        if len(idxs) == 1 and target not in taken:
+            final[idxs[0]] = target
+
+    by_path: dict[str, list[ContainerFile]] = {}
+    for p, (_, f) in zip(final, first, strict=True):
+        by_path.setdefault(p, []).append(f)
+    dirs = {posixpath.dirname(p) for p in by_path}
+    dirs = {d for p in dirs for d in _ancestors(p)}
+    out: dict[str, ContainerFile] = {}
+    for p, group in by_path.items():
+        group.sort(key=lambda f: (f.created_at, f.id), reverse=True)
+        for rank, f in enumerate(group):
+            if rank == 0 and p not in dirs:
+                out[p] = f
+            else:
+                out[_disambiguate_path(p, f.id)] = f
+    return out
+
+
+def _disambiguate_path(path: str, ident: str) -> str:
+    return posixpath.join(posixpath.dirname(path), disambiguate(posixpath.basename(path), ident))
+
+
+def _ancestors(path: str) -> Iterable[str]:
+    while path:
+        yield path
+        path = posixpath.dirname(path)
+
+
+def ancestors(path: str) -> list[str]:
+    """Every proper ancestor directory of a display path, nearest first ("" is the root)."""
+    return list(_ancestors(posixpath.dirname(path)))

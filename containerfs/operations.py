@@ -1,0 +1,504 @@
+"""The pyfuse3 adapter: inode <-> node, file handles, errors -> errno.
+
+Thin on purpose: the namespace, reader and writer do the work. Every handler is guarded:
+``ContainerFsError`` becomes ``FUSEError(err.errno)``; anything unexpected is logged and becomes
+``EIO`` (an exception escaping a handler would end ``pyfuse3.main`` and kill the mount).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from containerfs.errors import ContainerFsError
+from containerfs.names import NAME_MAX
+from containerfs.namespace import Attrs, Kind, Namespace, Node
+from containerfs.reader import Reader, ReadHandle
+from containerfs.writer import Writer
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+XATTR_PREFIX = "user.containerfs."
+_FS_BLOCKS = 1 << 40  # 4 PiB of 4 KiB blocks: the API states no quota
+
+
+def guarded(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Map errors to errno once, here; never let an exception end ``pyfuse3.main``."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except ContainerFsError as err:
+            log.debug("%s: %s", fn.__name__, err)
+            raise pyfuse3.FUSEError(err.errno) from err
+        except trio.Cancelled:
+            raise
+        except Exception as err:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from err
+
+    return wrapper
+
+
+def _fail(code: int) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(code)
+
+
+@dataclass(eq=False)
+class Handle:
+    node: Node
+    writable: bool
+    read: ReadHandle | None = None
+
+
+class Operations(pyfuse3.Operations):  # type: ignore[misc]
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(
+        self,
+        namespace: Namespace,
+        reader: Reader,
+        writer: Writer,
+        *,
+        entry_timeout: float = 1.0,
+        attr_timeout: float = 1.0,
+        negative_timeout: float = 1.0,
+        container_defaults: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.ns = namespace
+        self.reader = reader
+        self.writer = writer
+        self.entry_timeout = entry_timeout
+        self.attr_timeout = attr_timeout
+        self.negative_timeout = negative_timeout
+        self.container_defaults = container_defaults or {}
+        self._handles: dict[int, Handle] = {}
+        self._dirs: dict[int, list[tuple[str, Node]]] = {}
+        self._next_fh = 1
+        self._kept_cache: dict[int, str] = {}  # inode -> file id whose pages the kernel may keep
+
+    # ---- helpers -----------------------------------------------------------------------
+    def _node(self, inode: int) -> Node:
+        node = self.ns.node(inode)
+        if node is None:
+            raise _fail(errno.ENOENT)
+        return node
+
+    def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        return self._to_entry(self.ns.attrs(node))
+
+    def _to_entry(self, a: Attrs) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = a.inode
+        e.generation = 0
+        e.entry_timeout = self.entry_timeout
+        e.attr_timeout = self.attr_timeout
+        e.st_mode = a.mode
+        e.st_nlink = a.nlink
+        e.st_uid = a.uid
+        e.st_gid = a.gid
+        e.st_rdev = 0
+        e.st_size = a.size
+        e.st_blksize = 128 * 1024
+        e.st_blocks = (a.size + 511) // 512
+        e.st_atime_ns = a.atime_ns
+        e.st_mtime_ns = a.mtime_ns
+        e.st_ctime_ns = a.ctime_ns
+        return e
+
+    @staticmethod
+    def _name(raw: bytes) -> str:
+        if len(raw) > NAME_MAX:
+            raise _fail(errno.ENAMETOOLONG)
+        return os.fsdecode(raw)
+
+    def _check_writable(self, node: Node) -> None:
+        if not self.ns.writable(node):
+            raise _fail(errno.EROFS)
+
+    async def _child(self, parent: Node, name: str) -> Node:
+        child = await self.ns.lookup(parent, name)
+        if child is None:
+            raise _fail(errno.ENOENT)
+        return child
+
+    def _new_fh(self, handle: Handle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = handle
+        return fh
+
+    def _handle(self, fh: int) -> Handle:
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise _fail(errno.EBADF)
+        return handle
+
+    # ---- names -------------------------------------------------------------------------
+    @guarded
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        text = self._name(name)
+        if text == ".":
+            child: Node | None = parent
+        elif text == "..":
+            child = await self._parent_of(parent)
+        else:
+            child = await self.ns.lookup(parent, text)
+        if child is None:
+            # st_ino 0 with a positive timeout: the kernel caches the negative lookup
+            e = pyfuse3.EntryAttributes()
+            e.st_ino = 0
+            e.entry_timeout = self.negative_timeout
+            return e
+        child.lookups += 1
+        return self._entry(child)
+
+    async def _parent_of(self, node: Node) -> Node:
+        if node.kind in (Kind.ROOT, Kind.CONTAINER):
+            return self.ns.root_node
+        assert node.cid is not None
+        parent = self.ns.root_node
+        container = await self.ns.container(node.cid)
+        if container is None:
+            raise _fail(errno.ENOENT)
+        parent = await self._child(parent, container.id)
+        for part in [p for p in os.path.dirname(node.path).split("/") if p]:
+            parent = await self._child(parent, part)
+        return parent
+
+    @guarded
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self.ns.forget(inode, count)
+
+    @guarded
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._entry(self._node(inode))
+
+    @guarded
+    async def setattr(
+        self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        changes = any(
+            getattr(fields, f)
+            for f in (
+                "update_size",
+                "update_mode",
+                "update_uid",
+                "update_gid",
+                "update_atime",
+                "update_mtime",
+            )
+        )
+        if changes:
+            self._check_writable(node)
+        if fields.update_uid and attr.st_uid not in (self.ns.uid, -1, 0xFFFFFFFF):
+            raise _fail(errno.EPERM)
+        if fields.update_gid and attr.st_gid not in (self.ns.gid, -1, 0xFFFFFFFF):
+            raise _fail(errno.EPERM)
+        if fields.update_size:
+            if node.is_dir:
+                raise _fail(errno.EISDIR)
+            await self.writer.truncate(node, attr.st_size)
+        if fields.update_mode:
+            node.mode = stat.S_IMODE(attr.st_mode)
+        if fields.update_atime:
+            node.atime_ns = attr.st_atime_ns
+        if fields.update_mtime:
+            node.mtime_ns = attr.st_mtime_ns
+        return self._entry(node)
+
+    @guarded
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        raise _fail(errno.EINVAL)
+
+    @guarded
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        raise _fail(errno.EPERM)  # the API has no links
+
+    @guarded
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
+        raise _fail(errno.EPERM)
+
+    @guarded
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+        raise _fail(errno.EPERM)  # only regular files and directories exist
+
+    # ---- directories -------------------------------------------------------------------
+    @guarded
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        node = self._node(inode)
+        if not node.is_dir:
+            raise _fail(errno.ENOTDIR)
+        fh = self._next_fh
+        self._next_fh += 1
+        self._dirs[fh] = await self.ns.list_dir(node)
+        return fh
+
+    @guarded
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        entries = self._dirs.get(fh)
+        if entries is None:
+            raise _fail(errno.EBADF)
+        for index in range(start_id, len(entries)):
+            name, node = entries[index]
+            if node.gone and node.lookups == 0 and self.ns.node(node.inode) is None:
+                continue
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(node), index + 1):
+                break
+            node.lookups += 1  # readdirplus: the kernel took a reference
+
+    @guarded
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    @guarded
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @guarded
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        text = self._name(name)
+        self._check_writable(parent)
+        if await self.ns.lookup(parent, text) is not None:
+            raise _fail(errno.EEXIST)
+        if parent.kind is Kind.ROOT:
+            node = await self.ns.create_container(text, **self.container_defaults)
+        else:
+            node = await self.ns.add_dir(parent, text)
+        node.lookups += 1
+        return self._entry(node)
+
+    @guarded
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        parent = self._node(parent_inode)
+        self._check_writable(parent)
+        node = await self._child(parent, self._name(name))
+        if not node.is_dir:
+            raise _fail(errno.ENOTDIR)
+        if not await self.ns.is_empty(node):
+            raise _fail(errno.ENOTEMPTY)
+        if node.kind is Kind.CONTAINER:
+            await self.ns.delete_container(node)
+        else:
+            await self.ns.drop_dir(node)
+
+    # ---- files -------------------------------------------------------------------------
+    @guarded
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if node.is_dir:
+            raise _fail(errno.EISDIR)
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        if writable:
+            self._check_writable(node)
+            await self.writer.open(node, truncate=bool(flags & os.O_TRUNC))
+        handle = Handle(node, writable)
+        remote = node.remote
+        if node.spool is None and remote is not None:
+            handle.read = await self.reader.open(remote.container_id, remote.id, remote.bytes)
+        node.opens += 1
+        fh = self._new_fh(handle)
+        # keep the page cache only while the content is the server version seen last time
+        current = remote.id if remote is not None and node.spool is None else ""
+        keep = bool(current) and self._kept_cache.get(inode) == current
+        self._kept_cache[inode] = current
+        return pyfuse3.FileInfo(
+            fh=fh, direct_io=not self.ns.size_known(node), keep_cache=keep, nonseekable=False
+        )
+
+    @guarded
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent = self._node(parent_inode)
+        text = self._name(name)
+        if parent.kind is Kind.ROOT:
+            raise _fail(errno.EPERM)  # the root holds containers only: mkdir makes one
+        self._check_writable(parent)
+        existing = await self.ns.lookup(parent, text)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise _fail(errno.EEXIST)
+            info = await self.open(existing.inode, flags | os.O_TRUNC, ctx)
+            existing.lookups += 1
+            return info, self._entry(existing)
+        node = self.ns.new_file(parent, text)
+        node.mode = stat.S_IMODE(mode)
+        self.writer.classify(node)
+        await self.writer.open(node, truncate=True)
+        node.opens += 1
+        node.lookups += 1
+        fh = self._new_fh(Handle(node, True))
+        self._kept_cache[node.inode] = ""
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._entry(node)
+
+    @guarded
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._handle(fh)
+        node = handle.node
+        if node.spool is not None and (handle.read is None or handle.writable):
+            return await self.writer.read(node, off, size)
+        if handle.read is None:
+            return b""
+        data = await self.reader.read(handle.read, off, size)
+        if node.size_hint is None and node.remote is not None and node.remote.bytes is None:
+            node.size_hint = self.reader.known_size(node.remote.id)
+        return data
+
+    @guarded
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self._handle(fh)
+        if not handle.writable or handle.node.spool is None:
+            raise _fail(errno.EBADF)
+        return await self.writer.write(handle.node, off, buf)
+
+    @guarded
+    async def flush(self, fh: int) -> None:
+        # upload here: close() waits for flush, while errors from release() are thrown away
+        handle = self._handle(fh)
+        if handle.writable:
+            await self.writer.flush(handle.node)
+
+    @guarded
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        handle = self._handle(fh)
+        if handle.writable:
+            await self.writer.flush(handle.node)
+
+    @guarded
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is None:
+            return
+        node = handle.node
+        node.opens -= 1
+        if handle.read is not None:
+            await self.reader.release(handle.read)
+        await self.writer.close_if_idle(node)
+
+    @guarded
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        parent = self._node(parent_inode)
+        self._check_writable(parent)
+        node = await self._child(parent, self._name(name))
+        if node.is_dir:
+            raise _fail(errno.EISDIR)
+        await self.writer.unlink(node)
+
+    @guarded
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any,
+    ) -> None:
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise _fail(errno.EINVAL)  # no atomic exchange without a server move
+        old_parent = self._node(parent_inode_old)
+        new_parent = self._node(parent_inode_new)
+        self._check_writable(old_parent)
+        self._check_writable(new_parent)
+        node = await self._child(old_parent, self._name(name_old))
+        new_name = self._name(name_new)
+        if node.kind is Kind.CONTAINER or new_parent.kind is Kind.ROOT:
+            raise _fail(errno.EPERM)  # containers cannot be renamed through the API
+        target = await self.ns.lookup(new_parent, new_name)
+        if target is node:
+            return
+        if target is not None:
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                raise _fail(errno.EEXIST)
+            if target.is_dir and not node.is_dir:
+                raise _fail(errno.EISDIR)
+            if node.is_dir and not target.is_dir:
+                raise _fail(errno.ENOTDIR)
+            if target.is_dir and not await self.ns.is_empty(target):
+                raise _fail(errno.ENOTEMPTY)
+        await self.writer.rename(node, new_parent, new_name, target)
+
+    # ---- the rest ----------------------------------------------------------------------
+    @guarded
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = 4096
+        s.f_frsize = 4096
+        s.f_blocks = _FS_BLOCKS
+        s.f_bfree = _FS_BLOCKS
+        s.f_bavail = _FS_BLOCKS
+        s.f_files = 1 << 32
+        s.f_ffree = 1 << 32
+        s.f_favail = 1 << 32
+        s.f_namemax = NAME_MAX
+        return s
+
+    def _xattrs(self, node: Node) -> dict[str, str]:
+        if node.kind is Kind.CONTAINER and node.container is not None:
+            c = node.container
+            values: dict[str, object] = {
+                "id": c.id,
+                "status": c.status,
+                "created_at": c.created_at,
+                "last_active_at": c.last_active_at,
+                "expires_after_minutes": c.expires_after.minutes if c.expires_after else None,
+                "memory_limit": c.memory_limit,
+            }
+        elif node.kind is Kind.FILE:
+            f = node.remote
+            values = {
+                "id": f.id if f else None,
+                "path": f.path if f else None,
+                "source": f.source if f else None,
+                "created_at": f.created_at if f else None,
+                "state": "local" if node.local_only else "pending" if f is None else "uploaded",
+            }
+        else:
+            values = {"container_id": node.cid} if node.cid else {}
+        return {XATTR_PREFIX + k: str(v) for k, v in values.items() if v is not None}
+
+    @guarded
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
+        if value is None:
+            raise _fail(pyfuse3.ENOATTR)
+        return value.encode()
+
+    @guarded
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return [k.encode() for k in self._xattrs(self._node(inode))]
+
+    @guarded
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        raise _fail(errno.ENOTSUP)
+
+    @guarded
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        raise _fail(errno.ENOTSUP)

@@ -1,0 +1,168 @@
+"""The local state directory: aliases, local directories and the pending-upload queue.
+
+One SQLite database (``state.db``) plus the ``spool/`` directory of spool files, both private
+to the user (mode 0700/0600). Rows are keyed by the API endpoint, so two mounts of different
+services never see each other's names. Every method is synchronous and quick; callers on the
+trio loop go through ``trio.to_thread`` (the ``*_async`` helpers do that). Knows nothing about
+FUSE or HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from containerfs.models import ContainerId, FileId
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS aliases (
+    endpoint TEXT NOT NULL, container_id TEXT NOT NULL, file_id TEXT NOT NULL,
+    path TEXT NOT NULL, PRIMARY KEY (endpoint, file_id));
+CREATE TABLE IF NOT EXISTS dirs (
+    endpoint TEXT NOT NULL, container_id TEXT NOT NULL, path TEXT NOT NULL,
+    PRIMARY KEY (endpoint, container_id, path));
+CREATE TABLE IF NOT EXISTS pending (
+    id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, container_id TEXT NOT NULL,
+    path TEXT NOT NULL, spool TEXT NOT NULL, old_file_id TEXT, created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    id: str
+    container_id: ContainerId
+    path: str
+    spool: Path
+    old_file_id: FileId | None
+    created: float
+    attempts: int
+    last_error: str | None
+
+
+class State:
+    def __init__(self, directory: Path, *, endpoint: str) -> None:
+        self.directory = directory
+        self.endpoint = endpoint
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.spool_dir = directory / "spool"
+        self.spool_dir.mkdir(exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(directory / "state.db", check_same_thread=False)
+        self._db.executescript(_SCHEMA)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            self._db.commit()
+            return rows
+
+    # aliases: file id -> display path chosen through the mount
+    def aliases(self, cid: ContainerId) -> dict[FileId, str]:
+        rows = self._run(
+            "SELECT file_id, path FROM aliases WHERE endpoint=? AND container_id=?",
+            (self.endpoint, cid),
+        )
+        return {FileId(str(f)): str(p) for f, p in rows}
+
+    def set_alias(self, cid: ContainerId, fid: FileId, path: str) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (self.endpoint, cid, fid, path)
+        )
+
+    def drop_alias(self, fid: FileId) -> None:
+        self._run("DELETE FROM aliases WHERE endpoint=? AND file_id=?", (self.endpoint, fid))
+
+    # directories made with mkdir inside a container
+    def dirs(self, cid: ContainerId) -> set[str]:
+        rows = self._run(
+            "SELECT path FROM dirs WHERE endpoint=? AND container_id=?", (self.endpoint, cid)
+        )
+        return {str(p) for (p,) in rows}
+
+    def add_dir(self, cid: ContainerId, path: str) -> None:
+        self._run("INSERT OR IGNORE INTO dirs VALUES (?, ?, ?)", (self.endpoint, cid, path))
+
+    def drop_dir(self, cid: ContainerId, path: str) -> None:
+        self._run(
+            "DELETE FROM dirs WHERE endpoint=? AND container_id=? AND path=?",
+            (self.endpoint, cid, path),
+        )
+
+    def forget_container(self, cid: ContainerId) -> None:
+        for table in ("aliases", "dirs", "pending"):
+            self._run(
+                f"DELETE FROM {table} WHERE endpoint=? AND container_id=?", (self.endpoint, cid)
+            )
+
+    # spool files and the durable queue of uploads not yet confirmed by the server
+    def new_spool_path(self) -> Path:
+        return self.spool_dir / uuid.uuid4().hex
+
+    def add_pending(
+        self, cid: ContainerId, path: str, spool: Path, old_file_id: FileId | None
+    ) -> PendingUpload:
+        item = PendingUpload(uuid.uuid4().hex, cid, path, spool, old_file_id, time.time(), 0, None)
+        self._run(
+            "INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL)",
+            (item.id, self.endpoint, cid, path, str(spool), old_file_id, item.created),
+        )
+        return item
+
+    def update_pending(
+        self, pid: str, *, path: str | None = None, error: str | None = None
+    ) -> None:
+        if path is not None:
+            self._run("UPDATE pending SET path=? WHERE id=?", (path, pid))
+        if error is not None:
+            self._run(
+                "UPDATE pending SET attempts=attempts+1, last_error=? WHERE id=?", (error, pid)
+            )
+
+    def drop_pending(self, pid: str) -> None:
+        self._run("DELETE FROM pending WHERE id=?", (pid,))
+
+    def pending(self) -> list[PendingUpload]:
+        rows = self._run(
+            "SELECT id, container_id, path, spool, old_file_id, created, attempts, last_error"
+            " FROM pending WHERE endpoint=? ORDER BY created",
+            (self.endpoint,),
+        )
+        return [
+            PendingUpload(
+                str(r[0]),
+                ContainerId(str(r[1])),
+                str(r[2]),
+                Path(str(r[3])),
+                FileId(str(r[4])) if r[4] else None,
+                float(r[5]),  # type: ignore[arg-type]
+                int(r[6]),  # type: ignore[call-overload]
+                str(r[7]) if r[7] is not None else None,
+            )
+            for r in rows
+        ]
+
+
+async def in_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run a quick blocking call (SQLite, fsync, a small copy) off the trio loop."""
+    return await trio.to_thread.run_sync(fn, *args)

@@ -1,0 +1,527 @@
+"""Write path: spool files, upload at flush, the durable pending-upload queue.
+
+Every node open for writing has a spool file in the state directory (mode 0600). Writes go to
+the spool; ``flush`` uploads it when dirty, streamed from disk, so ``close()`` reports a failed
+upload. A failed upload keeps its spool and its row in the state database and is retried in
+the background with backoff; a later mount resumes it. The server copy a new upload replaces is
+deleted only after the server confirmed the new one. Knows nothing about FUSE or HTTP.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import logging
+import os
+import posixpath
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from containerfs.errors import ApiError, ContainerFsError, NotFound
+from containerfs.models import ContainerFile, ContainerId, FileId
+from containerfs.namespace import Namespace, Node
+from containerfs.state import State, in_thread
+
+log = logging.getLogger(__name__)
+
+# Editor swap/backup/lock files: kept on this machine, never uploaded.
+DEFAULT_LOCAL_ONLY: tuple[str, ...] = (
+    ".*.swp",
+    ".*.swx",
+    ".*.swo",
+    "*~",
+    "4913",
+    "#*#",
+    ".#*",
+    ".*.kate-swp",
+    ".~lock.*#",
+)
+
+# Temporary files of tools that write a temp file and rename it over the original (sed -i,
+# Python's tempfile, rsync): uploaded only if still there DEFER_SECONDS after close, so the
+# usual temp-then-rename costs one upload under the final name.
+DEFAULT_DEFERRED: tuple[str, ...] = ("sed??????", "tmp????????", ".*.??????")
+DEFER_SECONDS = 5.0
+
+
+class Uploader(Protocol):
+    async def upload_file(
+        self, container_id: ContainerId, source: str | os.PathLike[str], *, filename: str
+    ) -> ContainerFile: ...
+
+    async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None: ...
+
+
+class ContentFetcher(Protocol):
+    async def fetch(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Path: ...
+
+    def unpin(self, file_id: FileId) -> None: ...
+
+    def invalidate(self, file_id: FileId) -> None: ...
+
+
+@dataclass(eq=False)
+class Spool:
+    """A node's local content. ``version`` counts writes, so an upload knows if it is stale."""
+
+    path: Path
+    fd: int
+    size: int = 0
+    dirty: bool = False
+    version: int = 0
+    pending_id: str | None = None
+    replaces: list[FileId] = field(default_factory=list)  # server ids this content supersedes
+
+
+@dataclass
+class WriterStats:
+    uploads: int = 0
+    upload_failures: int = 0
+    bytes_uploaded: int = 0
+    deletes: int = 0
+    spools_open: int = 0
+
+
+class Writer:
+    def __init__(
+        self,
+        client: Uploader,
+        namespace: Namespace,
+        state: State,
+        reader: ContentFetcher,
+        *,
+        local_only: Sequence[str] = DEFAULT_LOCAL_ONLY,
+        deferred: Sequence[str] = DEFAULT_DEFERRED,
+        defer_seconds: float = DEFER_SECONDS,
+        retry_base: float = 2.0,
+        retry_max: float = 300.0,
+        max_dir_rename: int = 1000,
+    ) -> None:
+        self.client = client
+        self.ns = namespace
+        self.state = state
+        self.reader = reader
+        self.local_only = tuple(p for p in local_only if p)
+        self.deferred = tuple(p for p in deferred if p)
+        self.defer_seconds = defer_seconds
+        self._later: dict[Node, float] = {}  # deferred node -> upload deadline
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.max_dir_rename = max_dir_rename
+        self.stats = WriterStats()
+        self._failed: dict[Node, float] = {}  # node -> next retry delay
+        self._orphans: list[tuple[ContainerId, FileId]] = []  # superseded ids not yet deleted
+        self._wakeup = trio.Event()
+
+    @classmethod
+    async def create(
+        cls,
+        client: Uploader,
+        namespace: Namespace,
+        state: State,
+        reader: ContentFetcher,
+        *,
+        nursery: trio.Nursery,
+        **options: object,
+    ) -> Writer:
+        writer = cls(client, namespace, state, reader, **options)  # type: ignore[arg-type]
+        await writer._resume()
+        nursery.start_soon(writer._retry_loop)
+        return writer
+
+    # ---- naming ------------------------------------------------------------------------
+    def is_local_only(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pat) for pat in self.local_only)
+
+    def is_deferred(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pat) for pat in self.deferred)
+
+    def classify(self, node: Node) -> None:
+        """Set a new or renamed node's upload policy from its name."""
+        node.local_only = self.is_local_only(node.name)
+        node.deferred = not node.local_only and self.is_deferred(node.name)
+
+    # ---- spool lifecycle ---------------------------------------------------------------
+    async def open(self, node: Node, *, truncate: bool) -> None:
+        """Give ``node`` a spool (copying its server content unless ``truncate``)."""
+        async with node.lock:
+            if node.spool is None:
+                node.spool = await self._new_spool(node, copy=not truncate)
+                self.ns.keep_local(node)
+            elif truncate and node.spool.size:
+                await self._truncate_spool(node.spool, 0)
+            if truncate:
+                node.spool.dirty = True
+                node.spool.version += 1
+
+    async def _new_spool(self, node: Node, *, copy: bool) -> Spool:
+        path = self.state.new_spool_path()
+        remote = node.remote
+        source: Path | None = None
+        if copy and remote is not None:
+            source = await self.reader.fetch(remote.container_id, remote.id, remote.bytes)
+        try:
+
+            def make() -> tuple[int, int]:
+                if source is not None:
+                    shutil.copyfile(source, path)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                return fd, os.fstat(fd).st_size
+
+            fd, size = await in_thread(make)
+        finally:
+            if source is not None and remote is not None:
+                self.reader.unpin(remote.id)
+        self.stats.spools_open += 1
+        spool = Spool(path, fd, size)
+        if remote is not None:
+            spool.replaces.append(remote.id)
+        return spool
+
+    async def _truncate_spool(self, spool: Spool, size: int) -> None:
+        await in_thread(lambda: os.ftruncate(spool.fd, size))
+        spool.size = size
+        spool.dirty = True
+        spool.version += 1
+
+    async def write(self, node: Node, offset: int, data: bytes) -> int:
+        spool = node.spool
+        assert spool is not None
+        written = await in_thread(lambda: os.pwrite(spool.fd, data, offset))
+        spool.size = max(spool.size, offset + written)
+        spool.dirty = True
+        spool.version += 1
+        return written
+
+    async def read(self, node: Node, offset: int, size: int) -> bytes:
+        spool = node.spool
+        assert spool is not None
+        return await in_thread(lambda: os.pread(spool.fd, size, offset))
+
+    async def truncate(self, node: Node, size: int) -> None:
+        """``truncate``/``ftruncate``; a node with no open spool is uploaded at once."""
+        opened_here = node.spool is None
+        if opened_here:
+            await self.open(node, truncate=size == 0)
+        assert node.spool is not None
+        if node.spool.size != size or opened_here:
+            await self._truncate_spool(node.spool, size)
+        if opened_here:
+            try:
+                await self.flush(node)
+            finally:
+                await self.close_if_idle(node)
+
+    async def close_if_idle(self, node: Node) -> None:
+        """Drop a clean spool once no handle uses it; a dirty one stays for its retry."""
+        spool = node.spool
+        if spool is None or node.opens > 0 or spool.dirty:
+            return
+        if node.local_only and node.remote is None:
+            return  # its only copy
+        node.spool = None
+        self.stats.spools_open -= 1
+        await in_thread(lambda: _discard(spool))
+        self.ns.release_local(node)
+
+    # ---- uploads -----------------------------------------------------------------------
+    async def flush(self, node: Node) -> None:
+        """Upload ``node``'s spool if it changed; raises the ApiError if the upload failed."""
+        async with node.lock:
+            await self._upload_locked(node)
+
+    async def _upload_locked(self, node: Node, *, now: bool = False) -> None:
+        spool = node.spool
+        if spool is None or not spool.dirty or node.local_only:
+            return
+        assert node.cid is not None
+        cid, path, version = node.cid, node.path, spool.version
+        if node.deferred and not now:
+            if spool.pending_id is None:
+                spool.pending_id = await in_thread(self._record, spool, cid, path, None)
+            self._later[node] = trio.current_time() + self.defer_seconds
+            self._wakeup.set()
+            return
+        self._later.pop(node, None)
+        if spool.pending_id is None:
+            old = spool.replaces[0] if spool.replaces else None
+            item = await in_thread(lambda: self._record(spool, cid, path, old))
+            spool.pending_id = item
+        else:
+            await in_thread(lambda: os.fsync(spool.fd))
+            pid = spool.pending_id
+            await in_thread(lambda: self.state.update_pending(pid, path=path))
+        try:
+            new = await self.client.upload_file(cid, spool.path, filename=path)
+        except ApiError as err:
+            self.stats.upload_failures += 1
+            log.warning("upload of %s/%s failed: %s", cid, path, err)
+            message = str(err)
+            pid = spool.pending_id
+            await in_thread(lambda: self.state.update_pending(pid, error=message))
+            self._failed.setdefault(node, self.retry_base)
+            self._wakeup.set()
+            raise
+        self.stats.uploads += 1
+        self.stats.bytes_uploaded += spool.size
+        await self.ns.file_uploaded(node, new)
+        superseded, spool.replaces = spool.replaces, [new.id]
+        for fid in superseded:
+            await self._delete_quietly(cid, fid)
+        if spool.version == version:
+            spool.dirty = False
+            pid = spool.pending_id
+            spool.pending_id = None
+            await in_thread(lambda: self.state.drop_pending(pid))
+        self._failed.pop(node, None)
+
+    def _record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
+        os.fsync(spool.fd)
+        return self.state.add_pending(cid, path, spool.path, old).id
+
+    async def _delete_quietly(self, cid: ContainerId, fid: FileId) -> None:
+        try:
+            await self.delete_remote(cid, fid)
+        except ApiError as err:
+            log.warning("could not delete superseded %s/%s (will retry): %s", cid, fid, err)
+            self._orphans.append((cid, fid))
+            self._wakeup.set()
+
+    async def delete_remote(self, cid: ContainerId, fid: FileId) -> None:
+        try:
+            await self.client.delete_file(cid, fid)
+            self.stats.deletes += 1
+        except NotFound:
+            pass  # already gone: the goal of a delete
+        self.reader.invalidate(fid)
+        await self.ns.file_deleted(cid, fid)
+
+    # ---- unlink ------------------------------------------------------------------------
+    async def unlink(self, node: Node) -> None:
+        """Remove a file: its server copy (if any), then its spool and pending upload."""
+        async with node.lock:
+            spool = node.spool
+            ids: list[FileId] = []
+            if node.remote is not None:
+                ids.append(node.remote.id)
+            if spool is not None:
+                ids += [f for f in spool.replaces if f not in ids]
+            assert node.cid is not None
+            for fid in ids:
+                await self.delete_remote(node.cid, fid)
+            self.ns.mark_gone(node)
+            node.remote = None
+            self._failed.pop(node, None)
+            self._later.pop(node, None)
+            if spool is not None:
+                spool.dirty = False
+                spool.replaces = []
+                if spool.pending_id is not None:
+                    pid = spool.pending_id
+                    spool.pending_id = None
+                    await in_thread(lambda: self.state.drop_pending(pid))
+                if node.opens == 0:
+                    node.local_only = False
+                    await self.close_if_idle(node)
+
+    # ---- rename ------------------------------------------------------------------------
+    async def rename(self, node: Node, parent: Node, name: str, replaced: Node | None) -> None:
+        """Move ``node`` to ``parent/name``; the server has no move, so content is re-uploaded.
+
+        A file the server does not have yet moves locally. A server file moved to a local-only
+        name (an editor's backup) keeps its server copy and is only shown under the new name
+        until it is deleted or moved back. Otherwise the content is uploaded under the new name
+        and the old id (and a replaced target's) deleted only after that succeeded.
+        """
+        assert parent.cid is not None
+        if node.is_dir:
+            await self._rename_dir(node, parent, name)
+            return
+        await self._rename_file(node, parent.cid, self.ns.child_path(parent, name), replaced)
+
+    async def _rename_file(
+        self, node: Node, cid: ContainerId, path: str, replaced: Node | None
+    ) -> None:
+        name = posixpath.basename(path)
+        async with node.lock:
+            displaced = await self._take_over(replaced) if replaced is not None else []
+            spool = node.spool
+            to_local = self.is_local_only(name)
+            if node.remote is None or to_local:
+                # not on the server, or staying off it: a local move, no API call
+                was_local = node.local_only
+                self.ns.move(node, cid, path)
+                self.classify(node)
+                if node.remote is not None:
+                    self.ns.show_at(node, node.remote, path)
+                if spool is not None:
+                    spool.replaces += displaced
+                    if was_local and not to_local:
+                        spool.dirty = True
+                        spool.version += 1
+                    if node.opens == 0:
+                        await self._upload_locked(node)
+                else:
+                    for fid in displaced:
+                        await self._delete_quietly(cid, fid)
+                return
+            # on the server, to a name that is uploaded: upload the content under it
+            remote = node.remote
+            old_cid = node.cid
+            assert old_cid is not None
+            source, pinned = await self._content_path(node)
+            version = spool.version if spool is not None else 0
+            try:
+                new = await self.client.upload_file(cid, source, filename=path)
+            finally:
+                if pinned:
+                    self.reader.unpin(remote.id)
+            self.stats.uploads += 1
+            self.ns.move(node, cid, path)
+            self.classify(node)
+            await self.ns.file_uploaded(node, new)
+            superseded = [remote.id, *displaced]
+            if spool is not None:
+                superseded += [f for f in spool.replaces if f not in superseded]
+                spool.replaces = [new.id]
+                if spool.version == version and spool.dirty:
+                    spool.dirty = False
+                    if spool.pending_id is not None:
+                        pid, spool.pending_id = spool.pending_id, None
+                        await in_thread(self.state.drop_pending, pid)
+            for fid in superseded:
+                await self._delete_quietly(old_cid if fid == remote.id else cid, fid)
+
+    async def _content_path(self, node: Node) -> tuple[Path, bool]:
+        """Where ``node``'s current content is on disk: its spool, or the pinned cache file."""
+        if node.spool is not None:
+            await in_thread(os.fsync, node.spool.fd)
+            return node.spool.path, False
+        remote = node.remote
+        assert remote is not None
+        return await self.reader.fetch(remote.container_id, remote.id, remote.bytes), True
+
+    async def _take_over(self, replaced: Node) -> list[FileId]:
+        """The server ids of a rename target, which the moved file supersedes."""
+        async with replaced.lock:
+            ids = [replaced.remote.id] if replaced.remote is not None else []
+            spool = replaced.spool
+            if spool is not None:
+                ids += [f for f in spool.replaces if f not in ids]
+                spool.replaces = []
+                spool.dirty = False
+                if spool.pending_id is not None:
+                    pid, spool.pending_id = spool.pending_id, None
+                    await in_thread(self.state.drop_pending, pid)
+            self._failed.pop(replaced, None)
+            self._later.pop(replaced, None)
+            self.ns.mark_gone(replaced)
+            replaced.remote = None
+            await self.close_if_idle(replaced)
+            return ids
+
+    async def _rename_dir(self, node: Node, parent: Node, name: str) -> None:
+        assert node.cid is not None and parent.cid is not None
+        files = await self.ns.descendant_files(node)
+        if len(files) > self.max_dir_rename:
+            # mv then copies and deletes the tree itself
+            raise ContainerFsError.with_errno(errno.EXDEV)
+        new_dir = self.ns.child_path(parent, name)
+        for f in files:
+            rest = f.path[len(node.path) + 1 :]
+            await self._rename_file(f, parent.cid, posixpath.join(new_dir, rest), None)
+        await self.ns.move_dirs(node, parent.cid, new_dir)
+
+    # ---- the pending queue -------------------------------------------------------------
+    def pending(self) -> list[dict[str, object]]:
+        return [
+            {
+                "container_id": n.cid,
+                "path": n.path,
+                "bytes": n.spool.size if n.spool else 0,
+                "state": "deferred" if n in self._later else "failed",
+            }
+            for n in [*self._failed, *self._later]
+        ]
+
+    async def _resume(self) -> None:
+        """Re-queue the uploads a previous mount did not finish."""
+        for item in await in_thread(self.state.pending):
+            if not item.spool.exists():
+                log.error("pending upload %s lost its spool file; dropping it", item.path)
+                await in_thread(self.state.drop_pending, item.id)
+                continue
+            try:
+                node = await self.ns.restore(item.container_id, item.path)
+            except ContainerFsError as err:
+                log.warning("cannot resume upload of %s yet: %s", item.path, err)
+                continue
+            fd = await in_thread(os.open, item.spool, os.O_RDWR)
+            size = os.fstat(fd).st_size
+            replaces = [item.old_file_id] if item.old_file_id else []
+            if node.remote is not None and node.remote.id not in replaces:
+                replaces.append(node.remote.id)
+            node.spool = Spool(item.spool, fd, size, True, 1, item.id, replaces)
+            self.stats.spools_open += 1
+            self.ns.keep_local(node)
+            self._failed[node] = self.retry_base
+            log.info("resuming upload of %s/%s (%d bytes)", item.container_id, item.path, size)
+        self._wakeup.set()
+
+    async def _retry_loop(self) -> None:
+        delay = self.retry_base
+        while True:
+            with trio.move_on_after(delay):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            await self.retry_now()
+            delay = (
+                min((d for d in self._failed.values()), default=self.retry_max)
+                if self._failed or self._orphans
+                else self.retry_max
+            )
+
+    async def retry_now(self, nodes: Iterable[Node] | None = None) -> None:
+        """Try every failed upload that nobody is writing to, and leftover deletes."""
+        for node in list(nodes if nodes is not None else self._failed):
+            if node.opens > 0 and node.spool is not None and node.spool.dirty:
+                continue  # its writer's own flush uploads it
+            try:
+                await self.flush(node)
+            except ApiError:
+                self._failed[node] = min(self._failed.get(node, 1.0) * 2, self.retry_max)
+                continue
+            await self.close_if_idle(node)
+        orphans, self._orphans = self._orphans, []
+        for cid, fid in orphans:
+            await self._delete_quietly(cid, fid)
+
+    async def drain(self, timeout: float) -> bool:
+        """Upload what is pending now, retrying until ``timeout``; True if nothing is left."""
+        with trio.move_on_after(timeout):
+            await self.upload_due(everything=True)
+            while self._failed or self._orphans:
+                await self.retry_now()
+                if self._failed or self._orphans:
+                    await trio.sleep(min(1.0, self.retry_base))
+        return not self._failed
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            **vars(self.stats),
+            "pending": len(self._failed),
+            "deferred": len(self._later),
+            "orphans": len(self._orphans),
+        }
+
+
+def _discard(spool: Spool) -> None:
+    try:
+        os.close(spool.fd)
+    finally:
+        spool.path.unlink(missing_ok=True)
