@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -66,7 +66,7 @@ class Handle:
     read: ReadHandle | None = None
 
 
-class Operations(pyfuse3.Operations):  # type: ignore[misc]
+class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
     enable_acl = False
@@ -188,7 +188,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         return parent
 
     @guarded
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
             self.ns.forget(inode, count)
 

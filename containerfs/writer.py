@@ -479,12 +479,28 @@ class Writer:
             with trio.move_on_after(delay):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
+            await self.upload_due()
             await self.retry_now()
-            delay = (
-                min((d for d in self._failed.values()), default=self.retry_max)
-                if self._failed or self._orphans
-                else self.retry_max
-            )
+            delays = [*self._failed.values(), self.retry_max]
+            if self._orphans:
+                delays.append(self.retry_base)
+            if self._later:
+                delays.append(max(0.0, min(self._later.values()) - trio.current_time()))
+            delay = min(delays)
+
+    async def upload_due(self, *, everything: bool = False) -> None:
+        """Upload the deferred files whose grace period is over (or all of them)."""
+        now = trio.current_time()
+        for node, deadline in list(self._later.items()):
+            if node.gone or not node.deferred:
+                self._later.pop(node, None)
+            elif (everything or deadline <= now) and node.opens == 0:
+                try:
+                    async with node.lock:
+                        await self._upload_locked(node, now=True)
+                except ApiError:
+                    continue
+                await self.close_if_idle(node)
 
     async def retry_now(self, nodes: Iterable[Node] | None = None) -> None:
         """Try every failed upload that nobody is writing to, and leftover deletes."""
