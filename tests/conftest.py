@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from emulator_proc import EmulatorProcess, start_emulator
+from mount_proc import MountProcess, start_mount
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +32,18 @@ def emulator_factory(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path) -> Iterator[Callable[..., MountProcess]]:
+    """``mount_factory(emulator, *args, **kw)`` mounts containerfs; always unmounted after."""
+    started: list[MountProcess] = []
+
+    def start(emu: EmulatorProcess, *args: str, **kwargs: Any) -> MountProcess:
+        mp = start_mount(emu, tmp_path, *args, **kwargs)
+        started.append(mp)
+        return mp
+
+    yield start
+    for mp in reversed(started):
+        mp.unmount()
