@@ -246,7 +246,9 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
         code = child.poll()
         if code is not None:
             lines = logfile.read_text(errors="replace").strip().splitlines()
-            raise CliError(lines[-1] if lines else f"mount failed (exit {code})", code or 1)
+            # the child's last line is its own one-line error, already "containerfs: "-prefixed
+            last = lines[-1].removeprefix("containerfs: ") if lines else ""
+            raise CliError(last or f"mount failed (exit {code})", code or 1)
         time.sleep(0.05)
     child.terminate()
     raise CliError(f"mount of {args.mountpoint} did not come up within 60 s (log: {logfile})")
@@ -302,7 +304,7 @@ def cmd_unmount(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rdir, status = _read_status(args.mountpoint, args.state_dir)
+    _, status = _read_status(args.mountpoint, args.state_dir)
     if status is None or not _alive(int(status.get("pid", 0))):
         raise CliError(f"no containerfs daemon serves {args.mountpoint}")
     if args.json:
