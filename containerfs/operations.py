@@ -7,6 +7,7 @@ Thin on purpose: the namespace, reader and writer do the work. Every handler is 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -94,6 +95,10 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, list[tuple[str, Node]]] = {}
         self._next_fh = 1
         self._kept_cache: dict[int, str] = {}  # inode -> file id whose pages the kernel may keep
+        self._serving = False  # a kernel session exists (set by ``init``)
+
+    def init(self) -> None:
+        self._serving = True
 
     # ---- helpers -----------------------------------------------------------------------
     def _node(self, inode: int) -> Node:
@@ -369,7 +374,18 @@ class Operations(pyfuse3.Operations):
         data = await self.reader.read(handle.read, off, size)
         if node.size_hint is None and node.remote is not None and node.remote.bytes is None:
             node.size_hint = self.reader.known_size(node.remote.id)
+            if node.size_hint is not None:
+                self._invalidate_attrs(node.inode)
         return data
+
+    def _invalidate_attrs(self, inode: int) -> None:
+        """Make the kernel ask for attributes again (a size it was told was 0 is now known)."""
+        if not self._serving:
+            return
+        # attributes only (no page locks taken), so safe from inside a handler; OSError: the
+        # kernel has forgotten the inode, and there is nothing to invalidate
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_inode(inode, attr_only=True)
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
