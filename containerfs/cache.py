@@ -167,6 +167,14 @@ class DiskCache:
         self.touch(entry)
         return entry
 
+    def add_complete(self, file_id: FileId, size: int) -> CacheEntry:
+        """Index an entry whose data file is already complete at ``paths_for(file_id)``."""
+        data_path, meta_path = self.paths_for(file_id)
+        entry = CacheEntry(file_id, data_path, meta_path, complete=True, size=size, stored=size)
+        self._entries[file_id] = entry
+        self.touch(entry)
+        return entry
+
     def remove(self, entry: CacheEntry) -> bool:
         """Drop an entry from the index (its files are the caller's to delete)."""
         if self._entries.get(entry.file_id) is entry:

@@ -81,6 +81,7 @@ class Node:
     local_only: bool = False  # never uploaded (editor swap and backup files)
     deferred: bool = False  # uploaded only if still there a while after close (tool temp files)
     opens: int = 0
+    settling: trio.Event | None = None  # set while a closed spool's content moves to the cache
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property

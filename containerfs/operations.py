@@ -319,6 +319,8 @@ class Operations(pyfuse3.Operations):
         node = self._node(inode)
         if node.is_dir:
             raise _fail(errno.EISDIR)
+        while node.settling is not None:
+            await node.settling.wait()
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writable:
             self._check_writable(node)

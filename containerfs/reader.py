@@ -24,6 +24,7 @@ import heapq
 import itertools
 import logging
 import os
+import shutil
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -369,6 +370,39 @@ class Reader:
         self._cache.touch(entry.cache)
         self._maybe_drop(entry)
         self._evict()
+
+    async def adopt(self, file_id: FileId, source: Path) -> bool:
+        """Take ``source`` (a file the caller gives up) as the complete content of ``file_id``.
+
+        The writer hands over a spool once its upload is confirmed, so reading back what was
+        just written costs no download. Returns False (and leaves ``source`` alone) when the
+        id is already known here or the file could not fit in the cache.
+        """
+        if file_id in self._live or self._cache.get(file_id) is not None:
+            return False
+        data_path, meta_path = self._cache.paths_for(file_id)
+        entry = CacheEntry(file_id, data_path, meta_path, complete=True, size=None)
+
+        def move_in() -> int | None:
+            size = os.stat(source).st_size
+            if size > self._cache.max_size:
+                return None
+            try:
+                os.rename(source, data_path)
+            except OSError:  # another file system: copy, then give the spool up
+                shutil.copyfile(source, data_path)
+                os.unlink(source)
+            entry.size = size
+            DiskCache.write_sidecar(entry, None)
+            return size
+
+        size = await trio.to_thread.run_sync(move_in)
+        if size is None or file_id in self._live or self._cache.get(file_id) is not None:
+            return size is not None
+        self._cache.add_complete(file_id, size)
+        self._known_sizes[file_id] = size
+        self._evict()
+        return True
 
     def known_size(self, file_id: FileId) -> int | None:
         entry = self._live.get(file_id)

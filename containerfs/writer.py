@@ -64,6 +64,8 @@ class ContentFetcher(Protocol):
 
     def invalidate(self, file_id: FileId) -> None: ...
 
+    async def adopt(self, file_id: FileId, source: Path) -> bool: ...
+
 
 @dataclass(eq=False)
 class Spool:
@@ -226,7 +228,22 @@ class Writer:
             return  # its only copy
         node.spool = None
         self.stats.spools_open -= 1
-        await in_thread(lambda: _discard(spool))
+        # opens wait for this: the content moves from the spool to the cache meanwhile
+        settled = node.settling = trio.Event()
+        try:
+            await in_thread(os.close, spool.fd)
+            remote = node.remote
+            # a clean spool holds exactly the server's content: keep it as the cached copy
+            kept = (
+                remote is not None
+                and not node.local_only
+                and await self.reader.adopt(remote.id, spool.path)
+            )
+            if not kept:
+                await in_thread(spool.path.unlink, True)
+        finally:
+            node.settling = None
+            settled.set()
         self.ns.release_local(node)
 
     # ---- uploads -----------------------------------------------------------------------
@@ -534,10 +551,3 @@ class Writer:
             "deferred": len(self._later),
             "orphans": len(self._orphans),
         }
-
-
-def _discard(spool: Spool) -> None:
-    try:
-        os.close(spool.fd)
-    finally:
-        spool.path.unlink(missing_ok=True)
