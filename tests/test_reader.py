@@ -672,3 +672,34 @@ async def test_random_interleavings_return_exact_bytes(scenario: dict[str, objec
                 assert await read_all(reader, h, block=977) == data
                 await reader.release(h)
             assert reader.statistics().downloads_started == 1
+
+
+async def test_adopted_file_is_served_without_download_and_survives_restart(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    data = payload(70_000)
+    source = FakeSource({FID: data})
+    spool = tmp_path / "spool"
+    spool.write_bytes(data)
+    async with make_reader(source, cache_dir) as reader:
+        assert await reader.adopt(FID, spool)
+        assert not spool.exists()
+        assert reader.is_cached(FID, len(data))
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        spool.write_bytes(b"other")
+        assert not await reader.adopt(FID, spool)  # already known: the caller keeps its file
+        assert spool.exists()
+    async with make_reader(source, cache_dir) as reader:
+        assert reader.is_cached(FID, len(data))
+    assert source.calls == []
+
+
+async def test_adopt_refuses_a_file_larger_than_the_cache(cache_dir: Path, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.write_bytes(payload(5000))
+    async with make_reader(FakeSource({}), cache_dir, max_size=1000) as reader:
+        assert not await reader.adopt(FID, spool)
+        assert spool.exists()
+        assert not reader.is_cached(FID, None)
