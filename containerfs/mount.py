@@ -92,8 +92,10 @@ def _jsonable(value: Any) -> Any:
 def _tune_readahead(real: str) -> None:
     """1 MiB kernel reads instead of 128 KiB (root only; best effort).
 
-    ``real`` is the resolved mountpoint, computed before mounting: resolving it now would
-    stat the mount from the thread that serves it, a deadlock.
+    Only after the kernel's INIT has been answered: reading that answer, the kernel caps the
+    mount's readahead at the 128 KiB it offered, undoing an earlier raise. ``real`` is the
+    resolved mountpoint, computed before mounting: resolving it now would stat the mount
+    from the thread that serves it, a deadlock.
     """
     with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
         for line in f:
@@ -101,6 +103,23 @@ def _tune_readahead(real: str) -> None:
             if parts[4] == real:
                 bdi = Path("/sys/class/bdi") / parts[2] / "read_ahead_kb"
                 bdi.write_text("1024")
+                log.debug("%s: read_ahead_kb %s", bdi.parent.name, bdi.read_text().strip())
+
+
+class _DaemonOperations(Operations):
+    """The operations, plus ``after_init``: called while pyfuse3 answers the kernel's INIT."""
+
+    after_init: Callable[[], None] | None = None
+
+    def init(self) -> None:
+        super().init()
+        if self.after_init is not None:
+            self.after_init()
+
+
+async def _tune_readahead_soon(real: str) -> None:
+    # started from init(): runs at the next checkpoint, once the INIT answer has been sent
+    _tune_readahead(real)
 
 
 class Daemon:
@@ -193,7 +212,7 @@ class Daemon:
                     local_only=cfg.local_only,
                     deferred=cfg.deferred,
                 )
-                ops = Operations(
+                ops = _DaemonOperations(
                     self.ns,
                     self.reader,
                     self.writer,
@@ -205,6 +224,7 @@ class Daemon:
                         "memory_limit": cfg.container_memory_limit,
                     },
                 )
+                ops.after_init = lambda: nursery.start_soon(_tune_readahead_soon, real_mountpoint)
                 options = set(pyfuse3.default_options)
                 options |= {"fsname=containerfs", "subtype=containerfs", *cfg.fuse_options}
                 if cfg.read_only:
@@ -216,7 +236,6 @@ class Daemon:
                 except RuntimeError as err:
                     raise MountError(f"cannot mount {cfg.mountpoint}: {err}") from err
                 try:
-                    _tune_readahead(real_mountpoint)
                     (self.run_dir / "pid").write_text(str(os.getpid()))
                     nursery.start_soon(self._signals)
                     nursery.start_soon(self._status_loop)
