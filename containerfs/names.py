@@ -9,17 +9,20 @@ README):
 - A file under the container root (``/mnt/data``) is shown at its path relative to the root;
   a file outside it under the reserved directory ``OUTSIDE_DIR`` (``_outside``), at its full
   path. A server-added ``<32 hex>-`` prefix is stripped from the last component when no other
-  entry of the directory would get that name. A file id with a recorded alias is shown at the
-  alias instead.
+  entry of the directory (file or directory) would get that name. A file id with a recorded
+  alias is shown at the alias instead.
 - Two files with the same display path: the newest keeps it, the others become ``NAME~ID``.
   A file whose display path is also a directory becomes ``NAME~ID`` too.
+- Every file and container is shown exactly once, even against names made to collide: a
+  container literally named like another's ``NAME~ID`` gets its own ``~ID`` too, and a file
+  whose ``NAME~ID`` is already taken (by a file or directory) becomes ``NAME~ID~2`` (``~3``...).
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from containerfs.models import Container, ContainerFile, FileId
 
@@ -50,18 +53,33 @@ def disambiguate(name: str, ident: str) -> str:
     return raw[:keep].decode(errors="ignore") + suffix
 
 
+def _free(name: str, ident: str, used: Callable[[str], bool]) -> str:
+    """``name``, else ``NAME~ID``, else ``NAME~ID~2``...: the first that is not ``used``.
+
+    The candidates are distinct strings (even when clipped to NAME_MAX), so this ends.
+    """
+    shown, n = name, 1
+    while used(shown):
+        shown = disambiguate(name, ident if n == 1 else f"{ident}~{n}")
+        n += 1
+    return shown
+
+
 def container_dir_names(containers: Iterable[Container]) -> dict[str, Container]:
     """Directory name -> container, deterministic whatever the listing order."""
     by_name: dict[str, list[Container]] = {}
     for c in containers:
         by_name.setdefault(safe_component(c.name) or c.id, []).append(c)
     out: dict[str, Container] = {}
+    # NAME~ID first: ids are unique, so these never collide with each other; a container
+    # whose own name happens to be one of them is disambiguated in turn
     for name, group in by_name.items():
-        if len(group) == 1 and name not in out:
-            out[name] = group[0]
-        else:
+        if len(group) > 1:
             for c in group:
                 out[disambiguate(name, c.id)] = c
+    for name, group in sorted(by_name.items()):
+        if len(group) == 1:
+            out[_free(name, group[0].id, out.__contains__)] = group[0]
     return out
 
 
@@ -81,7 +99,7 @@ def relative_path(server_path: str, root: str) -> str:
 
 def strip_prefix(name: str) -> str | None:
     m = _PREFIX.match(name)
-    return m.group(1) if m else None
+    return m.group(1) if m and m.group(1) not in (".", "..") else None
 
 
 def place_files(
@@ -97,7 +115,10 @@ def place_files(
         alias = aliases.get(f.id)
         first.append((alias, f) if alias else (relative_path(f.path, root), f))
 
+    # stripping a prefix changes last components only, so the directories are known already
+    dirs = {d for p, _ in first for d in ancestors(p)}
     taken = {p for p, f in first if f.id in aliases or strip_prefix(posixpath.basename(p)) is None}
+    taken |= dirs
     wanted: dict[str, list[int]] = {}
     for i, (p, f) in enumerate(first):
         if f.id in aliases:
@@ -113,21 +134,29 @@ def place_files(
     by_path: dict[str, list[ContainerFile]] = {}
     for p, (_, f) in zip(final, first, strict=True):
         by_path.setdefault(p, []).append(f)
-    dirs = {posixpath.dirname(p) for p in by_path}
-    dirs = {d for p in dirs for d in _ancestors(p)}
     out: dict[str, ContainerFile] = {}
+    others: list[tuple[str, ContainerFile]] = []
     for p, group in by_path.items():
         group.sort(key=lambda f: (f.created_at, f.id), reverse=True)
-        for rank, f in enumerate(group):
-            if rank == 0 and p not in dirs:
-                out[p] = f
-            else:
-                out[_disambiguate_path(p, f.id)] = f
+        if p in dirs:
+            others += [(p, f) for f in group]
+        else:
+            out[p] = group[0]
+            others += [(p, f) for f in group[1:]]
+
+    # the others become NAME~ID (ids are unique, so they never collide with each other),
+    # or more if a file or directory of that very name exists
+    def used(path: str) -> bool:
+        return path in out or path in dirs
+
+    for p, f in others:
+        parent, base = posixpath.split(p)
+        out[_free_in(parent, base, f.id, used)] = f
     return out
 
 
-def _disambiguate_path(path: str, ident: str) -> str:
-    return posixpath.join(posixpath.dirname(path), disambiguate(posixpath.basename(path), ident))
+def _free_in(parent: str, base: str, ident: str, used: Callable[[str], bool]) -> str:
+    return posixpath.join(parent, _free(base, ident, lambda n: used(posixpath.join(parent, n))))
 
 
 def _ancestors(path: str) -> Iterable[str]:
