@@ -306,6 +306,9 @@ class Operations(pyfuse3.Operations):
         node = await self._child(parent, self._name(name))
         if not node.is_dir:
             raise _fail(errno.ENOTDIR)
+        if node.kind is Kind.CONTAINER and node.cid is not None:
+            # deleting a container deletes its files: decide on a fresh listing, not the cache
+            self.ns.invalidate_listing(node.cid)
         if not await self.ns.is_empty(node):
             raise _fail(errno.ENOTEMPTY)
         if node.kind is Kind.CONTAINER:

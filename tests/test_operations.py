@@ -348,6 +348,19 @@ async def test_mkdir_and_rmdir_at_the_root_create_and_delete_containers(fs: Fs) 
     assert (await fs.lookup(ROOT_INODE, "fresh")).st_ino == 0
 
 
+async def test_rmdir_of_a_container_looks_again_before_deleting_it(fs: Fs) -> None:
+    c = await fs.container("busy")
+    busy = await fs.inode("busy")
+    assert await fs.listing(busy) == []  # cached empty
+    await fs.add_file(c.id, "/mnt/data/late.txt", b"written by the assistant meanwhile")
+
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await fs.ops.rmdir(ROOT_INODE, b"busy", CTX)
+
+    assert errno_of(exc) == errno.ENOTEMPTY
+    assert [x.id async for x in fs.client.list_containers()] == [c.id]
+
+
 async def test_mkdir_inside_a_container_makes_a_local_directory_until_removed(fs: Fs) -> None:
     c = await fs.container("box")
     box = await fs.inode("box")
