@@ -24,7 +24,7 @@ from containerfs.errors import ContainerFsError
 from containerfs.names import NAME_MAX
 from containerfs.namespace import Attrs, Kind, Namespace, Node
 from containerfs.reader import Reader, ReadHandle
-from containerfs.writer import Writer
+from containerfs.writer import Spool, Writer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ class Handle:
     node: Node
     writable: bool
     read: ReadHandle | None = None
+    spool: Spool | None = None  # what a writable handle writes to (see Writer.open)
+    append: bool = False  # O_APPEND
+    changed: bool = False  # written or truncated through this handle
 
 
 class Operations(pyfuse3.Operations):
@@ -226,7 +229,12 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             if node.is_dir:
                 raise _fail(errno.EISDIR)
-            await self.writer.truncate(node, attr.st_size)
+            handle = self._handles.get(fh) if fh is not None else None
+            if handle is not None and handle.spool is not None:
+                await self.writer.truncate(node, attr.st_size, handle.spool)
+                handle.changed = True
+            else:
+                await self.writer.truncate(node, attr.st_size)
         if fields.update_mode:
             node.mode = stat.S_IMODE(attr.st_mode)
         if fields.update_atime:
@@ -325,10 +333,10 @@ class Operations(pyfuse3.Operations):
         while node.settling is not None:
             await node.settling.wait()
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        handle = Handle(node, writable, append=bool(flags & os.O_APPEND))
         if writable:
             self._check_writable(node)
-            await self.writer.open(node, truncate=bool(flags & os.O_TRUNC))
-        handle = Handle(node, writable)
+            handle.spool = await self.writer.open(node, truncate=bool(flags & os.O_TRUNC))
         remote = node.remote
         if node.spool is None and remote is not None:
             handle.read = await self.reader.open(remote.container_id, remote.id, remote.bytes)
@@ -355,16 +363,16 @@ class Operations(pyfuse3.Operations):
         if existing is not None:
             if flags & os.O_EXCL:
                 raise _fail(errno.EEXIST)
-            info = await self.open(existing.inode, flags | os.O_TRUNC, ctx)
+            info = await self.open(existing.inode, flags, ctx)
             existing.lookups += 1
             return info, self._entry(existing)
         node = self.ns.new_file(parent, text)
         node.mode = stat.S_IMODE(mode)
         self.writer.classify(node)
-        await self.writer.open(node, truncate=True)
+        spool = await self.writer.open(node, truncate=True)
         node.opens += 1
         node.lookups += 1
-        fh = self._new_fh(Handle(node, True))
+        fh = self._new_fh(Handle(node, True, spool=spool, append=bool(flags & os.O_APPEND)))
         self._kept_cache[node.inode] = ""
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._entry(node)
 
@@ -372,8 +380,10 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handle(fh)
         node = handle.node
-        if node.spool is not None and (handle.read is None or handle.writable):
-            return await self.writer.read(node, off, size)
+        if handle.spool is not None:
+            return await self.writer.read(handle.spool, off, size)
+        if node.spool is not None and handle.read is None:
+            return await self.writer.read(node.spool, off, size)
         if handle.read is None:
             return b""
         data = await self.reader.read(handle.read, off, size)
@@ -395,22 +405,25 @@ class Operations(pyfuse3.Operations):
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handle(fh)
-        if not handle.writable or handle.node.spool is None:
+        if handle.spool is None:
             raise _fail(errno.EBADF)
-        return await self.writer.write(handle.node, off, buf)
+        handle.changed = True
+        return await self.writer.write(handle.spool, off, buf, append=handle.append)
 
     @guarded
     async def flush(self, fh: int) -> None:
-        # upload here: close() waits for flush, while errors from release() are thrown away
+        # upload here: close() waits for flush, while errors from release() are thrown away.
+        # A handle that changed nothing yet leaves it to release(): a shell's dup2 flushes
+        # before the first write, and `echo x > f` would upload an empty file first.
         handle = self._handle(fh)
-        if handle.writable:
-            await self.writer.flush(handle.node)
+        if handle.spool is not None and handle.changed:
+            await self.writer.flush(handle.node, handle.spool)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._handle(fh)
-        if handle.writable:
-            await self.writer.flush(handle.node)
+        if handle.spool is not None:
+            await self.writer.flush(handle.node, handle.spool)
 
     @guarded
     async def release(self, fh: int) -> None:
@@ -421,7 +434,10 @@ class Operations(pyfuse3.Operations):
         node.opens -= 1
         if handle.read is not None:
             await self.reader.release(handle.read)
-        await self.writer.close_if_idle(node)
+        if handle.spool is not None:
+            await self.writer.release(node, handle.spool)
+        else:
+            await self.writer.close_if_idle(node)
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:

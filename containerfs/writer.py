@@ -9,6 +9,7 @@ deleted only after the server confirmed the new one. Knows nothing about FUSE or
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import logging
@@ -78,6 +79,7 @@ class Spool:
     version: int = 0
     pending_id: str | None = None
     replaces: list[FileId] = field(default_factory=list)  # server ids this content supersedes
+    writers: int = 0  # open handles writing to it
 
 
 @dataclass
@@ -149,41 +151,73 @@ class Writer:
         node.deferred = not node.local_only and self.is_deferred(node.name)
 
     # ---- spool lifecycle ---------------------------------------------------------------
-    async def open(self, node: Node, *, truncate: bool) -> None:
-        """Give ``node`` a spool (copying its server content unless ``truncate``)."""
+    async def open(self, node: Node, *, truncate: bool) -> Spool:
+        """The spool a new writable handle of ``node`` writes to (``release`` it at close).
+
+        The first writer gets the node's spool (its server content copied in unless
+        ``truncate``). A writer that opens while another still writes gets a private copy, which
+        becomes the node's content when it is flushed: the last writer to close wins and no
+        upload ever mixes the bytes of two writers.
+        """
         async with node.lock:
-            if node.spool is None:
-                node.spool = await self._new_spool(node, copy=not truncate)
+            shared = node.spool
+            if shared is None:
+                spool = node.spool = await self._new_spool(node, copy=not truncate)
                 self.ns.keep_local(node)
-            elif truncate and node.spool.size:
-                await self._truncate_spool(node.spool, 0)
+            elif shared.writers > 0:
+                spool = await self._spool_from(shared.path if not truncate else None)
+            else:
+                spool = shared
+                if truncate and spool.size:
+                    await self._truncate_spool(spool, 0)
             if truncate:
-                node.spool.dirty = True
-                node.spool.version += 1
+                spool.dirty = True
+                spool.version += 1
+            spool.writers += 1
+            return spool
 
     async def _new_spool(self, node: Node, *, copy: bool) -> Spool:
-        path = self.state.new_spool_path()
         remote = node.remote
-        source: Path | None = None
-        if copy and remote is not None:
+        if not copy or remote is None:
+            spool = await self._spool_from(None)
+        else:
             source = await self.reader.fetch(remote.container_id, remote.id, remote.bytes)
-        try:
-
-            def make() -> tuple[int, int]:
-                if source is not None:
-                    shutil.copyfile(source, path)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-                return fd, os.fstat(fd).st_size
-
-            fd, size = await in_thread(make)
-        finally:
-            if source is not None and remote is not None:
+            try:
+                spool = await self._spool_from(source)
+            finally:
                 self.reader.unpin(remote.id)
-        self.stats.spools_open += 1
-        spool = Spool(path, fd, size)
         if remote is not None:
             spool.replaces.append(remote.id)
         return spool
+
+    async def _spool_from(self, source: Path | None) -> Spool:
+        """A new spool file, empty or a copy of ``source``."""
+        path = self.state.new_spool_path()
+
+        def make() -> tuple[int, int]:
+            if source is not None:
+                shutil.copyfile(source, path)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            return fd, os.fstat(fd).st_size
+
+        fd, size = await in_thread(make)
+        self.stats.spools_open += 1
+        return Spool(path, fd, size)
+
+    async def _discard(self, spool: Spool) -> None:
+        """Delete a spool nobody needs any more (and its pending upload, if any)."""
+        self.stats.spools_open -= 1
+        if spool.pending_id is not None:
+            pid, spool.pending_id = spool.pending_id, None
+            await in_thread(self.state.drop_pending, pid)
+
+        def remove() -> None:
+            try:
+                os.close(spool.fd)
+            finally:
+                spool.path.unlink(missing_ok=True)
+
+        await in_thread(remove)
 
     async def _truncate_spool(self, spool: Spool, size: int) -> None:
         await in_thread(lambda: os.ftruncate(spool.fd, size))
@@ -191,41 +225,61 @@ class Writer:
         spool.dirty = True
         spool.version += 1
 
-    async def write(self, node: Node, offset: int, data: bytes) -> int:
-        spool = node.spool
-        assert spool is not None
+    async def write(self, spool: Spool, offset: int, data: bytes, *, append: bool = False) -> int:
+        if append:
+            offset = spool.size  # O_APPEND: the end of this writer's content
+        # grow before the await, so that concurrent appends get distinct offsets
+        spool.size = max(spool.size, offset + len(data))
         written = await in_thread(lambda: os.pwrite(spool.fd, data, offset))
-        spool.size = max(spool.size, offset + written)
         spool.dirty = True
         spool.version += 1
         return written
 
-    async def read(self, node: Node, offset: int, size: int) -> bytes:
-        spool = node.spool
-        assert spool is not None
+    async def read(self, spool: Spool, offset: int, size: int) -> bytes:
         return await in_thread(lambda: os.pread(spool.fd, size, offset))
 
-    async def truncate(self, node: Node, size: int) -> None:
-        """``truncate``/``ftruncate``; a node with no open spool is uploaded at once."""
-        opened_here = node.spool is None
-        if opened_here:
-            await self.open(node, truncate=size == 0)
-        assert node.spool is not None
-        if node.spool.size != size or opened_here:
-            await self._truncate_spool(node.spool, size)
-        if opened_here:
-            try:
-                await self.flush(node)
-            finally:
-                await self.close_if_idle(node)
+    async def truncate(self, node: Node, size: int, spool: Spool | None = None) -> None:
+        """``ftruncate`` of a writer's ``spool``, or ``truncate`` by path, uploaded at once."""
+        if spool is not None:
+            if spool.size != size:
+                await self._truncate_spool(spool, size)
+            return
+        spool = await self.open(node, truncate=size == 0)
+        try:
+            if spool.size != size:
+                await self._truncate_spool(spool, size)
+            await self.flush(node, spool)
+        finally:
+            await self.release(node, spool)
+
+    async def release(self, node: Node, spool: Spool) -> None:
+        """A writable handle closed (after ``node.opens`` was decremented).
+
+        Uploads what no flush did: a file created, opened with ``O_TRUNC`` or truncated but
+        never written through the handle (``touch``, ``: > f``); its ``flush`` skipped the
+        upload because a shell's ``dup2`` flushes before the first write.
+        """
+        spool.writers -= 1
+        if spool.writers == 0 and spool.dirty and not node.gone:
+            # a failure stays queued and is retried; nobody is left to report it to
+            with contextlib.suppress(ApiError):
+                await self.flush(node, spool)
+        if spool is not node.spool and spool.writers == 0:
+            await self._discard(spool)  # a writer whose content another close superseded
+        await self.close_if_idle(node)
 
     async def close_if_idle(self, node: Node) -> None:
         """Drop a clean spool once no handle uses it; a dirty one stays for its retry."""
         spool = node.spool
-        if spool is None or node.opens > 0 or spool.dirty:
+        if spool is None or node.opens > 0:
             return
-        if node.local_only and node.remote is None:
-            return  # its only copy
+        if node.gone:
+            node.spool = None
+            await self._discard(spool)
+            self.ns.release_local(node)
+            return
+        if spool.dirty or (node.local_only and node.remote is None):
+            return  # waiting for its upload, or its only copy
         node.spool = None
         self.stats.spools_open -= 1
         # opens wait for this: the content moves from the spool to the cache meanwhile
@@ -247,14 +301,37 @@ class Writer:
         self.ns.release_local(node)
 
     # ---- uploads -----------------------------------------------------------------------
-    async def flush(self, node: Node) -> None:
-        """Upload ``node``'s spool if it changed; raises the ApiError if the upload failed."""
+    async def flush(self, node: Node, spool: Spool | None = None) -> None:
+        """Upload ``spool`` (by default the node's) if it changed; it becomes the node's content.
+
+        Raises the ApiError if the upload failed; the upload stays queued.
+        """
         async with node.lock:
+            if spool is not None and spool is not node.spool:
+                if node.gone or not spool.dirty:
+                    return
+                await self._adopt(node, spool)
             await self._upload_locked(node)
+
+    async def _adopt(self, node: Node, spool: Spool) -> None:
+        """A concurrent writer's private spool closes last: it becomes the node's content."""
+        old = node.spool
+        node.spool = spool
+        self.ns.keep_local(node)
+        if old is None:
+            return
+        spool.replaces = [*old.replaces, *(f for f in spool.replaces if f not in old.replaces)]
+        old.replaces = []
+        if old.writers == 0:
+            await self._discard(old)
+        elif old.pending_id is not None:
+            # its writer still has it open and uploads it again if it closes after this one
+            pid, old.pending_id = old.pending_id, None
+            await in_thread(self.state.drop_pending, pid)
 
     async def _upload_locked(self, node: Node, *, now: bool = False) -> None:
         spool = node.spool
-        if spool is None or not spool.dirty or node.local_only:
+        if spool is None or not spool.dirty or node.local_only or node.gone:
             return
         assert node.cid is not None
         cid, path, version = node.cid, node.path, spool.version
