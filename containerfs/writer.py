@@ -120,6 +120,8 @@ class Writer:
         self.stats = WriterStats()
         self._failed: dict[Node, float] = {}  # node -> next retry delay
         self._orphans: list[tuple[ContainerId, FileId]] = []  # superseded ids not yet deleted
+        # where a server file renamed to a local-only name (an editor's backup) came from
+        self._backups: dict[tuple[ContainerId, str], Node] = {}
         self._wakeup = trio.Event()
 
     @classmethod
@@ -367,6 +369,7 @@ class Writer:
         superseded, spool.replaces = spool.replaces, [new.id]
         for fid in superseded:
             await self._delete_quietly(cid, fid)
+        await self._retire_backup(cid, path)
         if spool.version == version:
             spool.dirty = False
             pid = spool.pending_id
@@ -428,9 +431,10 @@ class Writer:
         """Move ``node`` to ``parent/name``; the server has no move, so content is re-uploaded.
 
         A file the server does not have yet moves locally. A server file moved to a local-only
-        name (an editor's backup) keeps its server copy and is only shown under the new name
-        until it is deleted or moved back. Otherwise the content is uploaded under the new name
-        and the old id (and a replaced target's) deleted only after that succeeded.
+        name (an editor's backup) keeps its server copy, shown under the new name, until a new
+        file is uploaded under its old name (``_retire_backup``), it is deleted, or it moves
+        back. Otherwise the content is uploaded under the new name and the old id (and a
+        replaced target's) deleted only after that succeeded.
         """
         assert parent.cid is not None
         if node.is_dir:
@@ -446,13 +450,21 @@ class Writer:
             displaced = await self._take_over(replaced) if replaced is not None else []
             spool = node.spool
             to_local = self.is_local_only(name)
-            if node.remote is None or to_local:
-                # not on the server, or staying off it: a local move, no API call
+            back_home = node.remote is not None and self._backups.get((cid, path)) is node
+            if node.remote is None or to_local or back_home:
+                # not on the server, staying off it, or back where its server copy is: a
+                # local move, no API call
                 was_local = node.local_only
+                assert node.cid is not None
+                origin = (node.cid, node.path)
                 self.ns.move(node, cid, path)
                 self.classify(node)
                 if node.remote is not None:
                     self.ns.show_at(node, node.remote, path)
+                    if to_local and not was_local:
+                        self._backups[origin] = node
+                    elif back_home:
+                        del self._backups[(cid, path)]
                 if spool is not None:
                     spool.replaces += displaced
                     if was_local and not to_local:
@@ -490,6 +502,32 @@ class Writer:
                         await in_thread(self.state.drop_pending, pid)
             for fid in superseded:
                 await self._delete_quietly(old_cid if fid == remote.id else cid, fid)
+            await self._retire_backup(cid, path)
+
+    async def _retire_backup(self, cid: ContainerId, path: str) -> None:
+        """A new file was just uploaded at ``path``: if a server file was renamed from there
+        to a local-only name (vim's or emacs' ``f~``), that backup is superseded. Its content
+        stays on this machine, local-only, and its server copy is deleted, so the server never
+        keeps a backup. (Not under the backup's lock: its holder may wait for the caller's.)
+        """
+        node = self._backups.pop((cid, path), None)
+        if node is None or node.gone or not node.local_only or node.remote is None:
+            return
+        remote = node.remote
+        if node.spool is None:
+            try:
+                spool = await self._new_spool(node, copy=True)  # from the cache, usually
+            except ContainerFsError as err:
+                log.warning("backup %s keeps its server copy: %s", node.path, err)
+                return
+            if node.spool is not None or node.gone or node.remote is not remote:
+                await self._discard(spool)
+                return
+            node.spool = spool
+            self.ns.keep_local(node)
+        node.spool.replaces = [f for f in node.spool.replaces if f != remote.id]
+        node.remote = None
+        await self._delete_quietly(remote.container_id, remote.id)
 
     async def _content_path(self, node: Node) -> tuple[Path, bool]:
         """Where ``node``'s current content is on disk: its spool, or the pinned cache file."""
