@@ -46,7 +46,13 @@ DEFAULT_LOCAL_ONLY: tuple[str, ...] = (
 # Temporary files of tools that write a temp file and rename it over the original (sed -i,
 # Python's tempfile, rsync): uploaded only if still there DEFER_SECONDS after close, so the
 # usual temp-then-rename costs one upload under the final name.
-DEFAULT_DEFERRED: tuple[str, ...] = ("sed??????", "tmp????????", ".*.??????")
+DEFAULT_DEFERRED: tuple[str, ...] = (
+    "sed??????",  # sed -i
+    "tmp????????",  # Python's tempfile
+    ".*.??????",  # rsync
+    "*.lock",  # git's index.lock, HEAD.lock, refs/heads/*.lock
+    "tmp_*_??????",  # git's tmp_obj_XXXXXX, tmp_pack_XXXXXX
+)
 DEFER_SECONDS = 5.0
 
 
