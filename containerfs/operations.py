@@ -256,8 +256,14 @@ class Operations(pyfuse3.Operations):
         raise _fail(errno.EPERM)
 
     @guarded
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
-        raise _fail(errno.EPERM)  # only regular files and directories exist
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        if not stat.S_ISREG(mode):
+            raise _fail(errno.EPERM)  # only regular files and directories exist
+        info, entry = await self.create(parent_inode, name, mode, os.O_WRONLY | os.O_EXCL, ctx)
+        await self.release(info.fh)  # an empty file, uploaded like `touch`'s
+        return entry
 
     # ---- directories -------------------------------------------------------------------
     @guarded
