@@ -9,6 +9,7 @@ under the state directory, which ``unmount`` and ``status`` read.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
@@ -104,6 +105,33 @@ def _tune_readahead(real: str) -> None:
                 bdi = Path("/sys/class/bdi") / parts[2] / "read_ahead_kb"
                 bdi.write_text("1024")
                 log.debug("%s: read_ahead_kb %s", bdi.parent.name, bdi.read_text().strip())
+
+
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def _tune_malloc() -> None:
+    """Keep the download's ~1 MiB buffers in the heap instead of fresh pages (glibc; best effort).
+
+    By default glibc returns free memory above 2 MiB at the top of the heap to the kernel, and
+    the next 1 MiB buffer faults its pages back in, zeroed: a 256 MiB download paid ~20% of
+    the daemon's CPU for that. A fixed mmap threshold above the buffer size and a 32 MiB trim
+    threshold keep them reused. Left alone when the environment tunes malloc itself.
+    """
+    if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
+        name.startswith("MALLOC_") for name in os.environ
+    ):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, 8 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 32 << 20)
 
 
 class _DaemonOperations(Operations):
@@ -256,6 +284,7 @@ class Daemon:
 
 async def serve(cfg: MountConfig, *, ready: Callable[[], None] | None = None) -> int:
     """Mount and serve until unmounted; 0 on a clean exit, 3 if uploads were left pending."""
+    _tune_malloc()
     async with ApiClient(cfg.api) as client:
         daemon = Daemon(cfg, client)
         await daemon.serve(ready=ready)
