@@ -218,16 +218,38 @@ def cmd_mount(args: argparse.Namespace) -> int:
         args.cache_max_size = parse_size(args.cache_max_size)
     cfg = _mount_config(args)
     check_mountpoint(cfg.mountpoint)
+    _usable_dir("state", cfg.state_dir)
+    _usable_dir("cache", cfg.cache_dir)
     if not args.foreground:
         return _spawn_daemon(args, run_dir(cfg.state_dir, cfg.mountpoint))
     _setup_logging(args.log_level)
     try:
         return trio.run(serve, cfg)
-    except ContainerFsError as err:
-        raise CliError(f"cannot mount {cfg.mountpoint}: {_explain(err, cfg.api.base_url)}") from err
-    except Exception as err:
+    except Exception as exc:
+        err = _single(exc)
+        if isinstance(err, ContainerFsError):
+            explained = _explain(err, cfg.api.base_url)
+            raise CliError(f"cannot mount {cfg.mountpoint}: {explained}") from exc
+        if isinstance(err, OSError):
+            raise CliError(f"cannot mount {cfg.mountpoint}: {err}") from exc
         log.exception("the mount ended with an unexpected error")
-        raise CliError(f"the mount of {cfg.mountpoint} failed: {err!r}") from err
+        raise CliError(f"the mount of {cfg.mountpoint} failed: {err!r}") from exc
+
+
+def _usable_dir(kind: str, path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as err:
+        raise CliError(f"cannot use {kind} directory {path}: {err.strerror or err}") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CliError(f"cannot use {kind} directory {path}: no write access")
+
+
+def _single(err: BaseException) -> BaseException:
+    """The error inside (nested) one-error exception groups, as trio's nurseries raise them."""
+    while isinstance(err, BaseExceptionGroup) and len(err.exceptions) == 1:
+        err = err.exceptions[0]
+    return err
 
 
 def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:

@@ -608,6 +608,31 @@ def test_mount_on_a_missing_mountpoint_fails_with_one_line(
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("option", ["--state-dir", "--cache-dir"])
+@pytest.mark.parametrize("foreground", [False, True], ids=["background", "foreground"])
+def test_mount_with_an_unusable_directory_fails_with_one_line(
+    option: str, foreground: bool, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "mp").mkdir()
+    (tmp_path / "a-file").write_text("not a directory")
+    dirs = {"--state-dir": tmp_path / "state", "--cache-dir": tmp_path / "cache"}
+    dirs[option] = tmp_path / "a-file" / "sub"
+    argv = [a for item in dirs.items() for a in item]
+
+    result = containerfs(
+        "mount",
+        tmp_path / "mp",
+        *argv,
+        *(["--foreground"] if foreground else []),
+        env=mount_env(emulator),
+    )
+
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "a-file/sub" in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.ismount(tmp_path / "mp")
+
+
 def test_unmount_command_unmounts_a_background_mount_after_its_uploads(
     emulator: EmulatorProcess,
     api: Api,
