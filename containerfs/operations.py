@@ -125,7 +125,7 @@ class Operations(pyfuse3.Operations):
         e.st_gid = a.gid
         e.st_rdev = 0
         e.st_size = a.size
-        e.st_blksize = 128 * 1024
+        e.st_blksize = 1 << 20  # cp and others size their buffers by it: 1 MiB FUSE writes
         e.st_blocks = (a.size + 511) // 512
         e.st_atime_ns = a.atime_ns
         e.st_mtime_ns = a.mtime_ns
