@@ -695,11 +695,6 @@ class Reader:
         self._detach(entry)
 
     async def _run_download(self, entry: _Entry) -> None:
-        pending_delete = self._deleting.get(entry.file_id)
-        if pending_delete is not None:
-            await pending_delete.wait()
-        entry.fd = await trio.to_thread.run_sync(_create_data_file, entry.cache.data_path)
-        entry.fd_ready.set()
         failure: ContainerFsError | None = None
 
         async def stream(cancel: trio.CancelScope) -> None:
@@ -716,6 +711,12 @@ class Reader:
         async def flush(cancel: trio.CancelScope) -> None:
             nonlocal failure
             try:
+                # the GET is already on its way: the first bytes don't wait for this thread hop
+                pending_delete = self._deleting.get(entry.file_id)
+                if pending_delete is not None:
+                    await pending_delete.wait()
+                entry.fd = await trio.to_thread.run_sync(_create_data_file, entry.cache.data_path)
+                entry.fd_ready.set()
                 await self._flusher(entry)
             except OSError as exc:
                 failure = CacheError(f"cache write failed: {exc}", errno_=exc.errno or errno.EIO)
