@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import trio
 
+from containerfs.errors import ContainerFsError
 from containerfs.models import ContainerId, FileId
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ CREATE TABLE IF NOT EXISTS pending (
     path TEXT NOT NULL, spool TEXT NOT NULL, old_file_id TEXT, created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 """
+
+
+class StateError(ContainerFsError):
+    """The state directory cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +67,16 @@ class State:
         self.spool_dir.mkdir(exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(directory / "state.db", check_same_thread=False)
-        self._db.executescript(_SCHEMA)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.commit()
+        path = directory / "state.db"
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False)
+            self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.commit()
+        except sqlite3.Error as err:
+            raise StateError(
+                f"the state database {path} is unusable ({err}); move it aside to start afresh"
+            ) from err
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,50 @@
+"""The state directory: aliases, local directories and pending uploads survive a reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from containerfs.models import ContainerId, FileId
+from containerfs.state import State, StateError
+
+CID = ContainerId("cntr_" + "a" * 48)
+FID = FileId("cfile_" + "b" * 32)
+
+
+def test_aliases_dirs_and_pending_survive_a_reopen(tmp_path: Path) -> None:
+    state = State(tmp_path, endpoint="http://one/v1")
+    state.set_alias(CID, FID, "d/x.txt")
+    state.add_dir(CID, "d/empty")
+    spool = state.new_spool_path()
+    spool.write_bytes(b"data")
+    item = state.add_pending(CID, "d/x.txt", spool, FID)
+    state.close()
+
+    again = State(tmp_path, endpoint="http://one/v1")
+    assert again.aliases(CID) == {FID: "d/x.txt"}
+    assert again.dirs(CID) == {"d/empty"}
+    [pending] = again.pending()
+    assert (pending.id, pending.path, pending.spool, pending.old_file_id) == (
+        item.id,
+        "d/x.txt",
+        spool,
+        FID,
+    )
+    other = State(tmp_path, endpoint="http://two/v1")
+    assert other.aliases(CID) == {} and other.pending() == []
+    again.forget_container(CID)
+    assert again.aliases(CID) == {} and again.dirs(CID) == set() and again.pending() == []
+
+
+def test_state_directory_and_spools_are_private(tmp_path: Path) -> None:
+    state = State(tmp_path / "s", endpoint="e")
+    assert (tmp_path / "s").stat().st_mode & 0o077 == 0
+    assert state.spool_dir.stat().st_mode & 0o077 == 0
+
+
+def test_a_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_text("not a database")
+    with pytest.raises(StateError, match="unusable"):
+        State(tmp_path, endpoint="e")
