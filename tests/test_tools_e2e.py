@@ -571,6 +571,18 @@ def test_a_reader_keeps_the_version_it_opened(box: Box) -> None:
     assert writes(on_server(box, {"v.txt": b"version two\n"})) == (1, 1)
 
 
+def test_a_file_of_unknown_size_reads_whole_and_maps_once_its_size_is_known(box: Box) -> None:
+    (container,) = [c for c in box.emu.state()["containers"] if c["name"] == box.name]
+    box.emu.add_file(container["id"], "/mnt/data/out.txt", "assistant output\n", report_bytes=False)
+    path = box.dir / "out.txt"
+    wait_until(path.exists, lambda: "the new file within the metadata TTL")
+    assert path.stat().st_size == 0  # the listing gives no size
+    assert path.read_bytes() == b"assistant output\n"
+    assert path.stat().st_size == 17
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+        assert m[:9] == b"assistant"
+
+
 def test_fsync_reports_a_failed_upload_and_close_uploads_after_all(box: Box) -> None:
     box.emu.faults([{"route": "upload_file", "action": "error", "status": 413, "count": 1}])
     try:
@@ -583,6 +595,13 @@ def test_fsync_reports_a_failed_upload_and_close_uploads_after_all(box: Box) -> 
     finally:
         box.emu.clear_faults()
     on_server(box, {"big.bin": b"payload"})
+
+
+def test_close_returns_once_the_upload_is_done(box: Box) -> None:
+    box.emu.reset_stats()
+    (box.dir / "c.txt").write_bytes(b"closed\n")
+    assert server_names(box) == ["c.txt"]  # no waiting: close-to-open
+    assert writes(on_server(box, {"c.txt": b"closed\n"})) == (1, 0)
 
 
 def test_fsync_uploads_before_close(box: Box) -> None:

@@ -1,0 +1,54 @@
+"""Directory renames above the writer's limit: the handlers called directly, no kernel."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import pytest
+import trio
+from test_operations import CTX, Fs, build_fs, close_fs
+
+from containerfs.emulator import EmulatorConfig, create_app
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Any:
+    app = create_app(EmulatorConfig(data_dir=tmp_path / "emulator"))
+    yield app
+    app.state.emulator.close()
+
+
+@pytest.fixture
+async def fs(tmp_path: Path, app: Any) -> AsyncIterator[Fs]:
+    async with trio.open_nursery() as nursery:
+        made = await build_fs(tmp_path, nursery, app)
+        yield made
+        nursery.cancel_scope.cancel()
+    await close_fs(made)
+
+
+async def test_a_directory_over_the_rename_limit_answers_exdev_and_stays(fs: Fs) -> None:
+    box = await fs.container("box")
+    root = await fs.inode("box")
+    await fs.ops.mkdir(root, b"d", 0o755, CTX)
+    d = await fs.inode("box", "d")
+    for name in ("a", "b", "c"):
+        await fs.write_file(d, name, name.encode())
+    fs.writer.max_dir_rename = 2
+    uploads = fs.writer.stats.uploads
+
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await fs.ops.rename(root, b"d", root, b"e", 0, CTX)
+
+    # mv answers EXDEV by copying the tree and deleting the original itself
+    assert exc.value.errno == errno.EXDEV
+    assert await fs.listing(d) == ["a", "b", "c"]
+    assert fs.writer.stats.uploads == uploads
+    assert sorted(await fs.server_files(box.id)) == ["a", "b", "c"]
+    fs.writer.max_dir_rename = 3
+    await fs.ops.rename(root, b"d", root, b"e", 0, CTX)
+    assert await fs.listing(await fs.inode("box", "e")) == ["a", "b", "c"]
