@@ -353,6 +353,15 @@ def test_mv_of_a_directory_moves_everything_under_it(box: Box) -> None:
     assert (box.dir / "e" / "sub" / "b.txt").read_bytes() == b"B"
 
 
+def test_mv_of_a_directory_to_another_container_moves_its_files_there(box: Box) -> None:
+    seed(box, {"d/a.txt": b"A", "d/sub/b.txt": b"B"})
+    other = Box(box.rig, box.name + "-b", box.rig.mount.path(box.name + "-b"))
+    other.dir.mkdir()
+    run("mv", box.dir / "d", other.dir / "d")
+    on_server(other, {"d/a.txt": b"A", "d/sub/b.txt": b"B"})
+    assert writes(on_server(box, {})) == (2, 2)
+
+
 def test_rename_noreplace_onto_an_existing_file_refuses(box: Box) -> None:
     seed(box, {"a.txt": b"A", "b.txt": b"B"})
     assert renameat2(box.dir / "a.txt", box.dir / "b.txt", RENAME_NOREPLACE) == errno.EEXIST
@@ -494,6 +503,8 @@ def test_the_root_holds_only_containers_which_cannot_be_renamed(box: Box) -> Non
 def test_rename_of_a_directory_over_a_non_empty_one_fails_with_enotempty(box: Box) -> None:
     seed(box, {"a/x.txt": b"x", "b/y.txt": b"y"})
     assert errno_of(lambda: os.rename(box.dir / "a", box.dir / "b")) == errno.ENOTEMPTY
+    assert errno_of(lambda: os.rename(box.dir / "a/x.txt", box.dir / "b")) == errno.EISDIR
+    assert errno_of(lambda: os.rename(box.dir / "a", box.dir / "b/y.txt")) == errno.ENOTDIR
     assert writes(on_server(box, {"a/x.txt": b"x", "b/y.txt": b"y"})) == (0, 0)
 
 
@@ -518,6 +529,9 @@ def test_xattrs_are_read_only(box: Box) -> None:
     path = box.dir / "a.txt"
     (f,) = server_files(box)
     assert os.getxattr(path, "user.containerfs.id") == f["id"].encode()
+    assert os.getxattr(path, "user.containerfs.state") == b"uploaded"
+    assert "user.containerfs.path" in os.listxattr(path)
+    assert errno_of(lambda: os.getxattr(path, "user.containerfs.nothing")) == errno.ENODATA
     assert errno_of(lambda: os.setxattr(path, "user.note", b"x")) == errno.EOPNOTSUPP
     assert errno_of(lambda: os.removexattr(path, "user.containerfs.id")) == errno.EOPNOTSUPP
 
@@ -534,6 +548,13 @@ def test_mkdir_and_rmdir_inside_a_container_cost_no_api_call(box: Box) -> None:
     (box.dir / "empty" / "deeper").mkdir(parents=True)
     assert sorted(os.listdir(box.dir)) == ["empty", "full"]
     assert errno_of(lambda: (box.dir / "full").rmdir()) == errno.ENOTEMPTY
+    assert errno_of(lambda: (box.dir / "full").unlink()) == errno.EISDIR
+    assert errno_of(lambda: (box.dir / "full" / "a.txt").rmdir()) == errno.ENOTDIR
+    fd = os.open(box.dir / "full", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)  # fsyncdir: nothing to do, and no error
+    finally:
+        os.close(fd)
     (box.dir / "empty" / "deeper").rmdir()
     (box.dir / "empty").rmdir()
     calls = on_server(box, {"full/a.txt": b"A"})
