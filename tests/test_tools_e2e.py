@@ -661,6 +661,19 @@ def test_concurrent_writers_never_mix_and_the_last_close_wins(box: Box) -> None:
         box.emu.reset_stats()
 
 
+def test_concurrent_appenders_keep_the_appends_of_the_last_to_close(box: Box) -> None:
+    seed(box, {"log.txt": b"start\n"})
+    path = box.dir / "log.txt"
+    fa = os.open(path, os.O_WRONLY | os.O_APPEND)
+    fb = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.write(fa, b"a1\n")
+    os.write(fb, b"b1\n")
+    os.write(fa, b"a2\n")
+    os.close(fa)
+    os.close(fb)
+    assert writes(on_server(box, {"log.txt": b"start\nb1\n"})) == (2, 2)
+
+
 def test_flock_and_shared_mmap_work_on_this_machine(box: Box) -> None:
     seed(box, {"m.bin": b"0123456789"})
     with open(box.dir / "m.bin", "r+b") as f:
