@@ -274,6 +274,7 @@ class Daemon:
                 finally:
                     pyfuse3.close(unmount=True)
                     log.info("unmounted %s", cfg.mountpoint)
+                await self.writer.discard_local_only()
                 self.write_status()
                 nursery.cancel_scope.cancel()
         finally:

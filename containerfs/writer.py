@@ -665,6 +665,14 @@ class Writer:
                     await trio.sleep(min(1.0, self.retry_base))
         return not self._failed
 
+    async def discard_local_only(self) -> None:
+        """The mount ended: local-only files (swap files, backups) end with it."""
+        for node in list(self.ns.local_nodes()):
+            spool = node.spool
+            if spool is not None and node.local_only and spool.pending_id is None:
+                node.spool = None
+                await self._discard(spool)
+
     def statistics(self) -> dict[str, object]:
         return {
             **vars(self.stats),
