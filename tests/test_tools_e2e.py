@@ -302,6 +302,7 @@ def test_python_mkstemp_and_replace_costs_one_upload_and_one_delete(box: Box) ->
         f.write(b'{"saved": true}\n')
     os.replace(tmp, box.dir / "data.json")
     assert sorted(os.listdir(box.dir)) == ["data.json"]
+    assert stat.S_IMODE((box.dir / "data.json").stat().st_mode) == 0o600  # mkstemp's mode
     calls = on_server(box, {"data.json": b'{"saved": true}\n'})
     assert writes(calls) == (1, 1)
 
@@ -546,6 +547,8 @@ def test_exclusive_create_of_an_existing_file_fails_with_eexist(box: Box) -> Non
 def test_mkdir_and_rmdir_inside_a_container_cost_no_api_call(box: Box) -> None:
     seed(box, {"full/a.txt": b"A"})
     (box.dir / "empty" / "deeper").mkdir(parents=True)
+    assert errno_of(lambda: (box.dir / "empty").mkdir()) == errno.EEXIST
+    assert errno_of(lambda: box.dir.mkdir()) == errno.EEXIST
     assert sorted(os.listdir(box.dir)) == ["empty", "full"]
     assert errno_of(lambda: (box.dir / "full").rmdir()) == errno.ENOTEMPTY
     assert errno_of(lambda: (box.dir / "full").unlink()) == errno.EISDIR
@@ -577,6 +580,25 @@ def test_a_local_only_file_renamed_to_a_normal_name_is_uploaded_then(box: Box) -
     assert writes(on_server(box, {}, local={"draft~": b"draft"})) == (0, 0)
     os.rename(box.dir / "draft~", box.dir / "draft")
     assert writes(on_server(box, {"draft": b"draft"})) == (1, 0)
+
+
+def test_a_file_moved_to_a_backup_name_and_back_costs_nothing(box: Box) -> None:
+    seed(box, {"f.txt": b"F"})
+    os.rename(box.dir / "f.txt", box.dir / "f.txt~")
+    # nothing took its place: the server keeps it under its old name, shown as the backup
+    assert os.listdir(box.dir) == ["f.txt~"] and (box.dir / "f.txt~").read_bytes() == b"F"
+    assert server_names(box) == ["f.txt"]
+    os.rename(box.dir / "f.txt~", box.dir / "f.txt")
+    assert os.listdir(box.dir) == ["f.txt"]
+    assert writes(on_server(box, {"f.txt": b"F"})) == (0, 0)
+
+
+def test_a_partial_overwrite_keeps_the_rest_of_the_file(box: Box) -> None:
+    seed(box, {"p.txt": b"0123456789"})
+    with open(box.dir / "p.txt", "r+b") as f:
+        f.seek(3)
+        f.write(b"abc")
+    assert writes(on_server(box, {"p.txt": b"012abc6789"})) == (1, 1)
 
 
 # ---- consistency ---------------------------------------------------------------------------
@@ -726,3 +748,22 @@ def test_local_only_patterns_replace_the_defaults(
     box = Box(Rig(emu, mp, httpx.Client(), "keep"), "box", top)
     with box.rig.http:
         wait_until(lambda: server_names(box) == sorted(uploaded), lambda: f"{server_names(box)}")
+
+
+def test_unmount_uploads_deferred_files_at_once_and_local_only_files_end_with_the_mount(
+    emulator_factory: Callable[..., EmulatorProcess],
+    mount_factory: Callable[..., MountProcess],
+) -> None:
+    emu = emulator_factory("--upload-paths", "keep")
+    mp = mount_factory(emu)
+    top = mp.mountpoint / "box"
+    top.mkdir()
+    (top / "tmpabcd1234").write_bytes(b"deferred")
+    (top / "notes~").write_bytes(b"local")
+    assert mp.unmount(timeout=20) == 0  # well within the 5 s grace period
+    assert os.listdir(mp.state_dir / "spool") == []  # nothing left behind
+    box = Box(Rig(emu, mp, httpx.Client(), "keep"), "box", top)
+    with box.rig.http:
+        assert server_names(box) == ["tmpabcd1234"]
+    again = mount_factory(emu, name="again", state_dir=mp.state_dir)
+    assert os.listdir(again.mountpoint / "box") == ["tmpabcd1234"]
