@@ -174,6 +174,8 @@ class Namespace:
         # files not (or not yet) on the server: being written, pending, local-only
         self._local: dict[ContainerId, dict[str, Node]] = {}
         self._fetch_locks: dict[object, trio.Lock] = {}
+        # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
+        self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
         self.stats = NamespaceStats()
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
         self._add(self.root_node)
@@ -266,12 +268,23 @@ class Namespace:
             if cid not in self._aliases:
                 self._aliases[cid] = await in_thread(lambda: self.state.aliases(cid))
                 self._dirs[cid] = await in_thread(lambda: self.state.dirs(cid))
-            container = await self.container(cid)
-            files: list[ContainerFile] = []
-            if container is not None and not container.expired:
-                files = [f async for f in self.client.list_files(cid)]
-                self.stats.file_listings += 1
+            # the mount's own changes made while the listing is fetched may be missing from it:
+            # journal them and replay them on the fresh listing
+            journal = self._journal[cid] = []
+            try:
+                container = await self.container(cid)
+                files: list[ContainerFile] = []
+                if container is not None and not container.expired:
+                    files = [f async for f in self.client.list_files(cid)]
+                    self.stats.file_listings += 1
+            finally:
+                del self._journal[cid]
             listing = Listing({f.id: f for f in files})
+            for added, removed in journal:
+                if added is not None:
+                    listing.files[added.id] = added
+                else:
+                    listing.files.pop(removed, None)
             self._listings[cid] = listing
             return listing
 
@@ -447,12 +460,16 @@ class Namespace:
             await in_thread(lambda: self.state.set_alias(cid, new.id, node.path))
         node.remote = new
         node.size_hint = None
+        if cid in self._journal:
+            self._journal[cid].append((new, new.id))
         listing = self._listings.get(cid)
         if listing is not None:
             listing.files[new.id] = new
             listing.changed()
 
     async def file_deleted(self, cid: ContainerId, fid: FileId) -> None:
+        if cid in self._journal:
+            self._journal[cid].append((None, fid))
         listing = self._listings.get(cid)
         if listing is not None and listing.files.pop(fid, None) is not None:
             listing.changed()

@@ -1,0 +1,75 @@
+"""Namespace unit tests with a fake client: listings, caching and the mount's own changes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+from containerfs.models import Container, ContainerFile, ContainerId, FileId
+from containerfs.namespace import Namespace
+from containerfs.state import State
+
+CID = ContainerId("cntr_" + "1" * 48)
+
+
+def cfile(n: int, path: str) -> ContainerFile:
+    return ContainerFile(FileId(f"cfile_{n:032x}"), CID, path, 3, 1_700_000_000 + n, "user")
+
+
+class FakeClient:
+    def __init__(self, files: list[ContainerFile]) -> None:
+        self.files = files
+        self.listed = 0
+        self.gate: trio.Event | None = None
+
+    async def list_containers(self) -> AsyncIterator[Container]:
+        yield Container(CID, "box", 1, "running")
+
+    async def list_files(self, container_id: ContainerId) -> AsyncIterator[ContainerFile]:
+        self.listed += 1
+        snapshot = list(self.files)  # the server's answer is taken before the gate opens
+        if self.gate is not None:
+            await self.gate.wait()
+        for f in snapshot:
+            yield f
+
+    async def retrieve_container(self, container_id: ContainerId) -> Container:
+        return Container(CID, "box", 1, "running")
+
+
+async def test_own_changes_during_a_listing_fetch_are_not_lost(tmp_path: Path) -> None:
+    old = cfile(1, "/mnt/data/a.txt")
+    client = FakeClient([old])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    client.gate = trio.Event()
+    new = cfile(2, "/mnt/data/a.txt")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ns.list_dir, box)
+        while client.listed == 0:  # the server has answered; its answer is still on the way
+            await trio.sleep(0.001)
+        # an overwrite finishes while the (stale) listing is in flight
+        node = ns.new_file(box, "a.txt")
+        await ns.file_uploaded(node, new)
+        await ns.file_deleted(CID, old.id)
+        client.gate.set()
+    found = await ns.lookup(box, "a.txt")
+    assert found is not None and found.remote == new
+    assert [name for name, _ in await ns.list_dir(box)] == ["a.txt"]
+    assert client.listed == 1
+
+
+async def test_listing_is_cached_and_one_listing_serves_every_lookup(tmp_path: Path) -> None:
+    client = FakeClient([cfile(i, f"/mnt/data/d/f{i}") for i in range(5)])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    d = await ns.lookup(box, "d")
+    assert d is not None
+    for i in range(5):
+        assert await ns.lookup(d, f"f{i}") is not None
+    assert await ns.lookup(d, "missing") is None
+    assert client.listed == 1
