@@ -180,15 +180,22 @@ class Daemon:
             "namespace": self.ns.statistics() if self.ns else {},
         }
 
-    def write_status(self) -> None:
+    def write_status(self, text: str | None = None) -> None:
+        """Write the status snapshot; ``text`` is one taken on the trio loop."""
+        if text is None:
+            text = self.status_text()
         tmp = self.run_dir / "status.json.tmp"
-        tmp.write_text(json.dumps(_jsonable(self.status()), default=str, indent=1))
+        tmp.write_text(text)
         tmp.replace(self.run_dir / "status.json")
+
+    def status_text(self) -> str:
+        return json.dumps(_jsonable(self.status()), default=str, indent=1)
 
     async def _status_loop(self) -> None:
         while True:
             try:
-                await trio.to_thread.run_sync(self.write_status)
+                # snapshot on the loop (the layers change under a thread); write in a thread
+                await trio.to_thread.run_sync(self.write_status, self.status_text())
             except Exception:  # the status file is a convenience; never let it end the mount
                 log.exception("cannot write the status file")
             await trio.sleep(1.0)
