@@ -187,17 +187,20 @@ class _Entry:
     def copy_memory(self, start: int, end: int) -> bytes:
         """Bytes [start, end) from memory (mem_start <= start, end <= arrived)."""
         pos = self.mem_start
-        parts: list[bytes] = []
+        # views, not slices: the bytes are copied once, by the join
+        parts: list[bytes | memoryview] = []
         for seg in itertools.chain(self.recent, self.pending):
             seg_end = pos + len(seg)
             if seg_end > start:
                 lo = start - pos if start > pos else 0
                 hi = end - pos if end < seg_end else len(seg)
-                parts.append(seg if lo == 0 and hi == len(seg) else seg[lo:hi])
+                parts.append(seg if lo == 0 and hi == len(seg) else memoryview(seg)[lo:hi])
                 if seg_end >= end:
                     break
             pos = seg_end
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        if len(parts) == 1:
+            return bytes(parts[0])  # a whole segment is returned as is, not copied
+        return b"".join(parts)
 
 
 class ReadHandle:
