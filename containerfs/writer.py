@@ -453,11 +453,16 @@ class Writer:
     ) -> None:
         name = posixpath.basename(path)
         async with node.lock:
-            displaced = await self._take_over(replaced) if replaced is not None else []
             spool = node.spool
             to_local = self.is_local_only(name)
             back_home = node.remote is not None and self._backups.get((cid, path)) is node
-            if node.remote is None or to_local or back_home:
+            local_move = node.remote is None or to_local or back_home
+            # the target is replaced only once the move cannot fail any more: a failed upload
+            # leaves both files as they were
+            displaced = (
+                await self._take_over(replaced) if replaced is not None and local_move else []
+            )
+            if local_move:
                 # not on the server, staying off it, or back where its server copy is: a
                 # local move, no API call
                 was_local = node.local_only
@@ -494,6 +499,8 @@ class Writer:
                 if pinned:
                     self.reader.unpin(remote.id)
             self.stats.uploads += 1
+            if replaced is not None:
+                displaced = await self._take_over(replaced)
             self.ns.move(node, cid, path)
             self.classify(node)
             await self.ns.file_uploaded(node, new)

@@ -1,0 +1,75 @@
+"""The write path when uploads fail, race or are retried: the handlers called directly, no kernel.
+
+Faults come from the emulator's fault rules or from a thin wrapper around the writer's client
+(``Hooked``), which can hold a call until the test lets it go.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import pytest
+import trio
+from test_operations import CTX, Fs, build_fs, close_fs, errno_of
+
+from containerfs.emulator import EmulatorConfig, create_app
+
+FAIL_UPLOADS = [{"route": "upload_file", "action": "error", "status": 500, "count": None}]
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Any:
+    app = create_app(EmulatorConfig(data_dir=tmp_path / "emulator"))
+    yield app
+    app.state.emulator.close()
+
+
+@pytest.fixture
+async def fs(tmp_path: Path, app: Any) -> AsyncIterator[Fs]:
+    async with trio.open_nursery() as nursery:
+        made = await build_fs(tmp_path, nursery, app)
+        yield made
+        nursery.cancel_scope.cancel()
+    await close_fs(made)
+
+
+async def open_write(fs: Fs, inode: int, flags: int = os.O_WRONLY) -> int:
+    info = await fs.ops.open(inode, flags, CTX)
+    return int(info.fh)
+
+
+async def save_failing(fs: Fs, parent: int, name: str, data: bytes) -> int:
+    """Write ``name`` while uploads fail: close reports EIO and the upload stays pending."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    info, entry = await fs.ops.create(parent, name.encode(), 0o644, flags, CTX)
+    await fs.ops.write(info.fh, 0, data)
+    with pytest.raises(pyfuse3.FUSEError):
+        await fs.ops.flush(info.fh)
+    await fs.ops.release(info.fh)
+    return int(entry.st_ino)
+
+
+async def test_a_failed_rename_over_a_pending_file_keeps_both_files(fs: Fs) -> None:
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/a", b"A\n")
+    box = await fs.inode("box")
+    await fs.faults(FAIL_UPLOADS)
+    b = await save_failing(fs, box, "b", b"B\n")
+
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await fs.ops.rename(box, b"a", box, b"b", 0, CTX)
+    assert errno_of(exc) == errno.EIO
+
+    assert await fs.listing(box) == ["a", "b"]
+    assert await fs.read_file(await fs.inode("box", "a")) == b"A\n"
+    assert await fs.read_file(b) == b"B\n"
+    assert [p["path"] for p in fs.writer.pending()] == ["b"]
+    await fs.faults([])
+    await fs.writer.retry_now()
+    assert await fs.server_files(c.id) == {"a": b"A\n", "b": b"B\n"}
+    assert fs.writer.pending() == []
