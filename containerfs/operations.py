@@ -339,14 +339,21 @@ class Operations(pyfuse3.Operations):
         while node.settling is not None:
             await node.settling.wait()
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
-        handle = Handle(node, writable, append=bool(flags & os.O_APPEND))
         if writable:
             self._check_writable(node)
-            handle.spool = await self.writer.open(node, truncate=bool(flags & os.O_TRUNC))
-        remote = node.remote
-        if node.spool is None and remote is not None:
-            handle.read = await self.reader.open(remote.container_id, remote.id, remote.bytes)
+        handle = Handle(node, writable, append=bool(flags & os.O_APPEND))
+        # counted before the first await: a release finishing meanwhile must not drop the
+        # spool this open is about to share (it would then download what it just uploaded)
         node.opens += 1
+        try:
+            if writable:
+                handle.spool = await self.writer.open(node, truncate=bool(flags & os.O_TRUNC))
+            remote = node.remote
+            if node.spool is None and remote is not None:
+                handle.read = await self.reader.open(remote.container_id, remote.id, remote.bytes)
+        except BaseException:
+            node.opens -= 1
+            raise
         fh = self._new_fh(handle)
         # keep the page cache only while the content is the server version seen last time
         current = remote.id if remote is not None and node.spool is None else ""
