@@ -141,10 +141,17 @@ class State:
         return item
 
     def update_pending(
-        self, pid: str, *, path: str | None = None, error: str | None = None
+        self,
+        pid: str,
+        *,
+        path: str | None = None,
+        container_id: ContainerId | None = None,
+        error: str | None = None,
     ) -> None:
         if path is not None:
             self._run("UPDATE pending SET path=? WHERE id=?", (path, pid))
+        if container_id is not None:
+            self._run("UPDATE pending SET container_id=? WHERE id=?", (container_id, pid))
         if error is not None:
             self._run(
                 "UPDATE pending SET attempts=attempts+1, last_error=? WHERE id=?", (error, pid)

@@ -476,6 +476,20 @@ class Writer:
                         self._backups[origin] = node
                     elif back_home:
                         del self._backups[(cid, path)]
+                if node.local_only:
+                    # staying on this machine: nothing of it is to be uploaded any more
+                    self._failed.pop(node, None)
+                    self._later.pop(node, None)
+                if spool is not None and spool.pending_id is not None:
+                    pid = spool.pending_id
+                    if node.local_only:
+                        spool.pending_id = None
+                        await in_thread(self.state.drop_pending, pid)
+                    else:
+                        # the next mount resumes it under its new name, never the old one
+                        await in_thread(
+                            lambda: self.state.update_pending(pid, path=path, container_id=cid)
+                        )
                 if spool is not None:
                     spool.replaces += displaced
                     if was_local and not to_local:
@@ -495,6 +509,8 @@ class Writer:
             version = spool.version if spool is not None else 0
             try:
                 new = await self.client.upload_file(cid, source, filename=path)
+                if pinned:
+                    await self._cache_copy(new.id, source)
             finally:
                 if pinned:
                     self.reader.unpin(remote.id)
@@ -541,6 +557,18 @@ class Writer:
         node.spool.replaces = [f for f in node.spool.replaces if f != remote.id]
         node.remote = None
         await self._delete_quietly(remote.container_id, remote.id)
+
+    async def _cache_copy(self, fid: FileId, source: Path) -> None:
+        """Cache a copy of ``source`` as ``fid``'s content: a read after a rename then costs
+        no download (the old id's cache entry goes with its delete)."""
+        copy = self.state.new_spool_path()
+        try:
+            await in_thread(shutil.copyfile, source, copy)
+            if await self.reader.adopt(fid, copy):
+                return
+        except OSError as err:
+            log.debug("no cached copy of %s: %s", fid, err)
+        await in_thread(copy.unlink, True)
 
     async def _content_path(self, node: Node) -> tuple[Path, bool]:
         """Where ``node``'s current content is on disk: its spool, or the pinned cache file."""
@@ -608,9 +636,8 @@ class Writer:
                 continue
             fd = await in_thread(os.open, item.spool, os.O_RDWR)
             size = os.fstat(fd).st_size
+            # only the id it was recorded to replace: a file at its path now may be newer
             replaces = [item.old_file_id] if item.old_file_id else []
-            if node.remote is not None and node.remote.id not in replaces:
-                replaces.append(node.remote.id)
             node.spool = Spool(item.spool, fd, size, True, 1, item.id, replaces)
             self.stats.spools_open += 1
             self.ns.keep_local(node)

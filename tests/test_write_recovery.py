@@ -73,3 +73,50 @@ async def test_a_failed_rename_over_a_pending_file_keeps_both_files(fs: Fs) -> N
     await fs.writer.retry_now()
     assert await fs.server_files(c.id) == {"a": b"A\n", "b": b"B\n"}
     assert fs.writer.pending() == []
+
+
+async def remount(tmp_path: Path, app: Any, nursery: trio.Nursery) -> Fs:
+    """The next mount over the same state directory (it resumes the pending uploads)."""
+    return await build_fs(tmp_path, nursery, app)
+
+
+async def test_a_pending_file_moved_to_a_local_only_name_is_never_uploaded_later(
+    fs: Fs, tmp_path: Path, app: Any
+) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    await fs.faults(FAIL_UPLOADS)
+    await save_failing(fs, box, "n", b"stale")
+    await fs.ops.rename(box, b"n", box, b"n~", 0, CTX)
+    assert fs.writer.pending() == []
+    assert fs.ns.state.pending() == []
+    await fs.faults([])
+    await fs.write_file(box, "n", b"newer")
+
+    async with trio.open_nursery() as nursery:
+        again = await remount(tmp_path, app, nursery)
+        await again.writer.drain(5)
+        nursery.cancel_scope.cancel()
+    assert await fs.server_files(c.id) == {"n": b"newer"}
+
+
+async def test_a_pending_file_moved_locally_is_resumed_under_its_new_name(
+    fs: Fs, tmp_path: Path, app: Any
+) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    await fs.faults(FAIL_UPLOADS)
+    p = await save_failing(fs, box, "p", b"mine")
+    reading = await fs.ops.open(p, os.O_RDONLY, CTX)  # an open file moves without an upload
+    await fs.ops.rename(box, b"p", box, b"q", 0, CTX)
+    await fs.ops.release(reading.fh)
+    assert [(i.container_id, i.path) for i in fs.ns.state.pending()] == [(c.id, "q")]
+    await fs.faults([])
+    # someone else uploads a p meanwhile: the resumed upload must not replace it
+    await fs.add_file(c.id, "/mnt/data/p", b"theirs")
+
+    async with trio.open_nursery() as nursery:
+        again = await remount(tmp_path, app, nursery)
+        assert await again.writer.drain(5)
+        nursery.cancel_scope.cancel()
+    assert await fs.server_files(c.id) == {"p": b"theirs", "q": b"mine"}
