@@ -86,6 +86,7 @@ class Spool:
     pending_id: str | None = None
     replaces: list[FileId] = field(default_factory=list)  # server ids this content supersedes
     writers: int = 0  # open handles writing to it
+    closed: bool = False  # its fd is closed (discarded, or handed to the cache)
 
 
 @dataclass
@@ -212,16 +213,30 @@ class Writer:
         self.stats.spools_open += 1
         return Spool(path, fd, size)
 
+    def _close(self, spool: Spool) -> int | None:
+        """Mark ``spool`` closed, once: the fd to close, or None if someone already did.
+
+        Called before the first await, so that two tasks (a release and an unlink racing)
+        never close the same fd twice: by then it may be another file's.
+        """
+        if spool.closed:
+            return None
+        fd, spool.fd, spool.closed = spool.fd, -1, True
+        self.stats.spools_open -= 1
+        return fd
+
     async def _discard(self, spool: Spool) -> None:
         """Delete a spool nobody needs any more (and its pending upload, if any)."""
-        self.stats.spools_open -= 1
+        fd = self._close(spool)
+        if fd is None:
+            return
         if spool.pending_id is not None:
             pid, spool.pending_id = spool.pending_id, None
             await in_thread(self.state.drop_pending, pid)
 
         def remove() -> None:
             try:
-                os.close(spool.fd)
+                os.close(fd)
             finally:
                 spool.path.unlink(missing_ok=True)
 
@@ -272,8 +287,10 @@ class Writer:
             # a failure stays queued and is retried; nobody is left to report it to
             with contextlib.suppress(ApiError):
                 await self.flush(node, spool)
-        if spool is not node.spool and spool.writers == 0:
-            await self._discard(spool)  # a writer whose content another close superseded
+        if spool is not node.spool and spool.writers == 0 and not spool.closed:
+            # a writer whose content another close superseded (an unlink or a rename over
+            # the file may have discarded it meanwhile: then nothing is left to do)
+            await self._discard(spool)
         await self.close_if_idle(node)
 
     async def close_if_idle(self, node: Node) -> None:
@@ -289,11 +306,14 @@ class Writer:
         if spool.dirty or (node.local_only and node.remote is None):
             return  # waiting for its upload, or its only copy
         node.spool = None
-        self.stats.spools_open -= 1
+        fd = self._close(spool)
+        if fd is None:
+            self.ns.release_local(node)
+            return
         # opens wait for this: the content moves from the spool to the cache meanwhile
         settled = node.settling = trio.Event()
         try:
-            await in_thread(os.close, spool.fd)
+            await in_thread(os.close, fd)
             remote = node.remote
             # a clean spool holds exactly the server's content: keep it as the cached copy
             kept = (

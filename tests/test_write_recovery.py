@@ -15,6 +15,7 @@ from typing import Any
 import pyfuse3
 import pytest
 import trio
+import trio.testing
 from test_operations import CTX, Fs, build_fs, close_fs, errno_of
 
 from containerfs.emulator import EmulatorConfig, create_app
@@ -120,3 +121,74 @@ async def test_a_pending_file_moved_locally_is_resumed_under_its_new_name(
         assert await again.writer.drain(5)
         nursery.cancel_scope.cancel()
     assert await fs.server_files(c.id) == {"p": b"theirs", "q": b"mine"}
+
+
+class Hooked:
+    """The writer's client, with calls that can be held (``gate``) or made to fail."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gates: dict[str, trio.Event] = {}
+        self.entered: dict[str, trio.Event] = {}
+        self.errors: dict[str, BaseException] = {}
+        self.calls: dict[str, int] = {}
+
+    def hold(self, name: str) -> trio.Event:
+        self.entered[name] = trio.Event()
+        gate = self.gates[name] = trio.Event()
+        return gate
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        if name in self.gates:
+            self.entered[name].set()
+            await self.gates[name].wait()
+        if name in self.errors:
+            raise self.errors[name]
+        return await getattr(self.inner, name)(*args, **kwargs)
+
+    async def upload_file(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("upload_file", *args, **kwargs)
+
+    async def delete_file(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("delete_file", *args, **kwargs)
+
+
+def hook(fs: Fs) -> Hooked:
+    hooked = Hooked(fs.writer.client)
+    fs.writer.client = hooked
+    return hooked
+
+
+async def test_unlink_racing_the_last_close_discards_the_spool_once(fs: Fs) -> None:
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/f", b"old")
+    box = await fs.inode("box")
+    f = await fs.inode("box", "f")
+    fh = await open_write(fs, f)
+    await fs.ops.write(fh, 0, b"new")
+    hooked = hook(fs)
+    gate = hooked.hold("delete_file")
+    node = fs.ns.node(f)
+    assert node is not None and node.spool is not None
+    spool_fd = node.spool.fd
+    closed: list[int] = []
+    real_close = os.close
+
+    def counting_close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fs.ops.unlink, box, b"f", CTX)
+            await hooked.entered["delete_file"].wait()  # unlink holds the file's lock
+            nursery.start_soon(fs.ops.release, fh)  # the last close waits for it
+            await trio.testing.wait_all_tasks_blocked()
+            os.close = counting_close  # the writer's os module
+            gate.set()
+    finally:
+        os.close = real_close
+    assert closed.count(spool_fd) == 1
+    assert fs.writer.stats.spools_open == 0
+    assert await fs.server_files(c.id) == {}
