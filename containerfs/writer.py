@@ -55,6 +55,9 @@ DEFAULT_DEFERRED: tuple[str, ...] = (
 )
 DEFER_SECONDS = 5.0
 
+# a server file: its container and id (a moved file may supersede ids of another container)
+ServerId = tuple[ContainerId, FileId]
+
 
 class Uploader(Protocol):
     async def upload_file(
@@ -84,7 +87,7 @@ class Spool:
     dirty: bool = False
     version: int = 0
     pending_id: str | None = None
-    replaces: list[FileId] = field(default_factory=list)  # server ids this content supersedes
+    replaces: list[ServerId] = field(default_factory=list)  # server files it supersedes
     writers: int = 0  # open handles writing to it
     closed: bool = False  # its fd is closed (discarded, or handed to the cache)
 
@@ -196,7 +199,7 @@ class Writer:
             finally:
                 self.reader.unpin(remote.id)
         if remote is not None:
-            spool.replaces.append(remote.id)
+            spool.replaces.append((remote.container_id, remote.id))
         return spool
 
     async def _spool_from(self, source: Path | None) -> Spool:
@@ -371,7 +374,7 @@ class Writer:
             return
         self._later.pop(node, None)
         if spool.pending_id is None:
-            old = spool.replaces[0] if spool.replaces else None
+            old = next((f for c, f in spool.replaces if c == cid), None)
             item = await in_thread(lambda: self._record(spool, cid, path, old))
             spool.pending_id = item
         else:
@@ -392,9 +395,9 @@ class Writer:
         self.stats.uploads += 1
         self.stats.bytes_uploaded += spool.size
         await self.ns.file_uploaded(node, new)
-        superseded, spool.replaces = spool.replaces, [new.id]
-        for fid in superseded:
-            await self._delete_quietly(cid, fid)
+        superseded, spool.replaces = spool.replaces, [(cid, new.id)]
+        for owner, fid in superseded:
+            await self._delete_quietly(owner, fid)
         await self._retire_backup(cid, path)
         if spool.version == version:
             spool.dirty = False
@@ -429,14 +432,13 @@ class Writer:
         """Remove a file: its server copy (if any), then its spool and pending upload."""
         async with node.lock:
             spool = node.spool
-            ids: list[FileId] = []
+            ids: list[ServerId] = []
             if node.remote is not None:
-                ids.append(node.remote.id)
+                ids.append((node.remote.container_id, node.remote.id))
             if spool is not None:
                 ids += [f for f in spool.replaces if f not in ids]
-            assert node.cid is not None
-            for fid in ids:
-                await self.delete_remote(node.cid, fid)
+            for owner, fid in ids:
+                await self.delete_remote(owner, fid)
             self.ns.mark_gone(node)
             node.remote = None
             self._failed.pop(node, None)
@@ -518,11 +520,12 @@ class Writer:
                     if node.opens == 0:
                         await self._upload_locked(node)
                 else:
-                    for fid in displaced:
-                        await self._delete_quietly(cid, fid)
+                    for owner, fid in displaced:
+                        await self._delete_quietly(owner, fid)
                 return
             # on the server, to a name that is uploaded: upload the content under it
             remote = node.remote
+            assert remote is not None  # not a local move
             old_cid = node.cid
             assert old_cid is not None
             source, pinned = await self._content_path(node)
@@ -540,17 +543,17 @@ class Writer:
             self.ns.move(node, cid, path)
             self.classify(node)
             await self.ns.file_uploaded(node, new)
-            superseded = [remote.id, *displaced]
+            superseded = [(remote.container_id, remote.id), *displaced]
             if spool is not None:
                 superseded += [f for f in spool.replaces if f not in superseded]
-                spool.replaces = [new.id]
+                spool.replaces = [(cid, new.id)]
                 if spool.version == version and spool.dirty:
                     spool.dirty = False
                     if spool.pending_id is not None:
                         pid, spool.pending_id = spool.pending_id, None
                         await in_thread(self.state.drop_pending, pid)
-            for fid in superseded:
-                await self._delete_quietly(old_cid if fid == remote.id else cid, fid)
+            for owner, fid in superseded:
+                await self._delete_quietly(owner, fid)
             await self._retire_backup(cid, path)
 
     async def _retire_backup(self, cid: ContainerId, path: str) -> None:
@@ -574,7 +577,7 @@ class Writer:
                 return
             node.spool = spool
             self.ns.keep_local(node)
-        node.spool.replaces = [f for f in node.spool.replaces if f != remote.id]
+        node.spool.replaces = [f for f in node.spool.replaces if f[1] != remote.id]
         node.remote = None
         await self._delete_quietly(remote.container_id, remote.id)
 
@@ -599,10 +602,11 @@ class Writer:
         assert remote is not None
         return await self.reader.fetch(remote.container_id, remote.id, remote.bytes), True
 
-    async def _take_over(self, replaced: Node) -> list[FileId]:
-        """The server ids of a rename target, which the moved file supersedes."""
+    async def _take_over(self, replaced: Node) -> list[ServerId]:
+        """The server files of a rename target, which the moved file supersedes."""
         async with replaced.lock:
-            ids = [replaced.remote.id] if replaced.remote is not None else []
+            remote = replaced.remote
+            ids = [(remote.container_id, remote.id)] if remote is not None else []
             spool = replaced.spool
             if spool is not None:
                 ids += [f for f in spool.replaces if f not in ids]
@@ -657,7 +661,7 @@ class Writer:
             fd = await in_thread(os.open, item.spool, os.O_RDWR)
             size = os.fstat(fd).st_size
             # only the id it was recorded to replace: a file at its path now may be newer
-            replaces = [item.old_file_id] if item.old_file_id else []
+            replaces = [(item.container_id, item.old_file_id)] if item.old_file_id else []
             node.spool = Spool(item.spool, fd, size, True, 1, item.id, replaces)
             self.stats.spools_open += 1
             self.ns.keep_local(node)
