@@ -192,3 +192,25 @@ async def test_unlink_racing_the_last_close_discards_the_spool_once(fs: Fs) -> N
     assert closed.count(spool_fd) == 1
     assert fs.writer.stats.spools_open == 0
     assert await fs.server_files(c.id) == {}
+
+
+async def test_a_pending_file_moved_to_another_container_deletes_what_it_replaced_in_the_first(
+    fs: Fs,
+) -> None:
+    a = await fs.container("a")
+    b = await fs.container("b")
+    await fs.add_file(a.id, "/mnt/data/t", b"target")
+    box_a, box_b = await fs.inode("a"), await fs.inode("b")
+    await fs.faults(FAIL_UPLOADS)
+    n = await save_failing(fs, box_a, "n", b"moved")
+    reading = await fs.ops.open(n, os.O_RDONLY, CTX)  # open files move without an upload
+    await fs.ops.rename(box_a, b"n", box_a, b"t", 0, CTX)  # replaces the server's t
+    await fs.ops.rename(box_a, b"t", box_b, b"n", 0, CTX)
+    await fs.ops.release(reading.fh)
+    assert [(i.container_id, i.path) for i in fs.ns.state.pending()] == [(b.id, "n")]
+
+    await fs.faults([])
+    await fs.writer.retry_now()
+    assert await fs.server_files(b.id) == {"n": b"moved"}
+    assert await fs.server_files(a.id) == {}
+    assert fs.writer.pending() == []
