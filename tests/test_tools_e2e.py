@@ -4,7 +4,7 @@ Each test works in a container of its own (made with ``mkdir`` at the mount's ro
 real tool, then checks what the server holds through the API: exactly the expected files with
 the expected bytes, no leftovers, no duplicates, no temp, swap or backup files. The API calls a
 save costs are counted by the emulator (``reset_stats`` before the tool, ``requests`` once the
-mount is idle again) and asserted: ``SEMANTICS.md`` quotes these numbers.
+server holds the result) and asserted: ``SEMANTICS.md`` quotes these numbers.
 
 The whole matrix runs once per upload-path policy of the server: ``prefix`` (the real
 service's ``/mnt/data/<32 hex>-<name>``) and ``keep`` (the requested path).
@@ -158,7 +158,8 @@ def on_server(
     box: Box, expected: dict[str, bytes], *, local: dict[str, bytes] | None = None
 ) -> dict[str, int]:
     """Wait until the server holds exactly ``expected`` (path on the mount -> bytes), no more
-    and no fewer files; returns the API calls counted since the last ``reset_stats``.
+    and no fewer files; returns the API calls counted since the last ``reset_stats`` (or the
+    last ``on_server``, which resets the counters after its own content downloads).
 
     The mount must show the same files plus the ``local`` (local-only) ones and nothing else:
     a temp file still there could be uploaded later, one that is gone never will be.
@@ -176,22 +177,22 @@ def on_server(
         response.raise_for_status()
         held.append((server_name(f["path"]), response.content))
     assert sorted(held) == sorted((expected_name(box, r), data) for r, data in expected.items())
+    box.emu.reset_stats()
     return calls
 
 
-def writes(calls: dict[str, int]) -> tuple[int, int]:
-    """(uploads, deletes) among counted API calls."""
-    return calls.get("upload_file", 0), calls.get("delete_file", 0)
+def writes(calls: dict[str, int]) -> tuple[int, int, int]:
+    """(uploads, deletes, downloads) among counted API calls."""
+    return calls.get("upload_file", 0), calls.get("delete_file", 0), calls.get("file_content", 0)
 
 
 def seed(box: Box, files: dict[str, bytes]) -> None:
-    """Write ``files`` through the mount, wait until they are on the server, reset counters."""
+    """Write ``files`` through the mount and wait until they are on the server."""
     for rel, data in files.items():
         target = box.dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     on_server(box, files)
-    box.emu.reset_stats()
 
 
 def renameat2(src: Path, dst: Path, flags: int) -> int:
@@ -219,8 +220,7 @@ def test_sed_in_place_costs_one_upload_and_one_delete(box: Box) -> None:
     run("sed", "-i", "s/beta/BETA/", box.dir / "notes.txt")
     assert (box.dir / "notes.txt").read_bytes() == b"alpha\nBETA\ngamma\n"
     calls = on_server(box, {"notes.txt": b"alpha\nBETA\ngamma\n"})
-    assert writes(calls) == (1, 1)
-    assert calls.get("file_content", 0) == 0  # what the mount uploaded it still has
+    assert writes(calls) == (1, 1, 0)
 
 
 def test_vim_substitute_and_write_keeps_the_swap_file_local(box: Box) -> None:
@@ -241,7 +241,7 @@ def test_vim_substitute_and_write_keeps_the_swap_file_local(box: Box) -> None:
     )
     assert (box.dir / "notes.txt").read_bytes() == b"alpha\nbeta\nGAMMA\n"
     calls = on_server(box, {"notes.txt": b"alpha\nbeta\nGAMMA\n"})
-    assert writes(calls) == (1, 1)
+    assert writes(calls) == (1, 1, 0)
     assert sorted(os.listdir(box.dir)) == ["notes.txt"]
 
 
@@ -270,10 +270,10 @@ def test_vim_with_swap_and_backup_files_uploads_only_the_file(box: Box, backup: 
     edited = b"ALPHA\nbeta\ngamma\n"
     kept = {"notes.txt~": NOTES} if backup == "backup" else {}  # on this machine only
     calls = on_server(box, {"notes.txt": edited}, local=kept)
-    assert writes(calls) == (1, 1)
+    assert writes(calls) == (1, 1, 0)
     if kept:
         (box.dir / "notes.txt~").unlink()
-        assert writes(on_server(box, {"notes.txt": edited})) == (1, 1)  # no more calls
+        assert writes(on_server(box, {"notes.txt": edited})) == (0, 0, 0)
 
 
 def test_emacs_batch_save_keeps_its_backup_and_lock_local(box: Box) -> None:
@@ -292,7 +292,7 @@ def test_emacs_batch_save_keeps_its_backup_and_lock_local(box: Box) -> None:
     )
     edited = NOTES + b"delta\n"
     calls = on_server(box, {"notes.txt": edited}, local={"notes.txt~": NOTES})
-    assert writes(calls) == (1, 1)
+    assert writes(calls) == (1, 1, 0)
 
 
 def test_python_mkstemp_and_replace_costs_one_upload_and_one_delete(box: Box) -> None:
@@ -304,7 +304,7 @@ def test_python_mkstemp_and_replace_costs_one_upload_and_one_delete(box: Box) ->
     assert sorted(os.listdir(box.dir)) == ["data.json"]
     assert stat.S_IMODE((box.dir / "data.json").stat().st_mode) == 0o600  # mkstemp's mode
     calls = on_server(box, {"data.json": b'{"saved": true}\n'})
-    assert writes(calls) == (1, 1)
+    assert writes(calls) == (1, 1, 0)
 
 
 # ---- moving --------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_mv_within_a_directory_uploads_under_the_new_name_then_deletes(box: Box)
     seed(box, {"a.txt": b"A"})
     run("mv", box.dir / "a.txt", box.dir / "b.txt")
     calls = on_server(box, {"b.txt": b"A"})
-    assert writes(calls) == (1, 1)
+    assert writes(calls) == (1, 1, 0)
 
 
 def test_mv_over_an_existing_file_replaces_it(box: Box) -> None:
@@ -322,7 +322,7 @@ def test_mv_over_an_existing_file_replaces_it(box: Box) -> None:
     run("mv", box.dir / "a.txt", box.dir / "b.txt")
     assert (box.dir / "b.txt").read_bytes() == b"A"
     calls = on_server(box, {"b.txt": b"A"})
-    assert writes(calls) == (1, 2)
+    assert writes(calls) == (1, 2, 0)
 
 
 def test_mv_across_directories_moves_the_file(box: Box) -> None:
@@ -330,7 +330,7 @@ def test_mv_across_directories_moves_the_file(box: Box) -> None:
     (box.dir / "out").mkdir()
     run("mv", box.dir / "in" / "a.txt", box.dir / "out" / "a.txt")
     calls = on_server(box, {"out/a.txt": b"A"})
-    assert writes(calls) == (1, 1)
+    assert writes(calls) == (1, 1, 0)
     assert sorted(os.listdir(box.dir / "out")) == ["a.txt"]
     assert os.listdir(box.dir / "in") == []
 
@@ -340,16 +340,15 @@ def test_mv_across_containers_copies_then_deletes(box: Box) -> None:
     other = Box(box.rig, box.name + "-b", box.rig.mount.path(box.name + "-b"))
     other.dir.mkdir()
     run("mv", box.dir / "a.txt", other.dir / "a.txt")
-    on_server(other, {"a.txt": b"A"})
-    calls = on_server(box, {})
-    assert writes(calls) == (1, 1)
+    assert writes(on_server(other, {"a.txt": b"A"})) == (1, 1, 0)
+    on_server(box, {})
 
 
 def test_mv_of_a_directory_moves_everything_under_it(box: Box) -> None:
     seed(box, {"d/a.txt": b"A", "d/sub/b.txt": b"B"})
     run("mv", box.dir / "d", box.dir / "e")
     calls = on_server(box, {"e/a.txt": b"A", "e/sub/b.txt": b"B"})
-    assert writes(calls) == (2, 2)
+    assert writes(calls) == (2, 2, 0)
     assert sorted(os.listdir(box.dir)) == ["e"]
     assert (box.dir / "e" / "sub" / "b.txt").read_bytes() == b"B"
 
@@ -359,8 +358,8 @@ def test_mv_of_a_directory_to_another_container_moves_its_files_there(box: Box) 
     other = Box(box.rig, box.name + "-b", box.rig.mount.path(box.name + "-b"))
     other.dir.mkdir()
     run("mv", box.dir / "d", other.dir / "d")
-    on_server(other, {"d/a.txt": b"A", "d/sub/b.txt": b"B"})
-    assert writes(on_server(box, {})) == (2, 2)
+    assert writes(on_server(other, {"d/a.txt": b"A", "d/sub/b.txt": b"B"})) == (2, 2, 0)
+    on_server(box, {})
 
 
 def test_rename_noreplace_onto_an_existing_file_refuses(box: Box) -> None:
@@ -370,13 +369,13 @@ def test_rename_noreplace_onto_an_existing_file_refuses(box: Box) -> None:
     assert (box.dir / "a.txt").read_bytes() == b"A"
     assert (box.dir / "b.txt").read_bytes() == b"B"
     calls = on_server(box, {"a.txt": b"A", "b.txt": b"B"})
-    assert writes(calls) == (0, 0)
+    assert writes(calls) == (0, 0, 0)
 
 
 def test_rename_exchange_is_refused_with_einval(box: Box) -> None:
     seed(box, {"a.txt": b"A", "b.txt": b"B"})
     assert renameat2(box.dir / "a.txt", box.dir / "b.txt", RENAME_EXCHANGE) == errno.EINVAL
-    assert writes(on_server(box, {"a.txt": b"A", "b.txt": b"B"})) == (0, 0)
+    assert writes(on_server(box, {"a.txt": b"A", "b.txt": b"B"})) == (0, 0, 0)
 
 
 # ---- copying -------------------------------------------------------------------------------
@@ -393,7 +392,7 @@ def test_cp_p_keeps_mode_and_mtime(box: Box, tmp_path: Path) -> None:
     assert stat.S_IMODE(st.st_mode) == 0o640
     assert st.st_mtime_ns == 1_500_000_000_123_456_789
     calls = on_server(box, {"report.txt": b"report\n"})
-    assert writes(calls) == (1, 0)
+    assert writes(calls) == (1, 0, 0)
     time.sleep(1.2)  # past the kernel's attribute timeout: the values come from the mount
     assert (box.dir / "report.txt").stat().st_mtime_ns == 1_500_000_000_123_456_789
 
@@ -411,11 +410,11 @@ def test_rsync_of_a_tree_uploads_each_file_once_and_a_checksum_rerun_nothing(
     box.emu.reset_stats()
     run("rsync", "-a", f"{tree}/", f"{box.dir}/")
     calls = on_server(box, expected)
-    assert writes(calls) == (20, 0)
+    assert writes(calls) == (20, 0, 0)
     box.emu.reset_stats()
     changes = run("rsync", "-a", "--checksum", "--itemize-changes", f"{tree}/", f"{box.dir}/")
     assert changes == ""
-    assert writes(on_server(box, expected)) == (0, 0)
+    assert writes(on_server(box, expected)) == (0, 0, 0)
 
 
 # ---- small changes -------------------------------------------------------------------------
@@ -425,27 +424,26 @@ def test_touch_creates_an_empty_file_on_the_server(box: Box) -> None:
     box.emu.reset_stats()
     run("touch", box.dir / "new")
     calls = on_server(box, {"new": b""})
-    assert writes(calls) == (1, 0)
+    assert writes(calls) == (1, 0, 0)
     box.emu.reset_stats()
     run("touch", box.dir / "new")  # an existing file: times only, kept on this machine
-    assert writes(on_server(box, {"new": b""})) == (0, 0)
+    assert writes(on_server(box, {"new": b""})) == (0, 0, 0)
 
 
 def test_echo_append_adds_to_the_end(box: Box) -> None:
     seed(box, {"log.txt": b"one\n"})
     shell("echo two >> log.txt", box.dir)
     calls = on_server(box, {"log.txt": b"one\ntwo\n"})
-    assert writes(calls) == (1, 1)
-    assert calls.get("file_content", 0) == 0
+    assert writes(calls) == (1, 1, 0)
 
 
 def test_truncate_shrinks_and_extends(box: Box) -> None:
     seed(box, {"t.bin": b"0123456789"})
     run("truncate", "-s", "4", box.dir / "t.bin")
-    assert writes(on_server(box, {"t.bin": b"0123"})) == (1, 1)
+    assert writes(on_server(box, {"t.bin": b"0123"})) == (1, 1, 0)
     box.emu.reset_stats()
     run("truncate", "-s", "6", box.dir / "t.bin")
-    assert writes(on_server(box, {"t.bin": b"0123\0\0"})) == (1, 1)
+    assert writes(on_server(box, {"t.bin": b"0123\0\0"})) == (1, 1, 0)
     assert (box.dir / "t.bin").read_bytes() == b"0123\0\0"
 
 
@@ -453,9 +451,11 @@ def test_redirect_overwrite_uploads_once_and_deletes_the_old_id_after(box: Box) 
     seed(box, {"out.txt": b"old content\n"})
     (old,) = server_files(box)
     shell("echo new > out.txt", box.dir)
-    calls = on_server(box, {"out.txt": b"new\n"})
-    assert writes(calls) == (1, 1)
+    gone = lambda: old["id"] not in {f["id"] for f in server_files(box)}  # noqa: E731
+    wait_until(gone, lambda: "the old id deleted")
     log = [(r["route"], r["path"]) for r in box.emu.admin("GET", "/requests")["requests"]]
+    calls = on_server(box, {"out.txt": b"new\n"})
+    assert writes(calls) == (1, 1, 0)
     upload = next(i for i, (route, _) in enumerate(log) if route == "upload_file")
     delete = next(i for i, (route, path) in enumerate(log) if path.endswith(old["id"]))
     assert log[delete][0] == "delete_file" and upload < delete
@@ -475,8 +475,9 @@ def test_git_init_add_commit_leaves_a_clean_repository(box: Box) -> None:
     local = {str(p.relative_to(box.dir)): p.read_bytes() for p in box.dir.rglob("*") if p.is_file()}
     assert not [n for n in local if n.endswith(".lock") or "tmp_obj" in n]
     calls = on_server(box, local)
-    uploads, deletes = writes(calls)
+    uploads, deletes, downloads = writes(calls)
     assert uploads <= len(local) + 8 and deletes <= 8, calls  # no upload of temp files
+    assert downloads == 0
     assert run(*git, "fsck", "--no-progress", cwd=repo) == ""
 
 
@@ -506,13 +507,13 @@ def test_rename_of_a_directory_over_a_non_empty_one_fails_with_enotempty(box: Bo
     assert errno_of(lambda: os.rename(box.dir / "a", box.dir / "b")) == errno.ENOTEMPTY
     assert errno_of(lambda: os.rename(box.dir / "a/x.txt", box.dir / "b")) == errno.EISDIR
     assert errno_of(lambda: os.rename(box.dir / "a", box.dir / "b/y.txt")) == errno.ENOTDIR
-    assert writes(on_server(box, {"a/x.txt": b"x", "b/y.txt": b"y"})) == (0, 0)
+    assert writes(on_server(box, {"a/x.txt": b"x", "b/y.txt": b"y"})) == (0, 0, 0)
 
 
 def test_mknod_of_a_regular_file_creates_an_empty_file(box: Box) -> None:
     box.emu.reset_stats()
     os.mknod(box.dir / "empty", 0o600 | stat.S_IFREG)
-    assert writes(on_server(box, {"empty": b""})) == (1, 0)
+    assert writes(on_server(box, {"empty": b""})) == (1, 0, 0)
 
 
 def test_chown_to_another_user_is_refused_and_chmod_is_kept(box: Box) -> None:
@@ -522,7 +523,7 @@ def test_chown_to_another_user_is_refused_and_chmod_is_kept(box: Box) -> None:
     os.chown(path, os.getuid(), os.getgid())
     path.chmod(0o600)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert writes(on_server(box, {"a.txt": b"A"})) == (0, 0)
+    assert writes(on_server(box, {"a.txt": b"A"})) == (0, 0, 0)
 
 
 def test_xattrs_are_read_only(box: Box) -> None:
@@ -541,7 +542,7 @@ def test_exclusive_create_of_an_existing_file_fails_with_eexist(box: Box) -> Non
     seed(box, {"a.txt": b"A"})
     path = box.dir / "a.txt"
     assert errno_of(lambda: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)) == errno.EEXIST
-    assert writes(on_server(box, {"a.txt": b"A"})) == (0, 0)
+    assert writes(on_server(box, {"a.txt": b"A"})) == (0, 0, 0)
 
 
 def test_mkdir_and_rmdir_inside_a_container_cost_no_api_call(box: Box) -> None:
@@ -561,25 +562,25 @@ def test_mkdir_and_rmdir_inside_a_container_cost_no_api_call(box: Box) -> None:
     (box.dir / "empty" / "deeper").rmdir()
     (box.dir / "empty").rmdir()
     calls = on_server(box, {"full/a.txt": b"A"})
-    assert writes(calls) == (0, 0) and calls.get("create_container", 0) == 0
+    assert writes(calls) == (0, 0, 0) and calls.get("create_container", 0) == 0
 
 
 def test_rm_deletes_the_server_file_and_a_local_only_one_costs_nothing(box: Box) -> None:
     seed(box, {"a.txt": b"A"})
     (box.dir / ".a.txt.swp").write_bytes(b"swap")
-    assert writes(on_server(box, {"a.txt": b"A"}, local={".a.txt.swp": b"swap"})) == (0, 0)
+    assert writes(on_server(box, {"a.txt": b"A"}, local={".a.txt.swp": b"swap"})) == (0, 0, 0)
     (box.dir / ".a.txt.swp").unlink()
     (box.dir / "a.txt").unlink()
-    assert writes(on_server(box, {})) == (0, 1)
+    assert writes(on_server(box, {})) == (0, 1, 0)
     assert os.listdir(box.dir) == []
 
 
 def test_a_local_only_file_renamed_to_a_normal_name_is_uploaded_then(box: Box) -> None:
     box.emu.reset_stats()
     (box.dir / "draft~").write_bytes(b"draft")
-    assert writes(on_server(box, {}, local={"draft~": b"draft"})) == (0, 0)
+    assert writes(on_server(box, {}, local={"draft~": b"draft"})) == (0, 0, 0)
     os.rename(box.dir / "draft~", box.dir / "draft")
-    assert writes(on_server(box, {"draft": b"draft"})) == (1, 0)
+    assert writes(on_server(box, {"draft": b"draft"})) == (1, 0, 0)
 
 
 def test_a_file_moved_to_a_backup_name_and_back_costs_nothing(box: Box) -> None:
@@ -590,7 +591,7 @@ def test_a_file_moved_to_a_backup_name_and_back_costs_nothing(box: Box) -> None:
     assert server_names(box) == ["f.txt"]
     os.rename(box.dir / "f.txt~", box.dir / "f.txt")
     assert os.listdir(box.dir) == ["f.txt"]
-    assert writes(on_server(box, {"f.txt": b"F"})) == (0, 0)
+    assert writes(on_server(box, {"f.txt": b"F"})) == (0, 0, 0)
 
 
 def test_a_partial_overwrite_keeps_the_rest_of_the_file(box: Box) -> None:
@@ -598,7 +599,7 @@ def test_a_partial_overwrite_keeps_the_rest_of_the_file(box: Box) -> None:
     with open(box.dir / "p.txt", "r+b") as f:
         f.seek(3)
         f.write(b"abc")
-    assert writes(on_server(box, {"p.txt": b"012abc6789"})) == (1, 1)
+    assert writes(on_server(box, {"p.txt": b"012abc6789"})) == (1, 1, 0)
 
 
 # ---- consistency ---------------------------------------------------------------------------
@@ -611,7 +612,7 @@ def test_a_reader_keeps_the_version_it_opened(box: Box) -> None:
         (box.dir / "v.txt").write_bytes(b"version two\n")
         assert reader.read() == b"one\n"
     assert (box.dir / "v.txt").read_bytes() == b"version two\n"
-    assert writes(on_server(box, {"v.txt": b"version two\n"})) == (1, 1)
+    assert writes(on_server(box, {"v.txt": b"version two\n"})) == (1, 1, 0)
 
 
 def test_a_file_of_unknown_size_reads_whole_and_maps_once_its_size_is_known(box: Box) -> None:
@@ -644,7 +645,7 @@ def test_close_returns_once_the_upload_is_done(box: Box) -> None:
     box.emu.reset_stats()
     (box.dir / "c.txt").write_bytes(b"closed\n")
     assert server_names(box) == ["c.txt"]  # no waiting: close-to-open
-    assert writes(on_server(box, {"c.txt": b"closed\n"})) == (1, 0)
+    assert writes(on_server(box, {"c.txt": b"closed\n"})) == (1, 0, 0)
 
 
 def test_fsync_uploads_before_close(box: Box) -> None:
@@ -656,7 +657,7 @@ def test_fsync_uploads_before_close(box: Box) -> None:
         assert server_names(box) == ["f.txt"]  # fsync returned: the upload is done
     finally:
         os.close(fd)
-    assert writes(on_server(box, {"f.txt": b"synced\n"})) == (1, 0)
+    assert writes(on_server(box, {"f.txt": b"synced\n"})) == (1, 0, 0)
 
 
 def test_concurrent_writers_never_mix_and_the_last_close_wins(box: Box) -> None:
@@ -679,7 +680,7 @@ def test_concurrent_writers_never_mix_and_the_last_close_wins(box: Box) -> None:
             else b"".join((b"B" if i % 2 else b"\0") * block for i in range(32))
         )
         assert path.read_bytes() == expected
-        assert writes(on_server(box, {"c.bin": expected})) == (2, 2)
+        assert writes(on_server(box, {"c.bin": expected})) == (2, 2, 0)
         box.emu.reset_stats()
 
 
@@ -693,7 +694,7 @@ def test_concurrent_appenders_keep_the_appends_of_the_last_to_close(box: Box) ->
     os.write(fa, b"a2\n")
     os.close(fa)
     os.close(fb)
-    assert writes(on_server(box, {"log.txt": b"start\nb1\n"})) == (2, 2)
+    assert writes(on_server(box, {"log.txt": b"start\nb1\n"})) == (2, 2, 0)
 
 
 def test_flock_and_shared_mmap_work_on_this_machine(box: Box) -> None:
@@ -706,7 +707,7 @@ def test_flock_and_shared_mmap_work_on_this_machine(box: Box) -> None:
             m.flush()
         fcntl.flock(f, fcntl.LOCK_UN)
     assert (box.dir / "m.bin").read_bytes() == b"abcd456789"
-    assert writes(on_server(box, {"m.bin": b"abcd456789"})) == (1, 1)
+    assert writes(on_server(box, {"m.bin": b"abcd456789"})) == (1, 1, 0)
 
 
 def test_statfs_reports_free_space(box: Box) -> None:
