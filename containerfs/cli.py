@@ -359,7 +359,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     pending = status.get("pending", [])
     print(f"pending      {len(pending)}")
     for item in pending:
-        print(f"  {item['container_id']}/{item['path']}  {item['bytes']} B  {item['state']}")
+        error = f"  ({item['error']})" if item.get("error") else ""
+        print(f"  {item['container_id']}/{item['path']}  {item['bytes']} B  {item['state']}{error}")
     return 0
 
 

@@ -93,6 +93,15 @@ class Spool:
 
 
 @dataclass
+class Retry:
+    """When to try a failed upload (or delete) again, and why the last attempt failed."""
+
+    delay: float  # the wait before ``due``; doubled by every failure up to ``retry_max``
+    due: float  # trio time of the next attempt
+    error: str | None = None
+
+
+@dataclass
 class WriterStats:
     uploads: int = 0
     upload_failures: int = 0
@@ -128,8 +137,9 @@ class Writer:
         self.retry_max = retry_max
         self.max_dir_rename = max_dir_rename
         self.stats = WriterStats()
-        self._failed: dict[Node, float] = {}  # node -> next retry delay
+        self._failed: dict[Node, Retry] = {}  # node -> when its upload is tried again
         self._orphans: list[tuple[ContainerId, FileId]] = []  # superseded ids not yet deleted
+        self._orphans_retry = Retry(0.0, 0.0)
         # where a server file renamed to a local-only name (an editor's backup) came from
         self._backups: dict[tuple[ContainerId, str], Node] = {}
         self._wakeup = trio.Event()
@@ -286,8 +296,10 @@ class Writer:
         upload because a shell's ``dup2`` flushes before the first write.
         """
         spool.writers -= 1
-        if spool.writers == 0 and spool.dirty and not node.gone:
-            # a failure stays queued and is retried; nobody is left to report it to
+        retrying = spool is node.spool and node in self._failed
+        if spool.writers == 0 and spool.dirty and not node.gone and not retrying:
+            # a failure stays queued and is retried; nobody is left to report it to (an
+            # upload that already failed is retried by the background loop, at its time)
             with contextlib.suppress(ApiError):
                 await self.flush(node, spool)
         if spool is not node.spool and spool.writers == 0 and not spool.closed:
@@ -387,10 +399,10 @@ class Writer:
             self.stats.upload_failures += 1
             log.warning("upload of %s/%s failed: %s", cid, path, err)
             message = str(err)
+            self._failed[node] = self._backoff(self._failed.get(node), err)
+            self._wakeup.set()
             pid = spool.pending_id
             await in_thread(lambda: self.state.update_pending(pid, error=message))
-            self._failed.setdefault(node, self.retry_base)
-            self._wakeup.set()
             raise
         self.stats.uploads += 1
         self.stats.bytes_uploaded += spool.size
@@ -406,6 +418,20 @@ class Writer:
             await in_thread(lambda: self.state.drop_pending(pid))
         self._failed.pop(node, None)
 
+    def _backoff(self, last: Retry | None, err: Exception) -> Retry:
+        """The next attempt after a failure: ``retry_base``, doubling up to ``retry_max``.
+
+        An error that retrying cannot cure soon (an expired or deleted container, a refused
+        request) waits the longest delay at once.
+        """
+        if not getattr(err, "retryable", False):
+            delay = self.retry_max
+        elif last is None:
+            delay = self.retry_base
+        else:
+            delay = min(max(last.delay, self.retry_base) * 2, self.retry_max)
+        return Retry(delay, trio.current_time() + delay, str(err))
+
     def _record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
         os.fsync(spool.fd)
         return self.state.add_pending(cid, path, spool.path, old).id
@@ -416,6 +442,9 @@ class Writer:
         except ApiError as err:
             log.warning("could not delete superseded %s/%s (will retry): %s", cid, fid, err)
             self._orphans.append((cid, fid))
+            last = self._orphans_retry
+            if last.due <= trio.current_time():  # once per round of retries
+                self._orphans_retry = self._backoff(last if last.delay else None, err)
             self._wakeup.set()
 
     async def delete_remote(self, cid: ContainerId, fid: FileId) -> None:
@@ -642,6 +671,7 @@ class Writer:
                 "path": n.path,
                 "bytes": n.spool.size if n.spool else 0,
                 "state": "deferred" if n in self._later else "failed",
+                "error": self._failed[n].error if n in self._failed else None,
             }
             for n in [*self._failed, *self._later]
         ]
@@ -665,24 +695,35 @@ class Writer:
             node.spool = Spool(item.spool, fd, size, True, 1, item.id, replaces)
             self.stats.spools_open += 1
             self.ns.keep_local(node)
-            self._failed[node] = self.retry_base
+            self._failed[node] = Retry(self.retry_base, trio.current_time())
             log.info("resuming upload of %s/%s (%d bytes)", item.container_id, item.path, size)
         self._wakeup.set()
 
     async def _retry_loop(self) -> None:
-        delay = self.retry_base
+        """Upload deferred files when due and retry failed uploads at their own times.
+
+        ``_wakeup`` is set by changes from outside (a failed flush, a deferred close); the loop
+        renews it only after its own work, whose failures must not wake it again at once.
+        """
         while True:
-            with trio.move_on_after(delay):
-                await self._wakeup.wait()
+            await self._retry_due()
             self._wakeup = trio.Event()
-            await self.upload_due()
-            await self.retry_now()
-            delays = [*self._failed.values(), self.retry_max]
-            if self._orphans:
-                delays.append(self.retry_base)
-            if self._later:
-                delays.append(max(0.0, min(self._later.values()) - trio.current_time()))
-            delay = min(delays)
+            with trio.move_on_after(self._next_delay()):
+                await self._wakeup.wait()
+
+    async def _retry_due(self) -> None:
+        await self.upload_due()
+        now = trio.current_time()
+        due = [n for n, r in self._failed.items() if r.due <= now]
+        await self.retry_now(due, orphans=bool(self._orphans) and self._orphans_retry.due <= now)
+
+    def _next_delay(self) -> float:
+        dues = [r.due for r in self._failed.values()]
+        dues += self._later.values()
+        if self._orphans:
+            dues.append(self._orphans_retry.due)
+        now = trio.current_time()
+        return max(0.0, min(dues, default=now + self.retry_max) - now)
 
     async def upload_due(self, *, everything: bool = False) -> None:
         """Upload the deferred files whose grace period is over (or all of them)."""
@@ -690,6 +731,8 @@ class Writer:
         for node, deadline in list(self._later.items()):
             if node.gone or not node.deferred:
                 self._later.pop(node, None)
+            elif not everything and deadline <= now and node.opens > 0:
+                self._later[node] = now + self.defer_seconds  # reopened: wait for its close
             elif (everything or deadline <= now) and node.opens == 0:
                 try:
                     async with node.lock:
@@ -698,20 +741,31 @@ class Writer:
                     continue
                 await self.close_if_idle(node)
 
-    async def retry_now(self, nodes: Iterable[Node] | None = None) -> None:
+    async def retry_now(self, nodes: Iterable[Node] | None = None, *, orphans: bool = True) -> None:
         """Try every failed upload that nobody is writing to, and leftover deletes."""
         for node in list(nodes if nodes is not None else self._failed):
             if node.opens > 0 and node.spool is not None and node.spool.dirty:
+                self._postpone(node)
                 continue  # its writer's own flush uploads it
             try:
                 await self.flush(node)
             except ApiError:
-                self._failed[node] = min(self._failed.get(node, 1.0) * 2, self.retry_max)
-                continue
+                continue  # the failure scheduled its next attempt
+            self._postpone(node)
             await self.close_if_idle(node)
-        orphans, self._orphans = self._orphans, []
-        for cid, fid in orphans:
-            await self._delete_quietly(cid, fid)
+        if orphans:
+            left, self._orphans = self._orphans, []
+            for cid, fid in left:
+                await self._delete_quietly(cid, fid)
+            if not self._orphans:
+                self._orphans_retry = Retry(0.0, 0.0)
+
+    def _postpone(self, node: Node) -> None:
+        """A due node that was not tried: its next attempt is one delay away, not now again."""
+        entry = self._failed.get(node)
+        now = trio.current_time()
+        if entry is not None and entry.due <= now:
+            entry.due = now + max(entry.delay, self.retry_base)
 
     async def drain(self, timeout: float) -> bool:
         """Upload what is pending now, retrying until ``timeout``; True if nothing is left."""

@@ -19,6 +19,7 @@ import trio.testing
 from test_operations import CTX, Fs, build_fs, close_fs, errno_of
 
 from containerfs.emulator import EmulatorConfig, create_app
+from containerfs.errors import ContainerExpired, ServerError
 
 FAIL_UPLOADS = [{"route": "upload_file", "action": "error", "status": 500, "count": None}]
 
@@ -214,3 +215,32 @@ async def test_a_pending_file_moved_to_another_container_deletes_what_it_replace
     assert await fs.server_files(b.id) == {"n": b"moved"}
     assert await fs.server_files(a.id) == {}
     assert fs.writer.pending() == []
+
+
+async def test_failed_uploads_are_retried_with_a_growing_delay(fs: Fs) -> None:
+    await fs.container("box")
+    box = await fs.inode("box")
+    fs.writer.retry_base, fs.writer.retry_max = 0.05, 0.2
+    hooked = hook(fs)
+    hooked.errors["upload_file"] = ServerError("unavailable")
+    await save_failing(fs, box, "f", b"data")
+
+    await trio.sleep(0.6)
+    # 0.05, 0.1, 0.2, 0.2 apart: a handful of attempts, not one per turn of the loop
+    assert 3 <= hooked.calls["upload_file"] <= 8
+    [item] = fs.writer.pending()
+    assert item["path"] == "f" and "unavailable" in str(item["error"])
+
+
+async def test_an_upload_the_server_refuses_is_retried_at_the_longest_delay(fs: Fs) -> None:
+    await fs.container("box")
+    box = await fs.inode("box")
+    fs.writer.retry_base, fs.writer.retry_max = 0.05, 30.0
+    hooked = hook(fs)
+    hooked.errors["upload_file"] = ContainerExpired("Container is expired.", status=400)
+    await save_failing(fs, box, "f", b"data")
+
+    await trio.sleep(0.4)
+    assert hooked.calls["upload_file"] == 1
+    [item] = fs.writer.pending()
+    assert "expired" in str(item["error"])
