@@ -378,7 +378,8 @@ class Writer:
             return
         assert node.cid is not None
         cid, path, version = node.cid, node.path, spool.version
-        if node.deferred and not now:
+        # a deferred file whose upload already failed once is past its grace period
+        if node.deferred and not now and node not in self._failed:
             if spool.pending_id is None:
                 spool.pending_id = await in_thread(self._record, spool, cid, path, None)
             self._later[node] = trio.current_time() + self.defer_seconds
@@ -770,12 +771,17 @@ class Writer:
     async def drain(self, timeout: float) -> bool:
         """Upload what is pending now, retrying until ``timeout``; True if nothing is left."""
         with trio.move_on_after(timeout):
-            await self.upload_due(everything=True)
-            while self._failed or self._orphans:
+            while True:
+                await self.upload_due(everything=True)
                 await self.retry_now()
-                if self._failed or self._orphans:
-                    await trio.sleep(min(1.0, self.retry_base))
-        return not self._failed
+                if not (self._failed or self._orphans or self._closed_deferred()):
+                    break
+                await trio.sleep(min(1.0, self.retry_base))
+        return not self._failed and not self._closed_deferred()
+
+    def _closed_deferred(self) -> list[Node]:
+        """Deferred files nobody has open: drain uploads them now."""
+        return [n for n in self._later if n.opens == 0]
 
     async def discard_local_only(self) -> None:
         """The mount ended: local-only files (swap files, backups) end with it."""

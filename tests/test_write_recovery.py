@@ -244,3 +244,30 @@ async def test_an_upload_the_server_refuses_is_retried_at_the_longest_delay(fs: 
     assert hooked.calls["upload_file"] == 1
     [item] = fs.writer.pending()
     assert "expired" in str(item["error"])
+
+
+async def test_a_deferred_file_whose_upload_failed_is_uploaded_by_the_next_retry(fs: Fs) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    await fs.write_file(box, "sedAb12Zq", b"temp left in place")  # deferred: no upload yet
+    await fs.faults(FAIL_UPLOADS)
+    await fs.writer.upload_due(everything=True)
+    assert [p["state"] for p in fs.writer.pending()] == ["failed"]
+
+    await fs.faults([])
+    await fs.writer.retry_now()
+    assert await fs.server_files(c.id) == {"sedAb12Zq": b"temp left in place"}
+    assert fs.writer.pending() == []
+
+
+async def test_drain_uploads_a_deferred_file_that_failed_once(fs: Fs) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    fs.writer.retry_base = 0.05
+    # one failed attempt (the client retries a 500 once itself)
+    await fs.faults([{"route": "upload_file", "action": "error", "status": 500, "count": 2}])
+    await fs.write_file(box, "tmpk3j4h5g6", b"temp")
+
+    with trio.fail_after(3):
+        assert await fs.writer.drain(10)
+    assert await fs.server_files(c.id) == {"tmpk3j4h5g6": b"temp"}
