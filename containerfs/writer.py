@@ -375,6 +375,7 @@ class Writer:
     async def _upload_locked(self, node: Node, *, now: bool = False) -> None:
         spool = node.spool
         if spool is None or not spool.dirty or node.local_only or node.gone:
+            self._failed.pop(node, None)  # nothing (left) to upload
             return
         assert node.cid is not None
         cid, path, version = node.cid, node.path, spool.version
@@ -579,6 +580,7 @@ class Writer:
                 spool.replaces = [(cid, new.id)]
                 if spool.version == version and spool.dirty:
                     spool.dirty = False
+                    self._failed.pop(node, None)
                     if spool.pending_id is not None:
                         pid, spool.pending_id = spool.pending_id, None
                         await in_thread(self.state.drop_pending, pid)

@@ -271,3 +271,23 @@ async def test_drain_uploads_a_deferred_file_that_failed_once(fs: Fs) -> None:
     with trio.fail_after(3):
         assert await fs.writer.drain(10)
     assert await fs.server_files(c.id) == {"tmpk3j4h5g6": b"temp"}
+
+
+async def test_a_pending_file_uploaded_by_a_rename_is_no_longer_listed_as_pending(fs: Fs) -> None:
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/p", b"old")
+    box = await fs.inode("box")
+    p = await fs.inode("box", "p")
+    await fs.faults(FAIL_UPLOADS)
+    fh = await open_write(fs, p, os.O_WRONLY | os.O_TRUNC)
+    await fs.ops.write(fh, 0, b"new")
+    with pytest.raises(pyfuse3.FUSEError):
+        await fs.ops.flush(fh)
+    await fs.ops.release(fh)
+    await fs.faults([])
+
+    await fs.ops.rename(box, b"p", box, b"q", 0, CTX)  # uploads the new content as q
+    assert await fs.server_files(c.id) == {"q": b"new"}
+    assert fs.writer.pending() == []
+    with trio.fail_after(2):
+        assert await fs.writer.drain(10)
