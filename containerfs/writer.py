@@ -426,7 +426,7 @@ class Writer:
         An error that retrying cannot cure soon (an expired or deleted container, a refused
         request) waits the longest delay at once.
         """
-        if not getattr(err, "retryable", False):
+        if isinstance(err, ApiError) and not err.retryable:
             delay = self.retry_max
         elif last is None:
             delay = self.retry_base
@@ -443,11 +443,15 @@ class Writer:
             await self.delete_remote(cid, fid)
         except ApiError as err:
             log.warning("could not delete superseded %s/%s (will retry): %s", cid, fid, err)
-            self._orphans.append((cid, fid))
-            last = self._orphans_retry
-            if last.due <= trio.current_time():  # once per round of retries
-                self._orphans_retry = self._backoff(last if last.delay else None, err)
-            self._wakeup.set()
+            self._orphan(cid, fid, err)
+
+    def _orphan(self, cid: ContainerId, fid: FileId, err: Exception) -> None:
+        """A superseded id to delete later."""
+        self._orphans.append((cid, fid))
+        last = self._orphans_retry
+        if last.due <= trio.current_time():  # once per round of retries
+            self._orphans_retry = self._backoff(last if last.delay else None, err)
+        self._wakeup.set()
 
     async def delete_remote(self, cid: ContainerId, fid: FileId) -> None:
         try:
@@ -709,7 +713,11 @@ class Writer:
         renews it only after its own work, whose failures must not wake it again at once.
         """
         while True:
-            await self._retry_due()
+            try:
+                await self._retry_due()
+            except Exception:  # never let the loop end: it would take the mount with it
+                log.exception("the background upload loop failed; carrying on")
+                await trio.sleep(self.retry_base)
             self._wakeup = trio.Event()
             with trio.move_on_after(self._next_delay()):
                 await self._wakeup.wait()
@@ -742,6 +750,9 @@ class Writer:
                         await self._upload_locked(node, now=True)
                 except ApiError:
                     continue
+                except Exception as err:
+                    self._unexpected(node, err)
+                    continue
                 await self.close_if_idle(node)
 
     async def retry_now(self, nodes: Iterable[Node] | None = None, *, orphans: bool = True) -> None:
@@ -752,16 +763,29 @@ class Writer:
                 continue  # its writer's own flush uploads it
             try:
                 await self.flush(node)
+                self._postpone(node)
+                await self.close_if_idle(node)
             except ApiError:
                 continue  # the failure scheduled its next attempt
-            self._postpone(node)
-            await self.close_if_idle(node)
+            except Exception as err:
+                self._unexpected(node, err)
         if orphans:
             left, self._orphans = self._orphans, []
             for cid, fid in left:
-                await self._delete_quietly(cid, fid)
+                try:
+                    await self._delete_quietly(cid, fid)
+                except Exception as err:
+                    log.error("deleting superseded %s/%s failed: %r", cid, fid, err, exc_info=err)
+                    self._orphan(cid, fid, err)
             if not self._orphans:
                 self._orphans_retry = Retry(0.0, 0.0)
+
+    def _unexpected(self, node: Node, err: Exception) -> None:
+        """An error no upload should raise (a full disk, the state database): log it, and
+        try the node again later like a failed upload."""
+        log.error("retrying the upload of %s/%s failed: %r", node.cid, node.path, err, exc_info=err)
+        if not node.gone:
+            self._failed[node] = self._backoff(self._failed.get(node), err)
 
     def _postpone(self, node: Node) -> None:
         """A due node that was not tried: its next attempt is one delay away, not now again."""

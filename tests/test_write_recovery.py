@@ -291,3 +291,24 @@ async def test_a_pending_file_uploaded_by_a_rename_is_no_longer_listed_as_pendin
     assert fs.writer.pending() == []
     with trio.fail_after(2):
         assert await fs.writer.drain(10)
+
+
+async def test_an_unexpected_error_in_a_retry_is_logged_and_retried_later(
+    fs: Fs, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    fs.writer.retry_base, fs.writer.retry_max = 0.02, 0.1
+    hooked = hook(fs)
+    hooked.errors["upload_file"] = ServerError("unavailable")
+    await save_failing(fs, box, "f", b"data")
+    hooked.errors["upload_file"] = OSError(errno.EIO, "disk trouble")
+    await trio.sleep(0.2)  # the background loop meets it, and carries on
+    assert "disk trouble" in caplog.text
+    assert [p["path"] for p in fs.writer.pending()] == ["f"]
+
+    del hooked.errors["upload_file"]
+    with trio.fail_after(2):
+        while fs.writer.pending():
+            await trio.sleep(0.02)
+    assert await fs.server_files(c.id) == {"f": b"data"}
