@@ -181,10 +181,30 @@ class Writer:
         becomes the node's content when it is flushed: the last writer to close wins and no
         upload ever mixes the bytes of two writers.
         """
+        # download the server content first, not under the lock: a retry, an unlink or a
+        # flush of the file must not wait for a long download
+        remote = node.remote
+        source = None
+        if not truncate and node.spool is None and remote is not None:
+            source = await self.reader.fetch(remote.container_id, remote.id, remote.bytes)
+        try:
+            return await self._open_locked(node, truncate, remote, source)
+        finally:
+            if source is not None and remote is not None:
+                self.reader.unpin(remote.id)
+
+    async def _open_locked(
+        self, node: Node, truncate: bool, remote: ContainerFile | None, source: Path | None
+    ) -> Spool:
         async with node.lock:
             shared = node.spool
             if shared is None:
-                spool = node.spool = await self._new_spool(node, copy=not truncate)
+                if source is not None and remote is not None and node.remote is remote:
+                    spool = await self._spool_from(source)
+                    spool.replaces.append((remote.container_id, remote.id))
+                else:
+                    spool = await self._new_spool(node, copy=not truncate)
+                node.spool = spool
                 self.ns.keep_local(node)
             elif shared.writers > 0:
                 spool = await self._spool_from(shared.path if not truncate else None)
@@ -758,7 +778,7 @@ class Writer:
     async def retry_now(self, nodes: Iterable[Node] | None = None, *, orphans: bool = True) -> None:
         """Try every failed upload that nobody is writing to, and leftover deletes."""
         for node in list(nodes if nodes is not None else self._failed):
-            if node.opens > 0 and node.spool is not None and node.spool.dirty:
+            if node.spool is not None and node.spool.writers > 0:
                 self._postpone(node)
                 continue  # its writer's own flush uploads it
             try:

@@ -312,3 +312,54 @@ async def test_an_unexpected_error_in_a_retry_is_logged_and_retried_later(
         while fs.writer.pending():
             await trio.sleep(0.02)
     assert await fs.server_files(c.id) == {"f": b"data"}
+
+
+async def test_a_reader_does_not_hold_back_the_retry_of_a_pending_upload(fs: Fs) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    await fs.faults(FAIL_UPLOADS)
+    f = await save_failing(fs, box, "f", b"data")
+    reading = await fs.ops.open(f, os.O_RDONLY, CTX)  # cat f
+    await fs.faults([])
+
+    await fs.writer.retry_now()
+    assert await fs.server_files(c.id) == {"f": b"data"}
+    assert fs.writer.pending() == []
+    await fs.ops.release(reading.fh)
+
+
+async def test_opening_a_server_file_for_writing_downloads_it_without_holding_its_lock(
+    fs: Fs,
+) -> None:
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/f", b"server")
+    f = await fs.inode("box", "f")
+    node = fs.ns.node(f)
+    assert node is not None
+    reader = fs.writer.reader
+    entered, gate = trio.Event(), trio.Event()
+
+    class SlowReader:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(reader, name)
+
+        async def fetch(self, *args: Any) -> Any:
+            entered.set()
+            await gate.wait()
+            return await reader.fetch(*args)
+
+    fs.writer.reader = SlowReader()  # type: ignore[assignment]
+    handles: list[int] = []
+
+    async def opener() -> None:
+        handles.append(await open_write(fs, f))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(opener)
+        await entered.wait()
+        assert not node.lock.locked()  # a retry or an unlink of the file is not held up
+        gate.set()
+    await fs.ops.write(handles[0], 0, b"S")
+    await fs.ops.flush(handles[0])
+    await fs.ops.release(handles[0])
+    assert await fs.server_files(c.id) == {"f": b"Server"}
