@@ -26,7 +26,7 @@ import trio
 from containerfs.errors import ApiError, ContainerFsError, NotFound
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.namespace import Namespace, Node
-from containerfs.state import State, in_thread
+from containerfs.state import PendingUpload, State, in_thread
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ class Writer:
         self._failed: dict[Node, Retry] = {}  # node -> when its upload is tried again
         self._orphans: list[tuple[ContainerId, FileId]] = []  # superseded ids not yet deleted
         self._orphans_retry = Retry(0.0, 0.0)
+        # queued uploads of a previous mount that could not be resumed yet (network down)
+        self._unresumed: dict[str, tuple[PendingUpload, list[ServerId], Retry]] = {}
         # where a server file renamed to a local-only name (an editor's backup) came from
         self._backups: dict[tuple[ContainerId, str], Node] = {}
         self._wakeup = trio.Event()
@@ -701,30 +703,71 @@ class Writer:
                 "error": self._failed[n].error if n in self._failed else None,
             }
             for n in [*self._failed, *self._later]
+        ] + [
+            {
+                "container_id": item.container_id,
+                "path": item.path,
+                "bytes": _size_of(item.spool),
+                "state": "failed",
+                "error": retry.error,
+            }
+            for item, _, retry in self._unresumed.values()
         ]
 
     async def _resume(self) -> None:
         """Re-queue the uploads a previous mount did not finish."""
-        for item in await in_thread(self.state.pending):
+        latest: dict[tuple[ContainerId, str], tuple[PendingUpload, list[ServerId]]] = {}
+        for item in await in_thread(self.state.pending):  # oldest first
             if not item.spool.exists():
                 log.error("pending upload %s lost its spool file; dropping it", item.path)
                 await in_thread(self.state.drop_pending, item.id)
                 continue
-            try:
-                node = await self.ns.restore(item.container_id, item.path)
-            except ContainerFsError as err:
-                log.warning("cannot resume upload of %s yet: %s", item.path, err)
-                continue
-            fd = await in_thread(os.open, item.spool, os.O_RDWR)
-            size = os.fstat(fd).st_size
             # only the id it was recorded to replace: a file at its path now may be newer
             replaces = [(item.container_id, item.old_file_id)] if item.old_file_id else []
-            node.spool = Spool(item.spool, fd, size, True, 1, item.id, replaces)
-            self.stats.spools_open += 1
-            self.ns.keep_local(node)
-            self._failed[node] = Retry(self.retry_base, trio.current_time())
-            log.info("resuming upload of %s/%s (%d bytes)", item.container_id, item.path, size)
+            key = (item.container_id, item.path)
+            if key in latest:
+                # two queued uploads of one path: the newer content wins, and replaces what
+                # the older one would have
+                older, older_replaces = latest[key]
+                await self._drop_item(older)
+                replaces += [f for f in older_replaces if f not in replaces]
+            latest[key] = (item, replaces)
+        for item, replaces in latest.values():
+            await self._resume_one(item, replaces, None)
         self._wakeup.set()
+
+    async def _drop_item(self, item: PendingUpload) -> None:
+        log.info("dropping the superseded queued upload of %s/%s", item.container_id, item.path)
+        await in_thread(self.state.drop_pending, item.id)
+        await in_thread(item.spool.unlink, True)
+
+    async def _resume_one(
+        self, item: PendingUpload, replaces: list[ServerId], last: Retry | None
+    ) -> None:
+        self._unresumed.pop(item.id, None)
+        try:
+            node = await self.ns.restore(item.container_id, item.path)
+        except ContainerFsError as err:
+            log.warning("cannot resume upload of %s yet: %s", item.path, err)
+            self._unresumed[item.id] = (item, replaces, self._backoff(last, err))
+            return
+        if node.spool is not None:  # written again on this mount meanwhile: that is newer
+            await self._drop_item(item)
+            return
+        fd = await in_thread(os.open, item.spool, os.O_RDWR)
+        size = os.fstat(fd).st_size
+        node.spool = Spool(item.spool, fd, size, True, 1, item.id, replaces)
+        self.stats.spools_open += 1
+        self.ns.keep_local(node)
+        self.classify(node)
+        self._failed[node] = Retry(self.retry_base, trio.current_time())
+        log.info("resuming upload of %s/%s (%d bytes)", item.container_id, item.path, size)
+
+    async def _resume_due(self, *, everything: bool = False) -> None:
+        now = trio.current_time()
+        for item, replaces, retry in list(self._unresumed.values()):
+            if everything or retry.due <= now:
+                await self._resume_one(item, replaces, retry)
 
     async def _retry_loop(self) -> None:
         """Upload deferred files when due and retry failed uploads at their own times.
@@ -743,6 +786,7 @@ class Writer:
                 await self._wakeup.wait()
 
     async def _retry_due(self) -> None:
+        await self._resume_due()
         await self.upload_due()
         now = trio.current_time()
         due = [n for n, r in self._failed.items() if r.due <= now]
@@ -751,6 +795,7 @@ class Writer:
     def _next_delay(self) -> float:
         dues = [r.due for r in self._failed.values()]
         dues += self._later.values()
+        dues += [retry.due for _, _, retry in self._unresumed.values()]
         if self._orphans:
             dues.append(self._orphans_retry.due)
         now = trio.current_time()
@@ -818,12 +863,35 @@ class Writer:
         """Upload what is pending now, retrying until ``timeout``; True if nothing is left."""
         with trio.move_on_after(timeout):
             while True:
+                await self._resume_due(everything=True)
                 await self.upload_due(everything=True)
                 await self.retry_now()
-                if not (self._failed or self._orphans or self._closed_deferred()):
+                if not (self._left() or self._orphans):
                     break
                 await trio.sleep(min(1.0, self.retry_base))
-        return not self._failed and not self._closed_deferred()
+        await self._queue_unsaved()
+        return not self._left()
+
+    def _left(self) -> bool:
+        return bool(self._failed or self._unresumed or self._closed_deferred())
+
+    async def _queue_unsaved(self) -> None:
+        """Writers still open as the mount ends: queue their content, so that the next mount
+        uploads it (their close will never come)."""
+        for node in list(self.ns.local_nodes()):
+            spool = node.spool
+            if spool is None or not spool.dirty or node.local_only or node.gone or spool.closed:
+                continue
+            cid, path = node.cid, node.path
+            assert cid is not None
+            if spool.pending_id is None:
+                old = next((f for c, f in spool.replaces if c == cid), None)
+                spool.pending_id = await in_thread(self._record, spool, cid, path, old)
+            else:
+                await in_thread(os.fsync, spool.fd)
+            if node not in self._failed and node not in self._later:
+                delay = self.retry_base
+                self._failed[node] = Retry(delay, trio.current_time() + delay, "still open")
 
     def _closed_deferred(self) -> list[Node]:
         """Deferred files nobody has open: drain uploads them now."""
@@ -840,7 +908,14 @@ class Writer:
     def statistics(self) -> dict[str, object]:
         return {
             **vars(self.stats),
-            "pending": len(self._failed),
+            "pending": len(self._failed) + len(self._unresumed),
             "deferred": len(self._later),
             "orphans": len(self._orphans),
         }
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

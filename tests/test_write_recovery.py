@@ -363,3 +363,80 @@ async def test_opening_a_server_file_for_writing_downloads_it_without_holding_it
     await fs.ops.flush(handles[0])
     await fs.ops.release(handles[0])
     assert await fs.server_files(c.id) == {"f": b"Server"}
+
+
+async def test_drain_queues_what_writers_still_open_have_not_saved_for_the_next_mount(
+    fs: Fs, tmp_path: Path, app: Any
+) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    info, _ = await fs.ops.create(box, b"open.txt", 0o644, os.O_WRONLY | os.O_CREAT, CTX)
+    await fs.ops.write(info.fh, 0, b"unsaved")
+
+    assert not await fs.writer.drain(1)  # the writer never closed
+    assert [p["path"] for p in fs.writer.pending()] == ["open.txt"]
+    assert [i.path for i in fs.ns.state.pending()] == ["open.txt"]
+
+    async with trio.open_nursery() as nursery:
+        again = await remount(tmp_path, app, nursery)
+        assert await again.writer.drain(5)
+        nursery.cancel_scope.cancel()
+    assert await fs.server_files(c.id) == {"open.txt": b"unsaved"}
+
+
+async def test_an_upload_that_cannot_be_resumed_at_start_stays_queued(
+    fs: Fs, tmp_path: Path, app: Any
+) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    await fs.faults(FAIL_UPLOADS)
+    await save_failing(fs, box, "f", b"data")
+    await fs.faults([{"route": "list_files", "action": "error", "status": 503, "count": None}])
+
+    async with trio.open_nursery() as nursery:
+        again = await remount(tmp_path, app, nursery)  # cannot list the container yet
+        [item] = again.writer.pending()
+        assert item["path"] == "f" and item["error"]
+        await fs.faults([])
+        assert await again.writer.drain(5)
+        nursery.cancel_scope.cancel()
+    assert await fs.server_files(c.id) == {"f": b"data"}
+
+
+async def test_of_two_queued_uploads_of_one_path_the_next_mount_keeps_the_newest(
+    fs: Fs, tmp_path: Path, app: Any
+) -> None:
+    c = await fs.container("box")
+    state = fs.ns.state
+    spools = []
+    for content in (b"older", b"newer"):
+        spool = state.new_spool_path()
+        spool.write_bytes(content)
+        state.add_pending(c.id, "f", spool, None)
+        spools.append(spool)
+
+    async with trio.open_nursery() as nursery:
+        again = await remount(tmp_path, app, nursery)
+        assert [p["path"] for p in again.writer.pending()] == ["f"]
+        assert await again.writer.drain(5)
+        nursery.cancel_scope.cancel()
+    assert await fs.server_files(c.id) == {"f": b"newer"}
+    assert not spools[0].exists()
+    assert state.pending() == []
+
+
+async def test_a_resumed_upload_with_a_deferred_name_is_uploaded_at_once(
+    fs: Fs, tmp_path: Path, app: Any
+) -> None:
+    c = await fs.container("box")
+    spool = fs.ns.state.new_spool_path()
+    spool.write_bytes(b"kept")
+    fs.ns.state.add_pending(c.id, "tmpabcd1234", spool, None)
+
+    async with trio.open_nursery() as nursery:
+        again = await remount(tmp_path, app, nursery)
+        node = again.ns._by_key[("f", c.id, "tmpabcd1234")]
+        assert node.deferred
+        assert await again.writer.drain(5)
+        nursery.cancel_scope.cancel()
+    assert await fs.server_files(c.id) == {"tmpabcd1234": b"kept"}
