@@ -523,7 +523,7 @@ class Writer:
         """
         assert parent.cid is not None
         if node.is_dir:
-            await self._rename_dir(node, parent, name)
+            await self._rename_dir(node, parent, name, replaced)
             return
         await self._rename_file(node, parent.cid, self.ns.child_path(parent, name), replaced)
 
@@ -680,7 +680,7 @@ class Writer:
             await self.close_if_idle(replaced)
             return ids
 
-    async def _rename_dir(self, node: Node, parent: Node, name: str) -> None:
+    async def _rename_dir(self, node: Node, parent: Node, name: str, replaced: Node | None) -> None:
         assert node.cid is not None and parent.cid is not None
         files = await self.ns.descendant_files(node)
         if len(files) > self.max_dir_rename:
@@ -690,6 +690,8 @@ class Writer:
         for f in files:
             rest = f.path[len(node.path) + 1 :]
             await self._rename_file(f, parent.cid, posixpath.join(new_dir, rest), None)
+        if replaced is not None:  # an empty directory (checked by the caller): it ends here
+            await self.ns.drop_dir(replaced)
         await self.ns.move_dirs(node, parent.cid, new_dir)
 
     # ---- the pending queue -------------------------------------------------------------

@@ -440,3 +440,21 @@ async def test_a_resumed_upload_with_a_deferred_name_is_uploaded_at_once(
         assert await again.writer.drain(5)
         nursery.cancel_scope.cancel()
     assert await fs.server_files(c.id) == {"tmpabcd1234": b"kept"}
+
+
+async def test_a_directory_renamed_over_an_empty_one_ends_the_target(fs: Fs) -> None:
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/d1/f", b"f")
+    box = await fs.inode("box")
+    await fs.ops.mkdir(box, b"d2", 0o755, CTX)
+    target = fs.ns.node(await fs.inode("box", "d2"))
+    assert target is not None
+
+    await fs.ops.rename(box, b"d1", box, b"d2", 0, CTX)
+    assert target.gone
+    d2 = await fs.inode("box", "d2")
+    assert d2 != target.inode
+    assert await fs.listing(d2) == ["f"]
+    assert await fs.server_files(c.id) == {"f": b"f"}
+    await fs.ops.rename(d2, b"f", box, b"f", 0, CTX)  # d2 was only there for f: it goes too
+    assert await fs.listing(box) == ["f"]
