@@ -575,7 +575,11 @@ class Writer:
                         spool.dirty = True
                         spool.version += 1
                     if node.opens == 0:
-                        await self._upload_locked(node)
+                        # the file has moved whatever happens now: a failed upload stays
+                        # queued, and the rename succeeds (sed and mv would otherwise clean
+                        # up a name that no longer exists)
+                        with contextlib.suppress(ApiError):
+                            await self._upload_locked(node)
                 else:
                     for owner, fid in displaced:
                         await self._delete_quietly(owner, fid)

@@ -458,3 +458,17 @@ async def test_a_directory_renamed_over_an_empty_one_ends_the_target(fs: Fs) -> 
     assert await fs.server_files(c.id) == {"f": b"f"}
     await fs.ops.rename(d2, b"f", box, b"f", 0, CTX)  # d2 was only there for f: it goes too
     assert await fs.listing(box) == ["f"]
+
+
+async def test_a_rename_whose_upload_fails_after_the_move_still_succeeds(fs: Fs) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    await fs.write_file(box, ".x.swp", b"local only")
+    await fs.faults(FAIL_UPLOADS)
+
+    await fs.ops.rename(box, b".x.swp", box, b"x.txt", 0, CTX)  # moved: not an error
+    assert await fs.listing(box) == ["x.txt"]
+    assert [p["path"] for p in fs.writer.pending()] == ["x.txt"]
+    await fs.faults([])
+    await fs.writer.retry_now()
+    assert await fs.server_files(c.id) == {"x.txt": b"local only"}
