@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from containerfs.errors import ContainerFsError
+from containerfs.errors import ApiError, ContainerExpired, ContainerFsError, PayloadTooLarge
 from containerfs.names import NAME_MAX
 from containerfs.namespace import Attrs, Kind, Namespace, Node
 from containerfs.reader import Reader, ReadHandle
@@ -430,13 +430,26 @@ class Operations(pyfuse3.Operations):
         # before the first write, and `echo x > f` would upload an empty file first.
         handle = self._handle(fh)
         if handle.spool is not None and handle.changed:
-            await self.writer.flush(handle.node, handle.spool)
+            await self._upload(handle)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._handle(fh)
         if handle.spool is not None:
+            await self._upload(handle)
+
+    async def _upload(self, handle: Handle) -> None:
+        """Flush a handle's spool. A failed upload is EIO at close() and fsync(): the data is
+        kept and retried, and EINVAL or EAGAIN would tell the program something else. Only
+        an expired container (EROFS) and a file over the size limit (EFBIG) say more."""
+        assert handle.spool is not None
+        try:
             await self.writer.flush(handle.node, handle.spool)
+        except (ContainerExpired, PayloadTooLarge):
+            raise
+        except ApiError as err:
+            log.debug("upload at flush: %s", err)
+            raise _fail(errno.EIO) from err
 
     @guarded
     async def release(self, fh: int) -> None:

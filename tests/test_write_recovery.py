@@ -472,3 +472,36 @@ async def test_a_rename_whose_upload_fails_after_the_move_still_succeeds(fs: Fs)
     await fs.faults([])
     await fs.writer.retry_now()
     assert await fs.server_files(c.id) == {"x.txt": b"local only"}
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(400, errno.EIO), (429, errno.EIO), (503, errno.EIO), (413, errno.EFBIG)],
+)
+async def test_close_reports_a_failed_upload_as_eio_unless_too_large(
+    fs: Fs, status: int, expected: int
+) -> None:
+    await fs.container("box")
+    box = await fs.inode("box")
+    await fs.faults([{"route": "upload_file", "action": "error", "status": status, "count": None}])
+    info, _ = await fs.ops.create(box, b"f", 0o644, os.O_WRONLY | os.O_CREAT, CTX)
+    await fs.ops.write(info.fh, 0, b"data")
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await fs.ops.fsync(info.fh, False)
+    assert errno_of(exc) == expected
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await fs.ops.flush(info.fh)
+    assert errno_of(exc) == expected
+    await fs.ops.release(info.fh)
+
+
+async def test_close_in_an_expired_container_is_erofs(fs: Fs) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    info, _ = await fs.ops.create(box, b"f", 0o644, os.O_WRONLY | os.O_CREAT, CTX)
+    await fs.ops.write(info.fh, 0, b"data")
+    (await fs.admin.post(f"/_emulator/containers/{c.id}/expire")).raise_for_status()
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await fs.ops.flush(info.fh)
+    assert errno_of(exc) == errno.EROFS
+    await fs.ops.release(info.fh)
