@@ -7,6 +7,7 @@ then terminate/kill.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -40,10 +41,8 @@ class MountProcess:
         """Clean unmount by SIGTERM (finishes uploads), falling back to fusermount3."""
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         for flags in ("-u", "-uz"):
             if not os.path.ismount(self.mountpoint):
                 break
