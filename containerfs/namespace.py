@@ -82,6 +82,9 @@ class Node:
     deferred: bool = False  # uploaded only if still there a while after close (tool temp files)
     opens: int = 0
     settling: trio.Event | None = None  # set while a closed spool's content moves to the cache
+    # the time shown for a node the server gives none (directories, files not uploaded yet):
+    # fixed, so that rsync and make see a directory's mtime stay put
+    born_ns: int = field(default_factory=time.time_ns)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
@@ -421,7 +424,7 @@ class Namespace:
             created = node.remote.created_at if node.remote else 0
         if ro:
             mode &= ~0o222
-        created_ns = created * 1_000_000_000 if created else time.time_ns()
+        created_ns = created * 1_000_000_000 if created else node.born_ns
         mtime = node.mtime_ns if node.mtime_ns is not None else created_ns
         atime = node.atime_ns if node.atime_ns is not None else mtime
         return Attrs(node.inode, mode, nlink, size, self.uid, self.gid, mtime, atime, mtime)
