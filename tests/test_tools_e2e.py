@@ -381,7 +381,9 @@ def test_rename_exchange_is_refused_with_einval(box: Box) -> None:
 # ---- copying -------------------------------------------------------------------------------
 
 
-def test_cp_p_keeps_mode_and_mtime(box: Box, tmp_path: Path) -> None:
+def test_cp_p_keeps_mode_and_mtime_and_a_directory_keeps_its_own(box: Box, tmp_path: Path) -> None:
+    (box.dir / "d").mkdir()
+    dir_mtime = (box.dir / "d").stat().st_mtime_ns
     source = tmp_path / "report.txt"
     source.write_bytes(b"report\n")
     source.chmod(0o640)
@@ -395,6 +397,7 @@ def test_cp_p_keeps_mode_and_mtime(box: Box, tmp_path: Path) -> None:
     assert writes(calls) == (1, 0, 0)
     time.sleep(1.2)  # past the kernel's attribute timeout: the values come from the mount
     assert (box.dir / "report.txt").stat().st_mtime_ns == 1_500_000_000_123_456_789
+    assert (box.dir / "d").stat().st_mtime_ns == dir_mtime  # not "now" at every stat
 
 
 def test_rsync_of_a_tree_uploads_each_file_once_and_a_checksum_rerun_nothing(
