@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from emulator_proc import EmulatorProcess, start_emulator
+from fs_harness import Fs, build_fs, close_fs
 from mount_proc import MountProcess, start_mount
+
+from containerfs.emulator import EmulatorConfig, create_app
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +51,19 @@ def mount_factory(tmp_path: Path) -> Iterator[Callable[..., MountProcess]]:
     yield start
     for mp in reversed(started):
         mp.unmount()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Any:
+    app = create_app(EmulatorConfig(data_dir=tmp_path / "emulator"))
+    yield app
+    app.state.emulator.close()
+
+
+@pytest.fixture
+async def fs(tmp_path: Path, app: Any) -> AsyncIterator[Fs]:
+    async with trio.open_nursery() as nursery:
+        made = await build_fs(tmp_path, nursery, app)
+        yield made
+        nursery.cancel_scope.cancel()  # background downloads and retries first
+    await close_fs(made)

@@ -3,32 +3,10 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pyfuse3
 import pytest
-import trio
-from test_operations import CTX, Fs, build_fs, close_fs
-
-from containerfs.emulator import EmulatorConfig, create_app
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Any:
-    app = create_app(EmulatorConfig(data_dir=tmp_path / "emulator"))
-    yield app
-    app.state.emulator.close()
-
-
-@pytest.fixture
-async def fs(tmp_path: Path, app: Any) -> AsyncIterator[Fs]:
-    async with trio.open_nursery() as nursery:
-        made = await build_fs(tmp_path, nursery, app)
-        yield made
-        nursery.cancel_scope.cancel()
-    await close_fs(made)
+from fs_harness import CTX, Fs
 
 
 async def test_a_directory_over_the_rename_limit_answers_exdev_and_stays(fs: Fs) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +15,11 @@ import pyfuse3
 import pytest
 import trio
 import trio.testing
-from test_operations import CTX, Fs, build_fs, close_fs, errno_of
+from fs_harness import CTX, Fs, build_fs, errno_of
 
-from containerfs.emulator import EmulatorConfig, create_app
 from containerfs.errors import ContainerExpired, ServerError
 
 FAIL_UPLOADS = [{"route": "upload_file", "action": "error", "status": 500, "count": None}]
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Any:
-    app = create_app(EmulatorConfig(data_dir=tmp_path / "emulator"))
-    yield app
-    app.state.emulator.close()
-
-
-@pytest.fixture
-async def fs(tmp_path: Path, app: Any) -> AsyncIterator[Fs]:
-    async with trio.open_nursery() as nursery:
-        made = await build_fs(tmp_path, nursery, app)
-        yield made
-        nursery.cancel_scope.cancel()
-    await close_fs(made)
 
 
 async def open_write(fs: Fs, inode: int, flags: int = os.O_WRONLY) -> int:
