@@ -4,17 +4,17 @@ Every node open for writing has a spool file in the state directory (mode 0600).
 the spool; ``flush`` uploads it when dirty, streamed from disk, so ``close()`` reports a failed
 upload. A failed upload keeps its spool and its row in the state database and is retried in
 the background with backoff; a later mount resumes it. The server copy a new upload replaces is
-deleted only after the server confirmed the new one. Knows nothing about FUSE or HTTP.
+deleted only after the server confirmed the new one. The retry and resume machinery is in
+``pending.py``, renames in ``renames.py``; both work on a ``Writer``. Knows nothing about FUSE
+or HTTP.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fnmatch
 import logging
 import os
-import posixpath
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +23,12 @@ from typing import Protocol
 
 import trio
 
-from containerfs.errors import ApiError, ContainerFsError, NotFound
+from containerfs import pending as queue
+from containerfs import renames
+from containerfs.errors import ApiError, NotFound
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.namespace import Namespace, Node
+from containerfs.pending import Retry
 from containerfs.state import PendingUpload, State, in_thread
 
 log = logging.getLogger(__name__)
@@ -93,15 +96,6 @@ class Spool:
 
 
 @dataclass
-class Retry:
-    """When to try a failed upload (or delete) again, and why the last attempt failed."""
-
-    delay: float  # the wait before ``due``; doubled by every failure up to ``retry_max``
-    due: float  # trio time of the next attempt
-    error: str | None = None
-
-
-@dataclass
 class WriterStats:
     uploads: int = 0
     upload_failures: int = 0
@@ -158,8 +152,8 @@ class Writer:
         **options: object,
     ) -> Writer:
         writer = cls(client, namespace, state, reader, **options)  # type: ignore[arg-type]
-        await writer._resume()
-        nursery.start_soon(writer._retry_loop)
+        await queue.resume(writer)
+        nursery.start_soon(queue.retry_loop, writer)
         return writer
 
     # ---- naming ------------------------------------------------------------------------
@@ -276,6 +270,13 @@ class Writer:
                 spool.path.unlink(missing_ok=True)
 
         await in_thread(remove)
+
+    async def _reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
+        """The spool of an upload a previous mount queued: dirty, and recorded as ``item``."""
+        fd = await in_thread(os.open, item.spool, os.O_RDWR)
+        size = os.fstat(fd).st_size
+        self.stats.spools_open += 1
+        return Spool(item.spool, fd, size, True, 1, item.id, replaces)
 
     async def _truncate_spool(self, spool: Spool, size: int) -> None:
         await in_thread(lambda: os.ftruncate(spool.fd, size))
@@ -434,7 +435,7 @@ class Writer:
         superseded, spool.replaces = spool.replaces, [(cid, new.id)]
         for owner, fid in superseded:
             await self._delete_quietly(owner, fid)
-        await self._retire_backup(cid, path)
+        await renames.retire_backup(self, cid, path)
         if spool.version == version:
             spool.dirty = False
             pid = spool.pending_id
@@ -511,397 +512,27 @@ class Writer:
                     node.local_only = False
                     await self.close_if_idle(node)
 
-    # ---- rename ------------------------------------------------------------------------
+    # ---- rename (in renames.py) -------------------------------------------------------
     async def rename(self, node: Node, parent: Node, name: str, replaced: Node | None) -> None:
-        """Move ``node`` to ``parent/name``; the server has no move, so content is re-uploaded.
+        """Move ``node`` to ``parent/name`` (see ``renames.rename``)."""
+        await renames.rename(self, node, parent, name, replaced)
 
-        A file the server does not have yet moves locally. A server file moved to a local-only
-        name (an editor's backup) keeps its server copy, shown under the new name, until a new
-        file is uploaded under its old name (``_retire_backup``), it is deleted, or it moves
-        back. Otherwise the content is uploaded under the new name and the old id (and a
-        replaced target's) deleted only after that succeeded.
-        """
-        assert parent.cid is not None
-        if node.is_dir:
-            await self._rename_dir(node, parent, name, replaced)
-            return
-        await self._rename_file(node, parent.cid, self.ns.child_path(parent, name), replaced)
-
-    async def _rename_file(
-        self, node: Node, cid: ContainerId, path: str, replaced: Node | None
-    ) -> None:
-        name = posixpath.basename(path)
-        async with node.lock:
-            spool = node.spool
-            to_local = self.is_local_only(name)
-            back_home = node.remote is not None and self._backups.get((cid, path)) is node
-            local_move = node.remote is None or to_local or back_home
-            # the target is replaced only once the move cannot fail any more: a failed upload
-            # leaves both files as they were
-            displaced = (
-                await self._take_over(replaced) if replaced is not None and local_move else []
-            )
-            if local_move:
-                # not on the server, staying off it, or back where its server copy is: a
-                # local move, no API call
-                was_local = node.local_only
-                assert node.cid is not None
-                origin = (node.cid, node.path)
-                self.ns.move(node, cid, path)
-                self.classify(node)
-                if node.remote is not None:
-                    self.ns.show_at(node, node.remote, path)
-                    if to_local and not was_local:
-                        self._backups[origin] = node
-                    elif back_home:
-                        del self._backups[(cid, path)]
-                if node.local_only:
-                    # staying on this machine: nothing of it is to be uploaded any more
-                    self._failed.pop(node, None)
-                    self._later.pop(node, None)
-                if spool is not None and spool.pending_id is not None:
-                    pid = spool.pending_id
-                    if node.local_only:
-                        spool.pending_id = None
-                        await in_thread(self.state.drop_pending, pid)
-                    else:
-                        # the next mount resumes it under its new name, never the old one
-                        await in_thread(
-                            lambda: self.state.update_pending(pid, path=path, container_id=cid)
-                        )
-                if spool is not None:
-                    spool.replaces += displaced
-                    if was_local and not to_local:
-                        spool.dirty = True
-                        spool.version += 1
-                    if node.opens == 0:
-                        # the file has moved whatever happens now: a failed upload stays
-                        # queued, and the rename succeeds (sed and mv would otherwise clean
-                        # up a name that no longer exists)
-                        with contextlib.suppress(ApiError):
-                            await self._upload_locked(node)
-                else:
-                    for owner, fid in displaced:
-                        await self._delete_quietly(owner, fid)
-                return
-            # on the server, to a name that is uploaded: upload the content under it
-            remote = node.remote
-            assert remote is not None  # not a local move
-            old_cid = node.cid
-            assert old_cid is not None
-            source, pinned = await self._content_path(node)
-            version = spool.version if spool is not None else 0
-            try:
-                new = await self.client.upload_file(cid, source, filename=path)
-                if pinned:
-                    await self._cache_copy(new.id, source)
-            finally:
-                if pinned:
-                    self.reader.unpin(remote.id)
-            self.stats.uploads += 1
-            if replaced is not None:
-                displaced = await self._take_over(replaced)
-            self.ns.move(node, cid, path)
-            self.classify(node)
-            await self.ns.file_uploaded(node, new)
-            superseded = [(remote.container_id, remote.id), *displaced]
-            if spool is not None:
-                superseded += [f for f in spool.replaces if f not in superseded]
-                spool.replaces = [(cid, new.id)]
-                if spool.version == version and spool.dirty:
-                    spool.dirty = False
-                    self._failed.pop(node, None)
-                    if spool.pending_id is not None:
-                        pid, spool.pending_id = spool.pending_id, None
-                        await in_thread(self.state.drop_pending, pid)
-            for owner, fid in superseded:
-                await self._delete_quietly(owner, fid)
-            await self._retire_backup(cid, path)
-
-    async def _retire_backup(self, cid: ContainerId, path: str) -> None:
-        """A new file was just uploaded at ``path``: if a server file was renamed from there
-        to a local-only name (vim's or emacs' ``f~``), that backup is superseded. Its content
-        stays on this machine, local-only, and its server copy is deleted, so the server never
-        keeps a backup. (Not under the backup's lock: its holder may wait for the caller's.)
-        """
-        node = self._backups.pop((cid, path), None)
-        if node is None or node.gone or not node.local_only or node.remote is None:
-            return
-        remote = node.remote
-        if node.spool is None:
-            try:
-                spool = await self._new_spool(node, copy=True)  # from the cache, usually
-            except ContainerFsError as err:
-                log.warning("backup %s keeps its server copy: %s", node.path, err)
-                return
-            if node.spool is not None or node.gone or node.remote is not remote:
-                await self._discard(spool)
-                return
-            node.spool = spool
-            self.ns.keep_local(node)
-        node.spool.replaces = [f for f in node.spool.replaces if f[1] != remote.id]
-        node.remote = None
-        await self._delete_quietly(remote.container_id, remote.id)
-
-    async def _cache_copy(self, fid: FileId, source: Path) -> None:
-        """Cache a copy of ``source`` as ``fid``'s content: a read after a rename then costs
-        no download (the old id's cache entry goes with its delete)."""
-        copy = self.state.new_spool_path()
-        try:
-            await in_thread(shutil.copyfile, source, copy)
-            if await self.reader.adopt(fid, copy):
-                return
-        except OSError as err:
-            log.debug("no cached copy of %s: %s", fid, err)
-        await in_thread(copy.unlink, True)
-
-    async def _content_path(self, node: Node) -> tuple[Path, bool]:
-        """Where ``node``'s current content is on disk: its spool, or the pinned cache file."""
-        if node.spool is not None:
-            await in_thread(os.fsync, node.spool.fd)
-            return node.spool.path, False
-        remote = node.remote
-        assert remote is not None
-        return await self.reader.fetch(remote.container_id, remote.id, remote.bytes), True
-
-    async def _take_over(self, replaced: Node) -> list[ServerId]:
-        """The server files of a rename target, which the moved file supersedes."""
-        async with replaced.lock:
-            remote = replaced.remote
-            ids = [(remote.container_id, remote.id)] if remote is not None else []
-            spool = replaced.spool
-            if spool is not None:
-                ids += [f for f in spool.replaces if f not in ids]
-                spool.replaces = []
-                spool.dirty = False
-                if spool.pending_id is not None:
-                    pid, spool.pending_id = spool.pending_id, None
-                    await in_thread(self.state.drop_pending, pid)
-            self._failed.pop(replaced, None)
-            self._later.pop(replaced, None)
-            self.ns.mark_gone(replaced)
-            replaced.remote = None
-            await self.close_if_idle(replaced)
-            return ids
-
-    async def _rename_dir(self, node: Node, parent: Node, name: str, replaced: Node | None) -> None:
-        assert node.cid is not None and parent.cid is not None
-        files = await self.ns.descendant_files(node)
-        if len(files) > self.max_dir_rename:
-            # mv then copies and deletes the tree itself
-            raise ContainerFsError.with_errno(errno.EXDEV)
-        new_dir = self.ns.child_path(parent, name)
-        for f in files:
-            rest = f.path[len(node.path) + 1 :]
-            await self._rename_file(f, parent.cid, posixpath.join(new_dir, rest), None)
-        if replaced is not None:  # an empty directory (checked by the caller): it ends here
-            await self.ns.drop_dir(replaced)
-        await self.ns.move_dirs(node, parent.cid, new_dir)
-
-    # ---- the pending queue -------------------------------------------------------------
+    # ---- the pending queue (in pending.py) ---------------------------------------------
     def pending(self) -> list[dict[str, object]]:
-        return [
-            {
-                "container_id": n.cid,
-                "path": n.path,
-                "bytes": n.spool.size if n.spool else 0,
-                "state": "deferred" if n in self._later else "failed",
-                "error": self._failed[n].error if n in self._failed else None,
-            }
-            for n in [*self._failed, *self._later]
-        ] + [
-            {
-                "container_id": item.container_id,
-                "path": item.path,
-                "bytes": _size_of(item.spool),
-                "state": "failed",
-                "error": retry.error,
-            }
-            for item, _, retry in self._unresumed.values()
-        ]
-
-    async def _resume(self) -> None:
-        """Re-queue the uploads a previous mount did not finish."""
-        latest: dict[tuple[ContainerId, str], tuple[PendingUpload, list[ServerId]]] = {}
-        for item in await in_thread(self.state.pending):  # oldest first
-            if not item.spool.exists():
-                log.error("pending upload %s lost its spool file; dropping it", item.path)
-                await in_thread(self.state.drop_pending, item.id)
-                continue
-            # only the id it was recorded to replace: a file at its path now may be newer
-            replaces = [(item.container_id, item.old_file_id)] if item.old_file_id else []
-            key = (item.container_id, item.path)
-            if key in latest:
-                # two queued uploads of one path: the newer content wins, and replaces what
-                # the older one would have
-                older, older_replaces = latest[key]
-                await self._drop_item(older)
-                replaces += [f for f in older_replaces if f not in replaces]
-            latest[key] = (item, replaces)
-        for item, replaces in latest.values():
-            await self._resume_one(item, replaces, None)
-        self._wakeup.set()
-
-    async def _drop_item(self, item: PendingUpload) -> None:
-        log.info("dropping the superseded queued upload of %s/%s", item.container_id, item.path)
-        await in_thread(self.state.drop_pending, item.id)
-        await in_thread(item.spool.unlink, True)
-
-    async def _resume_one(
-        self, item: PendingUpload, replaces: list[ServerId], last: Retry | None
-    ) -> None:
-        self._unresumed.pop(item.id, None)
-        try:
-            node = await self.ns.restore(item.container_id, item.path)
-        except ContainerFsError as err:
-            log.warning("cannot resume upload of %s yet: %s", item.path, err)
-            self._unresumed[item.id] = (item, replaces, self._backoff(last, err))
-            return
-        if node.spool is not None:  # written again on this mount meanwhile: that is newer
-            await self._drop_item(item)
-            return
-        fd = await in_thread(os.open, item.spool, os.O_RDWR)
-        size = os.fstat(fd).st_size
-        node.spool = Spool(item.spool, fd, size, True, 1, item.id, replaces)
-        self.stats.spools_open += 1
-        self.ns.keep_local(node)
-        self.classify(node)
-        self._failed[node] = Retry(self.retry_base, trio.current_time())
-        log.info("resuming upload of %s/%s (%d bytes)", item.container_id, item.path, size)
-
-    async def _resume_due(self, *, everything: bool = False) -> None:
-        now = trio.current_time()
-        for item, replaces, retry in list(self._unresumed.values()):
-            if everything or retry.due <= now:
-                await self._resume_one(item, replaces, retry)
-
-    async def _retry_loop(self) -> None:
-        """Upload deferred files when due and retry failed uploads at their own times.
-
-        ``_wakeup`` is set by changes from outside (a failed flush, a deferred close); the loop
-        renews it only after its own work, whose failures must not wake it again at once.
-        """
-        while True:
-            try:
-                await self._retry_due()
-            except Exception:  # never let the loop end: it would take the mount with it
-                log.exception("the background upload loop failed; carrying on")
-                await trio.sleep(self.retry_base)
-            self._wakeup = trio.Event()
-            with trio.move_on_after(self._next_delay()):
-                await self._wakeup.wait()
-
-    async def _retry_due(self) -> None:
-        await self._resume_due()
-        await self.upload_due()
-        now = trio.current_time()
-        due = [n for n, r in self._failed.items() if r.due <= now]
-        await self.retry_now(due, orphans=bool(self._orphans) and self._orphans_retry.due <= now)
-
-    def _next_delay(self) -> float:
-        dues = [r.due for r in self._failed.values()]
-        dues += self._later.values()
-        dues += [retry.due for _, _, retry in self._unresumed.values()]
-        if self._orphans:
-            dues.append(self._orphans_retry.due)
-        now = trio.current_time()
-        return max(0.0, min(dues, default=now + self.retry_max) - now)
+        """The uploads not done yet: deferred, failed, or queued by a previous mount."""
+        return queue.pending(self)
 
     async def upload_due(self, *, everything: bool = False) -> None:
         """Upload the deferred files whose grace period is over (or all of them)."""
-        now = trio.current_time()
-        for node, deadline in list(self._later.items()):
-            if node.gone or not node.deferred:
-                self._later.pop(node, None)
-            elif not everything and deadline <= now and node.opens > 0:
-                self._later[node] = now + self.defer_seconds  # reopened: wait for its close
-            elif (everything or deadline <= now) and node.opens == 0:
-                try:
-                    async with node.lock:
-                        await self._upload_locked(node, now=True)
-                except ApiError:
-                    continue
-                except Exception as err:
-                    self._unexpected(node, err)
-                    continue
-                await self.close_if_idle(node)
+        await queue.upload_due(self, everything=everything)
 
     async def retry_now(self, nodes: Iterable[Node] | None = None, *, orphans: bool = True) -> None:
         """Try every failed upload that nobody is writing to, and leftover deletes."""
-        for node in list(nodes if nodes is not None else self._failed):
-            if node.spool is not None and node.spool.writers > 0:
-                self._postpone(node)
-                continue  # its writer's own flush uploads it
-            try:
-                await self.flush(node)
-                self._postpone(node)
-                await self.close_if_idle(node)
-            except ApiError:
-                continue  # the failure scheduled its next attempt
-            except Exception as err:
-                self._unexpected(node, err)
-        if orphans:
-            left, self._orphans = self._orphans, []
-            for cid, fid in left:
-                try:
-                    await self._delete_quietly(cid, fid)
-                except Exception as err:
-                    log.error("deleting superseded %s/%s failed: %r", cid, fid, err, exc_info=err)
-                    self._orphan(cid, fid, err)
-            if not self._orphans:
-                self._orphans_retry = Retry(0.0, 0.0)
-
-    def _unexpected(self, node: Node, err: Exception) -> None:
-        """An error no upload should raise (a full disk, the state database): log it, and
-        try the node again later like a failed upload."""
-        log.error("retrying the upload of %s/%s failed: %r", node.cid, node.path, err, exc_info=err)
-        if not node.gone:
-            self._failed[node] = self._backoff(self._failed.get(node), err)
-
-    def _postpone(self, node: Node) -> None:
-        """A due node that was not tried: its next attempt is one delay away, not now again."""
-        entry = self._failed.get(node)
-        now = trio.current_time()
-        if entry is not None and entry.due <= now:
-            entry.due = now + max(entry.delay, self.retry_base)
+        await queue.retry_now(self, nodes, orphans=orphans)
 
     async def drain(self, timeout: float) -> bool:
         """Upload what is pending now, retrying until ``timeout``; True if nothing is left."""
-        with trio.move_on_after(timeout):
-            while True:
-                await self._resume_due(everything=True)
-                await self.upload_due(everything=True)
-                await self.retry_now()
-                if not (self._left() or self._orphans):
-                    break
-                await trio.sleep(min(1.0, self.retry_base))
-        await self._queue_unsaved()
-        return not self._left()
-
-    def _left(self) -> bool:
-        return bool(self._failed or self._unresumed or self._closed_deferred())
-
-    async def _queue_unsaved(self) -> None:
-        """Writers still open as the mount ends: queue their content, so that the next mount
-        uploads it (their close will never come)."""
-        for node in list(self.ns.local_nodes()):
-            spool = node.spool
-            if spool is None or not spool.dirty or node.local_only or node.gone or spool.closed:
-                continue
-            cid, path = node.cid, node.path
-            assert cid is not None
-            if spool.pending_id is None:
-                old = next((f for c, f in spool.replaces if c == cid), None)
-                spool.pending_id = await in_thread(self._record, spool, cid, path, old)
-            else:
-                await in_thread(os.fsync, spool.fd)
-            if node not in self._failed and node not in self._later:
-                delay = self.retry_base
-                self._failed[node] = Retry(delay, trio.current_time() + delay, "still open")
-
-    def _closed_deferred(self) -> list[Node]:
-        """Deferred files nobody has open: drain uploads them now."""
-        return [n for n in self._later if n.opens == 0]
+        return await queue.drain(self, timeout)
 
     async def discard_local_only(self) -> None:
         """The mount ended: local-only files (swap files, backups) end with it."""
@@ -918,10 +549,3 @@ class Writer:
             "deferred": len(self._later),
             "orphans": len(self._orphans),
         }
-
-
-def _size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
