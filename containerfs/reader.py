@@ -15,17 +15,16 @@ How a file's bytes flow:
 - A broken stream is resumed from the frontier (``download(offset=...)``; if the server
   ignores ``Range`` the already-present bytes are skipped); after the last retry the error
   wakes every waiter and the entry is dropped, so the next ``open`` starts afresh.
+
+The download task and the live ``Entry`` it fills are in ``download.py``.
 """
 
 from __future__ import annotations
 
 import errno
-import heapq
-import itertools
 import logging
 import os
 import shutil
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -36,7 +35,9 @@ from typing import Protocol
 import trio
 
 from containerfs.cache import CacheEntry, DiskCache
-from containerfs.errors import ApiConnectionError, ApiError, ContainerFsError
+from containerfs.download import CacheError as CacheError
+from containerfs.download import Entry, download_task
+from containerfs.errors import ApiError
 from containerfs.models import ContainerId, FileId
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 FLUSH_BYTES = 1 << 20
 # Backpressure: the stream pauses when this much content waits for the disk.
 MAX_PENDING = 8 << 20
-# pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
-_MAX_IOV = 512
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
 # Sequential reads from the cache file fetch this much per thread hop (the kernel asks for
 # 128 KiB at a time; one pread per request would make the thread hop the bottleneck).
@@ -84,14 +83,6 @@ class ContentSource(Protocol):
     ) -> AbstractAsyncContextManager[DownloadStream]: ...
 
 
-class CacheError(ContainerFsError):
-    """The local cache failed (disk full, files removed behind our back, download abandoned)."""
-
-    def __init__(self, message: str, *, errno_: int = errno.EIO) -> None:
-        super().__init__(message)
-        self.errno = errno_
-
-
 @dataclass(frozen=True)
 class ReaderStats:
     hits: int  # opens served from a complete cache entry
@@ -112,103 +103,12 @@ class ReaderStats:
     entries: int
 
 
-class _Entry:
-    """Runtime state of one file version that is open, pinned or downloading."""
-
-    def __init__(self, cache: CacheEntry, container_id: ContainerId, expected: int | None) -> None:
-        self.cache = cache
-        self.file_id = cache.file_id
-        self.container_id = container_id
-        self.expected_size = expected
-        self.final_size: int | None = None  # known once the stream ended (or from the cache)
-        self.stream_size: int | None = None  # total size the server announced
-        self.fd: int | None = None
-        self.fd_ready = trio.Event()
-        self.needs_fd = False  # a complete cache entry whose fd the first opener opens
-        # bytes [0, disk_end) are in the cache file; [disk_end, arrived) in `pending`, and
-        # [disk_end - recent_bytes, disk_end) also in `recent` (written, kept for readers)
-        self.disk_end = 0
-        self.pending: deque[bytes] = deque()
-        self.pending_bytes = 0
-        self.recent: deque[bytes] = deque()
-        self.recent_bytes = 0
-        self.error: ContainerFsError | None = None
-        self.downloading = False
-        self.stream_done = False
-        self.detached = False  # no longer indexed (failed, invalidated): files already deleted
-        self.settled = trio.Event()  # download finished (content durable) or failed
-        self.flush_wanted = trio.Event()
-        self.drained = trio.Event()
-        self.cancel_scope = trio.CancelScope()
-        self.opens = 0
-        self.pins = 0
-        self.io = 0  # thread calls in flight on fd: it must not be closed under them
-        self._waiters: list[tuple[int, int, trio.Event]] = []
-        self._seq = itertools.count()
-        # bytes fetched by a ranged GET far beyond the frontier: (offset, content)
-        self.window: tuple[int, bytes] = (0, b"")
-        self.window_lock = trio.Lock()
-
-    @property
-    def arrived(self) -> int:
-        return self.disk_end + self.pending_bytes
-
-    @property
-    def size(self) -> int | None:
-        return self.final_size if self.final_size is not None else self.expected_size
-
-    @property
-    def users(self) -> int:
-        return self.opens + self.pins + self.io + (1 if self.downloading else 0)
-
-    async def wait_for(self, end: int) -> None:
-        """Wait until ``end`` has arrived, the stream ended, or the download failed."""
-        if self.arrived >= end or self.final_size is not None or self.error is not None:
-            return
-        event = trio.Event()
-        heapq.heappush(self._waiters, (end, next(self._seq), event))
-        await event.wait()
-
-    def wake(self) -> None:
-        arrived = self.arrived
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= arrived:
-            heapq.heappop(waiters)[2].set()
-
-    def wake_all(self) -> None:
-        for _, _, event in self._waiters:
-            event.set()
-        self._waiters.clear()
-
-    @property
-    def mem_start(self) -> int:
-        return self.disk_end - self.recent_bytes
-
-    def copy_memory(self, start: int, end: int) -> bytes:
-        """Bytes [start, end) from memory (mem_start <= start, end <= arrived)."""
-        pos = self.mem_start
-        # views, not slices: the bytes are copied once, by the join
-        parts: list[bytes | memoryview] = []
-        for seg in itertools.chain(self.recent, self.pending):
-            seg_end = pos + len(seg)
-            if seg_end > start:
-                lo = start - pos if start > pos else 0
-                hi = end - pos if end < seg_end else len(seg)
-                parts.append(seg if lo == 0 and hi == len(seg) else memoryview(seg)[lo:hi])
-                if seg_end >= end:
-                    break
-            pos = seg_end
-        if len(parts) == 1:
-            return bytes(parts[0])  # a whole segment is returned as is, not copied
-        return b"".join(parts)
-
-
 class ReadHandle:
     """An open file of the read path; ``size`` is updated when the download finishes."""
 
     __slots__ = ("_ahead", "_ahead_at", "_entry", "_next", "_released", "file_id")
 
-    def __init__(self, entry: _Entry) -> None:
+    def __init__(self, entry: Entry) -> None:
         self._entry = entry
         self._released = False
         self.file_id = entry.file_id
@@ -249,8 +149,8 @@ class Reader:
         self._cache = cache
         self._nursery = nursery
         self._retry_delays = tuple(retry_delays)
-        self._live: dict[FileId, _Entry] = {}
-        self._pins: dict[FileId, list[_Entry]] = {}
+        self._live: dict[FileId, Entry] = {}
+        self._pins: dict[FileId, list[Entry]] = {}
         self._deleting: dict[FileId, trio.Event] = {}
         self._known_sizes: dict[FileId, int] = {
             e.file_id: e.size for e in cache if e.complete and e.size is not None
@@ -454,7 +354,7 @@ class Reader:
 
     async def _acquire(
         self, container_id: ContainerId, file_id: FileId, size: int | None, *, pin: bool
-    ) -> _Entry:
+    ) -> Entry:
         """The live entry for a file version, with one more open (or pin) counted on it."""
         entry = self._lookup(container_id, file_id, size)
         if pin:
@@ -483,7 +383,7 @@ class Reader:
             entry.fd_ready.set()
         return entry
 
-    def _lookup(self, container_id: ContainerId, file_id: FileId, size: int | None) -> _Entry:
+    def _lookup(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Entry:
         entry = self._live.get(file_id)
         if (
             entry is not None
@@ -503,7 +403,7 @@ class Reader:
         if cached is not None and cached.complete and (size is None or cached.size == size):
             self._hits += 1
             self._cache.touch(cached)
-            entry = _Entry(cached, container_id, cached.size)
+            entry = Entry(cached, container_id, cached.size)
             entry.final_size = entry.disk_end = cached.stored
             entry.needs_fd = True
             entry.settled.set()
@@ -513,15 +413,15 @@ class Reader:
             self._cache.remove(cached)
             self._schedule_delete(file_id, (cached.data_path, cached.meta_path))
         self._misses += 1
-        entry = _Entry(self._cache.add(file_id, size), container_id, size)
+        entry = Entry(self._cache.add(file_id, size), container_id, size)
         self._live[file_id] = entry
         entry.downloading = True
         self._started += 1
         self._evict()  # make room for the expected size now, not after the bytes arrived
-        self._nursery.start_soon(self._download, entry)
+        self._nursery.start_soon(download_task, self, entry)
         return entry
 
-    def _detach(self, entry: _Entry) -> None:
+    def _detach(self, entry: Entry) -> None:
         """Unindex an entry and delete its files; open handles keep reading through the fd."""
         if entry.detached:
             return
@@ -533,7 +433,7 @@ class Reader:
             # create a fresh file without truncating the one still open here
             self._schedule_delete(entry.file_id, (entry.cache.data_path, entry.cache.meta_path))
 
-    def _maybe_drop(self, entry: _Entry) -> None:
+    def _maybe_drop(self, entry: Entry) -> None:
         if entry.users:
             return
         if entry.fd is not None:
@@ -577,7 +477,7 @@ class Reader:
 
     # ---- reads ----
 
-    async def _serve(self, entry: _Entry, offset: int, end: int, handle: ReadHandle) -> bytes:
+    async def _serve(self, entry: Entry, offset: int, end: int, handle: ReadHandle) -> bytes:
         disk_end = entry.disk_end
         mem_start = entry.mem_start
         # take the in-memory part first: the flusher may drop it from memory while we pread
@@ -604,7 +504,7 @@ class Reader:
             head = block
         return head + tail if tail else head
 
-    def _far_ahead(self, entry: _Entry, offset: int) -> bool:
+    def _far_ahead(self, entry: Entry, offset: int) -> bool:
         size = entry.size
         return (
             self._range_ok
@@ -617,7 +517,7 @@ class Reader:
             and offset > entry.arrived + self._range_ahead
         )
 
-    async def _read_ahead_of_stream(self, entry: _Entry, offset: int, end: int) -> bytes | None:
+    async def _read_ahead_of_stream(self, entry: Entry, offset: int, end: int) -> bytes | None:
         """Serve a read far beyond the frontier with its own ranged GET (None: wait instead)."""
         async with entry.window_lock:  # concurrent far reads share one request
             at, window = entry.window
@@ -660,201 +560,6 @@ class Reader:
             entry.window = (offset, bytes(buf[:want]))
             return entry.window[1][: end - offset]
 
-    # ---- downloads ----
-
-    async def _download(self, entry: _Entry) -> None:
-        try:
-            with entry.cancel_scope:
-                try:
-                    await self._run_download(entry)
-                except ContainerFsError as exc:
-                    self._fail(entry, exc)
-                except OSError as exc:
-                    code = exc.errno or errno.EIO
-                    self._fail(entry, CacheError(f"cache write failed: {exc}", errno_=code))
-                except Exception as exc:
-                    # a bug or an unmapped error must not take the whole mount down with it
-                    log.exception("download of %s crashed", entry.file_id)
-                    self._fail(entry, CacheError(f"download failed: {exc!r}"))
-        finally:
-            entry.downloading = False
-            if entry.error is None and not entry.settled.is_set():
-                # cancelled: invalidated, abandoned, or the mount is shutting down (this task
-                # runs in self._nursery, so it is still open for the deletion task)
-                entry.error = CacheError("download cancelled")
-                self._detach(entry)
-            entry.settled.set()
-            entry.fd_ready.set()
-            entry.wake_all()
-            self._maybe_drop(entry)
-            # the entry may have become evictable just now (released while downloading)
-            self._evict()
-
-    def _fail(self, entry: _Entry, exc: ContainerFsError) -> None:
-        log.warning("download of %s failed: %s", entry.file_id, exc)
-        self._failed += 1
-        entry.error = exc
-        entry.wake_all()
-        self._detach(entry)
-
-    async def _run_download(self, entry: _Entry) -> None:
-        failure: ContainerFsError | None = None
-
-        async def stream(cancel: trio.CancelScope) -> None:
-            nonlocal failure
-            try:
-                await self._stream(entry)
-            except ContainerFsError as exc:
-                failure = exc
-                cancel.cancel()
-            finally:
-                entry.stream_done = True
-                entry.flush_wanted.set()
-
-        async def flush(cancel: trio.CancelScope) -> None:
-            nonlocal failure
-            try:
-                # the GET is already on its way: the first bytes don't wait for this thread hop
-                pending_delete = self._deleting.get(entry.file_id)
-                if pending_delete is not None:
-                    await pending_delete.wait()
-                entry.fd = await trio.to_thread.run_sync(_create_data_file, entry.cache.data_path)
-                entry.fd_ready.set()
-                await self._flusher(entry)
-            except OSError as exc:
-                failure = CacheError(f"cache write failed: {exc}", errno_=exc.errno or errno.EIO)
-                cancel.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream, nursery.cancel_scope)
-            nursery.start_soon(flush, nursery.cancel_scope)
-        if failure is not None:
-            raise failure
-        size = entry.arrived
-        entry.cache.size = entry.cache.stored = size
-        entry.cache.complete = True
-        self._known_sizes[entry.file_id] = size
-        if not entry.detached:
-            await trio.to_thread.run_sync(DiskCache.write_sidecar, entry.cache, entry.fd)
-        self._completed += 1
-        entry.settled.set()
-        log.debug("downloaded %s (%d bytes)", entry.file_id, size)
-
-    async def _stream(self, entry: _Entry) -> None:
-        """Receive the whole content into ``entry``, resuming after retryable failures."""
-        failures = 0
-        while True:
-            offset = entry.arrived
-            progressed = False
-            try:
-                async with self._client.download(
-                    entry.container_id, entry.file_id, offset=offset
-                ) as download:
-                    # the server may ignore Range (start 0): skip what we already have
-                    skip = offset - download.start
-                    if skip < 0:
-                        raise ApiConnectionError(
-                            f"content started at {download.start}, past the requested {offset}"
-                        )
-                    if download.size is not None:
-                        entry.stream_size = download.size
-                    chunks = download.chunks()
-                    try:
-                        async for chunk in chunks:
-                            self._bytes_fetched += len(chunk)
-                            if skip:
-                                if len(chunk) <= skip:
-                                    skip -= len(chunk)
-                                    continue
-                                chunk = chunk[skip:]
-                                skip = 0
-                            if chunk:
-                                await self._append(entry, chunk)
-                                progressed = True
-                    finally:
-                        # close an abandoned async generator now, inside the download's
-                        # context, rather than whenever the garbage collector gets to it
-                        aclose = getattr(chunks, "aclose", None)
-                        if aclose is not None:
-                            await aclose()
-                if skip or (entry.stream_size is not None and entry.arrived < entry.stream_size):
-                    raise ApiConnectionError("content stream ended early")
-            except ApiError as exc:
-                if progressed:
-                    failures = 0
-                if not exc.retryable or failures >= len(self._retry_delays):
-                    raise
-                delay = self._retry_delays[failures]
-                failures += 1
-                self._retries += 1
-                log.info(
-                    "download of %s broke at %d (%s); retry %d in %.1fs",
-                    entry.file_id,
-                    entry.arrived,
-                    exc,
-                    failures,
-                    delay,
-                )
-                await trio.sleep(delay)
-                continue
-            entry.final_size = entry.arrived
-            if entry.expected_size is not None and entry.expected_size != entry.final_size:
-                log.info(
-                    "%s: listed %d bytes, received %d",
-                    entry.file_id,
-                    entry.expected_size,
-                    entry.final_size,
-                )
-            entry.wake_all()
-            return
-
-    async def _append(self, entry: _Entry, chunk: bytes) -> None:
-        while entry.pending_bytes >= self._max_pending:
-            entry.drained = trio.Event()
-            await entry.drained.wait()
-        entry.pending.append(chunk)
-        entry.pending_bytes += len(chunk)
-        if entry.pending_bytes >= self._flush_bytes:
-            entry.flush_wanted.set()
-        entry.wake()
-
-    async def _flusher(self, entry: _Entry) -> None:
-        """Move the in-memory tail to the cache file in large batches, until the stream ends."""
-        assert entry.fd is not None
-        fd = entry.fd
-        while True:
-            if entry.pending_bytes and (
-                entry.pending_bytes >= self._flush_bytes or entry.stream_done
-            ):
-                batch = list(itertools.islice(entry.pending, _MAX_IOV))
-                entry.io += 1
-                try:
-                    await trio.to_thread.run_sync(_pwritev_all, fd, batch, entry.disk_end)
-                finally:
-                    entry.io -= 1
-                written = sum(len(seg) for seg in batch)
-                for _ in batch:
-                    entry.recent.append(entry.pending.popleft())
-                # disk_end and pending move together, with no checkpoint in between, so
-                # arrived (their sum) never goes backwards for a reader
-                entry.disk_end += written
-                entry.pending_bytes -= written
-                entry.recent_bytes += written
-                while (
-                    entry.recent and entry.recent_bytes - len(entry.recent[0]) >= self._recent_bytes
-                ):
-                    entry.recent_bytes -= len(entry.recent.popleft())
-                entry.cache.stored = entry.disk_end
-                entry.drained.set()
-            elif entry.stream_done:
-                # complete: readers go to the cache file (and the page cache) from now on
-                entry.recent.clear()
-                entry.recent_bytes = 0
-                return
-            else:
-                entry.flush_wanted = trio.Event()
-                await entry.flush_wanted.wait()
-
 
 # ---- blocking helpers, run in worker threads ----
 
@@ -863,21 +568,6 @@ def _open_cached(cached: CacheEntry) -> int:
     fd = os.open(cached.data_path, os.O_RDONLY | os.O_CLOEXEC)
     DiskCache.touch_sidecar(cached)
     return fd
-
-
-def _create_data_file(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-
-
-def _pwritev_all(fd: int, buffers: list[bytes], offset: int) -> None:
-    written = os.pwritev(fd, buffers, offset)
-    total = sum(len(b) for b in buffers)
-    if written < total:
-        rest = memoryview(b"".join(buffers))[written:]
-        while rest:
-            n = os.pwrite(fd, rest, offset + written)
-            written += n
-            rest = rest[n:]
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
