@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import itertools
 import logging
 import os
 import stat
@@ -96,7 +97,7 @@ class Operations(pyfuse3.Operations):
         self.container_defaults = container_defaults or {}
         self._handles: dict[int, Handle] = {}
         self._dirs: dict[int, list[tuple[str, Node]]] = {}
-        self._next_fh = 1
+        self._fhs = itertools.count(1)  # file and directory handles share one numbering
         self._kept_cache: dict[int, str] = {}  # inode -> file id whose pages the kernel may keep
         self._serving = False  # a kernel session exists (set by ``init``)
 
@@ -149,8 +150,7 @@ class Operations(pyfuse3.Operations):
         return child
 
     def _new_fh(self, handle: Handle) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
+        fh = next(self._fhs)
         self._handles[fh] = handle
         return fh
 
@@ -186,11 +186,10 @@ class Operations(pyfuse3.Operations):
         if node.kind in (Kind.ROOT, Kind.CONTAINER):
             return self.ns.root_node
         assert node.cid is not None
-        parent = self.ns.root_node
         container = await self.ns.container(node.cid)
         if container is None:
             raise _fail(errno.ENOENT)
-        parent = await self._child(parent, container.id)
+        parent = await self._child(self.ns.root_node, container.id)
         for part in [p for p in os.path.dirname(node.path).split("/") if p]:
             parent = await self._child(parent, part)
         return parent
@@ -271,9 +270,9 @@ class Operations(pyfuse3.Operations):
         node = self._node(inode)
         if not node.is_dir:
             raise _fail(errno.ENOTDIR)
-        fh = self._next_fh
-        self._next_fh += 1
-        self._dirs[fh] = await self.ns.list_dir(node)
+        entries = await self.ns.list_dir(node)
+        fh = next(self._fhs)
+        self._dirs[fh] = entries
         return fh
 
     @guarded
