@@ -398,19 +398,18 @@ class Namespace:
         c = self._by_id.get(node.cid) if node.cid else None
         return not (c is not None and c.expired)
 
-    def size(self, node: Node) -> int:
+    def _known_size(self, node: Node) -> int | None:
         if node.spool is not None:
             return int(node.spool.size)
         if node.remote is not None and node.remote.bytes is not None:
             return node.remote.bytes
-        return node.size_hint or 0
+        return node.size_hint
+
+    def size(self, node: Node) -> int:
+        return self._known_size(node) or 0
 
     def size_known(self, node: Node) -> bool:
-        return (
-            node.spool is not None
-            or node.size_hint is not None
-            or (node.remote is not None and node.remote.bytes is not None)
-        )
+        return self._known_size(node) is not None
 
     def attrs(self, node: Node) -> Attrs:
         ro = not self.writable(node)
