@@ -195,12 +195,9 @@ class Writer:
         async with node.lock:
             shared = node.spool
             if shared is None:
-                if source is not None and remote is not None and node.remote is remote:
-                    spool = await self._spool_from(source)
-                    spool.replaces.append((remote.container_id, remote.id))
-                else:
-                    spool = await self._new_spool(node, copy=not truncate)
-                node.spool = spool
+                # the content fetched before the lock, unless the server copy changed meanwhile
+                fetched = source if node.remote is remote else None
+                spool = node.spool = await self._new_spool(node, copy=not truncate, source=fetched)
                 self.ns.keep_local(node)
             elif shared.writers > 0:
                 spool = await self._spool_from(shared.path if not truncate else None)
@@ -214,10 +211,14 @@ class Writer:
             spool.writers += 1
             return spool
 
-    async def _new_spool(self, node: Node, *, copy: bool) -> Spool:
+    async def _new_spool(self, node: Node, *, copy: bool, source: Path | None = None) -> Spool:
+        """A spool for ``node``: empty, or a copy of its server content (``source`` if the
+        caller already fetched it)."""
         remote = node.remote
         if not copy or remote is None:
             spool = await self._spool_from(None)
+        elif source is not None:
+            spool = await self._spool_from(source)
         else:
             source = await self.reader.fetch(remote.container_id, remote.id, remote.bytes)
             try:
