@@ -10,6 +10,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -217,3 +218,16 @@ def test_api_key_is_enforced_when_configured(
         assert "sk-wrong-key-9876" not in str(info.value.body)
     with openai.OpenAI(base_url=emu.base_url, api_key="sk-right-key-1234", max_retries=0) as c:
         assert c.containers.list().data == []
+
+
+def test_api_key_can_come_from_the_environment(
+    emulator_factory: Callable[..., EmulatorProcess],
+) -> None:
+    emu = emulator_factory(env={"CONTAINERFS_EMULATOR_API_KEY": "sk-env-key-5678"})
+    cmdline = Path(f"/proc/{emu.proc.pid}/cmdline").read_bytes()
+    assert b"sk-env-key-5678" not in cmdline
+    wrong = openai.OpenAI(base_url=emu.base_url, api_key="sk-wrong-key-9876", max_retries=0)
+    with wrong as c, pytest.raises(openai.AuthenticationError):
+        c.files.list()
+    with openai.OpenAI(base_url=emu.base_url, api_key="sk-env-key-5678", max_retries=0) as c:
+        assert list(c.files.list()) == []
