@@ -669,8 +669,10 @@ async def test_seed_file_is_loaded_once(make_app: MakeApp, tmp_path: Path) -> No
 
 
 def test_demo_seed_has_the_documented_sample() -> None:
-    [analysis, scratch] = load_seed("demo")
+    demo = load_seed("demo")
+    [analysis, scratch] = demo.containers
     assert (analysis.name, scratch.name) == ("analysis", "scratch")
+    assert [(f.filename, f.purpose) for f in demo.files] == [("cities.csv", "user_data")]
     paths = {f.path: f for f in analysis.files}
     assert any(PREFIXED.match(p) and p.endswith("-data.csv") for p in paths)
     assert paths["/mnt/data/out/chart.png"].source == "assistant"
@@ -881,6 +883,33 @@ async def test_files_api_survives_a_restart(make_app: MakeApp, tmp_path: Path) -
         assert (await api.get(f"/files/{fid}/content")).content == b"kept"
 
 
+async def test_seed_files_are_copied_into_seed_containers(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    seed = {
+        "files": [
+            {"id": "file-inputs1", "filename": "inputs.csv", "content": "a,b\n"},
+            {"filename": "loose.bin", "purpose": "assistants", "content_base64": "AAE="},
+        ],
+        "containers": [{"name": "made", "file_ids": ["file-inputs1"],
+                        "files": [{"path": "out.txt", "content": "o"}]}],
+    }  # fmt: skip
+    app = make_app()
+    assert apply_seed(app.state.emulator.store, load_seed(str(write_seed(tmp_path, seed))))
+    async with connect(app) as api:
+        files = (await api.get("/files?order=asc")).json()["data"]
+        assert [(f["filename"], f["purpose"], f["bytes"]) for f in files] == [
+            ("inputs.csv", "user_data", 4), ("loose.bin", "assistants", 2)
+        ]  # fmt: skip
+        assert files[0]["id"] == "file-inputs1"
+        (container,) = (await api.get("/containers")).json()["data"]
+        listed = (await api.get(f"/containers/{container['id']}/files?order=asc")).json()
+        assert [f["path"] for f in listed["data"]] == ["/mnt/data/inputs.csv", "/mnt/data/out.txt"]
+        copy = listed["data"][0]["id"]
+        content = await api.get(f"/containers/{container['id']}/files/{copy}/content")
+        assert content.content == b"a,b\n"
+
+
 # -- live server: sockets, signals, the command line ------------------------------------------
 
 
@@ -953,8 +982,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [(None, "cannot read seed file"), ("{not json", "not valid JSON"),
-     ('{"containers": [{"files": []}]}', "containers[0].name")],
-
+     ('{"containers": [{"files": []}]}', "containers[0].name"),
+     ('{"containers": [{"name": "c", "file_ids": ["file-x"]}]}', "containers[0].file_ids"),
+     ('{"files": [{"filename": "a", "purpose": "fun"}]}', "files[0].purpose"),
+     ('{"files": [{"id": "cfile_1", "filename": "a"}]}', "files[0].id")],
 )  # fmt: skip
 def test_bad_seed_is_a_one_line_error(tmp_path: Path, content: str | None, expected: str) -> None:
     seed = tmp_path / "seed.json"

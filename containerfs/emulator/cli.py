@@ -26,7 +26,7 @@ import uvicorn
 from containerfs.emulator.app import create_app
 from containerfs.emulator.config import UPLOAD_PATH_POLICIES, EmulatorConfig
 from containerfs.emulator.faults import DroppedLogFilter
-from containerfs.emulator.seed import SeedContainer, SeedError, apply_seed, load_seed
+from containerfs.emulator.seed import Seed, SeedError, apply_seed, load_seed
 from containerfs.emulator.state import Emulator
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _error(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
-    seed: list[SeedContainer] | None = None
+    seed: Seed | None = None
     if args.seed:
         try:
             seed = load_seed(args.seed)
