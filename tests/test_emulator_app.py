@@ -765,8 +765,10 @@ async def test_file_past_its_expiry_is_gone(api: httpx.AsyncClient) -> None:
     fields = {"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"}
     fid = (await api_upload(api, **fields)).json()["id"]
     kept = await new_api_file(api, "kept.txt", b"kept")
-    emulator_of(api).config.clock.advance(3601)
+    emu = emulator_of(api)
+    emu.config.clock.advance(3601)
     assert_error(await api.get(f"/files/{fid}"), 404, param="id")
+    assert not emu.store.blob_path(fid).exists()  # its bytes went with it
     assert [f["id"] for f in (await api.get("/files")).json()["data"]] == [kept]
     cid = await new_container(api)
     response = await api.post(f"/containers/{cid}/files", json={"file_id": fid})

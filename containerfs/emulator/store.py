@@ -492,6 +492,17 @@ class Store:
         )
         return Page([_api_file(r) for r in rows[:limit]], len(rows) > limit)
 
+    def expire_api_files(self) -> list[str]:
+        """Drop Files-API files past their ``expires_at``; returns the blobs to remove."""
+        now = self.clock.now()
+        rows = self._db.execute(
+            "SELECT id FROM api_files WHERE deleted = 0 AND expires_at <= ?", (now,)
+        ).fetchall()
+        self._db.execute(
+            "UPDATE api_files SET deleted = 1 WHERE deleted = 0 AND expires_at <= ?", (now,)
+        )
+        return [fid for (fid,) in rows]
+
     def delete_api_file(self, fid: str) -> None:
         self._db.execute("UPDATE api_files SET deleted = 1 WHERE id = ?", (fid,))
 
