@@ -91,11 +91,13 @@ class Emulator:
         self.log = work / f"{name}.log"
         self.data_dir = work / f"{name}-data"
         seeding = ["--seed", str(seed)] if seed is not None else []
+        # the benchmark's key, not one from the caller's environment (builds that read it)
+        env = {**os.environ, "CONTAINERFS_EMULATOR_API_KEY": KEY}
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "containerfs", "emulator", "--port", "0",
                  "--data-dir", str(self.data_dir), *seeding, "--log-level", "warning", *extra],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 start_new_session=True, text=True,
             )  # fmt: skip
         line = _first_line(self.proc)
