@@ -78,6 +78,10 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _raise_timeout(signum: int, frame: object) -> None:
+    raise BenchError("took longer than --scenario-timeout")
+
+
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
     """SIGINT and SIGTERM end the run through the cleanup (even if started with SIGINT ignored)."""
@@ -136,6 +140,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeat", type=_positive, default=3, help="counted, interleaved passes")
     p.add_argument("--warmup", type=_count, default=1, help="passes run first, not counted")
     p.add_argument(
+        "--scenario-timeout",
+        type=_positive,
+        default=900,
+        help="seconds a scenario may take before it is stopped and reported",
+    )
+    p.add_argument(
         "--step-timeout", type=_number, default=600.0, help="seconds any one timed command may take"
     )
     g = p.add_argument_group("sizes")
@@ -186,6 +196,10 @@ def main() -> int:
         with _interruptible():
             for name in args.only:
                 started = time.monotonic()
+                # SIGALRM breaks a stuck scenario out (a hung read returns EINTR); its
+                # processes are stopped by the cleanup on the way out, the run goes on
+                previous = signal.signal(signal.SIGALRM, _raise_timeout)
+                signal.alarm(args.scenario_timeout)
                 try:
                     SCENARIOS[name](run)
                 except (BenchError, subprocess.SubprocessError, OSError, ValueError) as exc:
@@ -193,6 +207,9 @@ def main() -> int:
                     message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                     print(f"bench: {name} failed: {message}", file=sys.stderr)
                     run.row(name, "failed", "-", message[:120])
+                finally:
+                    signal.alarm(0)
+                    signal.signal(signal.SIGALRM, previous)
                 run.result(name, seconds=round(time.monotonic() - started, 1))
     except KeyboardInterrupt:
         interrupted = True
