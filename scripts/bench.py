@@ -226,7 +226,9 @@ def main() -> int:
     meta = {"repeat": args.repeat, "warmup": args.warmup, "cpus": os.cpu_count(),
             "kernel": os.uname().release, "python": sys.version.split()[0],
             "loadavg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-            "seconds": round(time.monotonic() - began, 1), "failed": failed}  # fmt: skip
+            "seconds": round(time.monotonic() - began, 1), "failed": failed,
+            "options": {k: str(v) if isinstance(v, Path) else v
+                        for k, v in vars(args).items()}}  # fmt: skip
     print(f"\ncontainerfs benchmark: {meta['cpus']} CPUs, medians of {args.repeat} interleaved"
           f" passes after {args.warmup} warm-up, load {meta['loadavg'][0]} -> "
           f"{meta['loadavg'][1]}, {meta['seconds']:.0f} s")  # fmt: skip
