@@ -100,7 +100,8 @@ def cold_read(run: Run) -> None:
     with stopping(setup):
         assert setup.nginx is not None
         em_url = setup.upload(run.random_file(mib), "big2.bin")
-        nginx_url = f"{setup.nginx.root_url}/big.bin"
+        nginx_root = setup.nginx.root_url
+        nginx_url = f"{nginx_root}/big.bin"
 
         def one_pass(rep: int, record: Record) -> None:
             record("curl_emulator_s", curl_get(em_url)[1])
@@ -110,7 +111,7 @@ def cold_read(run: Run) -> None:
                 record("containerfs_s", _timed_read(m, "box/big2.bin", size))
                 record("daemon_cpu_s", m.cpu() - cpu)
             record("curl_nginx_s", curl_get(nginx_url, key=False)[1])
-            r = setup.rclone(setup.nginx.root_url if setup.nginx else "")
+            r = setup.rclone(nginx_root)
             with stopping(r):
                 cpu = r.cpu()
                 record("rclone_s", _timed_read(r, "big.bin", size))
@@ -321,6 +322,8 @@ def _sdk_download(base_url: str, container: str, dst: Path) -> int:
 
 
 def small_read(run: Run) -> None:
+    import openai  # noqa: F401  (imported before any clock: a script pays it once)
+
     name, count = "small-read", run.args.small_files
     run.note(f"{name}: {count} x 16 KiB files")
     contents = [os.urandom(16 * 1024) for _ in range(count)]
@@ -333,7 +336,6 @@ def small_read(run: Run) -> None:
     for i, c in enumerate(contents):
         (www / "walk" / f"f{i:04d}.bin").write_bytes(c)
     em = Emulator(run.work, seed, name="small-read-emulator")
-    nginx = None
     with stopping(em):
         nginx = Nginx(run.work, www)
         delay = run.args.small_delay_ms
