@@ -2,13 +2,15 @@
 """API calls and wall time of ``ls -l`` on a directory of files listed with ``bytes: null``.
 
     .venv/bin/python scripts/bench_unknown_sizes.py [--files 50] [--latency-ms 20] [--repeat 3]
+                                                    [--sizes 1,100,10000,300000,2097152]
 
 Seeds an emulator (``--latency-ms`` on every request) with one container of ``--files``
-assistant outputs of unknown size (1 B to 2 MiB), mounts it with an empty cache and times
-the first ``ls -l`` of the directory; the emulator counts the requests it cost. Then it
-remounts (the disk cache kept) and times ``ls -l`` again. It reports how many sizes ``ls -l``
-showed right. Each pass uses a fresh emulator and mount; the median time is reported.
-Nothing here asserts a timing. Everything started is stopped and unmounted at the end.
+assistant outputs of unknown size (each of a size picked from ``--sizes``), mounts it with an
+empty cache and times the first ``ls -l`` of the directory; the emulator counts the requests
+it cost. Once the mount's background downloads are done, it remounts (the disk cache kept)
+and times ``ls -l`` again. It reports how many sizes ``ls -l`` showed right. Each pass uses a
+fresh emulator and mount; the median time is reported. Nothing here asserts a timing.
+Everything started is stopped and unmounted at the end.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ def _start(argv: list[str], log: Path, **kw: Any) -> subprocess.Popen[str]:
 
 
 def _admin(root: str, method: str, path: str) -> Any:
-    req = urllib.request.Request(f"{root}/_emulator{path}", method=method, data=b"" if method == "POST" else None)
+    req = urllib.request.Request(
+        f"{root}/_emulator{path}", method=method, data=b"" if method == "POST" else None
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read() or b"null")
 
@@ -68,6 +72,17 @@ def _unmount(proc: subprocess.Popen[str], mnt: Path) -> None:
             proc.wait()
 
 
+def _wait_for_downloads(work: Path, mnt: Path) -> None:
+    argv = [sys.executable, "-m", "containerfs", "status", str(mnt), "--json",
+            "--state-dir", str(work / "state")]  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(1.1)  # the daemon writes its status every second
+        status = json.loads(subprocess.run(argv, capture_output=True, text=True).stdout)
+        if status["cache"]["active_downloads"] == 0:
+            return
+
+
 def _ls(root: str, directory: Path, sizes: dict[str, int]) -> tuple[float, int, dict[str, int]]:
     _admin(root, "POST", "/reset-stats")
     t0 = time.perf_counter()
@@ -78,18 +93,19 @@ def _ls(root: str, directory: Path, sizes: dict[str, int]) -> tuple[float, int, 
     return elapsed, right, _admin(root, "GET", "/stats")["requests"]
 
 
-def one_pass(files: int, latency_ms: int) -> list[tuple[float, int, dict[str, int]]]:
+def one_pass(files: int, latency_ms: int, choices: list[int]) -> list[Any]:
     rng = random.Random(7)
-    sizes = {f"out{i:03d}.bin": rng.choice([1, 100, 10_000, 300_000, 2 << 20]) for i in range(files)}
+    sizes = {f"out{i:03d}.bin": rng.choice(choices) for i in range(files)}
     seed = {"containers": [{"name": "outputs", "files": [
         {"path": name, "content_base64": base64.b64encode(rng.randbytes(n)).decode(),
          "source": "assistant", "report_bytes": False} for name, n in sizes.items()]}]}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-sizes-") as tmp:
         work = Path(tmp)
         (work / "seed.json").write_text(json.dumps(seed))
-        emu = _start([sys.executable, "-m", "containerfs", "emulator", "--port", "0",
-                      "--seed", str(work / "seed.json"), "--latency-ms", str(latency_ms),
-                      "--log-level", "warning"], work / "emulator.log", stdout=subprocess.PIPE)  # fmt: skip
+        argv = [sys.executable, "-m", "containerfs", "emulator", "--port", "0",
+                "--seed", str(work / "seed.json"), "--latency-ms", str(latency_ms),
+                "--log-level", "warning"]  # fmt: skip
+        emu = _start(argv, work / "emulator.log", stdout=subprocess.PIPE)
         try:
             assert emu.stdout is not None
             base_url = emu.stdout.readline().removeprefix("listening on ").strip()
@@ -100,6 +116,7 @@ def one_pass(files: int, latency_ms: int) -> list[tuple[float, int, dict[str, in
                 try:
                     os.listdir(mnt)  # the container listing is not what is measured
                     results.append(_ls(root, mnt / "outputs", sizes))
+                    _wait_for_downloads(work, mnt)  # what the remount finds in the cache
                 finally:
                     _unmount(proc, mnt)
             return results
@@ -113,8 +130,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--sizes", default="1,100,10000,300000,2097152", help="bytes, chosen at random"
+    )
     args = parser.parse_args()
-    runs = [one_pass(args.files, args.latency_ms) for _ in range(args.repeat)]
+    choices = [int(n) for n in args.sizes.split(",")]
+    runs = [one_pass(args.files, args.latency_ms, choices) for _ in range(args.repeat)]
     for i, label in enumerate(("fresh mount, empty cache", "after a remount")):
         times = [run[i][0] for run in runs]
         _, right, requests = runs[-1][i]
