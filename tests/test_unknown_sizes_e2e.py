@@ -7,20 +7,26 @@ file is also the first time the mount hears of it. Copies are compared byte for 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import mmap
 import os
 import random
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from emulator_proc import EmulatorProcess
 from mount_proc import MountProcess
+
+from containerfs.mount import run_dir
 
 pytestmark = pytest.mark.mount
 
@@ -112,6 +118,20 @@ def ls_sizes(directory: Path) -> dict[str, int]:
     return sizes
 
 
+def mount_status(mp: MountProcess, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The daemon's status snapshot (rewritten every second) once ``ready`` holds."""
+    path = run_dir(mp.state_dir, mp.mountpoint) / "status.json"
+    deadline = time.monotonic() + 10
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            status = json.loads(path.read_text())
+            if ready(status):
+                break
+        time.sleep(0.1)
+    return status
+
+
 def expected_sizes() -> dict[str, int]:
     return {path: len(data) for path, data in ALL.items()}
 
@@ -158,7 +178,13 @@ def test_ls_l_shows_the_true_sizes_on_the_first_listing(
     box: Box, emulator: EmulatorProcess, mount_factory: MountFactory
 ) -> None:
     mp = mount_factory(emulator)
+    emulator.reset_stats()
+
     assert ls_sizes(mp.path(box.name)) == expected_sizes()
+
+    assert box.content_requests() == len(OUTPUTS)  # one per file of unknown size
+    status = mount_status(mp, lambda s: s["sizes"].get("learned") == len(OUTPUTS))
+    assert status["sizes"] == {"learned": len(OUTPUTS), "known": 0, "failed": 0, "corrected": 0}
 
 
 def test_cmp_and_mmap_see_the_whole_content(
