@@ -10,7 +10,8 @@ server, in the same pass, so the ratios cancel what the two servers cost.
   one stream, and again with the emulator answering ``Range`` (its ``range`` setting).
 - ``first-byte``: ``head -c 100`` of a cold file against curl's time to first byte, same link.
 - ``small-read``: ``cp -r`` of ``--small-files`` x 16 KiB at ``--small-delay-ms`` per request,
-  against rclone mount and a sequential download loop with the official ``openai`` SDK.
+  against rclone mount and a sequential download loop with the official ``openai`` SDK (and
+  the mount with ``--no-prefetch``, when the build has that option).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from bench_procs import (
     curl_get,
     curl_upload,
     first_bytes,
+    help_text,
     read_file,
     timed,
 )
@@ -325,6 +327,7 @@ def small_read(run: Run) -> None:
     import openai  # noqa: F401  (imported before any clock: a script pays it once)
 
     name, count = "small-read", run.args.small_files
+    no_prefetch = "--no-prefetch" in help_text("mount")  # builds that prefetch across files
     run.note(f"{name}: {count} x 16 KiB files")
     contents = [os.urandom(16 * 1024) for _ in range(count)]
     seed = run.work / "small-read-seed.json"
@@ -359,6 +362,14 @@ def small_read(run: Run) -> None:
                                                   str(dst / "walk")))  # fmt: skip
                     record("containerfs_calls", em.calls())
                 check(dst / "walk")
+                if no_prefetch:
+                    m = Mount(em_proxy.root_url + "/v1", run.work / "small-mnt",
+                              run.work / "small-state", run.fresh_dir("small-cache"),
+                              "--no-prefetch")  # fmt: skip
+                    with stopping(m):
+                        record("no_prefetch_s", timed("cp", "-r", str(m.path("small", "walk")),
+                                                      str(dst / "nwalk")))  # fmt: skip
+                    check(dst / "nwalk")
                 r = RcloneMount(run.work, run.work / "small-rclone", ":http:", "--http-url",
                                 nginx_proxy.root_url + "/", *RCLONE_READ)  # fmt: skip
                 with stopping(r):
@@ -382,6 +393,11 @@ def small_read(run: Run) -> None:
         f"x{vs_rclone:.2f} rclone's speed, x{vs_sdk:.2f} the SDK loop's (goal >= 3)",
     )
     run.row(name, "  API calls of that cp -r", f"{runs.median('containerfs_calls'):.0f}")
+    if no_prefetch:
+        run.row(name, "  containerfs --no-prefetch", f"{runs.median('no_prefetch_s'):.2f} s",
+                runs.span("no_prefetch_s"))  # fmt: skip
+    else:
+        run.na(name, "  containerfs --no-prefetch", "not supported by this build")
     run.row(name, "  rclone mount", f"{runs.median('rclone_s'):.2f} s", runs.span("rclone_s"))
     run.row(
         name,
