@@ -119,7 +119,9 @@ class LyingProxy:
         self._rules: list[Rule] = []
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         port = self._server.server_address[1]
         self.root_url = f"http://127.0.0.1:{port}"
