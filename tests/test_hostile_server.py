@@ -32,7 +32,7 @@ from mount_proc import MountProcess, mount_env, start_mount
 
 pytestmark = pytest.mark.mount
 
-BOUND = 15.0  # hard limit for one operation that the issue says must not hang
+BOUND = 10.0  # hard limit for one operation that the issue says must not hang
 IO_TIMEOUT = "2"  # seconds, given to the mount once it has --io-timeout
 NETWORK_ERRNOS = {errno.EIO, errno.ETIMEDOUT, errno.ENOTCONN}
 
