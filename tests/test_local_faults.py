@@ -186,12 +186,10 @@ def test_state_and_cache_files_are_private_to_the_user(
 EMULATOR_KEY_VARIABLE = "CONTAINERFS_EMULATOR_API_KEY"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: the emulator's key only on its command line")
 def test_the_emulator_takes_its_key_from_the_environment(
-    emulator_factory: Callable[..., EmulatorProcess], monkeypatch: pytest.MonkeyPatch
+    emulator_factory: Callable[..., EmulatorProcess],
 ) -> None:
-    monkeypatch.setenv(EMULATOR_KEY_VARIABLE, "sk-from-env")
-    emu = emulator_factory()
+    emu = emulator_factory(env={EMULATOR_KEY_VARIABLE: "sk-from-env"})
     statuses = {}
     for key in ("sk-from-env", "sk-wrong"):
         with contextlib.closing(
