@@ -440,7 +440,7 @@ def _single(err: BaseException) -> BaseException:
 def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
     """Run the mount in a detached child; return once it is live or has failed."""
     rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    logfile = args.log_file or rdir / "log"
+    logfile = Path(os.path.abspath(args.log_file or rdir / "log"))
     argv = [sys.executable, "-m", "containerfs", *args.argv, "--foreground"]
     try:
         out = open(logfile, "ab")  # noqa: SIM115 - handed to the child, closed right after
@@ -550,6 +550,7 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     result = subprocess.run([tool, flags, str(mp)], capture_output=True, text=True)
     if result.returncode:
         raise CliError(result.stderr.strip() or f"fusermount3 failed ({result.returncode})")
+    mounttable.forget(mp)
     return 0
 
 

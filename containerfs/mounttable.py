@@ -164,6 +164,12 @@ def unregister(mountpoint: Path) -> None:
             path.unlink()
 
 
+def forget(mountpoint: Path) -> None:
+    """Drop a registration left by a daemon that died without unregistering."""
+    with contextlib.suppress(OSError):
+        _entry_path(absolute(mountpoint)).unlink()
+
+
 def registration(mountpoint: Path) -> Registration | None:
     target = absolute(mountpoint)
     try:
