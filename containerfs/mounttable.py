@@ -91,7 +91,8 @@ def find_mount(path: Path) -> MountEntry | None:
 def is_dead(path: Path) -> bool:
     """A FUSE mount whose daemon is gone answers every access with ENOTCONN."""
     try:
-        os.stat(path)
+        # statfs always reaches the daemon; stat may be answered from cached attributes
+        os.statvfs(path)
     except OSError as err:
         return err.errno == errno.ENOTCONN
     return False
