@@ -414,3 +414,32 @@ def test_mount_dash_t_fuse_containerfs_mounts_with_a_key_file(
     assert (dirs["mnt"] / "analysis" / "data.csv").read_text().startswith("city,")
     assert run_cli("unmount", str(dirs["mnt"])).returncode == 0
     assert not in_mount_table(dirs["mnt"])
+
+
+def test_the_demo_prints_a_paste_ready_environment_for_a_second_shell(tmp_path: Path) -> None:
+    mnt = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [*CLI, "demo", str(mnt)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert demo.stdout is not None
+        export = next(line for line in demo.stdout if line.strip().startswith("export "))
+        env = dict(item.split("=", 1) for item in export.split()[1:])
+        assert env["OPENAI_API_KEY"] == "sk-demo"
+        bindir = env["PATH"].removesuffix(":$PATH")
+        shell = {**os.environ, **env, "PATH": f"{bindir}:/usr/bin:/bin"}
+        listed = subprocess.run(
+            ["containerfs", "status", "--json"], env=shell, capture_output=True, text=True
+        )
+        assert listed.returncode == 0, listed.stderr
+        [ours] = [s for s in json.loads(listed.stdout) if s["mountpoint"] == str(mnt)]
+        assert ours["endpoint"] == env["OPENAI_BASE_URL"]
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=60)
+        if demo.stdout is not None:
+            demo.stdout.close()
+        for flags in ("-u", "-uz"):
+            if in_mount_table(mnt):
+                subprocess.run(["fusermount3", flags, str(mnt)], capture_output=True)
+    assert not in_mount_table(mnt)
