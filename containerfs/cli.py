@@ -279,7 +279,7 @@ def _read_key_file(path: Path) -> str:
         st = os.stat(path)
         if st.st_mode & 0o077:
             raise CliError(
-                f"the key file {path} is readable by group or others"
+                f"the key file {path} is open to group or others"
                 f" (mode {st.st_mode & 0o777:04o}): chmod 600 {path}"
             )
         key = path.read_text().strip()
@@ -492,15 +492,19 @@ def _daemon_pid(rdir: Path) -> int:
         return 0
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
+def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return True
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0 or not _exists(pid):
+        return False
     # a daemon that has exited but is not yet reaped by its parent is done too
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -574,6 +578,11 @@ def _stop_daemon(args: argparse.Namespace, pid: int, rdir: Path) -> int:
         time.sleep(0.1)
     if _alive(pid):
         raise CliError(f"the daemon (pid {pid}) did not finish within {args.timeout:.0f} s")
+    # an exited daemon is reaped by its parent (init for a background mount) in a moment;
+    # one whose parent is busy elsewhere (a test, a supervisor) may stay a zombie for long
+    reaped = time.monotonic() + 2
+    while time.monotonic() < reaped and _exists(pid):
+        time.sleep(0.02)
     status = _read_status(rdir)
     left = len(status.get("pending", [])) if status else 0
     if left:

@@ -330,7 +330,7 @@ def test_a_key_file_readable_by_others_is_refused(
     line = one_line_error(
         run_cli("mount", str(dirs["mnt"]), *dir_args(dirs), "--api-key-file", str(key), env=env)
     )
-    assert "readable by group or others" in line and "chmod 600" in line
+    assert "open to group or others" in line and "chmod 600" in line
 
 
 def _fstab_options(emu: EmulatorProcess, d: dict[str, Path], key: Path) -> str:
