@@ -6,7 +6,8 @@ but ``client`` knows about httpx):
 - ``cli`` / ``mount``: argument parsing, daemon lifecycle, signals, unmount.
 - ``operations``: a thin ``pyfuse3.Operations`` adapter: inode <-> node, errors -> errno.
 - ``namespace`` (inode table, listings, names, aliases, TTL caches), ``reader`` (streaming
-  downloads into the disk cache), ``writer`` (spool files, upload at flush, pending queue).
+  downloads into the disk cache), ``writer`` (spool files, upload at flush, pending queue);
+  ``sizes`` (the sizes of files listed with ``bytes: null``, learned before any is shown).
 - ``client``: ``ApiClient`` over ``httpx.AsyncClient``: pagination, retries, errors, rate limit.
 - ``models`` and ``errors``: plain data and the typed error hierarchy shared by all layers.
 

@@ -28,6 +28,7 @@ from containerfs.cliargs import (
     expiry_minutes,
     file_mode,
     from_mount_helper,
+    non_negative_duration,
     owner_id,
     parse_size,
     patterns,
@@ -112,10 +113,10 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
     opt("--state-dir", type=Path, metavar="DIR", help="aliases, spools, pending uploads")
     opt(
         "--metadata-ttl",
-        type=positive_duration,
+        type=non_negative_duration,
         default=10.0,
         metavar="DURATION",
-        help="how long listings are cached (default 10s)",
+        help="how long listings are cached (default 10s; 0: listed again at every lookup)",
     )
     opt(
         "--negative-ttl",

@@ -59,6 +59,14 @@ def positive_duration(text: str) -> float:
     return value
 
 
+def non_negative_duration(text: str) -> float:
+    """A duration that may be 0 (``--metadata-ttl 0``: nothing cached)."""
+    value = parse_duration(text)
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be finite: {text!r}")
+    return value
+
+
 def expiry_minutes(text: str) -> int:
     """Whole minutes: a plain number is minutes (the API's unit); ``2h``, ``90m`` convert."""
     minutes = float(text) if text.strip().isdigit() else parse_duration(text) / 60

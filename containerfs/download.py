@@ -67,6 +67,8 @@ class Entry:
         self.stream_done = False
         self.detached = False  # no longer indexed (failed, invalidated): files already deleted
         self.settled = trio.Event()  # download finished (content durable) or failed
+        # the size is known (announced by the response, or the stream ended) or never will be
+        self.sized = trio.Event()
         self.flush_wanted = trio.Event()
         self.drained = trio.Event()
         self.cancel_scope = trio.CancelScope()
@@ -150,6 +152,7 @@ async def download_task(r: Reader, entry: Entry) -> None:
                 _fail(r, entry, CacheError(f"download failed: {exc!r}"))
     finally:
         entry.downloading = False
+        entry.sized.set()
         if entry.error is None and not entry.settled.is_set():
             # cancelled: invalidated, abandoned, or the mount is shutting down (this task
             # runs in r._nursery, so it is still open for the deletion task)
@@ -234,6 +237,7 @@ async def _stream(r: Reader, entry: Entry) -> None:
                     )
                 if download.size is not None:
                     entry.stream_size = download.size
+                    entry.sized.set()  # a caller learning the size needs no more than this
                 chunks = download.chunks()
                 try:
                     async for chunk in chunks:
@@ -274,6 +278,7 @@ async def _stream(r: Reader, entry: Entry) -> None:
             await trio.sleep(delay)
             continue
         entry.final_size = entry.arrived
+        entry.sized.set()
         if entry.expected_size is not None and entry.expected_size != entry.final_size:
             log.info(
                 "%s: listed %d bytes, received %d",

@@ -32,6 +32,7 @@ from containerfs.errors import ContainerFsError
 from containerfs.namespace import Namespace
 from containerfs.operations import Operations
 from containerfs.reader import Reader
+from containerfs.sizes import Sizes
 from containerfs.state import State
 from containerfs.writer import DEFAULT_DEFERRED, DEFAULT_LOCAL_ONLY, Writer
 
@@ -205,6 +206,7 @@ class Daemon:
         self.reader: Reader | None = None
         self.writer: Writer | None = None
         self.ns: Namespace | None = None
+        self.sizes: Sizes | None = None
 
     async def check_credentials(self) -> None:
         """One API call before mounting: a wrong key or endpoint fails here, cleanly."""
@@ -221,6 +223,7 @@ class Daemon:
             "writer": self.writer.statistics() if self.writer else {},
             "pending": _jsonable(self.writer.pending()) if self.writer else [],
             "namespace": self.ns.statistics() if self.ns else {},
+            "sizes": _jsonable(self.sizes.statistics()) if self.sizes else {},
         }
 
     def write_status(self, text: str | None = None) -> None:
@@ -304,6 +307,7 @@ class Daemon:
                         "memory_limit": cfg.container_memory_limit,
                     },
                 )
+                self.sizes = ops.sizes
                 ops.after_init = lambda: nursery.start_soon(_tune_readahead_soon, real_mountpoint)
                 options = set(pyfuse3.default_options)
                 options |= {"fsname=containerfs", "subtype=containerfs", *cfg.fuse_options}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,7 @@ from containerfs.client import ApiClient
 from containerfs.models import Container, ContainerId, FileId
 from containerfs.namespace import ROOT_INODE, Namespace
 from containerfs.operations import Operations
-from containerfs.reader import Reader
+from containerfs.reader import DEFAULT_RETRY_DELAYS, Reader
 from containerfs.state import State
 from containerfs.writer import Writer
 
@@ -106,7 +107,12 @@ class Fs:
 
 
 async def build_fs(
-    tmp_path: Path, nursery: trio.Nursery, app: Any, *, read_only: bool = False
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    app: Any,
+    *,
+    read_only: bool = False,
+    retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
 ) -> Fs:
     """The layers as ``Daemon.serve`` builds them, over the in-process app."""
     config = ApiConfig(
@@ -119,7 +125,11 @@ async def build_fs(
     client = ApiClient(config, transport=httpx.ASGITransport(app=app))
     state = State(tmp_path / f"state-{read_only}", endpoint=config.base_url)
     reader = await Reader.create(
-        client, cache_dir=tmp_path / f"cache-{read_only}", max_size=1 << 30, nursery=nursery
+        client,
+        cache_dir=tmp_path / f"cache-{read_only}",
+        max_size=1 << 30,
+        nursery=nursery,
+        retry_delays=retry_delays,
     )
     ns = Namespace(client, state, ttl=60.0, read_only=read_only, uid=os.getuid(), gid=os.getgid())
     writer = await Writer.create(client, ns, state, reader, nursery=nursery)
