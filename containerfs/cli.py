@@ -664,8 +664,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _translate(argv: list[str], prog: str) -> list[str]:
     """mount.fuse's convention and ``-o name=value`` into the parser's own arguments."""
+    # mount.fuse3 always passes -o (it adds dev,suid); without one, a mistyped command
+    # must not be taken for a mountpoint
+    helper_call = any(a.startswith("-o") for a in argv[2:])
     if prog.startswith("mount.fuse") or (
-        argv and not argv[0].startswith("-") and argv[0] not in COMMANDS
+        helper_call and not argv[0].startswith("-") and argv[0] not in COMMANDS
     ):
         argv = from_mount_helper(argv)
     if argv and argv[0] == "mount":

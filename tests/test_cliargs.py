@@ -96,3 +96,14 @@ def test_mount_fuse_calling_convention_becomes_a_mount_command() -> None:
         from_mount_helper(["containerfs"])
     with pytest.raises(OptionError):
         from_mount_helper(["containerfs", "/mnt/c", "extra"])
+
+
+def test_a_mistyped_command_is_not_taken_for_a_mountpoint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from containerfs.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["mout", "/nonexistent"])
+    assert ended.value.code == 2
+    assert "invalid choice: 'mout'" in capsys.readouterr().err
