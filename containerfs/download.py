@@ -14,6 +14,7 @@ import heapq
 import itertools
 import logging
 import os
+import time
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -175,6 +176,7 @@ def _fail(r: Reader, entry: Entry, exc: ContainerFsError) -> None:
 
 async def _run_download(r: Reader, entry: Entry) -> None:
     failure: ContainerFsError | None = None
+    began = time.monotonic()
 
     async def stream(cancel: trio.CancelScope) -> None:
         nonlocal failure
@@ -214,7 +216,7 @@ async def _run_download(r: Reader, entry: Entry) -> None:
         await trio.to_thread.run_sync(DiskCache.write_sidecar, entry.cache, entry.fd)
     r._completed += 1
     entry.settled.set()
-    log.debug("downloaded %s (%d bytes)", entry.file_id, size)
+    log.info("downloaded %s (%d bytes) in %.2f s", entry.file_id, size, time.monotonic() - began)
 
 
 async def _stream(r: Reader, entry: Entry) -> None:

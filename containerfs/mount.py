@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import logging
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -61,6 +63,10 @@ class MountConfig:
     allow_other: bool = False
     drain_timeout: float = 60.0
     fuse_options: tuple[str, ...] = field(default_factory=tuple)
+    uid: int | None = None  # owner shown for every file; None: the daemon's user
+    gid: int | None = None
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
 
 
 def run_dir(state_dir: Path, mountpoint: Path) -> Path:
@@ -71,6 +77,14 @@ def run_dir(state_dir: Path, mountpoint: Path) -> Path:
 
 
 def check_mountpoint(mountpoint: Path) -> None:
+    try:
+        os.stat(mountpoint)
+    except OSError as err:
+        if err.errno == errno.ENOTCONN:
+            raise MountError(
+                f"{mountpoint} is a mount whose daemon has died (transport endpoint is not"
+                f" connected); clear it with: containerfs unmount {mountpoint}"
+            ) from err
     if not mountpoint.exists():
         raise MountError(f"mountpoint {mountpoint} does not exist")
     if not mountpoint.is_dir():
@@ -149,6 +163,35 @@ class _DaemonOperations(Operations):
 async def _tune_readahead_soon(real: str) -> None:
     # started from init(): runs at the next checkpoint, once the INIT answer has been sent
     _tune_readahead(real)
+
+
+def _init_session(ops: Operations, mountpoint: Path, options: set[str]) -> None:
+    """``pyfuse3.init``, with libfuse's own reason in the error when the mount fails.
+
+    libfuse (and the fusermount3 it may run) explains a failure only on stderr, and
+    pyfuse3 raises a bare "fuse_session_mount failed": stderr is captured meanwhile, its
+    last line becomes the error, and it is passed on to the real stderr either way.
+    """
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            pyfuse3.init(ops, str(mountpoint), options)
+        except RuntimeError as err:
+            failure: RuntimeError | None = err
+        else:
+            failure = None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode(errors="replace")
+    if text and failure is None:
+        os.write(2, text.encode())
+    if failure is not None:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = lines[-1] if lines else str(failure)
+        raise MountError(f"cannot mount {mountpoint}: {reason}") from failure
 
 
 class Daemon:
@@ -238,8 +281,10 @@ class Daemon:
                     ttl=cfg.metadata_ttl,
                     show_expired=cfg.show_expired,
                     read_only=cfg.read_only,
-                    uid=os.getuid(),
-                    gid=os.getgid(),
+                    uid=os.getuid() if cfg.uid is None else cfg.uid,
+                    gid=os.getgid() if cfg.gid is None else cfg.gid,
+                    file_mode=cfg.file_mode,
+                    dir_mode=cfg.dir_mode,
                 )
                 self.writer = await Writer.create(
                     self.client,
@@ -270,10 +315,7 @@ class Daemon:
                     options.add("ro")
                 if cfg.allow_other:
                     options.add("allow_other")
-                try:
-                    pyfuse3.init(ops, str(cfg.mountpoint), options)
-                except RuntimeError as err:
-                    raise MountError(f"cannot mount {cfg.mountpoint}: {err}") from err
+                _init_session(ops, cfg.mountpoint, options)
                 try:
                     (self.run_dir / "pid").write_text(str(os.getpid()))
                     nursery.start_soon(self._signals)
