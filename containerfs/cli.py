@@ -174,9 +174,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _mount_config(args: argparse.Namespace) -> Any:
-    from containerfs.apiconfig import ApiConfig
-    from containerfs.mount import MountConfig
-    from containerfs.writer import DEFAULT_LOCAL_ONLY
+    from containerfs.config import ApiConfig
+    from containerfs.daemon.mount import MountConfig
+    from containerfs.write.writer import DEFAULT_LOCAL_ONLY
 
     api = ApiConfig.from_env(rate_limit_per_minute=args.rate_limit)
     state_dir = args.state_dir or default_state_dir()
@@ -212,7 +212,7 @@ def _explain(err: ContainerFsError, endpoint: str) -> str:
 def cmd_mount(args: argparse.Namespace) -> int:
     import trio
 
-    from containerfs.mount import check_mountpoint, run_dir, serve
+    from containerfs.daemon.mount import check_mountpoint, run_dir, serve
 
     if isinstance(args.cache_max_size, str):
         args.cache_max_size = parse_size(args.cache_max_size)
@@ -277,7 +277,7 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
 
 
 def _read_status(mountpoint: Path, state_dir: Path | None) -> tuple[Path, dict[str, Any] | None]:
-    from containerfs.mount import run_dir
+    from containerfs.daemon.mount import run_dir
 
     rdir = run_dir(state_dir or default_state_dir(), mountpoint)
     try:

@@ -15,15 +15,15 @@ import pyfuse3
 import pytest
 import trio
 
-from containerfs import names
-from containerfs.apiconfig import ApiConfig
-from containerfs.client import ApiClient
+from containerfs import paths as names
+from containerfs.api.client import ApiClient
+from containerfs.config import ApiConfig
+from containerfs.fs.operations import Operations
 from containerfs.models import Container, ContainerId, FileId
-from containerfs.namespace import ROOT_INODE, Namespace
-from containerfs.operations import Operations
-from containerfs.reader import Reader
+from containerfs.ns.namespace import ROOT_INODE, Namespace
+from containerfs.read.reader import Reader
 from containerfs.state import State
-from containerfs.writer import Writer
+from containerfs.write.writer import Writer
 
 CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
 NEGATIVE_TTL = 2.5

@@ -3,7 +3,7 @@
 The layers are built as the daemon builds them (``Daemon.serve``); the API is the emulator's
 Starlette app behind ``httpx.ASGITransport``. ``readdir`` needs a kernel token, so directory
 contents are checked through ``Namespace.list_dir``, which ``opendir`` snapshots. Also: a
-property test of the naming rules in ``containerfs.names``.
+property test of the naming rules in ``containerfs.paths``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from fs_harness import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from containerfs import names
+from containerfs import paths as names
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
-from containerfs.namespace import ROOT_INODE, Node
+from containerfs.ns.namespace import ROOT_INODE, Node
 
 
 async def test_lookup_finds_containers_files_and_nested_directories(fs: Fs) -> None:

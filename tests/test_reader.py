@@ -16,10 +16,10 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from containerfs.cache import entry_name
 from containerfs.errors import ApiConnectionError, ApiError, NotFound
 from containerfs.models import ContainerId, FileId
-from containerfs.reader import ContentSource, DownloadStream, Reader, ReadHandle
+from containerfs.read.diskcache import entry_name
+from containerfs.read.reader import ContentSource, DownloadStream, Reader, ReadHandle
 
 CID = ContainerId("cntr_1")
 FID = FileId("cfile_" + "a" * 32)

@@ -23,8 +23,8 @@ from containerfs.models import ContainerId, FileId
 from containerfs.state import in_thread
 
 if TYPE_CHECKING:
-    from containerfs.namespace import Node
-    from containerfs.writer import ServerId, Writer
+    from containerfs.ns.namespace import Node
+    from containerfs.write.writer import ServerId, Writer
 
 log = logging.getLogger(__name__)
 

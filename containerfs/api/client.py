@@ -26,16 +26,7 @@ import httpx
 import trio
 
 from containerfs import __version__
-from containerfs.apiconfig import ENDPOINTS, ApiConfig, ClientStats
-from containerfs.errors import (
-    ApiConnectionError,
-    ApiError,
-    ApiTimeout,
-    NotFound,
-    error_class_for,
-)
-from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page
-from containerfs.retry import (
+from containerfs.api.retrying import (
     ADOPT_MARGIN,
     Backoff,
     RateLimiter,
@@ -44,6 +35,15 @@ from containerfs.retry import (
     parse_retry_after,
     upload_path_matches,
 )
+from containerfs.config import ENDPOINTS, ApiConfig, ClientStats
+from containerfs.errors import (
+    ApiConnectionError,
+    ApiError,
+    ApiTimeout,
+    NotFound,
+    error_class_for,
+)
+from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page
 
 __all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
 

@@ -23,13 +23,12 @@ from typing import Protocol
 
 import trio
 
-from containerfs import pending as queue
-from containerfs import renames
 from containerfs.errors import ApiError, NotFound
 from containerfs.models import ContainerFile, ContainerId, FileId
-from containerfs.namespace import Namespace, Node
-from containerfs.pending import Retry
+from containerfs.ns.namespace import Namespace, Node
 from containerfs.state import PendingUpload, State, in_thread
+from containerfs.write import queue, renames
+from containerfs.write.queue import Retry
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ from typing import Any
 import pyfuse3
 import trio
 
-from containerfs.apiconfig import ApiConfig
-from containerfs.client import ApiClient
+from containerfs.api.client import ApiClient
+from containerfs.config import ApiConfig
 from containerfs.errors import ContainerFsError
-from containerfs.namespace import Namespace
-from containerfs.operations import Operations
-from containerfs.reader import Reader
+from containerfs.fs.operations import Operations
+from containerfs.ns.namespace import Namespace
+from containerfs.read.reader import Reader
 from containerfs.state import State
-from containerfs.writer import DEFAULT_DEFERRED, DEFAULT_LOCAL_ONLY, Writer
+from containerfs.write.writer import DEFAULT_DEFERRED, DEFAULT_LOCAL_ONLY, Writer
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import pyfuse3
 import trio
 
 from containerfs.errors import ApiError, ContainerExpired, ContainerFsError, PayloadTooLarge
-from containerfs.names import NAME_MAX
-from containerfs.namespace import Attrs, Kind, Namespace, Node
-from containerfs.reader import Reader, ReadHandle
-from containerfs.writer import Spool, Writer
+from containerfs.ns.namespace import Attrs, Kind, Namespace, Node
+from containerfs.paths import NAME_MAX
+from containerfs.read.reader import Reader, ReadHandle
+from containerfs.write.writer import Spool, Writer
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from containerfs.cache import CacheEntry, DiskCache
 from containerfs.errors import ApiConnectionError, ApiError, ContainerFsError
 from containerfs.models import ContainerId
+from containerfs.read.diskcache import CacheEntry, DiskCache
 
 if TYPE_CHECKING:
-    from containerfs.reader import Reader
+    from containerfs.read.reader import Reader
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from typing import Protocol
 
 import trio
 
-from containerfs.cache import CacheEntry, DiskCache
-from containerfs.download import CacheError as CacheError
-from containerfs.download import Entry, download_task
 from containerfs.errors import ApiError
 from containerfs.models import ContainerId, FileId
+from containerfs.read.diskcache import CacheEntry, DiskCache
+from containerfs.read.download import CacheError as CacheError
+from containerfs.read.download import Entry, download_task
 
 log = logging.getLogger(__name__)
 

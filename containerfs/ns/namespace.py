@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import trio
 from cachetools import TTLCache
 
-from containerfs import names
+from containerfs import paths as names
 from containerfs.errors import NotFound
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
 from containerfs.state import State, in_thread
