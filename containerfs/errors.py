@@ -158,3 +158,11 @@ def error_class_for(status: int, message: str = "") -> type[ApiError]:
     if status >= 500:
         return ServerError
     return STATUS_ERRORS.get(status, ApiError)
+
+
+class CacheError(ContainerFsError):
+    """The local cache failed (disk full, files removed behind our back, download abandoned)."""
+
+    def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = errno_

@@ -25,20 +25,20 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
-from containerfs.errors import ApiError
+from containerfs.errors import ApiError, CacheError
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry, DiskCache
-from containerfs.read.download import CacheError as CacheError
-from containerfs.read.download import Entry, download_task
+from containerfs.read.download import ContentSource as ContentSource
+from containerfs.read.download import Download, DownloadCounters, DownloadSettings
+from containerfs.read.download import DownloadStream as DownloadStream
+from containerfs.read.entries import Entry
 
 log = logging.getLogger(__name__)
 
@@ -57,30 +57,6 @@ RANGE_WINDOW_BYTES = 1 << 20
 # Content already written stays in memory this long behind the disk frontier, so that readers
 # trailing the stream a little are served without a thread hop and a copy back from disk.
 RECENT_BYTES = 4 << 20
-
-
-class DownloadStream(Protocol):
-    """One streaming GET of a file's content (``client.Download`` satisfies it)."""
-
-    @property
-    def start(self) -> int:
-        """Offset of the first byte ``chunks()`` yields (0 when the server ignored Range)."""
-        ...
-
-    @property
-    def size(self) -> int | None:
-        """Total size of the file, when the server said."""
-        ...
-
-    def chunks(self) -> AsyncIterator[bytes]: ...
-
-
-class ContentSource(Protocol):
-    """The part of ``ApiClient`` the read path uses."""
-
-    def download(
-        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
-    ) -> AbstractAsyncContextManager[DownloadStream]: ...
 
 
 @dataclass(frozen=True)
@@ -141,14 +117,17 @@ class Reader:
         recent_bytes: int = RECENT_BYTES,
     ) -> None:
         self._client = client
-        self._flush_bytes = flush_bytes
-        self._max_pending = max(max_pending, flush_bytes)
+        self._download_settings = DownloadSettings(
+            retry_delays=tuple(retry_delays),
+            flush_bytes=flush_bytes,
+            max_pending=max(max_pending, flush_bytes),
+            recent_bytes=recent_bytes,
+        )
+        self._downloads = DownloadCounters()
         self._range_ahead = range_ahead
-        self._recent_bytes = recent_bytes
         self._range_ok = range_ahead is not None  # until a server answers 200 to a Range
         self._cache = cache
         self._nursery = nursery
-        self._retry_delays = tuple(retry_delays)
         self._live: dict[FileId, Entry] = {}
         self._pins: dict[FileId, list[Entry]] = {}
         self._deleting: dict[FileId, trio.Event] = {}
@@ -156,8 +135,8 @@ class Reader:
             e.file_id: e.size for e in cache if e.complete and e.size is not None
         }
         self._hits = self._misses = self._joins = 0
-        self._started = self._completed = self._failed = self._retries = 0
-        self._bytes_fetched = self._bytes_served = 0
+        self._started = 0
+        self._bytes_served = 0
         self._range_reads = 0
 
     @classmethod
@@ -321,7 +300,7 @@ class Reader:
         """Forget a file version (deleted or replaced). Open handles keep what they have."""
         entry = self._live.get(file_id)
         if entry is not None:
-            self._detach(entry)
+            self.detach(entry)
             if entry.downloading and entry.opens == 0 and entry.pins == 0:
                 entry.cancel_scope.cancel()
         cached = self._cache.get(file_id)
@@ -336,13 +315,13 @@ class Reader:
             misses=self._misses,
             joins=self._joins,
             downloads_started=self._started,
-            downloads_completed=self._completed,
-            downloads_failed=self._failed,
-            retries=self._retries,
+            downloads_completed=self._downloads.completed,
+            downloads_failed=self._downloads.failed,
+            retries=self._downloads.retries,
             range_reads=self._range_reads,
             active_downloads=sum(1 for e in self._live.values() if e.downloading),
             open_handles=sum(e.opens for e in self._live.values()),
-            bytes_fetched=self._bytes_fetched,
+            bytes_fetched=self._downloads.bytes_fetched,
             bytes_served=self._bytes_served,
             evictions=self._cache.evictions,
             cache_bytes_used=self._cache.used,
@@ -372,7 +351,7 @@ class Reader:
             entry.error = CacheError(f"cache file unreadable: {exc}")
             entry.settled.set()
             entry.wake_all()
-            self._detach(entry)
+            self.detach(entry)
             if pin:
                 entry.pins -= 1
             else:
@@ -393,7 +372,7 @@ class Reader:
         ):
             # same id, different size: the listing knows better than our copy
             log.info("cache: %s changed size (%d != %d)", file_id, entry.final_size, size)
-            self._detach(entry)
+            self.detach(entry)
             entry = None
         if entry is not None:
             self._joins += 1
@@ -418,10 +397,17 @@ class Reader:
         entry.downloading = True
         self._started += 1
         self._evict()  # make room for the expected size now, not after the bytes arrived
-        self._nursery.start_soon(download_task, self, entry)
+        download = Download(
+            entry,
+            source=self._client,
+            host=self,
+            settings=self._download_settings,
+            counters=self._downloads,
+        )
+        self._nursery.start_soon(download.run)
         return entry
 
-    def _detach(self, entry: Entry) -> None:
+    def detach(self, entry: Entry) -> None:
         """Unindex an entry and delete its files; open handles keep reading through the fd."""
         if entry.detached:
             return
@@ -432,6 +418,18 @@ class Reader:
             # unlinking now (not at the last close) lets a new download of the same id
             # create a fresh file without truncating the one still open here
             self._schedule_delete(entry.file_id, (entry.cache.data_path, entry.cache.meta_path))
+
+    # ---- the DownloadHost interface ----
+
+    def deletion_of(self, file_id: FileId) -> trio.Event | None:
+        return self._deleting.get(file_id)
+
+    def size_learned(self, file_id: FileId, size: int) -> None:
+        self._known_sizes[file_id] = size
+
+    def download_ended(self, entry: Entry) -> None:
+        self._maybe_drop(entry)
+        self._evict()
 
     def _maybe_drop(self, entry: Entry) -> None:
         if entry.users:
@@ -540,7 +538,7 @@ class Reader:
                     chunks = download.chunks()
                     try:
                         async for chunk in chunks:
-                            self._bytes_fetched += len(chunk)
+                            self._downloads.bytes_fetched += len(chunk)
                             buf += chunk
                             if len(buf) >= want:
                                 break

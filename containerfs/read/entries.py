@@ -1,0 +1,107 @@
+"""Live entries of the read path: the runtime state of one file version that is open, pinned
+or downloading (its cache file, the in-memory tail, waiters for a range). Plain state with the
+methods that keep it consistent; no I/O of its own. Layer: read path.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+
+import trio
+
+from containerfs.errors import ContainerFsError
+from containerfs.models import ContainerId
+from containerfs.read.diskcache import CacheEntry
+
+
+class Entry:
+    """Runtime state of one file version that is open, pinned or downloading."""
+
+    def __init__(self, cache: CacheEntry, container_id: ContainerId, expected: int | None) -> None:
+        self.cache = cache
+        self.file_id = cache.file_id
+        self.container_id = container_id
+        self.expected_size = expected
+        self.final_size: int | None = None  # known once the stream ended (or from the cache)
+        self.stream_size: int | None = None  # total size the server announced
+        self.fd: int | None = None
+        self.fd_ready = trio.Event()
+        self.needs_fd = False  # a complete cache entry whose fd the first opener opens
+        # bytes [0, disk_end) are in the cache file; [disk_end, arrived) in `pending`, and
+        # [disk_end - recent_bytes, disk_end) also in `recent` (written, kept for readers)
+        self.disk_end = 0
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.recent: deque[bytes] = deque()
+        self.recent_bytes = 0
+        self.error: ContainerFsError | None = None
+        self.downloading = False
+        self.stream_done = False
+        self.detached = False  # no longer indexed (failed, invalidated): files already deleted
+        self.settled = trio.Event()  # download finished (content durable) or failed
+        self.flush_wanted = trio.Event()
+        self.drained = trio.Event()
+        self.cancel_scope = trio.CancelScope()
+        self.opens = 0
+        self.pins = 0
+        self.io = 0  # thread calls in flight on fd: it must not be closed under them
+        self._waiters: list[tuple[int, int, trio.Event]] = []
+        self._seq = itertools.count()
+        # bytes fetched by a ranged GET far beyond the frontier: (offset, content)
+        self.window: tuple[int, bytes] = (0, b"")
+        self.window_lock = trio.Lock()
+
+    @property
+    def arrived(self) -> int:
+        return self.disk_end + self.pending_bytes
+
+    @property
+    def size(self) -> int | None:
+        return self.final_size if self.final_size is not None else self.expected_size
+
+    @property
+    def users(self) -> int:
+        return self.opens + self.pins + self.io + (1 if self.downloading else 0)
+
+    async def wait_for(self, end: int) -> None:
+        """Wait until ``end`` has arrived, the stream ended, or the download failed."""
+        if self.arrived >= end or self.final_size is not None or self.error is not None:
+            return
+        event = trio.Event()
+        heapq.heappush(self._waiters, (end, next(self._seq), event))
+        await event.wait()
+
+    def wake(self) -> None:
+        arrived = self.arrived
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= arrived:
+            heapq.heappop(waiters)[2].set()
+
+    def wake_all(self) -> None:
+        for _, _, event in self._waiters:
+            event.set()
+        self._waiters.clear()
+
+    @property
+    def mem_start(self) -> int:
+        return self.disk_end - self.recent_bytes
+
+    def copy_memory(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) from memory (mem_start <= start, end <= arrived)."""
+        pos = self.mem_start
+        # views, not slices: the bytes are copied once, by the join
+        parts: list[bytes | memoryview] = []
+        for seg in itertools.chain(self.recent, self.pending):
+            seg_end = pos + len(seg)
+            if seg_end > start:
+                lo = start - pos if start > pos else 0
+                hi = end - pos if end < seg_end else len(seg)
+                parts.append(seg if lo == 0 and hi == len(seg) else memoryview(seg)[lo:hi])
+                if seg_end >= end:
+                    break
+            pos = seg_end
+        if len(parts) == 1:
+            return bytes(parts[0])  # a whole segment is returned as is, not copied
+        return b"".join(parts)
