@@ -173,7 +173,7 @@ async def test_unlink_racing_the_last_close_discards_the_spool_once(fs: Fs) -> N
     finally:
         os.close = real_close
     assert closed.count(spool_fd) == 1
-    assert fs.writer.stats.spools_open == 0
+    assert fs.writer.statistics().spools_open == 0
     assert await fs.server_files(c.id) == {}
 
 
@@ -202,7 +202,7 @@ async def test_a_pending_file_moved_to_another_container_deletes_what_it_replace
 async def test_failed_uploads_are_retried_with_a_growing_delay(fs: Fs) -> None:
     await fs.container("box")
     box = await fs.inode("box")
-    fs.writer.retry_base, fs.writer.retry_max = 0.05, 0.2
+    fs.writer.configure_retries(base=0.05, cap=0.2)
     hooked = hook(fs)
     hooked.errors["upload_file"] = ServerError("unavailable")
     await save_failing(fs, box, "f", b"data")
@@ -217,7 +217,7 @@ async def test_failed_uploads_are_retried_with_a_growing_delay(fs: Fs) -> None:
 async def test_an_upload_the_server_refuses_is_retried_at_the_longest_delay(fs: Fs) -> None:
     await fs.container("box")
     box = await fs.inode("box")
-    fs.writer.retry_base, fs.writer.retry_max = 0.05, 30.0
+    fs.writer.configure_retries(base=0.05, cap=30.0)
     hooked = hook(fs)
     hooked.errors["upload_file"] = ContainerExpired("Container is expired.", status=400)
     await save_failing(fs, box, "f", b"data")
@@ -245,7 +245,7 @@ async def test_a_deferred_file_whose_upload_failed_is_uploaded_by_the_next_retry
 async def test_drain_uploads_a_deferred_file_that_failed_once(fs: Fs) -> None:
     c = await fs.container("box")
     box = await fs.inode("box")
-    fs.writer.retry_base = 0.05
+    fs.writer.configure_retries(base=0.05)
     # one failed attempt (the client retries a 500 once itself)
     await fs.faults([{"route": "upload_file", "action": "error", "status": 500, "count": 2}])
     await fs.write_file(box, "tmpk3j4h5g6", b"temp")
@@ -280,7 +280,7 @@ async def test_an_unexpected_error_in_a_retry_is_logged_and_retried_later(
 ) -> None:
     c = await fs.container("box")
     box = await fs.inode("box")
-    fs.writer.retry_base, fs.writer.retry_max = 0.02, 0.1
+    fs.writer.configure_retries(base=0.02, cap=0.1)
     hooked = hook(fs)
     hooked.errors["upload_file"] = ServerError("unavailable")
     await save_failing(fs, box, "f", b"data")

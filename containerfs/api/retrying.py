@@ -77,6 +77,13 @@ class Backoff:
         ceiling = min(self.cap, self.base * (2.0 ** min(attempt, 62)))
         return rng.uniform(0.0, ceiling)
 
+    def next_delay(self, last: float | None) -> float:
+        """Without jitter, for work that retries in the background rather than a request in
+        flight: ``base`` after the first failure, then doubling up to ``cap``."""
+        if last is None:
+            return self.base
+        return min(max(last, self.base) * 2, self.cap)
+
 
 @dataclass(frozen=True)
 class LimiterStats:
