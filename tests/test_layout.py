@@ -45,9 +45,7 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
 def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     """Module -> the package modules it imports (emulator excluded, packages excluded as
     targets unless imported for a name they define themselves)."""
-    files = {
-        _module_name(root, p): p for p in root.rglob("*.py") if "emulator" not in p.parts
-    }
+    files = {_module_name(root, p): p for p in root.rglob("*.py") if "emulator" not in p.parts}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         tree = ast.parse(path.read_text())
