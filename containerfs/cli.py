@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from containerfs.errors import ApiConnectionError, AuthenticationError, ContainerFsError
@@ -131,8 +132,6 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from containerfs.emulator import cli as emulator_cli
-
     parser = argparse.ArgumentParser(
         prog="containerfs",
         description="Mount the containers of an OpenAI-compatible Containers API as a drive.",
@@ -155,9 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    emu = sub.add_parser("emulator", help="run a local emulator of the Containers API")
-    emulator_cli.add_arguments(emu)
-    emu.set_defaults(func=emulator_cli.run)
+    # the emulator's own parser is built only when it runs: its server libraries are an
+    # optional extra, and `mount` must not load them
+    emu = sub.add_parser(
+        "emulator", help="run a local emulator of the Containers API", add_help=False
+    )
+    emu.set_defaults(func=cmd_emulator)
 
     demo = sub.add_parser("demo", help="emulator with sample containers, mounted; Ctrl-C ends")
     demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("mnt"))
@@ -364,7 +366,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+EMULATOR_LIBRARIES = frozenset({"starlette", "uvicorn", "multipart", "python_multipart"})
+
+
+def _emulator_cli() -> ModuleType:
+    """The emulator's command line module, or a one-line CliError without the extra."""
+    try:
+        from containerfs.emulator import cli as emulator_cli
+    except ImportError as err:
+        if (err.name or "").split(".")[0] not in EMULATOR_LIBRARIES:
+            raise
+        raise CliError(
+            f"the emulator needs {err.name}: pip install 'containerfs[emulator]'"
+        ) from None
+    return emulator_cli
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    emulator_cli = _emulator_cli()
+    parser = argparse.ArgumentParser(
+        prog="containerfs emulator", description="Run a local emulator of the Containers API."
+    )
+    emulator_cli.add_arguments(parser)
+    return int(emulator_cli.run(parser.parse_args(args.rest)))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    _emulator_cli()  # the demo runs the emulator: fail here, before anything starts
     from containerfs.demo import run_demo
 
     return run_demo(args.mountpoint)
@@ -372,7 +400,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "emulator":
+        args.rest = rest  # for the emulator's own parser
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))

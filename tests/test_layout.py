@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "containerfs"
 
 
@@ -147,6 +149,49 @@ def test_the_mount_path_loads_no_emulator_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+_WITHOUT_EMULATOR_EXTRA = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"starlette", "uvicorn", "multipart", "python_multipart"}:
+            raise ImportError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Block())
+from containerfs.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", [["emulator", "--port", "0"], ["demo", "mnt"]])
+def test_without_the_emulator_extra_the_emulator_commands_say_how_to_install_it(
+    command: list[str], tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EMULATOR_EXTRA, *command],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert "pip install 'containerfs[emulator]'" in line
+    assert not (tmp_path / "mnt").exists()  # the demo started nothing
+
+
+def test_without_the_emulator_extra_mount_still_parses() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EMULATOR_EXTRA, "mount", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "MOUNTPOINT" in done.stdout.upper()
 
 
 if __name__ == "__main__":
