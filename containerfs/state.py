@@ -15,12 +15,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-
-import trio
 
 from containerfs.errors import ContainerFsError
 from containerfs.models import ContainerId, FileId
@@ -179,8 +176,3 @@ class State:
             )
             for r in rows
         ]
-
-
-async def in_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run a quick blocking call (SQLite, fsync, a small copy) off the trio loop."""
-    return await trio.to_thread.run_sync(fn, *args)

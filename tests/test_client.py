@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from containerfs.api.client import ApiClient, ApiConfig
-from containerfs.api.retrying import Backoff, RateLimiter, parse_retry_after, upload_path_matches
+from containerfs.api.retrying import Backoff, RateLimiter, parse_retry_after
 from containerfs.errors import (
     ApiConnectionError,
     ApiError,
@@ -38,6 +38,7 @@ from containerfs.errors import (
     Unprocessable,
 )
 from containerfs.models import ContainerId, FileId, Page
+from containerfs.paths import upload_path_matches
 
 KEY = "sk-test-SECRET-0123456789"
 CID = ContainerId("cntr_" + "a" * 48)

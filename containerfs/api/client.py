@@ -33,7 +33,6 @@ from containerfs.api.retrying import (
     Sightings,
     parse_http_date,
     parse_retry_after,
-    upload_path_matches,
 )
 from containerfs.config import ENDPOINTS, ApiConfig, ClientStats
 from containerfs.errors import (
@@ -44,6 +43,7 @@ from containerfs.errors import (
     error_class_for,
 )
 from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page
+from containerfs.paths import upload_path_matches
 
 __all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
 

@@ -29,9 +29,10 @@ import trio
 from cachetools import TTLCache
 
 from containerfs import paths as names
+from containerfs.aio import in_thread
 from containerfs.errors import NotFound
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
-from containerfs.state import State, in_thread
+from containerfs.state import State
 
 log = logging.getLogger(__name__)
 

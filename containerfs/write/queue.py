@@ -19,11 +19,12 @@ from typing import Protocol
 
 import trio
 
+from containerfs.aio import in_thread
 from containerfs.api.retrying import Backoff
 from containerfs.errors import ApiError, ContainerFsError
 from containerfs.models import ContainerId, FileId
 from containerfs.ns.namespace import Namespace, Node
-from containerfs.state import PendingUpload, State, in_thread
+from containerfs.state import PendingUpload, State
 from containerfs.write.spool import ServerId, Spool
 
 log = logging.getLogger(__name__)

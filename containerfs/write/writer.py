@@ -22,11 +22,12 @@ from pathlib import Path
 
 import trio
 
+from containerfs.aio import in_thread
 from containerfs.api.retrying import Backoff
 from containerfs.errors import ApiError, NotFound
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.namespace import Namespace, Node
-from containerfs.state import PendingUpload, State, in_thread
+from containerfs.state import PendingUpload, State
 from containerfs.write.queue import UploadQueue
 from containerfs.write.renames import Renamer
 from containerfs.write.spool import ContentFetcher as ContentFetcher
