@@ -7,7 +7,6 @@ option) ends with one line on stderr and a non-zero exit: never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -19,9 +18,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from containerfs.errors import ApiConnectionError, AuthenticationError, ContainerFsError
+
+if TYPE_CHECKING:
+    from containerfs.daemon.status import Status
 
 log = logging.getLogger("containerfs")
 
@@ -278,13 +280,15 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
     raise CliError(f"mount of {args.mountpoint} did not come up within 60 s (log: {logfile})")
 
 
-def _read_status(mountpoint: Path, state_dir: Path | None) -> tuple[Path, dict[str, Any] | None]:
+def _read_status(mountpoint: Path, state_dir: Path | None) -> tuple[Path, Status | None]:
+    """The daemon's run directory and its last status snapshot (None: no readable one)."""
     from containerfs.daemon.mount import run_dir
+    from containerfs.daemon.status import Status, StatusError
 
     rdir = run_dir(state_dir or default_state_dir(), mountpoint)
     try:
-        return rdir, json.loads((rdir / "status.json").read_text())
-    except (OSError, ValueError):
+        return rdir, Status.from_json((rdir / "status.json").read_text())
+    except (OSError, StatusError):  # none yet, or written by another version: no daemon
         return rdir, None
 
 
@@ -312,7 +316,7 @@ def cmd_unmount(args: argparse.Namespace) -> int:
         if _alive(pid):
             raise CliError(f"the daemon (pid {pid}) did not finish within {args.timeout:.0f} s")
         _, status = _read_status(args.mountpoint, args.state_dir)
-        left = len(status.get("pending", [])) if status else 0
+        left = len(status.pending) if status else 0
         if left:
             raise CliError(
                 f"unmounted with {left} upload(s) pending; the next mount resumes them", 3
@@ -329,40 +333,34 @@ def cmd_unmount(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     _, status = _read_status(args.mountpoint, args.state_dir)
-    if status is None or not _alive(int(status.get("pid", 0))):
+    if status is None or not _alive(status.pid):
         raise CliError(f"no containerfs daemon serves {args.mountpoint}")
     if args.json:
-        print(json.dumps(status, indent=1))
+        print(status.to_json())
         return 0
-    api = status.get("api", {})
-    cache = status.get("cache", {})
-    writer = status.get("writer", {})
-    print(f"mountpoint   {status['mountpoint']}  (pid {status['pid']})")
-    print(f"endpoint     {status['endpoint']}")
-    requests = api.get("requests", {})
+    api = status.api
+    print(f"mountpoint   {status.mountpoint}  (pid {status.pid})")
+    print(f"endpoint     {status.endpoint}")
     print(
-        f"api calls    {sum(requests.values())}  "
-        + " ".join(f"{k}={v}" for k, v in sorted(requests.items()))
+        f"api calls    {api.total_requests}  "
+        + " ".join(f"{k}={v}" for k, v in sorted(api.requests.items()))
     )
-    print(
-        f"transferred  up {api.get('bytes_up', 0)} B, down {api.get('bytes_down', 0)} B,"
-        f" retries {api.get('retries', 0)}"
-    )
-    errors = api.get("errors", {})
-    if errors:
-        print("api errors   " + " ".join(f"{k}={v}" for k, v in sorted(errors.items())))
-    print(
-        f"cache        {cache.get('cache_bytes', 0)} B in {cache.get('entries', 0)} entries,"
-        f" hits {cache.get('hits', 0)}, misses {cache.get('misses', 0)}"
-    )
-    print(
-        f"uploads      {writer.get('uploads', 0)} done, {writer.get('upload_failures', 0)} failed"
-    )
-    pending = status.get("pending", [])
-    print(f"pending      {len(pending)}")
-    for item in pending:
-        error = f"  ({item['error']})" if item.get("error") else ""
-        print(f"  {item['container_id']}/{item['path']}  {item['bytes']} B  {item['state']}{error}")
+    print(f"transferred  up {api.bytes_up} B, down {api.bytes_down} B, retries {api.retries}")
+    if api.errors:
+        print("api errors   " + " ".join(f"{k}={v}" for k, v in sorted(api.errors.items())))
+    cache = status.cache
+    if cache is not None:
+        print(
+            f"cache        {cache.cache_bytes_used} B in {cache.entries} entries,"
+            f" hits {cache.hits}, misses {cache.misses}"
+        )
+    writer = status.writer
+    if writer is not None:
+        print(f"uploads      {writer.uploads} done, {writer.upload_failures} failed")
+    print(f"pending      {len(status.pending)}")
+    for item in status.pending:
+        error = f"  ({item.error})" if item.error else ""
+        print(f"  {item.container_id}/{item.path}  {item.bytes} B  {item.state}{error}")
     return 0
 
 

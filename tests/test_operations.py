@@ -375,7 +375,7 @@ async def test_a_failed_upload_is_eio_at_flush_and_stays_pending_until_retried(f
     assert errno_of(exc) == errno.EIO
     await fs.ops.release(info.fh)
 
-    assert [p["path"] for p in fs.writer.pending()] == ["p.txt"]
+    assert [p.path for p in fs.writer.pending()] == ["p.txt"]
     assert await fs.listing(box) == ["p.txt"]  # still shown, from its spool
     assert await fs.read_file(entry.st_ino) == b"precious"
     assert await fs.server_files(c.id) == {}

@@ -11,21 +11,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import json
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyfuse3
 import trio
 
 from containerfs.api.client import ApiClient
 from containerfs.config import ApiConfig
+from containerfs.daemon.status import Status
 from containerfs.errors import ContainerFsError
 from containerfs.fs.operations import Operations
 from containerfs.ns.namespace import Namespace
@@ -78,16 +77,6 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise MountError(f"{mountpoint} is already a mountpoint")
     if not os.access(mountpoint, os.W_OK | os.X_OK):
         raise MountError(f"no write access to mountpoint {mountpoint}")
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _tune_readahead(real: str) -> None:
@@ -167,18 +156,18 @@ class Daemon:
         """One API call before mounting: a wrong key or endpoint fails here, cleanly."""
         await self.client.list_containers_page(limit=1)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "mountpoint": self.real_mountpoint,
-            "endpoint": self.cfg.api.base_url,
-            "started": self.started,
-            "api": _jsonable(self.client.statistics()),
-            "cache": _jsonable(self.reader.statistics()) if self.reader else {},
-            "writer": self.writer.statistics() if self.writer else {},
-            "pending": _jsonable(self.writer.pending()) if self.writer else [],
-            "namespace": self.ns.statistics() if self.ns else {},
-        }
+    def status(self) -> Status:
+        return Status(
+            pid=os.getpid(),
+            mountpoint=self.real_mountpoint,
+            endpoint=self.cfg.api.base_url,
+            started=self.started,
+            api=self.client.statistics(),
+            cache=self.reader.statistics() if self.reader else None,
+            writer=self.writer.statistics() if self.writer else None,
+            namespace=self.ns.statistics() if self.ns else None,
+            pending=tuple(self.writer.pending()) if self.writer else (),
+        )
 
     def write_status(self, text: str | None = None) -> None:
         """Write the status snapshot; ``text`` is one taken on the trio loop."""
@@ -189,7 +178,7 @@ class Daemon:
         tmp.replace(self.run_dir / "status.json")
 
     def status_text(self) -> str:
-        return json.dumps(_jsonable(self.status()), default=str, indent=1)
+        return self.status().to_json()
 
     async def _status_loop(self) -> None:
         while True:

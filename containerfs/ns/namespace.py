@@ -139,11 +139,20 @@ class Attrs:
 
 
 @dataclass
-class NamespaceStats:
+class _Counters:
     container_listings: int = 0
     file_listings: int = 0
     lookups: int = 0
     negative_lookups: int = 0
+
+
+@dataclass(frozen=True)
+class NamespaceStats:
+    container_listings: int
+    file_listings: int
+    lookups: int
+    negative_lookups: int
+    inodes: int
 
 
 class Namespace:
@@ -180,7 +189,7 @@ class Namespace:
         self._fetch_locks: dict[object, trio.Lock] = {}
         # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
         self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
-        self.stats = NamespaceStats()
+        self._stats = _Counters()
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
         self._add(self.root_node)
 
@@ -225,8 +234,8 @@ class Namespace:
                 del local[node.path]
         self._maybe_drop(node)
 
-    def statistics(self) -> dict[str, int]:
-        return {**vars(self.stats), "inodes": len(self._nodes)}
+    def statistics(self) -> NamespaceStats:
+        return NamespaceStats(**vars(self._stats), inodes=len(self._nodes))
 
     # ---- cached listings ---------------------------------------------------------------
     def _lock(self, key: object) -> trio.Lock:
@@ -239,7 +248,7 @@ class Namespace:
             if cached is not None:
                 return cached
             listed = [c async for c in self.client.list_containers()]
-            self.stats.container_listings += 1
+            self._stats.container_listings += 1
             visible = [c for c in listed if self.show_expired or not c.expired]
             by_name = names.container_dir_names(visible)
             self._containers["all"] = by_name
@@ -280,7 +289,7 @@ class Namespace:
                 files: list[ContainerFile] = []
                 if container is not None and not container.expired:
                     files = [f async for f in self.client.list_files(cid)]
-                    self.stats.file_listings += 1
+                    self._stats.file_listings += 1
             finally:
                 del self._journal[cid]
             listing = Listing({f.id: f for f in files})
@@ -319,10 +328,10 @@ class Namespace:
     # ---- lookups -----------------------------------------------------------------------
     async def lookup(self, parent: Node, name: str) -> Node | None:
         """The child ``name`` of a directory node, or None. Costs at most one listing."""
-        self.stats.lookups += 1
+        self._stats.lookups += 1
         found = await self._lookup(parent, name)
         if found is None:
-            self.stats.negative_lookups += 1
+            self._stats.negative_lookups += 1
         return found
 
     async def _lookup(self, parent: Node, name: str) -> Node | None:

@@ -58,6 +58,17 @@ class UploadHost(Protocol):
 
 
 @dataclass(frozen=True)
+class PendingItem:
+    """One upload not done yet, as ``containerfs status`` shows it."""
+
+    container_id: str
+    path: str
+    bytes: int
+    state: str  # "deferred" or "failed"
+    error: str | None
+
+
+@dataclass(frozen=True)
 class QueueCounts:
     pending: int  # failed uploads, and queued ones of a previous mount not resumed yet
     deferred: int
@@ -152,25 +163,25 @@ class UploadQueue:
             orphans=len(self._orphans),
         )
 
-    def snapshot(self) -> list[dict[str, object]]:
+    def snapshot(self) -> list[PendingItem]:
         """The uploads not done yet: deferred, failed, or queued by a previous mount."""
         return [
-            {
-                "container_id": n.cid,
-                "path": n.path,
-                "bytes": n.spool.size if n.spool else 0,
-                "state": "deferred" if n in self._later else "failed",
-                "error": self._failed[n].error if n in self._failed else None,
-            }
+            PendingItem(
+                container_id=str(n.cid),
+                path=n.path,
+                bytes=n.spool.size if n.spool else 0,
+                state="deferred" if n in self._later else "failed",
+                error=self._failed[n].error if n in self._failed else None,
+            )
             for n in [*self._failed, *self._later]
         ] + [
-            {
-                "container_id": item.container_id,
-                "path": item.path,
-                "bytes": _size_of(item.spool),
-                "state": "failed",
-                "error": retry.error,
-            }
+            PendingItem(
+                container_id=item.container_id,
+                path=item.path,
+                bytes=_size_of(item.spool),
+                state="failed",
+                error=retry.error,
+            )
             for item, _, retry in self._unresumed.values()
         ]
 

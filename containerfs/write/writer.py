@@ -28,7 +28,7 @@ from containerfs.errors import ApiError, NotFound
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.namespace import Namespace, Node
 from containerfs.state import PendingUpload, State
-from containerfs.write.queue import UploadQueue
+from containerfs.write.queue import PendingItem, UploadQueue
 from containerfs.write.renames import Renamer
 from containerfs.write.spool import ContentFetcher as ContentFetcher
 from containerfs.write.spool import ServerId as ServerId
@@ -472,7 +472,7 @@ class Writer:
         await self._renamer.rename(node, parent, name, replaced)
 
     # ---- the pending queue (the UploadQueue) ---------------------------------------------
-    def pending(self) -> list[dict[str, object]]:
+    def pending(self) -> list[PendingItem]:
         """The uploads not done yet: deferred, failed, or queued by a previous mount."""
         return self._queue.snapshot()
 
