@@ -178,9 +178,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _mount_config(args: argparse.Namespace) -> Any:
-    from containerfs.config import ApiConfig
-    from containerfs.daemon.mount import MountConfig
-    from containerfs.write.writer import DEFAULT_LOCAL_ONLY
+    from containerfs.config import DEFAULT_LOCAL_ONLY, ApiConfig, MountConfig
 
     api = ApiConfig.from_env(rate_limit_per_minute=args.rate_limit)
     state_dir = args.state_dir or default_state_dir()

@@ -17,11 +17,11 @@ import trio
 
 from containerfs import paths as names
 from containerfs.api.client import ApiClient
-from containerfs.config import ApiConfig
+from containerfs.config import ApiConfig, MountConfig
+from containerfs.daemon.layers import build_layers
 from containerfs.fs.operations import Operations
 from containerfs.models import Container, ContainerId, FileId
 from containerfs.ns.namespace import ROOT_INODE, Namespace
-from containerfs.read.reader import Reader
 from containerfs.state import State
 from containerfs.write.writer import Writer
 
@@ -108,7 +108,7 @@ class Fs:
 async def build_fs(
     tmp_path: Path, nursery: trio.Nursery, app: Any, *, read_only: bool = False
 ) -> Fs:
-    """The layers as ``Daemon.serve`` builds them, over the in-process app."""
+    """The layers as the daemon builds them (``build_layers``), over the in-process app."""
     config = ApiConfig(
         base_url="http://emulator/v1",
         api_key="sk-test",
@@ -117,15 +117,20 @@ async def build_fs(
         backoff_max=0.01,
     )
     client = ApiClient(config, transport=httpx.ASGITransport(app=app))
-    state = State(tmp_path / f"state-{read_only}", endpoint=config.base_url)
-    reader = await Reader.create(
-        client, cache_dir=tmp_path / f"cache-{read_only}", max_size=1 << 30, nursery=nursery
+    cfg = MountConfig(
+        mountpoint=tmp_path / "mnt",
+        api=config,
+        state_dir=tmp_path / f"state-{read_only}",
+        cache_dir=tmp_path / f"cache-{read_only}",
+        cache_max_size=1 << 30,
+        metadata_ttl=60.0,
+        negative_ttl=NEGATIVE_TTL,
+        read_only=read_only,
     )
-    ns = Namespace(client, state, ttl=60.0, read_only=read_only, uid=os.getuid(), gid=os.getgid())
-    writer = await Writer.create(client, ns, state, reader, nursery=nursery)
-    ops = Operations(ns, reader, writer, negative_timeout=NEGATIVE_TTL)
+    state = State(cfg.state_dir, endpoint=config.base_url)
+    layers = await build_layers(cfg, client, state, nursery=nursery)
     admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://emulator")
-    return Fs(ops, ns, writer, client, admin)
+    return Fs(layers.ops, layers.ns, layers.writer, client, admin)
 
 
 async def close_fs(fs: Fs) -> None:

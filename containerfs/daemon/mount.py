@@ -16,49 +16,28 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyfuse3
 import trio
 
 from containerfs.api.client import ApiClient
-from containerfs.config import ApiConfig
+from containerfs.config import ApiConfig as ApiConfig
+from containerfs.config import MountConfig as MountConfig
+from containerfs.daemon.layers import build_layers
 from containerfs.daemon.status import Status
 from containerfs.errors import ContainerFsError
 from containerfs.fs.operations import Operations
 from containerfs.ns.namespace import Namespace
 from containerfs.read.reader import Reader
 from containerfs.state import State
-from containerfs.write.writer import DEFAULT_DEFERRED, DEFAULT_LOCAL_ONLY, Writer
+from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
 
 
 class MountError(ContainerFsError):
     """The mount cannot start: a bad mountpoint, credentials or endpoint."""
-
-
-@dataclass
-class MountConfig:
-    mountpoint: Path
-    api: ApiConfig
-    state_dir: Path
-    cache_dir: Path
-    cache_max_size: int = 2 << 30
-    metadata_ttl: float = 10.0
-    negative_ttl: float = 1.0
-    kernel_timeout: float = 1.0
-    read_only: bool = False
-    root: str = "/mnt/data"
-    show_expired: bool = False
-    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
-    deferred: tuple[str, ...] = DEFAULT_DEFERRED
-    container_expires_minutes: int | None = None
-    container_memory_limit: str | None = None
-    allow_other: bool = False
-    drain_timeout: float = 60.0
-    fuse_options: tuple[str, ...] = field(default_factory=tuple)
 
 
 def run_dir(state_dir: Path, mountpoint: Path) -> Path:
@@ -211,43 +190,12 @@ class Daemon:
         state = State(cfg.state_dir, endpoint=cfg.api.base_url)
         try:
             async with trio.open_nursery() as nursery:
-                self.reader = await Reader.create(
-                    self.client,
-                    cache_dir=cfg.cache_dir,
-                    max_size=cfg.cache_max_size,
-                    nursery=nursery,
+                layers = await build_layers(
+                    cfg, self.client, state, nursery=nursery, operations=_DaemonOperations
                 )
-                self.ns = Namespace(
-                    self.client,
-                    state,
-                    root=cfg.root,
-                    ttl=cfg.metadata_ttl,
-                    show_expired=cfg.show_expired,
-                    read_only=cfg.read_only,
-                    uid=os.getuid(),
-                    gid=os.getgid(),
-                )
-                self.writer = await Writer.create(
-                    self.client,
-                    self.ns,
-                    state,
-                    self.reader,
-                    nursery=nursery,
-                    local_only=cfg.local_only,
-                    deferred=cfg.deferred,
-                )
-                ops = _DaemonOperations(
-                    self.ns,
-                    self.reader,
-                    self.writer,
-                    entry_timeout=cfg.kernel_timeout,
-                    attr_timeout=cfg.kernel_timeout,
-                    negative_timeout=cfg.negative_ttl,
-                    container_defaults={
-                        "expires_after_minutes": cfg.container_expires_minutes,
-                        "memory_limit": cfg.container_memory_limit,
-                    },
-                )
+                self.reader, self.ns, self.writer = layers.reader, layers.ns, layers.writer
+                ops = layers.ops
+                assert isinstance(ops, _DaemonOperations)
                 ops.after_init = lambda: nursery.start_soon(_tune_readahead_soon, real_mountpoint)
                 options = set(pyfuse3.default_options)
                 options |= {"fsname=containerfs", "subtype=containerfs", *cfg.fuse_options}

@@ -24,6 +24,13 @@ import trio
 
 from containerfs.aio import in_thread
 from containerfs.api.retrying import Backoff
+from containerfs.config import (
+    DEFAULT_DEFERRED,
+    DEFAULT_LOCAL_ONLY,
+    DEFER_SECONDS,
+    UPLOAD_RETRY_BASE,
+    UPLOAD_RETRY_MAX,
+)
 from containerfs.errors import ApiError, NotFound
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.namespace import Namespace, Node
@@ -36,31 +43,6 @@ from containerfs.write.spool import Spool as Spool
 from containerfs.write.spool import Uploader as Uploader
 
 log = logging.getLogger(__name__)
-
-# Editor swap/backup/lock files: kept on this machine, never uploaded.
-DEFAULT_LOCAL_ONLY: tuple[str, ...] = (
-    ".*.swp",
-    ".*.swx",
-    ".*.swo",
-    "*~",
-    "4913",
-    "#*#",
-    ".#*",
-    ".*.kate-swp",
-    ".~lock.*#",
-)
-
-# Temporary files of tools that write a temp file and rename it over the original (sed -i,
-# Python's tempfile, rsync): uploaded only if still there DEFER_SECONDS after close, so the
-# usual temp-then-rename costs one upload under the final name.
-DEFAULT_DEFERRED: tuple[str, ...] = (
-    "sed??????",  # sed -i
-    "tmp????????",  # Python's tempfile
-    ".*.??????",  # rsync
-    "*.lock",  # git's index.lock, HEAD.lock, refs/heads/*.lock
-    "tmp_*_??????",  # git's tmp_obj_XXXXXX, tmp_pack_XXXXXX
-)
-DEFER_SECONDS = 5.0
 
 
 @dataclass
@@ -95,8 +77,8 @@ class Writer:
         local_only: Sequence[str] = DEFAULT_LOCAL_ONLY,
         deferred: Sequence[str] = DEFAULT_DEFERRED,
         defer_seconds: float = DEFER_SECONDS,
-        retry_base: float = 2.0,
-        retry_max: float = 300.0,
+        retry_base: float = UPLOAD_RETRY_BASE,
+        retry_max: float = UPLOAD_RETRY_MAX,
         max_dir_rename: int = 1000,
     ) -> None:
         self.client = client
