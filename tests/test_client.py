@@ -1076,4 +1076,4 @@ def test_client_module_is_the_only_httpx_importer() -> None:
         for p in root.rglob("*.py")
         if "emulator" not in p.parts and re.search(r"^\s*(import|from) httpx", p.read_text(), re.M)
     )
-    assert importers == ["api/client.py"]
+    assert importers == ["api/transport.py"]

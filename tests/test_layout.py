@@ -131,7 +131,7 @@ def test_a_cycle_is_found_when_there_is_one() -> None:
 
 
 def test_only_the_api_transport_imports_httpx() -> None:
-    assert _third_party_importers("httpx") == ["api/client.py"]
+    assert _third_party_importers("httpx") == ["api/transport.py"]
 
 
 def test_only_the_fuse_adapter_and_the_daemon_import_pyfuse3() -> None:
