@@ -134,8 +134,12 @@ def test_only_the_api_transport_imports_httpx() -> None:
     assert _third_party_importers("httpx") == ["api/transport.py"]
 
 
-def test_only_the_fuse_adapter_and_the_daemon_import_pyfuse3() -> None:
-    assert _third_party_importers("pyfuse3") == ["daemon/mount.py", "fs/operations.py"]
+def test_only_the_fuse_adapter_package_and_the_daemon_import_pyfuse3() -> None:
+    assert _third_party_importers("pyfuse3") == [
+        "daemon/mount.py",
+        "fs/attrs.py",
+        "fs/operations.py",
+    ]
 
 
 def test_the_mount_path_loads_no_emulator_code() -> None:

@@ -10,30 +10,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import itertools
 import logging
 import os
 import stat
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
 from containerfs.errors import ApiError, ContainerExpired, ContainerFsError, PayloadTooLarge
-from containerfs.ns.namespace import Attrs, Kind, Namespace, Node
+from containerfs.fs.attrs import entry_attributes, statfs_data, xattrs
+from containerfs.fs.handles import Handle, HandleTable
+from containerfs.ns.namespace import Kind, Namespace, Node
 from containerfs.paths import NAME_MAX
-from containerfs.read.reader import Reader, ReadHandle
-from containerfs.write.writer import Spool, Writer
+from containerfs.read.reader import Reader
+from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-XATTR_PREFIX = "user.containerfs."
-_FS_BLOCKS = 1 << 40  # 4 PiB of 4 KiB blocks: the API states no quota
 
 
 def guarded(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -61,16 +58,6 @@ def _fail(code: int) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
 
 
-@dataclass(eq=False)
-class Handle:
-    node: Node
-    writable: bool
-    read: ReadHandle | None = None
-    spool: Spool | None = None  # what a writable handle writes to (see Writer.open)
-    append: bool = False  # O_APPEND
-    changed: bool = False  # written or truncated through this handle
-
-
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
@@ -95,9 +82,7 @@ class Operations(pyfuse3.Operations):
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
         self.container_defaults = container_defaults or {}
-        self._handles: dict[int, Handle] = {}
-        self._dirs: dict[int, list[tuple[str, Node]]] = {}
-        self._fhs = itertools.count(1)  # file and directory handles share one numbering
+        self._open = HandleTable()
         self._kept_cache: dict[int, str] = {}  # inode -> file id whose pages the kernel may keep
         self._serving = False  # a kernel session exists (set by ``init``)
 
@@ -112,26 +97,9 @@ class Operations(pyfuse3.Operations):
         return node
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
-        return self._to_entry(self.ns.attrs(node))
-
-    def _to_entry(self, a: Attrs) -> pyfuse3.EntryAttributes:
-        e = pyfuse3.EntryAttributes()
-        e.st_ino = a.inode
-        e.generation = 0
-        e.entry_timeout = self.entry_timeout
-        e.attr_timeout = self.attr_timeout
-        e.st_mode = a.mode
-        e.st_nlink = a.nlink
-        e.st_uid = a.uid
-        e.st_gid = a.gid
-        e.st_rdev = 0
-        e.st_size = a.size
-        e.st_blksize = 1 << 20  # cp and others size their buffers by it: 1 MiB FUSE writes
-        e.st_blocks = (a.size + 511) // 512
-        e.st_atime_ns = a.atime_ns
-        e.st_mtime_ns = a.mtime_ns
-        e.st_ctime_ns = a.ctime_ns
-        return e
+        return entry_attributes(
+            self.ns.attrs(node), entry_timeout=self.entry_timeout, attr_timeout=self.attr_timeout
+        )
 
     @staticmethod
     def _name(raw: bytes) -> str:
@@ -150,12 +118,10 @@ class Operations(pyfuse3.Operations):
         return child
 
     def _new_fh(self, handle: Handle) -> int:
-        fh = next(self._fhs)
-        self._handles[fh] = handle
-        return fh
+        return self._open.add_file(handle)
 
     def _handle(self, fh: int) -> Handle:
-        handle = self._handles.get(fh)
+        handle = self._open.file(fh)
         if handle is None:
             raise _fail(errno.EBADF)
         return handle
@@ -228,7 +194,7 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             if node.is_dir:
                 raise _fail(errno.EISDIR)
-            handle = self._handles.get(fh) if fh is not None else None
+            handle = self._open.file(fh) if fh is not None else None
             if handle is not None and handle.spool is not None:
                 await self.writer.truncate(node, attr.st_size, handle.spool)
                 handle.changed = True
@@ -271,13 +237,12 @@ class Operations(pyfuse3.Operations):
         if not node.is_dir:
             raise _fail(errno.ENOTDIR)
         entries = await self.ns.list_dir(node)
-        fh = next(self._fhs)
-        self._dirs[fh] = entries
+        fh = self._open.add_dir(entries)
         return fh
 
     @guarded
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        entries = self._dirs.get(fh)
+        entries = self._open.dir(fh)
         if entries is None:
             raise _fail(errno.EBADF)
         for index in range(start_id, len(entries)):
@@ -290,7 +255,7 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+        self._open.pop_dir(fh)
 
     @guarded
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
@@ -452,7 +417,7 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def release(self, fh: int) -> None:
-        handle = self._handles.pop(fh, None)
+        handle = self._open.pop_file(fh)
         if handle is None:
             return
         node = handle.node
@@ -510,52 +475,18 @@ class Operations(pyfuse3.Operations):
     # ---- the rest ----------------------------------------------------------------------
     @guarded
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
-        s = pyfuse3.StatvfsData()
-        s.f_bsize = 4096
-        s.f_frsize = 4096
-        s.f_blocks = _FS_BLOCKS
-        s.f_bfree = _FS_BLOCKS
-        s.f_bavail = _FS_BLOCKS
-        s.f_files = 1 << 32
-        s.f_ffree = 1 << 32
-        s.f_favail = 1 << 32
-        s.f_namemax = NAME_MAX
-        return s
-
-    def _xattrs(self, node: Node) -> dict[str, str]:
-        if node.kind is Kind.CONTAINER and node.container is not None:
-            c = node.container
-            values: dict[str, object] = {
-                "id": c.id,
-                "status": c.status,
-                "created_at": c.created_at,
-                "last_active_at": c.last_active_at,
-                "expires_after_minutes": c.expires_after.minutes if c.expires_after else None,
-                "memory_limit": c.memory_limit,
-            }
-        elif node.kind is Kind.FILE:
-            f = node.remote
-            values = {
-                "id": f.id if f else None,
-                "path": f.path if f else None,
-                "source": f.source if f else None,
-                "created_at": f.created_at if f else None,
-                "state": "local" if node.local_only else "pending" if f is None else "uploaded",
-            }
-        else:
-            values = {"container_id": node.cid} if node.cid else {}
-        return {XATTR_PREFIX + k: str(v) for k, v in values.items() if v is not None}
+        return statfs_data()
 
     @guarded
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
+        value = xattrs(self._node(inode)).get(os.fsdecode(name))
         if value is None:
             raise _fail(pyfuse3.ENOATTR)
         return value.encode()
 
     @guarded
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return [k.encode() for k in self._xattrs(self._node(inode))]
+        return [k.encode() for k in xattrs(self._node(inode))]
 
     @guarded
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
