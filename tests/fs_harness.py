@@ -21,7 +21,8 @@ from containerfs.config import ApiConfig, MountConfig
 from containerfs.daemon.layers import build_layers
 from containerfs.fs.operations import Operations
 from containerfs.models import Container, ContainerId, FileId
-from containerfs.ns.namespace import ROOT_INODE, Namespace
+from containerfs.ns.inodes import ROOT_INODE
+from containerfs.ns.namespace import Namespace
 from containerfs.state import State
 from containerfs.write.writer import Writer
 

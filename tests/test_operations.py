@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from containerfs import paths as names
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
-from containerfs.ns.namespace import ROOT_INODE, Node
+from containerfs.ns.inodes import ROOT_INODE, Node
 
 
 async def test_lookup_finds_containers_files_and_nested_directories(fs: Fs) -> None:

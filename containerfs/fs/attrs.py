@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyfuse3
 
-from containerfs.ns.namespace import Attrs, Kind, Node
+from containerfs.ns.inodes import Attrs, Kind, Node
 from containerfs.paths import NAME_MAX
 
 XATTR_PREFIX = "user.containerfs."

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from containerfs.ns.namespace import Node
+from containerfs.ns.inodes import Node
 from containerfs.read.reader import ReadHandle
 from containerfs.write.spool import Spool
 

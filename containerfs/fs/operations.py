@@ -22,7 +22,8 @@ import trio
 from containerfs.errors import ApiError, ContainerExpired, ContainerFsError, PayloadTooLarge
 from containerfs.fs.attrs import entry_attributes, statfs_data, xattrs
 from containerfs.fs.handles import Handle, HandleTable
-from containerfs.ns.namespace import Kind, Namespace, Node
+from containerfs.ns.inodes import Kind, Node
+from containerfs.ns.namespace import Namespace
 from containerfs.paths import NAME_MAX
 from containerfs.read.reader import Reader
 from containerfs.write.writer import Writer

@@ -23,7 +23,8 @@ from containerfs.aio import in_thread
 from containerfs.api.retrying import Backoff
 from containerfs.errors import ApiError, ContainerFsError
 from containerfs.models import ContainerId, FileId
-from containerfs.ns.namespace import Namespace, Node
+from containerfs.ns.inodes import Node
+from containerfs.ns.namespace import Namespace
 from containerfs.state import PendingUpload, State
 from containerfs.write.spool import ServerId, Spool
 

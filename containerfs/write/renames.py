@@ -22,7 +22,8 @@ from typing import Protocol
 from containerfs.aio import in_thread
 from containerfs.errors import ApiError, ContainerFsError
 from containerfs.models import ContainerId, FileId
-from containerfs.ns.namespace import Namespace, Node
+from containerfs.ns.inodes import Node
+from containerfs.ns.namespace import Namespace
 from containerfs.state import State
 from containerfs.write.queue import UploadQueue
 from containerfs.write.spool import ContentFetcher, ServerId, Spool, Uploader

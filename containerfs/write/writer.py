@@ -33,7 +33,8 @@ from containerfs.config import (
 )
 from containerfs.errors import ApiError, NotFound
 from containerfs.models import ContainerFile, ContainerId, FileId
-from containerfs.ns.namespace import Namespace, Node
+from containerfs.ns.inodes import Node
+from containerfs.ns.namespace import Namespace
 from containerfs.state import PendingUpload, State
 from containerfs.write.queue import PendingItem, UploadQueue
 from containerfs.write.renames import Renamer
