@@ -146,7 +146,7 @@ class Operations(pyfuse3.Operations):
             e.st_ino = 0
             e.entry_timeout = self.negative_timeout
             return e
-        child.lookups += 1
+        self.ns.remember(child)
         return self._entry(child)
 
     async def _parent_of(self, node: Node) -> Node:
@@ -252,7 +252,7 @@ class Operations(pyfuse3.Operations):
                 continue
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(node), index + 1):
                 break
-            node.lookups += 1  # readdirplus: the kernel took a reference
+            self.ns.remember(node)  # readdirplus: the kernel took a reference
 
     @guarded
     async def releasedir(self, fh: int) -> None:
@@ -275,7 +275,7 @@ class Operations(pyfuse3.Operations):
             node = await self.ns.create_container(text, **self.container_defaults)
         else:
             node = await self.ns.add_dir(parent, text)
-        node.lookups += 1
+        self.ns.remember(node)
         return self._entry(node)
 
     @guarded
@@ -342,14 +342,14 @@ class Operations(pyfuse3.Operations):
             if flags & os.O_EXCL:
                 raise _fail(errno.EEXIST)
             info = await self.open(existing.inode, flags, ctx)
-            existing.lookups += 1
+            self.ns.remember(existing)
             return info, self._entry(existing)
         node = self.ns.new_file(parent, text)
         node.mode = stat.S_IMODE(mode)
         self.writer.classify(node)
         spool = await self.writer.open(node, truncate=True)
         node.opens += 1
-        node.lookups += 1
+        self.ns.remember(node)
         fh = self._new_fh(Handle(node, True, spool=spool, append=bool(flags & os.O_APPEND)))
         self._kept_cache[node.inode] = ""
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._entry(node)

@@ -3,10 +3,12 @@ the inode table, and the ``Attrs`` the namespace reports for it. Plain data. Lay
 
 Who writes which field of a ``Node`` (the lock order is in ``containerfs/__init__.py``):
 - the namespace: ``inode``, ``kind``, ``cid``, ``path``, ``container``, ``remote``, ``gone``,
-  ``lookups``, ``size_hint`` and the local attributes (``mode``, ``mtime_ns``, ``atime_ns``);
+  ``lookups`` (``remember``/``forget``);
 - the writer (and its renamer and queue): ``spool``, ``local_only``, ``deferred``,
   ``settling``;
-- the FUSE adapter: ``opens`` (open handles), as the kernel opens and releases the file.
+- the FUSE adapter: ``opens`` (open handles), the local attributes ``mode``, ``mtime_ns``,
+  ``atime_ns`` (``setattr``, ``create``), and ``size_hint`` once a read learnt the size of a
+  file listed without one.
 """
 
 from __future__ import annotations

@@ -129,6 +129,10 @@ class Namespace:
     def node(self, inode: int) -> Node | None:
         return self._nodes.get(inode)
 
+    def remember(self, node: Node) -> None:
+        """The kernel took one more lookup reference to ``node`` (``forget`` returns them)."""
+        node.lookups += 1
+
     def forget(self, inode: int, count: int) -> None:
         node = self._nodes.get(inode)
         if node is None or node.kind is Kind.ROOT:
@@ -151,6 +155,10 @@ class Namespace:
             if local.get(node.path) is node:
                 del local[node.path]
         self._maybe_drop(node)
+
+    def drop_remote(self, node: Node) -> None:
+        """``node`` no longer stands for a server file (deleted, or superseded by a rename)."""
+        node.remote = None
 
     def statistics(self) -> NamespaceStats:
         return NamespaceStats(**vars(self._stats), inodes=len(self._nodes))

@@ -16,7 +16,7 @@ How a file's bytes flow:
   ignores ``Range`` the already-present bytes are skipped); after the last retry the error
   wakes every waiter and the entry is dropped, so the next ``open`` starts afresh.
 
-The download task and the live ``Entry`` it fills are in ``download.py``.
+The ``Download`` task is in ``download.py``, the live ``Entry`` it fills in ``entries.py``.
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ class Renamer:
             node.spool = spool
             self._ns.keep_local(node)
         node.spool.replaces = [f for f in node.spool.replaces if f[1] != remote.id]
-        node.remote = None
+        self._ns.drop_remote(node)
         await self._host.delete_quietly(remote.container_id, remote.id)
 
     async def _cache_copy(self, fid: FileId, source: Path) -> None:
@@ -241,7 +241,7 @@ class Renamer:
                     await in_thread(self._state.drop_pending, pid)
             self._queue.forget(replaced)
             self._ns.mark_gone(replaced)
-            replaced.remote = None
+            self._ns.drop_remote(replaced)
             await self._host.close_if_idle(replaced)
             return ids
 

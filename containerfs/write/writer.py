@@ -436,7 +436,7 @@ class Writer:
             for owner, fid in ids:
                 await self.delete_remote(owner, fid)
             self.ns.mark_gone(node)
-            node.remote = None
+            self.ns.drop_remote(node)
             self._queue.forget(node)
             if spool is not None:
                 spool.dirty = False
