@@ -28,8 +28,8 @@ def emulator_factory(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]
     """``emulator_factory(*args)`` starts a fresh emulator, stopped at teardown."""
     started: list[EmulatorProcess] = []
 
-    def start(*args: str) -> EmulatorProcess:
-        proc = start_emulator(tmp_path, *args)
+    def start(*args: str, env: dict[str, str] | None = None) -> EmulatorProcess:
+        proc = start_emulator(tmp_path, *args, env=env)
         started.append(proc)
         return proc
 

@@ -153,8 +153,19 @@ def _read_first_line(proc: subprocess.Popen[str], timeout: float) -> str | None:
         return None
 
 
-def start_emulator(tmp_path: Path, *extra_args: str) -> EmulatorProcess:
-    """Start an emulator with its data (unless ``--data-dir`` is given) under ``tmp_path``."""
+API_KEY_ENV = "CONTAINERFS_EMULATOR_API_KEY"
+
+
+def start_emulator(
+    tmp_path: Path, *extra_args: str, env: dict[str, str] | None = None
+) -> EmulatorProcess:
+    """Start an emulator with its data (unless ``--data-dir`` is given) under ``tmp_path``.
+
+    ``env`` adds to the inherited environment, from which the emulator's key variable is
+    removed: a key set in the developer's shell must not make every test's emulator strict.
+    """
+    environment = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+    environment.update(env or {})
     tmp_path.mkdir(parents=True, exist_ok=True)
     args = list(extra_args)
     if "--data-dir" in args:
@@ -171,6 +182,7 @@ def start_emulator(tmp_path: Path, *extra_args: str) -> EmulatorProcess:
             stdout=subprocess.PIPE,
             stderr=stderr_file,
             text=True,
+            env=environment,
         )
     line = _read_first_line(proc, STARTUP_TIMEOUT)
     if not line or not line.startswith(_PREFIX):

@@ -669,13 +669,247 @@ async def test_seed_file_is_loaded_once(make_app: MakeApp, tmp_path: Path) -> No
 
 
 def test_demo_seed_has_the_documented_sample() -> None:
-    [analysis, scratch] = load_seed("demo")
+    demo = load_seed("demo")
+    [analysis, scratch] = demo.containers
     assert (analysis.name, scratch.name) == ("analysis", "scratch")
+    assert [(f.filename, f.purpose) for f in demo.files] == [("cities.csv", "user_data")]
     paths = {f.path: f for f in analysis.files}
     assert any(PREFIXED.match(p) and p.endswith("-data.csv") for p in paths)
     assert paths["/mnt/data/out/chart.png"].source == "assistant"
     assert paths["/mnt/data/out/summary.md"].report_bytes is False
     assert [f.path for f in scratch.files] == ["/mnt/data/notes.txt"]
+
+
+# -- Files API --------------------------------------------------------------------------------
+
+API_FILE_ID = re.compile(r"^file-[A-Za-z0-9]{22}$")
+
+
+async def api_upload(
+    api: httpx.AsyncClient,
+    filename: str = "in.txt",
+    content: bytes = b"input",
+    **fields: str,
+) -> httpx.Response:
+    return await api.post(
+        "/files", files={"file": (filename, content)}, data={"purpose": "user_data", **fields}
+    )
+
+
+async def new_api_file(api: httpx.AsyncClient, filename: str, content: bytes) -> str:
+    response = await api_upload(api, filename, content)
+    assert response.status_code == 200, response.text
+    fid: str = response.json()["id"]
+    return fid
+
+
+async def test_files_api_objects_have_the_documented_shape(api: httpx.AsyncClient) -> None:
+    created = (await api_upload(api, "in.csv", b"a,b\n")).json()
+    assert API_FILE_ID.match(created["id"])
+    assert set(created) == {
+        "id", "object", "bytes", "created_at", "expires_at", "filename", "purpose", "status",
+        "status_details",
+    }  # fmt: skip
+    assert (created["object"], created["bytes"], created["filename"]) == ("file", 4, "in.csv")
+    listed = (await api.get("/files")).json()
+    assert set(listed) == {"object", "data", "first_id", "last_id", "has_more"}
+    assert listed["object"] == "list" and listed["has_more"] is False
+    assert listed["first_id"] == listed["last_id"] == created["id"]
+    content = await api.get(f"/files/{created['id']}/content")
+    assert content.headers["content-type"] == "application/octet-stream"
+    assert content.content == b"a,b\n"
+    deleted = (await api.delete(f"/files/{created['id']}")).json()
+    assert deleted == {"id": created["id"], "object": "file", "deleted": True}
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "param", "code"),
+    [
+        ({"files": {"file": ("a.txt", b"a")}}, "purpose", "missing_required_parameter"),
+        ({"data": {"purpose": "user_data"}, "files": {"other": ("a.txt", b"a")}}, "file",
+         "missing_required_parameter"),
+        ({"data": {"purpose": "batch_output"}, "files": {"file": ("a.txt", b"a")}}, "purpose",
+         "invalid_value"),
+        ({"data": {"purpose": "user_data", "colour": "red"}, "files": {"file": ("a", b"a")}},
+         "colour", "unknown_parameter"),
+        ({"data": {"purpose": "user_data", "expires_after[anchor]": "last_active_at",
+                   "expires_after[seconds]": "3600"}, "files": {"file": ("a", b"a")}},
+         "expires_after.anchor", "invalid_value"),
+        ({"data": {"purpose": "user_data", "expires_after[anchor]": "created_at",
+                   "expires_after[seconds]": "soon"}, "files": {"file": ("a", b"a")}},
+         "expires_after.seconds", "invalid_type"),
+        ({"json": {"purpose": "user_data"}}, "file", None),
+    ],
+)  # fmt: skip
+async def test_file_upload_validation_names_the_param(
+    api: httpx.AsyncClient, request_kwargs: dict[str, Any], param: str, code: str | None
+) -> None:
+    response = await api.post("/files", **request_kwargs)
+    assert_error(response, 400, param=param, code=code)
+    assert (await api.get("/files")).json()["data"] == []
+    emu = emulator_of(api)
+    assert list(emu.store.blob_dir.iterdir()) == [] and list(emu.store.incoming_dir.iterdir()) == []
+
+
+async def test_files_list_bounds_and_cursor(api: httpx.AsyncClient) -> None:
+    ids = [await new_api_file(api, f"f{i}", b"x") for i in range(3)]
+    assert [f["id"] for f in (await api.get("/files")).json()["data"]] == ids[::-1]
+    assert_error(await api.get("/files?limit=10001"), 400, param="limit")
+    assert_error(await api.get("/files?limit=0"), 400, param="limit")
+    assert_error(await api.get("/files?after=file-nothere"), 400, param="after")
+    page = (await api.get(f"/files?order=asc&limit=1&after={ids[0]}")).json()
+    assert [f["id"] for f in page["data"]] == [ids[1]] and page["has_more"] is True
+
+
+async def test_file_past_its_expiry_is_gone(api: httpx.AsyncClient) -> None:
+    fields = {"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"}
+    fid = (await api_upload(api, **fields)).json()["id"]
+    kept = await new_api_file(api, "kept.txt", b"kept")
+    emu = emulator_of(api)
+    emu.config.clock.advance(3601)
+    assert_error(await api.get(f"/files/{fid}"), 404, param="id")
+    assert not emu.store.blob_path(fid).exists()  # its bytes went with it
+    assert [f["id"] for f in (await api.get("/files")).json()["data"]] == [kept]
+    cid = await new_container(api)
+    response = await api.post(f"/containers/{cid}/files", json={"file_id": fid})
+    assert_error(response, 404, param="file_id")
+
+
+async def test_file_ids_copy_bytes_in_without_counting_uploads(api: httpx.AsyncClient) -> None:
+    data = bytes(range(256)) * 1000
+    fid = await new_api_file(api, "table.bin", data)
+    emu = emulator_of(api)
+    uploaded = emu.stats.bytes_uploaded
+    response = await api.post("/containers", json={"name": "made", "file_ids": [fid, fid]})
+    assert response.status_code == 200, response.text
+    cid = response.json()["id"]
+    files = (await api.get(f"/containers/{cid}/files?order=asc")).json()["data"]
+    assert [(f["path"], f["bytes"], f["source"]) for f in files] == [
+        ("/mnt/data/table.bin", len(data), "user")
+    ] * 2
+    assert len({f["id"] for f in files}) == 2
+    assert emu.stats.bytes_uploaded == uploaded  # nothing crossed the wire
+    await api.delete(f"/files/{fid}")
+    assert not emu.store.blob_path(fid).exists()
+    for f in files:
+        assert (await api.get(f"/containers/{cid}/files/{f['id']}/content")).content == data
+
+
+async def test_unknown_file_id_at_creation_leaves_nothing_behind(api: httpx.AsyncClient) -> None:
+    fid = await new_api_file(api, "a.txt", b"a")
+    response = await api.post("/containers", json={"name": "x", "file_ids": [fid, "file-no"]})
+    assert_error(response, 404, param="file_ids")
+    assert (await api.get("/containers")).json()["data"] == []
+    assert [p.name for p in emulator_of(api).store.blob_dir.iterdir()] == [fid]
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        ({"file_id": 7}, "file_id", "invalid_type"),
+        ({"file_id": "file-x", "path": "/mnt/data/x"}, "path", "unknown_parameter"),
+        ({}, "file", "missing_required_parameter"),
+    ],
+)
+async def test_file_id_body_validation(
+    api: httpx.AsyncClient, body: dict[str, Any], param: str, code: str
+) -> None:
+    cid = await new_container(api)
+    response = await api.post(f"/containers/{cid}/files", json=body)
+    assert_error(response, 400, param=param, code=code)
+
+
+async def test_file_id_as_a_multipart_field_copies_too(api: httpx.AsyncClient) -> None:
+    fid = await new_api_file(api, "form.txt", b"from a form")
+    cid = await new_container(api)
+    # A plain form field (no filename) in a multipart body, as some clients send it.
+    response = await api.post(f"/containers/{cid}/files", files=[("file_id", (None, fid))])
+    assert response.status_code == 200, response.text
+    assert response.json()["path"] == "/mnt/data/form.txt"
+
+
+async def test_file_id_into_an_expired_container_is_refused(api: httpx.AsyncClient) -> None:
+    fid = await new_api_file(api, "a.txt", b"a")
+    cid = await new_container(api)
+    await api.post(f"/containers/{cid}/files", json={"file_id": fid})
+    await api.post(f"http://emulator/_emulator/containers/{cid}/expire")
+    response = await api.post(f"/containers/{cid}/files", json={"file_id": fid})
+    assert_error(response, 400)
+    assert response.json()["error"]["message"] == "Container is expired."
+    assert [p.name for p in emulator_of(api).store.blob_dir.iterdir()] == [fid]
+
+
+async def test_creation_options_are_stored_and_secrets_are_not(api: httpx.AsyncClient) -> None:
+    fid = await new_api_file(api, "a.txt", b"a")
+    skills = [
+        {"type": "skill_reference", "skill_id": "skill_1", "version": "3"},
+        {"type": "inline", "name": "n", "description": "d",
+         "source": {"type": "base64", "media_type": "application/zip", "data": "UEsFBg=="}},
+    ]  # fmt: skip
+    policy = {
+        "type": "allowlist",
+        "allowed_domains": ["a.com"],
+        "domain_secrets": [{"domain": "a.com", "name": "KEY", "value": "hunter2"}],
+    }
+    body = {"name": "opts", "file_ids": [fid], "skills": skills, "network_policy": policy}
+    response = await api.post("/containers", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["network_policy"] == {"type": "allowlist", "allowed_domains": ["a.com"]}
+    assert "hunter2" not in response.text
+    state = (await api.get("http://emulator/_emulator/state")).json()
+    (container,) = state["containers"]
+    assert container["created_with"] == {
+        "file_ids": [fid],
+        "skills": [skills[0], {"type": "inline", "name": "n", "description": "d"}],
+    }
+    assert "hunter2" not in json.dumps(state)
+    assert [f["id"] for f in state["files"]] == [fid]
+
+
+async def test_bad_inline_skill_payload_is_refused(api: httpx.AsyncClient) -> None:
+    source = {"type": "base64", "media_type": "application/zip", "data": "not base64!"}
+    skill = {"type": "inline", "name": "n", "description": "d", "source": source}
+    response = await api.post("/containers", json={"name": "x", "skills": [skill]})
+    assert_error(response, 400, param="skills[0].source.data")
+
+
+async def test_files_api_survives_a_restart(make_app: MakeApp, tmp_path: Path) -> None:
+    data_dir = tmp_path / "persist-files"
+    data_dir.mkdir()
+    first = make_app(data_dir)
+    async with connect(first) as api:
+        fid = await new_api_file(api, "keep.txt", b"kept")
+    first.state.emulator.close()
+    async with connect(make_app(data_dir)) as api:
+        assert (await api.get(f"/files/{fid}")).json()["filename"] == "keep.txt"
+        assert (await api.get(f"/files/{fid}/content")).content == b"kept"
+
+
+async def test_seed_files_are_copied_into_seed_containers(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    seed = {
+        "files": [
+            {"id": "file-inputs1", "filename": "inputs.csv", "content": "a,b\n"},
+            {"filename": "loose.bin", "purpose": "assistants", "content_base64": "AAE="},
+        ],
+        "containers": [{"name": "made", "file_ids": ["file-inputs1"],
+                        "files": [{"path": "out.txt", "content": "o"}]}],
+    }  # fmt: skip
+    app = make_app()
+    assert apply_seed(app.state.emulator.store, load_seed(str(write_seed(tmp_path, seed))))
+    async with connect(app) as api:
+        files = (await api.get("/files?order=asc")).json()["data"]
+        assert [(f["filename"], f["purpose"], f["bytes"]) for f in files] == [
+            ("inputs.csv", "user_data", 4), ("loose.bin", "assistants", 2)
+        ]  # fmt: skip
+        assert files[0]["id"] == "file-inputs1"
+        (container,) = (await api.get("/containers")).json()["data"]
+        listed = (await api.get(f"/containers/{container['id']}/files?order=asc")).json()
+        assert [f["path"] for f in listed["data"]] == ["/mnt/data/inputs.csv", "/mnt/data/out.txt"]
+        copy = listed["data"][0]["id"]
+        content = await api.get(f"/containers/{container['id']}/files/{copy}/content")
+        assert content.content == b"a,b\n"
 
 
 # -- live server: sockets, signals, the command line ------------------------------------------
@@ -750,7 +984,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [(None, "cannot read seed file"), ("{not json", "not valid JSON"),
-     ('{"containers": [{"files": []}]}', "containers[0].name")],
+     ('{"containers": [{"files": []}]}', "containers[0].name"),
+     ('{"containers": [{"name": "c", "file_ids": ["file-x"]}]}', "containers[0].file_ids"),
+     ('{"files": [{"filename": "a", "purpose": "fun"}]}', "files[0].purpose"),
+     ('{"files": [{"id": "cfile_1", "filename": "a"}]}', "files[0].id")],
 )  # fmt: skip
 def test_bad_seed_is_a_one_line_error(tmp_path: Path, content: str | None, expected: str) -> None:
     seed = tmp_path / "seed.json"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -217,3 +219,223 @@ def test_api_key_is_enforced_when_configured(
         assert "sk-wrong-key-9876" not in str(info.value.body)
     with openai.OpenAI(base_url=emu.base_url, api_key="sk-right-key-1234", max_retries=0) as c:
         assert c.containers.list().data == []
+
+
+# -- Files API, and containers made from its files ---------------------------------------------
+
+API_FILE_ID = re.compile(r"^file-[A-Za-z0-9]{22}$")
+THIRTY_DAYS = 30 * 24 * 3600
+
+
+def test_files_api_lifecycle(client: openai.OpenAI) -> None:
+    data = os.urandom(3 << 20)
+    created = client.files.create(file=("inputs.bin", data), purpose="user_data")
+    assert API_FILE_ID.match(created.id)
+    assert (created.object, created.filename, created.purpose) == (
+        "file",
+        "inputs.bin",
+        "user_data",
+    )
+    assert created.bytes == len(data) and created.status == "processed"
+    assert created.expires_at is None
+
+    fetched = client.files.retrieve(created.id)
+    assert (fetched.id, fetched.bytes, fetched.filename) == (created.id, len(data), "inputs.bin")
+    assert created.id in [f.id for f in client.files.list()]
+    content = client.files.content(created.id)
+    assert hashlib.sha256(content.content).digest() == hashlib.sha256(data).digest()
+
+    deleted = client.files.delete(created.id)
+    assert (deleted.id, deleted.object, deleted.deleted) == (created.id, "file", True)
+    for call in (
+        lambda: client.files.retrieve(created.id),
+        lambda: client.files.content(created.id),
+        lambda: client.files.delete(created.id),
+    ):
+        with pytest.raises(openai.NotFoundError, match="No such File object"):
+            call()
+    assert created.id not in [f.id for f in client.files.list()]
+
+
+def test_files_list_paginates_newest_first_and_filters_by_purpose(
+    client: openai.OpenAI,
+) -> None:
+    purposes = ["assistants", "user_data", "assistants", "vision", "assistants"]
+    ids = [
+        client.files.create(file=(f"f{i}.txt", b"x" * i), purpose=p).id  # type: ignore[arg-type]
+        for i, p in enumerate(purposes)
+    ]
+    page = client.files.list(limit=2)
+    assert len(page.data) == 2 and page.has_more
+    assert [f.id for f in page if f.id in ids] == list(reversed(ids))
+    ascending = [f.id for f in client.files.list(limit=2, order="asc") if f.id in ids]
+    assert ascending == ids
+    assistants = [f.id for f in client.files.list(purpose="assistants") if f.id in ids]
+    assert assistants == [ids[4], ids[2], ids[0]]
+
+
+def test_file_expiry_follows_purpose_and_expires_after(client: openai.OpenAI) -> None:
+    batch = client.files.create(file=("b.jsonl", b"{}\n"), purpose="batch")
+    assert batch.expires_at == batch.created_at + THIRTY_DAYS
+    timed = client.files.create(
+        file=("t.txt", b"t"),
+        purpose="user_data",
+        expires_after={"anchor": "created_at", "seconds": 7200},
+    )
+    assert timed.expires_at == timed.created_at + 7200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"purpose": "bogus"}, "purpose"),
+        ({"purpose": "assistants_output"}, "purpose"),
+        (
+            {"purpose": "user_data", "expires_after": {"anchor": "created_at", "seconds": 60}},
+            "expires_after.seconds",
+        ),
+    ],
+)
+def test_invalid_file_upload_raises_bad_request(
+    client: openai.OpenAI, kwargs: dict[str, object], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.files.create(file=("x.txt", b"x"), **kwargs)  # type: ignore[arg-type]
+    assert info.value.param == param
+
+
+def test_container_created_with_file_ids_and_options(
+    client: openai.OpenAI, container_name: str
+) -> None:
+    first, second = os.urandom(1 << 20), b"city,population\nLyon,522250\n"
+    ids = [
+        client.files.create(file=("model.bin", first), purpose="user_data").id,
+        client.files.create(file=("cities.csv", second), purpose="assistants").id,
+    ]
+    created = client.containers.create(
+        name=container_name,
+        file_ids=ids,
+        memory_limit="16g",
+        expires_after={"anchor": "last_active_at", "minutes": 90},
+        network_policy={
+            "type": "allowlist",
+            "allowed_domains": ["pypi.org", "example.com"],
+            "domain_secrets": [{"domain": "example.com", "name": "TOKEN", "value": "s3cret"}],
+        },
+        skills=[{"type": "skill_reference", "skill_id": "skill_abc", "version": "latest"}],
+    )
+    assert created.memory_limit == "16g"
+    assert created.expires_after is not None and created.expires_after.minutes == 90
+    assert created.network_policy is not None
+    assert created.network_policy.type == "allowlist"
+    assert created.network_policy.allowed_domains == ["pypi.org", "example.com"]
+    assert "s3cret" not in created.model_dump_json()
+    fetched = client.containers.retrieve(created.id)
+    assert fetched.network_policy is not None
+    assert fetched.network_policy.model_dump() == created.network_policy.model_dump()
+
+    files = list(client.containers.files.list(created.id, order="asc"))
+    assert [(f.path, f.source, f.bytes) for f in files] == [
+        ("/mnt/data/model.bin", "user", len(first)),
+        ("/mnt/data/cities.csv", "user", len(second)),
+    ]
+    # Copies, not references: deleting the Files-API file leaves the container's intact.
+    client.files.delete(ids[0])
+    for f, data in zip(files, (first, second), strict=True):
+        assert f.id.startswith("cfile_") and f.id not in ids
+        content = client.containers.files.content.retrieve(f.id, container_id=created.id)
+        assert content.content == data
+
+
+def test_container_file_created_from_a_file_id(client: openai.OpenAI, container_name: str) -> None:
+    data = os.urandom(2 << 20)
+    source = client.files.create(file=("weights.npy", data), purpose="user_data")
+    cid = client.containers.create(name=container_name).id
+    created = client.containers.files.create(cid, file_id=source.id)
+    assert created.object == "container.file" and created.container_id == cid
+    assert (created.path, created.source, created.bytes) == (
+        "/mnt/data/weights.npy",
+        "user",
+        len(data),
+    )
+    assert [f.id for f in client.containers.files.list(cid)] == [created.id]
+    content = client.containers.files.content.retrieve(created.id, container_id=cid)
+    assert hashlib.sha256(content.content).digest() == hashlib.sha256(data).digest()
+
+
+def test_unknown_file_ids_raise_not_found_and_create_nothing(
+    client: openai.OpenAI, container_name: str
+) -> None:
+    known = client.files.create(file=("k.txt", b"k"), purpose="user_data").id
+    with pytest.raises(openai.NotFoundError, match="No such File object: file-missing") as info:
+        client.containers.create(name=container_name, file_ids=[known, "file-missing"])
+    assert info.value.param == "file_ids"
+    assert client.containers.list(name=container_name).data == []
+    cid = client.containers.create(name=container_name).id
+    with pytest.raises(openai.NotFoundError) as info:
+        client.containers.files.create(cid, file_id="file-missing")
+    assert info.value.param == "file_id"
+    assert client.containers.files.list(cid).data == []
+    with pytest.raises(openai.NotFoundError) as info:
+        client.files.retrieve("file-missing")
+    assert info.value.param == "id"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"network_policy": {"type": "allowlist", "allowed_domains": []}},
+         "network_policy.allowed_domains"),
+        ({"network_policy": {"type": "allowlist"}}, "network_policy.allowed_domains"),
+        ({"network_policy": {"type": "disabled", "allowed_domains": ["a.com"]}},
+         "network_policy.allowed_domains"),
+        ({"network_policy": {"type": "allowlist", "allowed_domains": ["a.com"],
+                             "domain_secrets": [{"domain": "a.com", "name": "K"}]}},
+         "network_policy.domain_secrets[0].value"),
+        ({"skills": [{"type": "skill_reference"}]}, "skills[0].skill_id"),
+        ({"skills": [{"type": "skill_reference", "skill_id": "s" * 65}]}, "skills[0].skill_id"),
+        ({"skills": [{"type": "skill_reference", "skill_id": "s", "version": "0"}]},
+         "skills[0].version"),
+        ({"skills": [{"type": "plugin"}]}, "skills[0].type"),
+        ({"skills": [{"type": "inline", "name": "n", "description": "d",
+                      "source": {"type": "base64", "media_type": "application/x-tar",
+                                 "data": "UEsDBA=="}}]},
+         "skills[0].source.media_type"),
+        ({"file_ids": "file-abc"}, "file_ids"),
+    ],
+)  # fmt: skip
+def test_invalid_container_options_raise_bad_request(
+    client: openai.OpenAI, container_name: str, kwargs: dict[str, object], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.containers.create(name=container_name, **kwargs)  # type: ignore[arg-type]
+    assert info.value.param == param
+    assert client.containers.list(name=container_name).data == []
+
+
+def test_inline_skill_is_accepted(client: openai.OpenAI, container_name: str) -> None:
+    created = client.containers.create(
+        name=container_name,
+        skills=[
+            {
+                "type": "inline",
+                "name": "csv-tools",
+                "description": "helpers for CSV files",
+                "source": {"type": "base64", "media_type": "application/zip", "data": "UEsFBg=="},
+            }
+        ],
+    )
+    assert client.containers.retrieve(created.id).status == "running"
+
+
+def test_api_key_can_come_from_the_environment(
+    emulator_factory: Callable[..., EmulatorProcess],
+) -> None:
+    emu = emulator_factory(env={"CONTAINERFS_EMULATOR_API_KEY": "sk-env-key-5678"})
+    cmdline = Path(f"/proc/{emu.proc.pid}/cmdline").read_bytes()
+    assert b"sk-env-key-5678" not in cmdline
+    wrong = openai.OpenAI(base_url=emu.base_url, api_key="sk-wrong-key-9876", max_retries=0)
+    with wrong as c, pytest.raises(openai.AuthenticationError):
+        c.files.list()
+    with openai.OpenAI(base_url=emu.base_url, api_key="sk-env-key-5678", max_retries=0) as c:
+        assert list(c.files.list()) == []

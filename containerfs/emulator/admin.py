@@ -8,7 +8,8 @@
   with a JSON list (or ``{"rules": [...]}``).
 - ``GET|POST /_emulator/config``: ``latency_ms``, ``fail_rate``, ``throttle_rate``,
   ``throttle_retry_after``, ``upload_paths``, ``range``.
-- ``GET  /_emulator/state``: every live container with its files.
+- ``GET  /_emulator/state``: every live container with its files and the ``file_ids`` and
+  ``skills`` it was created with (``created_with``), and the Files-API files (``files``).
 - ``POST /_emulator/containers/{id}/expire``: expire a container now.
 - ``POST /_emulator/containers/{id}/files``: add a file as the code interpreter would
   (``{"path", "content" | "content_base64", "source": "assistant", "report_bytes"}``).
@@ -147,8 +148,11 @@ async def state(request: Request) -> Response:
     for container in emu.store.all_containers():
         entry = container.to_json()
         entry["files"] = [f.to_json() for f in emu.store.all_files(container.id)]
+        options = emu.store.container_options(container.id)
+        entry["created_with"] = {"file_ids": options.file_ids, "skills": options.skills}
         containers.append(entry)
-    return JSONResponse({"containers": containers, "now": emu.config.clock.now()})
+    files = [f.to_json() for f in emu.store.all_api_files()]
+    return JSONResponse({"containers": containers, "files": files, "now": emu.config.clock.now()})
 
 
 def _live_container(emu: Emulator, cid: str) -> None:

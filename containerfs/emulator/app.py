@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from containerfs.emulator import admin, api
+from containerfs.emulator import admin, api, files_api
 from containerfs.emulator.config import EmulatorConfig
 from containerfs.emulator.errors import ApiError
 from containerfs.emulator.faults import ConnectionDropped, DroppedResponse, FaultRule
@@ -50,6 +50,11 @@ API_ROUTES: list[tuple[str, str, str, Handler]] = [
         "file_content",
         api.file_content,
     ),
+    ("/v1/files", "GET", "list_api_files", files_api.list_files),
+    ("/v1/files", "POST", "create_api_file", files_api.create_file),
+    ("/v1/files/{file_id}", "GET", "retrieve_api_file", files_api.retrieve_file),
+    ("/v1/files/{file_id}", "DELETE", "delete_api_file", files_api.delete_file),
+    ("/v1/files/{file_id}/content", "GET", "api_file_content", files_api.file_content),
 ]
 
 _MISSING_KEY = (

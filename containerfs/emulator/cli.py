@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -25,12 +26,13 @@ import uvicorn
 from containerfs.emulator.app import create_app
 from containerfs.emulator.config import UPLOAD_PATH_POLICIES, EmulatorConfig
 from containerfs.emulator.faults import DroppedLogFilter
-from containerfs.emulator.seed import SeedContainer, SeedError, apply_seed, load_seed
+from containerfs.emulator.seed import Seed, SeedError, apply_seed, load_seed
 from containerfs.emulator.state import Emulator
 
 log = logging.getLogger(__name__)
 
 _PROG = "containerfs emulator"
+API_KEY_ENV = "CONTAINERFS_EMULATOR_API_KEY"
 
 
 def _rate(text: str) -> float:
@@ -58,7 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", metavar="demo|FILE", help="initial containers: the demo set or a JSON file"
     )
-    parser.add_argument("--api-key", help="accept only this bearer key (default: any)")
+    parser.add_argument(
+        "--api-key",
+        help=f"accept only this bearer key (default: ${API_KEY_ENV} if set, else any key); "
+        f"prefer ${API_KEY_ENV}, which does not show in ps",
+    )
     parser.add_argument("--latency-ms", type=_non_negative, default=0.0, metavar="N")
     parser.add_argument(
         "--fail-rate", type=_rate, default=0.0, metavar="P", help="probability of a random 500"
@@ -135,7 +141,7 @@ def _error(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
-    seed: list[SeedContainer] | None = None
+    seed: Seed | None = None
     if args.seed:
         try:
             seed = load_seed(args.seed)
@@ -151,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
             data_dir.mkdir(parents=True, exist_ok=True)
             config = EmulatorConfig(
                 data_dir=data_dir,
-                api_key=args.api_key,
+                # An empty variable means no key, as if unset.
+                api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
                 latency_ms=args.latency_ms,
                 fail_rate=args.fail_rate,
                 throttle_rate=args.throttle_rate,

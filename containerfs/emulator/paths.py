@@ -6,6 +6,9 @@ Policies (``--upload-paths``):
 - ``keep``: the filename as a path relative to ``/mnt/data`` (``d/e/x.txt`` becomes
   ``/mnt/data/d/e/x.txt``); an absolute filename is normalised and kept as it is; ``..``
   components are refused. Two uploads to one path make two files: nothing is overwritten.
+
+A file copied in from the Files API (``file_ids``, ``file_id``) gets :func:`copied_path`
+whatever the policy.
 """
 
 from __future__ import annotations
@@ -47,3 +50,13 @@ def stored_path(filename: str, *, policy: UploadPaths) -> str:
     if not filename or "\x00" in filename:
         raise bad_request("The uploaded file must have a file name.", param="file")
     return _POLICIES[policy](filename)
+
+
+def copied_path(filename: str) -> str:
+    """The ``path`` of a Files-API file copied into a container, from its ``filename``."""
+    # Neither the spec nor the API reference says what path such a file gets. Code interpreter
+    # users report files passed as ``file_ids`` under /mnt/data/<their Files-API filename>,
+    # without the random prefix an upload gets, so that is what is answered here; a client
+    # must take the path from the answer and rely on neither form. Only the basename is used,
+    # so a filename holding '/' cannot leave /mnt/data.
+    return f"{CONTAINER_ROOT}/{filename.rsplit('/', 1)[-1]}"

@@ -2,15 +2,22 @@
 
 A seed file looks like::
 
-    {"containers": [{"name": "analysis",
+    {"files": [{"id": "file-inputs1", "filename": "inputs.csv", "purpose": "user_data",
+                "content": "a,b\n"}],
+     "containers": [{"name": "analysis",
                      "expires_after": {"anchor": "last_active_at", "minutes": 60},
                      "memory_limit": "4g",
+                     "file_ids": ["file-inputs1"],
                      "files": [{"path": "/mnt/data/out/chart.png", "content": "text",
                                 "source": "assistant", "report_bytes": false}]}]}
 
-``content_base64`` replaces ``content`` for binary data; ``source`` defaults to ``user``;
+``files`` (optional) are Files-API files; ``id`` (``file-`` and letters or digits) is
+optional, and needed only to name the file in a container's ``file_ids``, which copies it
+in as ``POST /containers`` does. In a container's ``files``, ``content_base64`` replaces
+``content`` for binary data (also in Files-API files); ``source`` defaults to ``user``;
 ``report_bytes: false`` makes the file's ``bytes`` null in every answer; a relative ``path``
-is taken under ``/mnt/data``. Seeds apply only to a data directory without containers.
+is taken under ``/mnt/data``. Seeds apply only to a data directory without containers and
+without Files-API files.
 """
 
 from __future__ import annotations
@@ -20,19 +27,29 @@ import binascii
 import json
 import logging
 import posixpath
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from containerfs.emulator.paths import CONTAINER_ROOT
-from containerfs.emulator.store import Store
+from containerfs.emulator.paths import CONTAINER_ROOT, copied_path
+from containerfs.emulator.store import (
+    DEFAULT_EXPIRES_MINUTES,
+    DEFAULT_MEMORY_LIMIT,
+    ApiFileRow,
+    Store,
+    new_file_id,
+)
 
 log = logging.getLogger(__name__)
 
-_CONTAINER_KEYS = {"name", "files", "expires_after", "memory_limit"}
+_CONTAINER_KEYS = {"name", "files", "expires_after", "memory_limit", "file_ids"}
 _FILE_KEYS = {"path", "content", "content_base64", "source", "report_bytes"}
+_API_FILE_KEYS = {"id", "filename", "purpose", "content", "content_base64"}
 _MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+_API_FILE_ID = re.compile(r"^file-[A-Za-z0-9]{1,64}$")
 
 # A 1x1 PNG, so that the demo's chart opens in an image viewer.
 _PNG = base64.b64decode(
@@ -56,17 +73,36 @@ class SeedFile:
 
 
 @dataclass(frozen=True)
+class SeedApiFile:
+    """A Files-API file; ``id`` None gets a fresh one."""
+
+    filename: str
+    content: bytes
+    purpose: str = "user_data"
+    id: str | None = None
+
+
+@dataclass(frozen=True)
 class SeedContainer:
     name: str
     files: list[SeedFile] = field(default_factory=list)
     expires_minutes: int | None = None
     memory_limit: str | None = None
+    # Ids of the seed's Files-API files copied in at creation.
+    file_ids: list[str] = field(default_factory=list)
 
 
-def demo_seed() -> list[SeedContainer]:
-    """Two containers: ``analysis`` (an upload and assistant outputs) and ``scratch``."""
+@dataclass(frozen=True)
+class Seed:
+    containers: list[SeedContainer] = field(default_factory=list)
+    files: list[SeedApiFile] = field(default_factory=list)
+
+
+def demo_seed() -> Seed:
+    """Two containers: ``analysis`` (an upload and assistant outputs) and ``scratch``; and
+    one Files-API file, ``cities.csv``, to bring into a container."""
     upload = f"{CONTAINER_ROOT}/{secrets.token_hex(16)}-data.csv"
-    return [
+    containers = [
         SeedContainer(
             "analysis",
             [
@@ -77,6 +113,7 @@ def demo_seed() -> list[SeedContainer]:
         ),
         SeedContainer("scratch", [SeedFile(f"{CONTAINER_ROOT}/notes.txt", _NOTES)]),
     ]
+    return Seed(containers, [SeedApiFile("cities.csv", _CSV)])
 
 
 def parse_file(raw: object, *, where: str) -> SeedFile:
@@ -138,22 +175,55 @@ def _parse_container(raw: object, where: str) -> SeedContainer:
     memory = raw.get("memory_limit")
     if memory is not None and memory not in _MEMORY_LIMITS:
         raise SeedError(f"{where}.memory_limit: expected one of {_MEMORY_LIMITS}")
+    file_ids = raw.get("file_ids", [])
+    if not isinstance(file_ids, list) or not all(isinstance(f, str) for f in file_ids):
+        raise SeedError(f"{where}.file_ids: expected an array of strings")
     return SeedContainer(
         name,
         [parse_file(f, where=f"{where}.files[{i}]") for i, f in enumerate(files)],
         minutes,
         memory,
+        list(file_ids),
     )
 
 
-def parse_seed(data: object) -> list[SeedContainer]:
-    if not isinstance(data, Mapping) or not isinstance(data.get("containers"), list):
-        raise SeedError('expected an object {"containers": [...]}')
-    _check_keys(data, {"containers"}, "seed")
-    return [_parse_container(c, f"containers[{i}]") for i, c in enumerate(data["containers"])]
+def _parse_api_file(raw: object, where: str) -> SeedApiFile:
+    if not isinstance(raw, Mapping):
+        raise SeedError(f"{where}: expected an object")
+    _check_keys(raw, _API_FILE_KEYS, where)
+    filename = raw.get("filename")
+    if not isinstance(filename, str) or not filename or "/" in filename or "\x00" in filename:
+        raise SeedError(f"{where}.filename: expected a non-empty name without '/'")
+    purpose = raw.get("purpose", "user_data")
+    if purpose not in _PURPOSES:
+        raise SeedError(f"{where}.purpose: expected one of {_PURPOSES}")
+    fid = raw.get("id")
+    if fid is not None and (not isinstance(fid, str) or not _API_FILE_ID.match(fid)):
+        raise SeedError(f"{where}.id: expected 'file-' and up to 64 letters or digits")
+    return SeedApiFile(filename, _content(raw, where), purpose, fid)
 
 
-def load_seed(spec: str) -> list[SeedContainer]:
+def parse_seed(data: object) -> Seed:
+    if not isinstance(data, Mapping) or not (
+        isinstance(data.get("containers", []), list) and isinstance(data.get("files", []), list)
+    ):
+        raise SeedError('expected an object {"containers": [...], "files": [...]}')
+    _check_keys(data, {"containers", "files"}, "seed")
+    files = [_parse_api_file(f, f"files[{i}]") for i, f in enumerate(data.get("files", []))]
+    ids = [f.id for f in files if f.id is not None]
+    if len(set(ids)) != len(ids):
+        raise SeedError("files: two files have the same id")
+    containers = [
+        _parse_container(c, f"containers[{i}]") for i, c in enumerate(data.get("containers", []))
+    ]
+    for i, container in enumerate(containers):
+        for fid in container.file_ids:
+            if fid not in ids:
+                raise SeedError(f"containers[{i}].file_ids: {fid!r} is not the id of a seed file")
+    return Seed(containers, files)
+
+
+def load_seed(spec: str) -> Seed:
     """``demo`` or the path of a JSON seed file."""
     if spec == "demo":
         return demo_seed()
@@ -171,25 +241,45 @@ def load_seed(spec: str) -> list[SeedContainer]:
         raise SeedError(f"seed file {spec}: {exc}") from exc
 
 
-def apply_seed(store: Store, containers: list[SeedContainer]) -> bool:
-    """Create the seed's containers and files, unless the store already has containers."""
-    if store.count_containers():
-        log.info("data directory already has containers: seed not applied")
+def apply_seed(store: Store, seed: Seed) -> bool:
+    """Create the seed's files and containers, unless the store already has either."""
+    if store.count_containers() or store.count_api_files():
+        log.info("data directory already has containers or files: seed not applied")
         return False
-    for seed in containers:
-        options: dict[str, int | str] = {}
-        if seed.expires_minutes is not None:
-            options["expires_minutes"] = seed.expires_minutes
-        if seed.memory_limit is not None:
-            options["memory_limit"] = seed.memory_limit
-        container = store.create_container(seed.name, **options)  # type: ignore[arg-type]
-        for f in seed.files:
-            store.add_file_bytes(
-                container.id,
-                path=f.path,
-                content=f.content,
-                source=f.source,
-                report_bytes=f.report_bytes,
-            )
-    log.info("seeded %d containers", len(containers))
+    api_files: dict[str, ApiFileRow] = {}
+    for f in seed.files:
+        row = store.add_api_file_bytes(
+            filename=f.filename, purpose=f.purpose, content=f.content, fid=f.id
+        )
+        api_files[row.id] = row
+    for container_seed in seed.containers:
+        _apply_container(store, container_seed, api_files)
+    log.info("seeded %d containers and %d files", len(seed.containers), len(seed.files))
     return True
+
+
+def _apply_container(
+    store: Store, seed: SeedContainer, api_files: Mapping[str, ApiFileRow]
+) -> None:
+    container = store.create_container(
+        seed.name,
+        expires_minutes=seed.expires_minutes or DEFAULT_EXPIRES_MINUTES,
+        memory_limit=seed.memory_limit or DEFAULT_MEMORY_LIMIT,
+        file_ids=seed.file_ids,
+    )
+    # Files-API copies first, as the service creates them with the container.
+    for fid in seed.file_ids:
+        source = api_files[fid]
+        copy = new_file_id()
+        store.copy_blob(fid, copy)
+        store.add_file(
+            container.id, copy, path=copied_path(source.filename), size=source.size, source="user"
+        )
+    for f in seed.files:
+        store.add_file_bytes(
+            container.id,
+            path=f.path,
+            content=f.content,
+            source=f.source,
+            report_bytes=f.report_bytes,
+        )

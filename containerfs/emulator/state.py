@@ -37,5 +37,6 @@ class Emulator:
                 await anyio.to_thread.run_sync(self.store.remove_blobs, fids)
 
     async def expire_due(self) -> None:
-        """Expire idle containers (lazily, before each request that could observe them)."""
-        await self.remove_blobs(self.store.expire_due())
+        """Expire idle containers and Files-API files past their ``expires_at`` (lazily,
+        before each request that could observe them)."""
+        await self.remove_blobs(self.store.expire_due() + self.store.expire_api_files())

@@ -1,4 +1,5 @@
-"""Emulator storage: container and file metadata in SQLite, file contents as blob files.
+"""Emulator storage: metadata of containers, their files and Files-API files in SQLite;
+file contents as blob files.
 
 The bottom layer of the emulator; knows nothing about HTTP. All methods are synchronous: the
 metadata calls are tiny (indexed queries on a local WAL database) and run on the event loop,
@@ -16,6 +17,7 @@ import logging
 import secrets
 import shutil
 import sqlite3
+import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,22 @@ CREATE TABLE IF NOT EXISTS files (
     deleted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS files_order ON files (container_id, deleted, created_at, seq);
+CREATE TABLE IF NOT EXISTS api_files (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    filename TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    expires_at INTEGER,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS api_files_order ON api_files (deleted, created_at, seq);
+CREATE TABLE IF NOT EXISTS container_options (
+    container_id TEXT PRIMARY KEY,
+    file_ids TEXT NOT NULL,
+    skills TEXT NOT NULL
+);
 """
 
 
@@ -67,6 +85,14 @@ def new_container_id() -> str:
 
 def new_file_id() -> str:
     return "cfile_" + secrets.token_hex(16)
+
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_api_file_id() -> str:
+    """A Files-API id: ``file-`` and 22 letters and digits, as the service's ids look."""
+    return "file-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
 
 
 class UnknownCursor(LookupError):
@@ -127,8 +153,43 @@ class FileRow:
 
 
 @dataclass(frozen=True)
+class ApiFileRow:
+    """A file of the Files API (``/v1/files``), not of any container."""
+
+    seq: int
+    id: str
+    created_at: int
+    size: int
+    filename: str
+    purpose: str
+    expires_at: int | None
+
+    def to_json(self) -> JsonObject:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.size,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            # Deprecated fields the service still sends; a stored file is always processed.
+            "status": "processed",
+            "status_details": None,
+        }
+
+
+@dataclass(frozen=True)
+class ContainerOptions:
+    """What a container was created with that its object does not show."""
+
+    file_ids: list[str]
+    skills: list[Any]
+
+
+@dataclass(frozen=True)
 class Page:
-    data: Sequence[ContainerRow] | Sequence[FileRow]
+    data: Sequence[ContainerRow] | Sequence[FileRow] | Sequence[ApiFileRow]
     has_more: bool
 
     def to_json(self) -> JsonObject:
@@ -146,6 +207,7 @@ _CONTAINER_COLUMNS = (
     "network_policy, status"
 )
 _FILE_COLUMNS = "seq, id, container_id, created_at, bytes, report_bytes, path, source"
+_API_FILE_COLUMNS = "seq, id, created_at, bytes, filename, purpose, expires_at"
 
 
 def _container(row: tuple[Any, ...]) -> ContainerRow:
@@ -160,10 +222,15 @@ def _file(row: tuple[Any, ...]) -> FileRow:
     return FileRow(seq, id_, cid, created, size, bool(report), path, source)
 
 
+def _api_file(row: tuple[Any, ...]) -> ApiFileRow:
+    return ApiFileRow(*row)
+
+
 class Store:
     """Metadata database plus blob directory under one data directory.
 
-    Layout: ``DATA_DIR/state.db`` (SQLite), ``DATA_DIR/blobs/<file id>`` (contents),
+    Layout: ``DATA_DIR/state.db`` (SQLite), ``DATA_DIR/blobs/<file id>`` (contents of
+    container files and Files-API files alike: their ids never collide),
     ``DATA_DIR/incoming/`` (uploads in progress; emptied at open).
     """
 
@@ -200,6 +267,8 @@ class Store:
         expires_minutes: int = DEFAULT_EXPIRES_MINUTES,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
         network_policy: JsonObject | None = None,
+        file_ids: Sequence[str] = (),
+        skills: Sequence[Any] = (),
     ) -> ContainerRow:
         now = self.clock.now()
         policy = json.dumps(network_policy or DEFAULT_NETWORK_POLICY)
@@ -208,6 +277,10 @@ class Store:
             "INSERT INTO containers (id, name, created_at, last_active_at, expires_minutes,"
             " memory_limit, network_policy, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
             (cid, name, int(now), now, expires_minutes, memory_limit, policy),
+        )
+        self._db.execute(
+            "INSERT INTO container_options (container_id, file_ids, skills) VALUES (?, ?, ?)",
+            (cid, json.dumps(list(file_ids)), json.dumps(list(skills))),
         )
         log.info("created container %s %r", cid, name)
         row = self.get_container(cid)
@@ -219,6 +292,15 @@ class Store:
             f"SELECT {_CONTAINER_COLUMNS} FROM containers WHERE id = ? AND deleted = 0", (cid,)
         ).fetchone()
         return _container(row) if row else None
+
+    def container_options(self, cid: str) -> ContainerOptions:
+        """The ``file_ids`` and ``skills`` a container was created with (empty if none)."""
+        row = self._db.execute(
+            "SELECT file_ids, skills FROM container_options WHERE container_id = ?", (cid,)
+        ).fetchone()
+        if row is None:  # created by an emulator that did not record options
+            return ContainerOptions([], [])
+        return ContainerOptions(json.loads(row[0]), json.loads(row[1]))
 
     def touch_container(self, cid: str) -> ContainerRow | None:
         """Refresh ``last_active_at`` of a running container; returns the updated row."""
@@ -349,6 +431,93 @@ class Store:
         ).fetchall()
         return [_container(r) for r in rows]
 
+    # -- Files API ------------------------------------------------------------------------
+
+    def add_api_file(
+        self, fid: str, *, filename: str, purpose: str, size: int, expires_at: int | None
+    ) -> ApiFileRow:
+        """Record a Files-API file whose blob is already at :meth:`blob_path` ``(fid)``."""
+        self._db.execute(
+            "INSERT INTO api_files (id, created_at, bytes, filename, purpose, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (fid, int(self.clock.now()), size, filename, purpose, expires_at),
+        )
+        row = self.get_api_file(fid)
+        assert row is not None
+        return row
+
+    def add_api_file_bytes(
+        self,
+        *,
+        filename: str,
+        purpose: str,
+        content: bytes,
+        expires_at: int | None = None,
+        fid: str | None = None,
+    ) -> ApiFileRow:
+        """Store a small Files-API file given in memory (seeds); a new id unless given."""
+        fid = fid or new_api_file_id()
+        self.blob_path(fid).write_bytes(content)
+        return self.add_api_file(
+            fid, filename=filename, purpose=purpose, size=len(content), expires_at=expires_at
+        )
+
+    def get_api_file(self, fid: str) -> ApiFileRow | None:
+        """A live Files-API file; one past its ``expires_at`` is gone, as on the service."""
+        row = self._db.execute(
+            f"SELECT {_API_FILE_COLUMNS} FROM api_files WHERE id = ? AND deleted = 0"
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            (fid, self.clock.now()),
+        ).fetchone()
+        return _api_file(row) if row else None
+
+    def list_api_files(
+        self, *, limit: int, order: Order, after: str | None, purpose: str | None
+    ) -> Page:
+        where = "deleted = 0 AND (expires_at IS NULL OR expires_at > ?)"
+        params: list[Any] = [self.clock.now()]
+        if purpose is not None:
+            where += " AND purpose = ?"
+            params.append(purpose)
+        rows = self._page(
+            "api_files",
+            _API_FILE_COLUMNS,
+            where,
+            params,
+            "1",
+            [],
+            limit=limit,
+            order=order,
+            after=after,
+        )
+        return Page([_api_file(r) for r in rows[:limit]], len(rows) > limit)
+
+    def expire_api_files(self) -> list[str]:
+        """Drop Files-API files past their ``expires_at``; returns the blobs to remove."""
+        now = self.clock.now()
+        rows = self._db.execute(
+            "SELECT id FROM api_files WHERE deleted = 0 AND expires_at <= ?", (now,)
+        ).fetchall()
+        self._db.execute(
+            "UPDATE api_files SET deleted = 1 WHERE deleted = 0 AND expires_at <= ?", (now,)
+        )
+        return [fid for (fid,) in rows]
+
+    def delete_api_file(self, fid: str) -> None:
+        self._db.execute("UPDATE api_files SET deleted = 1 WHERE id = ?", (fid,))
+
+    def all_api_files(self) -> list[ApiFileRow]:
+        rows = self._db.execute(
+            f"SELECT {_API_FILE_COLUMNS} FROM api_files WHERE deleted = 0"
+            " AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at, seq",
+            (self.clock.now(),),
+        ).fetchall()
+        return [_api_file(r) for r in rows]
+
+    def count_api_files(self) -> int:
+        (n,) = self._db.execute("SELECT count(*) FROM api_files WHERE deleted = 0").fetchone()
+        return int(n)
+
     # -- blobs ------------------------------------------------------------------------------
 
     def blob_path(self, fid: str) -> Path:
@@ -356,6 +525,10 @@ class Store:
 
     def incoming_path(self) -> Path:
         return self.incoming_dir / secrets.token_hex(16)
+
+    def copy_blob(self, source_fid: str, fid: str) -> None:
+        """Blocking: copy one blob to a new id (a Files-API file brought into a container)."""
+        shutil.copyfile(self.blob_path(source_fid), self.blob_path(fid))
 
     def remove_blobs(self, fids: Iterable[str]) -> None:
         """Blocking: call from a worker thread when the files may be large."""
