@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from containerfs.api.retrying import Backoff
 from containerfs.errors import ConfigError
 
 #: Endpoint names, as counted in ``ClientStats.requests``.
@@ -106,6 +107,10 @@ DEFAULT_DEFERRED: tuple[str, ...] = (
     "tmp_*_??????",  # git's tmp_obj_XXXXXX, tmp_pack_XXXXXX
 )
 DEFER_SECONDS = 5.0
+#: A broken download is resumed up to DOWNLOAD_RETRIES times in a row without progress,
+#: after 0.5, 1 and 2 seconds (the same doubling ``Backoff`` as uploads and API calls).
+DOWNLOAD_BACKOFF = Backoff(base=0.5, cap=5.0)
+DOWNLOAD_RETRIES = 3
 #: A failed upload is tried again after UPLOAD_RETRY_BASE seconds, doubling up to the max.
 UPLOAD_RETRY_BASE = 2.0
 UPLOAD_RETRY_MAX = 300.0

@@ -16,6 +16,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from containerfs.api.retrying import Backoff
 from containerfs.errors import ApiConnectionError, ApiError, NotFound
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import entry_name
@@ -24,7 +25,7 @@ from containerfs.read.reader import ContentSource, DownloadStream, Reader, ReadH
 CID = ContainerId("cntr_1")
 FID = FileId("cfile_" + "a" * 32)
 FID2 = FileId("cfile_" + "b" * 32)
-NO_DELAYS = (0.0, 0.0, 0.0)
+NO_DELAYS = Backoff(base=0.0, cap=0.0)
 
 
 def payload(n: int, seed: int = 0) -> bytes:
@@ -117,7 +118,7 @@ async def make_reader(
             cache_dir=cache_dir,
             max_size=max_size,
             nursery=nursery,
-            retry_delays=NO_DELAYS,
+            retry=NO_DELAYS,
             **options,  # type: ignore[arg-type]
         )
         yield reader

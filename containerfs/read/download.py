@@ -22,6 +22,7 @@ from typing import Protocol
 
 import trio
 
+from containerfs.api.retrying import Backoff
 from containerfs.errors import ApiConnectionError, ApiError, CacheError, ContainerFsError
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import DiskCache
@@ -77,7 +78,8 @@ class DownloadHost(Protocol):
 
 @dataclass(frozen=True)
 class DownloadSettings:
-    retry_delays: tuple[float, ...]
+    backoff: Backoff  # the delays between attempts of a broken stream
+    retries: int  # attempts after a failure without progress
     flush_bytes: int
     max_pending: int
     recent_bytes: int
@@ -196,6 +198,7 @@ class Download:
         """Receive the whole content into the entry, resuming after retryable failures."""
         entry = self._entry
         failures = 0
+        delay = 0.0
         while True:
             offset = entry.arrived
             progressed = False
@@ -235,9 +238,9 @@ class Download:
             except ApiError as exc:
                 if progressed:
                     failures = 0
-                if not exc.retryable or failures >= len(self._settings.retry_delays):
+                if not exc.retryable or failures >= self._settings.retries:
                     raise
-                delay = self._settings.retry_delays[failures]
+                delay = self._settings.backoff.next_delay(delay if failures else None)
                 failures += 1
                 self._counters.retries += 1
                 log.info(

@@ -25,13 +25,14 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import trio
 
+from containerfs.api.retrying import Backoff
+from containerfs.config import DOWNLOAD_BACKOFF, DOWNLOAD_RETRIES
 from containerfs.errors import ApiError, CacheError
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry, DiskCache
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 FLUSH_BYTES = 1 << 20
 # Backpressure: the stream pauses when this much content waits for the disk.
 MAX_PENDING = 8 << 20
-DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
 # Sequential reads from the cache file fetch this much per thread hop (the kernel asks for
 # 128 KiB at a time; one pread per request would make the thread hop the bottleneck).
 READAHEAD_BYTES = 1 << 20
@@ -110,7 +110,8 @@ class Reader:
         cache: DiskCache,
         *,
         nursery: trio.Nursery,
-        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        retry: Backoff = DOWNLOAD_BACKOFF,
+        retries: int = DOWNLOAD_RETRIES,
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
@@ -118,7 +119,8 @@ class Reader:
     ) -> None:
         self._client = client
         self._download_settings = DownloadSettings(
-            retry_delays=tuple(retry_delays),
+            backoff=retry,
+            retries=retries,
             flush_bytes=flush_bytes,
             max_pending=max(max_pending, flush_bytes),
             recent_bytes=recent_bytes,
@@ -147,7 +149,8 @@ class Reader:
         cache_dir: Path,
         max_size: int,
         nursery: trio.Nursery,
-        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        retry: Backoff = DOWNLOAD_BACKOFF,
+        retries: int = DOWNLOAD_RETRIES,
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
@@ -158,7 +161,8 @@ class Reader:
             client,
             cache,
             nursery=nursery,
-            retry_delays=retry_delays,
+            retry=retry,
+            retries=retries,
             flush_bytes=flush_bytes,
             max_pending=max_pending,
             range_ahead=range_ahead,
