@@ -94,7 +94,7 @@ class Fs:
 
     async def read_file(self, inode: int) -> bytes:
         info = await self.ops.open(inode, os.O_RDONLY, CTX)
-        chunks = []
+        chunks: list[bytes] = []
         while chunk := await self.ops.read(info.fh, sum(map(len, chunks)), 64 * 1024):
             chunks.append(chunk)
         await self.ops.release(info.fh)

@@ -330,7 +330,7 @@ async def test_opening_a_server_file_for_writing_downloads_it_without_holding_it
             await gate.wait()
             return await reader.fetch(*args)
 
-    fs.writer.reader = SlowReader()  # type: ignore[assignment]
+    fs.writer.reader = SlowReader()
     handles: list[int] = []
 
     async def opener() -> None:
