@@ -137,7 +137,7 @@ async def read_all(reader: Reader, handle: ReadHandle, *, block: int = 4096) -> 
 async def settle(reader: Reader) -> None:
     """Let background downloads, flushes and deletions run to completion."""
     with trio.fail_after(5):
-        while reader.statistics().active_downloads or reader._deleting:
+        while reader.statistics().active_downloads or reader.deleting():
             await trio.sleep(0.001)
         await trio.testing.wait_all_tasks_blocked()
 

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections import deque
+from pathlib import Path
 
 import trio
 
 from containerfs.errors import ContainerFsError
-from containerfs.models import ContainerId
-from containerfs.read.diskcache import CacheEntry
+from containerfs.models import ContainerId, FileId
+from containerfs.read.diskcache import CacheEntry, DiskCache
+
+log = logging.getLogger(__name__)
 
 
 class Entry:
@@ -105,3 +109,44 @@ class Entry:
         if len(parts) == 1:
             return bytes(parts[0])  # a whole segment is returned as is, not copied
         return b"".join(parts)
+
+
+class Deletions:
+    """Cache files being deleted in worker threads, one after another per file id, so that a
+    new download of an id never has its fresh file deleted by an older deletion."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._running: dict[FileId, trio.Event] = {}
+
+    def of(self, file_id: FileId) -> trio.Event | None:
+        """The pending deletion of ``file_id``'s files, if any."""
+        return self._running.get(file_id)
+
+    def pending(self) -> bool:
+        return bool(self._running)
+
+    def schedule(self, file_id: FileId, paths: tuple[Path, ...]) -> None:
+        """Delete ``paths`` in a worker thread, after any earlier deletion of the id."""
+        previous = self._running.get(file_id)
+        done = trio.Event()
+        self._running[file_id] = done
+        self._nursery.start_soon(self._delete, file_id, paths, previous, done)
+
+    async def _delete(
+        self,
+        file_id: FileId,
+        paths: tuple[Path, ...],
+        previous: trio.Event | None,
+        done: trio.Event,
+    ) -> None:
+        try:
+            if previous is not None:
+                await previous.wait()
+            await trio.to_thread.run_sync(DiskCache.delete_files, paths)
+        except OSError as exc:
+            log.warning("cache: could not delete %s: %s", file_id, exc)
+        finally:
+            done.set()
+            if self._running.get(file_id) is done:
+                del self._running[file_id]

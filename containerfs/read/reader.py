@@ -33,13 +33,14 @@ import trio
 
 from containerfs.api.retrying import Backoff
 from containerfs.config import DOWNLOAD_BACKOFF, DOWNLOAD_RETRIES
-from containerfs.errors import ApiError, CacheError
+from containerfs.errors import CacheError
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry, DiskCache
 from containerfs.read.download import ContentSource as ContentSource
 from containerfs.read.download import Download, DownloadCounters, DownloadSettings
 from containerfs.read.download import DownloadStream as DownloadStream
-from containerfs.read.entries import Entry
+from containerfs.read.entries import Deletions, Entry
+from containerfs.read.ranges import RangeReads
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,6 @@ MAX_PENDING = 8 << 20
 READAHEAD_BYTES = 1 << 20
 # A read this far beyond the download frontier tries its own ranged GET instead of waiting.
 RANGE_AHEAD_BYTES = 8 << 20
-# ... and fetches at least this much, so that the kernel's next few reads reuse it.
-RANGE_WINDOW_BYTES = 1 << 20
 # Content already written stays in memory this long behind the disk frontier, so that readers
 # trailing the stream a little are served without a thread hop and a copy back from disk.
 RECENT_BYTES = 4 << 20
@@ -126,20 +125,18 @@ class Reader:
             recent_bytes=recent_bytes,
         )
         self._downloads = DownloadCounters()
-        self._range_ahead = range_ahead
-        self._range_ok = range_ahead is not None  # until a server answers 200 to a Range
+        self._ranges = RangeReads(client, ahead=range_ahead, counters=self._downloads)
         self._cache = cache
         self._nursery = nursery
         self._live: dict[FileId, Entry] = {}
         self._pins: dict[FileId, list[Entry]] = {}
-        self._deleting: dict[FileId, trio.Event] = {}
+        self._deletions = Deletions(nursery)
         self._known_sizes: dict[FileId, int] = {
             e.file_id: e.size for e in cache if e.complete and e.size is not None
         }
         self._hits = self._misses = self._joins = 0
         self._started = 0
         self._bytes_served = 0
-        self._range_reads = 0
 
     @classmethod
     async def create(
@@ -186,8 +183,8 @@ class Reader:
         if offset < 0 or length <= 0:
             return b""
         end = offset + length
-        if self._far_ahead(entry, offset):
-            data = await self._read_ahead_of_stream(entry, offset, end)
+        if self._ranges.far_ahead(entry, offset):
+            data = await self._ranges.read(entry, offset, end)
             if data is not None:
                 self._bytes_served += len(data)
                 return data
@@ -310,7 +307,7 @@ class Reader:
         cached = self._cache.get(file_id)
         if cached is not None:
             self._cache.remove(cached)
-            self._schedule_delete(file_id, (cached.data_path, cached.meta_path))
+            self._deletions.schedule(file_id, (cached.data_path, cached.meta_path))
         self._known_sizes.pop(file_id, None)
 
     def statistics(self) -> ReaderStats:
@@ -322,7 +319,7 @@ class Reader:
             downloads_completed=self._downloads.completed,
             downloads_failed=self._downloads.failed,
             retries=self._downloads.retries,
-            range_reads=self._range_reads,
+            range_reads=self._ranges.count,
             active_downloads=sum(1 for e in self._live.values() if e.downloading),
             open_handles=sum(e.opens for e in self._live.values()),
             bytes_fetched=self._downloads.bytes_fetched,
@@ -394,7 +391,7 @@ class Reader:
             return entry
         if cached is not None:
             self._cache.remove(cached)
-            self._schedule_delete(file_id, (cached.data_path, cached.meta_path))
+            self._deletions.schedule(file_id, (cached.data_path, cached.meta_path))
         self._misses += 1
         entry = Entry(self._cache.add(file_id, size), container_id, size)
         self._live[file_id] = entry
@@ -421,15 +418,19 @@ class Reader:
         if self._cache.remove(entry.cache) or not entry.cache.complete:
             # unlinking now (not at the last close) lets a new download of the same id
             # create a fresh file without truncating the one still open here
-            self._schedule_delete(entry.file_id, (entry.cache.data_path, entry.cache.meta_path))
+            self._deletions.schedule(entry.file_id, (entry.cache.data_path, entry.cache.meta_path))
 
     # ---- the DownloadHost interface ----
 
     def deletion_of(self, file_id: FileId) -> trio.Event | None:
-        return self._deleting.get(file_id)
+        return self._deletions.of(file_id)
 
     def size_learned(self, file_id: FileId, size: int) -> None:
         self._known_sizes[file_id] = size
+
+    def deleting(self) -> bool:
+        """Whether cache files are still being deleted in the background."""
+        return self._deletions.pending()
 
     def download_ended(self, entry: Entry) -> None:
         self._maybe_drop(entry)
@@ -451,31 +452,7 @@ class Reader:
 
     def _evict(self) -> None:
         for victim in self._cache.evict(self._busy):
-            self._schedule_delete(victim.file_id, (victim.data_path, victim.meta_path))
-
-    def _schedule_delete(self, file_id: FileId, paths: tuple[Path, ...]) -> None:
-        previous = self._deleting.get(file_id)
-        done = trio.Event()
-        self._deleting[file_id] = done
-        self._nursery.start_soon(self._delete, file_id, paths, previous, done)
-
-    async def _delete(
-        self,
-        file_id: FileId,
-        paths: tuple[Path, ...],
-        previous: trio.Event | None,
-        done: trio.Event,
-    ) -> None:
-        try:
-            if previous is not None:
-                await previous.wait()
-            await trio.to_thread.run_sync(DiskCache.delete_files, paths)
-        except OSError as exc:
-            log.warning("cache: could not delete %s: %s", file_id, exc)
-        finally:
-            done.set()
-            if self._deleting.get(file_id) is done:
-                del self._deleting[file_id]
+            self._deletions.schedule(victim.file_id, (victim.data_path, victim.meta_path))
 
     # ---- reads ----
 
@@ -505,62 +482,6 @@ class Reader:
         else:
             head = block
         return head + tail if tail else head
-
-    def _far_ahead(self, entry: Entry, offset: int) -> bool:
-        size = entry.size
-        return (
-            self._range_ok
-            and self._range_ahead is not None
-            and entry.downloading
-            and entry.error is None
-            # only with a known size: a Range past the end would be an error, not EOF
-            and size is not None
-            and offset < size
-            and offset > entry.arrived + self._range_ahead
-        )
-
-    async def _read_ahead_of_stream(self, entry: Entry, offset: int, end: int) -> bytes | None:
-        """Serve a read far beyond the frontier with its own ranged GET (None: wait instead)."""
-        async with entry.window_lock:  # concurrent far reads share one request
-            at, window = entry.window
-            if at <= offset and end <= at + len(window):
-                return window[offset - at : end - at]
-            if not self._far_ahead(entry, offset):
-                return None
-            want = max(end - offset, RANGE_WINDOW_BYTES)
-            buf = bytearray()
-            try:
-                async with self._client.download(
-                    entry.container_id, entry.file_id, offset=offset
-                ) as download:
-                    if download.start != offset:
-                        # the server ignores Range: don't ask again on this mount
-                        log.info("server ignores Range; reads ahead will wait for the stream")
-                        self._range_ok = False
-                        return None
-                    self._range_reads += 1
-                    chunks = download.chunks()
-                    try:
-                        async for chunk in chunks:
-                            self._downloads.bytes_fetched += len(chunk)
-                            buf += chunk
-                            if len(buf) >= want:
-                                break
-                    finally:
-                        aclose = getattr(chunks, "aclose", None)
-                        if aclose is not None:
-                            await aclose()
-            except ApiError as exc:
-                log.info(
-                    "ranged read of %s at %d failed (%s); waiting for the stream",
-                    entry.file_id,
-                    offset,
-                    exc,
-                )
-                return None
-            # the stream's end is the file's end, so a short window is a short read at EOF
-            entry.window = (offset, bytes(buf[:want]))
-            return entry.window[1][: end - offset]
 
 
 # ---- blocking helpers, run in worker threads ----
