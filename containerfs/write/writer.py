@@ -15,7 +15,6 @@ import contextlib
 import fnmatch
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from containerfs.write.renames import Renamer
 from containerfs.write.spool import ContentFetcher as ContentFetcher
 from containerfs.write.spool import ServerId as ServerId
 from containerfs.write.spool import Spool as Spool
+from containerfs.write.spool import SpoolFiles
 from containerfs.write.spool import Uploader as Uploader
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ class _Counters:
     upload_failures: int = 0
     bytes_uploaded: int = 0
     deletes: int = 0
-    spools_open: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,7 @@ class Writer:
         self.deferred = tuple(p for p in deferred if p)
         self.max_dir_rename = max_dir_rename
         self._stats = _Counters()
+        self._spools = SpoolFiles(state)
         self._queue = UploadQueue(
             self,
             namespace,
@@ -161,11 +161,11 @@ class Writer:
                 spool = node.spool = await self.new_spool(node, copy=not truncate, source=fetched)
                 self.ns.keep_local(node)
             elif shared.writers > 0:
-                spool = await self._spool_from(shared.path if not truncate else None)
+                spool = await self._spools.create(shared.path if not truncate else None)
             else:
                 spool = shared
                 if truncate and spool.size:
-                    await self._truncate_spool(spool, 0)
+                    await self._spools.truncate(spool, 0)
             if truncate:
                 spool.dirty = True
                 spool.version += 1
@@ -177,98 +177,43 @@ class Writer:
         caller already fetched it)."""
         remote = node.remote
         if not copy or remote is None:
-            spool = await self._spool_from(None)
+            spool = await self._spools.create(None)
         elif source is not None:
-            spool = await self._spool_from(source)
+            spool = await self._spools.create(source)
         else:
             source = await self.reader.fetch(remote.container_id, remote.id, remote.bytes)
             try:
-                spool = await self._spool_from(source)
+                spool = await self._spools.create(source)
             finally:
                 self.reader.unpin(remote.id)
         if remote is not None:
             spool.replaces.append((remote.container_id, remote.id))
         return spool
 
-    async def _spool_from(self, source: Path | None) -> Spool:
-        """A new spool file, empty or a copy of ``source``."""
-        path = self.state.new_spool_path()
-
-        def make() -> tuple[int, int]:
-            if source is not None:
-                shutil.copyfile(source, path)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            return fd, os.fstat(fd).st_size
-
-        fd, size = await in_thread(make)
-        self._stats.spools_open += 1
-        return Spool(path, fd, size)
-
-    def _close(self, spool: Spool) -> int | None:
-        """Mark ``spool`` closed, once: the fd to close, or None if someone already did.
-
-        Called before the first await, so that two tasks (a release and an unlink racing)
-        never close the same fd twice: by then it may be another file's.
-        """
-        if spool.closed:
-            return None
-        fd, spool.fd, spool.closed = spool.fd, -1, True
-        self._stats.spools_open -= 1
-        return fd
-
     async def discard(self, spool: Spool) -> None:
         """Delete a spool nobody needs any more (and its pending upload, if any)."""
-        fd = self._close(spool)
-        if fd is None:
-            return
-        if spool.pending_id is not None:
-            pid, spool.pending_id = spool.pending_id, None
-            await in_thread(self.state.drop_pending, pid)
-
-        def remove() -> None:
-            try:
-                os.close(fd)
-            finally:
-                spool.path.unlink(missing_ok=True)
-
-        await in_thread(remove)
+        await self._spools.discard(spool)
 
     async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
         """The spool of an upload a previous mount queued: dirty, and recorded as ``item``."""
-        fd = await in_thread(os.open, item.spool, os.O_RDWR)
-        size = os.fstat(fd).st_size
-        self._stats.spools_open += 1
-        return Spool(item.spool, fd, size, True, 1, item.id, replaces)
-
-    async def _truncate_spool(self, spool: Spool, size: int) -> None:
-        await in_thread(lambda: os.ftruncate(spool.fd, size))
-        spool.size = size
-        spool.dirty = True
-        spool.version += 1
+        return await self._spools.reopen(item, replaces)
 
     async def write(self, spool: Spool, offset: int, data: bytes, *, append: bool = False) -> int:
-        if append:
-            offset = spool.size  # O_APPEND: the end of this writer's content
-        # grow before the await, so that concurrent appends get distinct offsets
-        spool.size = max(spool.size, offset + len(data))
-        written = await in_thread(lambda: os.pwrite(spool.fd, data, offset))
-        spool.dirty = True
-        spool.version += 1
-        return written
+        return await self._spools.write(spool, offset, data, append=append)
 
     async def read(self, spool: Spool, offset: int, size: int) -> bytes:
-        return await in_thread(lambda: os.pread(spool.fd, size, offset))
+        return await self._spools.read(spool, offset, size)
 
     async def truncate(self, node: Node, size: int, spool: Spool | None = None) -> None:
         """``ftruncate`` of a writer's ``spool``, or ``truncate`` by path, uploaded at once."""
         if spool is not None:
             if spool.size != size:
-                await self._truncate_spool(spool, size)
+                await self._spools.truncate(spool, size)
             return
         spool = await self.open(node, truncate=size == 0)
         try:
             if spool.size != size:
-                await self._truncate_spool(spool, size)
+                await self._spools.truncate(spool, size)
             await self.flush(node, spool)
         finally:
             await self.release(node, spool)
@@ -306,7 +251,7 @@ class Writer:
         if spool.dirty or (node.local_only and node.remote is None):
             return  # waiting for its upload, or its only copy
         node.spool = None
-        fd = self._close(spool)
+        fd = self._spools.close(spool)
         if fd is None:
             self.ns.release_local(node)
             return
@@ -492,6 +437,7 @@ class Writer:
         counts = self._queue.counts()
         return WriterStats(
             **vars(self._stats),
+            spools_open=self._spools.open_count,
             pending=counts.pending,
             deferred=counts.deferred,
             orphans=counts.orphans,
