@@ -95,90 +95,102 @@ class Renamer:
     ) -> None:
         name = posixpath.basename(path)
         async with node.lock:
-            spool = node.spool
             to_local = self._host.is_local_only(name)
             back_home = node.remote is not None and self._backups.get((cid, path)) is node
-            local_move = node.remote is None or to_local or back_home
-            # the target is replaced only once the move cannot fail any more: a failed upload
-            # leaves both files as they were
-            displaced = (
-                await self._take_over(replaced) if replaced is not None and local_move else []
-            )
-            if local_move:
+            if node.remote is None or to_local or back_home:
                 # not on the server, staying off it, or back where its server copy is: a
-                # local move, no API call
-                was_local = node.local_only
-                assert node.cid is not None
-                origin = (node.cid, node.path)
-                self._ns.move(node, cid, path)
-                self._host.classify(node)
-                if node.remote is not None:
-                    self._ns.show_at(node, node.remote, path)
-                    if to_local and not was_local:
-                        self._backups[origin] = node
-                    elif back_home:
-                        del self._backups[(cid, path)]
-                if node.local_only:
-                    # staying on this machine: nothing of it is to be uploaded any more
-                    self._queue.forget(node)
-                if spool is not None and spool.pending_id is not None:
-                    pid = spool.pending_id
-                    if node.local_only:
-                        spool.pending_id = None
-                        await in_thread(self._state.drop_pending, pid)
-                    else:
-                        # the next mount resumes it under its new name, never the old one
-                        await in_thread(
-                            lambda: self._state.update_pending(pid, path=path, container_id=cid)
-                        )
-                if spool is not None:
-                    spool.replaces += displaced
-                    if was_local and not to_local:
-                        spool.dirty = True
-                        spool.version += 1
-                    if node.opens == 0:
-                        # the file has moved whatever happens now: a failed upload stays
-                        # queued, and the rename succeeds (sed and mv would otherwise clean
-                        # up a name that no longer exists)
-                        with contextlib.suppress(ApiError):
-                            await self._host.upload_locked(node)
-                else:
-                    for owner, fid in displaced:
-                        await self._host.delete_quietly(owner, fid)
-                return
-            # on the server, to a name that is uploaded: upload the content under it
-            remote = node.remote
-            assert remote is not None  # not a local move
-            old_cid = node.cid
-            assert old_cid is not None
-            source, pinned = await self._content_path(node)
-            version = spool.version if spool is not None else 0
-            try:
-                new = await self._client.upload_file(cid, source, filename=path)
-                if pinned:
-                    await self._cache_copy(new.id, source)
-            finally:
-                if pinned:
-                    self._reader.unpin(remote.id)
-            self._host.count_upload()
-            if replaced is not None:
-                displaced = await self._take_over(replaced)
-            self._ns.move(node, cid, path)
-            self._host.classify(node)
-            await self._ns.file_uploaded(node, new)
-            superseded = [(remote.container_id, remote.id), *displaced]
-            if spool is not None:
-                superseded += [f for f in spool.replaces if f not in superseded]
-                spool.replaces = [(cid, new.id)]
-                if spool.version == version and spool.dirty:
-                    spool.dirty = False
-                    self._queue.uploaded(node)
-                    if spool.pending_id is not None:
-                        pid, spool.pending_id = spool.pending_id, None
-                        await in_thread(self._state.drop_pending, pid)
-            for owner, fid in superseded:
+                # local move, no API call; the target is replaced now, as the move cannot
+                # fail any more
+                displaced = await self._take_over(replaced) if replaced is not None else []
+                await self._move_locally(node, cid, path, displaced, to_local, back_home)
+            else:
+                await self._move_by_upload(node, cid, path, replaced)
+
+    async def _move_locally(
+        self,
+        node: Node,
+        cid: ContainerId,
+        path: str,
+        displaced: list[ServerId],
+        to_local: bool,
+        back_home: bool,
+    ) -> None:
+        spool = node.spool
+        was_local = node.local_only
+        assert node.cid is not None
+        origin = (node.cid, node.path)
+        self._ns.move(node, cid, path)
+        self._host.classify(node)
+        if node.remote is not None:
+            self._ns.show_at(node, node.remote, path)
+            if to_local and not was_local:
+                self._backups[origin] = node
+            elif back_home:
+                del self._backups[(cid, path)]
+        if node.local_only:
+            # staying on this machine: nothing of it is to be uploaded any more
+            self._queue.forget(node)
+        if spool is not None and spool.pending_id is not None:
+            pid = spool.pending_id
+            if node.local_only:
+                spool.pending_id = None
+                await in_thread(self._state.drop_pending, pid)
+            else:
+                # the next mount resumes it under its new name, never the old one
+                await in_thread(
+                    lambda: self._state.update_pending(pid, path=path, container_id=cid)
+                )
+        if spool is None:
+            for owner, fid in displaced:
                 await self._host.delete_quietly(owner, fid)
-            await self.retire_backup(cid, path)
+            return
+        spool.replaces += displaced
+        if was_local and not to_local:
+            spool.dirty = True
+            spool.version += 1
+        if node.opens == 0:
+            # the file has moved whatever happens now: a failed upload stays queued, and the
+            # rename succeeds (sed and mv would otherwise clean up a name that no longer
+            # exists)
+            with contextlib.suppress(ApiError):
+                await self._host.upload_locked(node)
+
+    async def _move_by_upload(
+        self, node: Node, cid: ContainerId, path: str, replaced: Node | None
+    ) -> None:
+        """A server file moved to a name that is uploaded: its content is uploaded under the
+        new name; the target is replaced only after that succeeded, so a failed upload
+        leaves both files as they were."""
+        spool = node.spool
+        remote = node.remote
+        assert remote is not None and node.cid is not None
+        source, pinned = await self._content_path(node)
+        version = spool.version if spool is not None else 0
+        try:
+            new = await self._client.upload_file(cid, source, filename=path)
+            if pinned:
+                await self._cache_copy(new.id, source)
+        finally:
+            if pinned:
+                self._reader.unpin(remote.id)
+        self._host.count_upload()
+        displaced = await self._take_over(replaced) if replaced is not None else []
+        self._ns.move(node, cid, path)
+        self._host.classify(node)
+        await self._ns.file_uploaded(node, new)
+        superseded = [(remote.container_id, remote.id), *displaced]
+        if spool is not None:
+            superseded += [f for f in spool.replaces if f not in superseded]
+            spool.replaces = [(cid, new.id)]
+            if spool.version == version and spool.dirty:
+                spool.dirty = False
+                self._queue.uploaded(node)
+                if spool.pending_id is not None:
+                    pid, spool.pending_id = spool.pending_id, None
+                    await in_thread(self._state.drop_pending, pid)
+        for owner, fid in superseded:
+            await self._host.delete_quietly(owner, fid)
+        await self.retire_backup(cid, path)
 
     async def retire_backup(self, cid: ContainerId, path: str) -> None:
         """A new file was just uploaded at ``path``: if a server file was renamed from there
