@@ -201,42 +201,10 @@ class Download:
         delay = 0.0
         while True:
             offset = entry.arrived
-            progressed = False
             try:
-                async with self._source.download(
-                    entry.container_id, entry.file_id, offset=offset
-                ) as download:
-                    # the server may ignore Range (start 0): skip what we already have
-                    skip = offset - download.start
-                    if skip < 0:
-                        raise ApiConnectionError(
-                            f"content started at {download.start}, past the requested {offset}"
-                        )
-                    if download.size is not None:
-                        entry.stream_size = download.size
-                    chunks = download.chunks()
-                    try:
-                        async for chunk in chunks:
-                            self._counters.bytes_fetched += len(chunk)
-                            if skip:
-                                if len(chunk) <= skip:
-                                    skip -= len(chunk)
-                                    continue
-                                chunk = chunk[skip:]
-                                skip = 0
-                            if chunk:
-                                await self._append(chunk)
-                                progressed = True
-                    finally:
-                        # close an abandoned async generator now, inside the download's
-                        # context, rather than whenever the garbage collector gets to it
-                        aclose = getattr(chunks, "aclose", None)
-                        if aclose is not None:
-                            await aclose()
-                if skip or (entry.stream_size is not None and entry.arrived < entry.stream_size):
-                    raise ApiConnectionError("content stream ended early")
+                await self._receive(offset)
             except ApiError as exc:
-                if progressed:
+                if entry.arrived > offset:  # progress: the count of failures starts again
                     failures = 0
                 if not exc.retryable or failures >= self._settings.retries:
                     raise
@@ -263,6 +231,41 @@ class Download:
                 )
             entry.wake_all()
             return
+
+    async def _receive(self, offset: int) -> None:
+        """One GET of the content from ``offset`` to its end, into the entry."""
+        entry = self._entry
+        async with self._source.download(
+            entry.container_id, entry.file_id, offset=offset
+        ) as download:
+            # the server may ignore Range (start 0): skip what we already have
+            skip = offset - download.start
+            if skip < 0:
+                raise ApiConnectionError(
+                    f"content started at {download.start}, past the requested {offset}"
+                )
+            if download.size is not None:
+                entry.stream_size = download.size
+            chunks = download.chunks()
+            try:
+                async for chunk in chunks:
+                    self._counters.bytes_fetched += len(chunk)
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk = chunk[skip:]
+                        skip = 0
+                    if chunk:
+                        await self._append(chunk)
+            finally:
+                # close an abandoned async generator now, inside the download's context,
+                # rather than whenever the garbage collector gets to it
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        if skip or (entry.stream_size is not None and entry.arrived < entry.stream_size):
+            raise ApiConnectionError("content stream ended early")
 
     async def _append(self, chunk: bytes) -> None:
         entry = self._entry
