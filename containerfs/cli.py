@@ -281,7 +281,8 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
 def _read_status(mountpoint: Path, state_dir: Path | None) -> tuple[Path, Status | None]:
     """The daemon's run directory and its last status snapshot (None: no readable one)."""
     from containerfs.daemon.mount import run_dir
-    from containerfs.daemon.status import Status, StatusError
+    from containerfs.daemon.status import Status
+    from containerfs.errors import StatusError
 
     rdir = run_dir(state_dir or default_state_dir(), mountpoint)
     try:

@@ -166,3 +166,15 @@ class CacheError(ContainerFsError):
     def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
         super().__init__(message)
         self.errno = errno_
+
+
+class MountError(ContainerFsError):
+    """The mount cannot start: a bad mountpoint, credentials or endpoint."""
+
+
+class StatusError(ContainerFsError):
+    """The status file is missing a field or holds a value of the wrong type."""
+
+
+class StateError(ContainerFsError):
+    """The state directory cannot be used."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from containerfs.errors import ContainerFsError
+from containerfs.errors import StateError as StateError
 from containerfs.models import ContainerId, FileId
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,6 @@ CREATE TABLE IF NOT EXISTS pending (
     path TEXT NOT NULL, spool TEXT NOT NULL, old_file_id TEXT, created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 """
-
-
-class StateError(ContainerFsError):
-    """The state directory cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from containerfs.cli import main
 from containerfs.config import ClientStats
 from containerfs.daemon.mount import run_dir
-from containerfs.daemon.status import Status, StatusError
+from containerfs.daemon.status import Status
+from containerfs.errors import StatusError
 from containerfs.ns.namespace import NamespaceStats
 from containerfs.read.reader import ReaderStats
 from containerfs.write.queue import PendingItem

@@ -26,7 +26,7 @@ from containerfs.config import ApiConfig as ApiConfig
 from containerfs.config import MountConfig as MountConfig
 from containerfs.daemon.layers import build_layers
 from containerfs.daemon.status import Status
-from containerfs.errors import ContainerFsError
+from containerfs.errors import MountError as MountError
 from containerfs.fs.operations import Operations
 from containerfs.ns.namespace import Namespace
 from containerfs.read.reader import Reader
@@ -34,10 +34,6 @@ from containerfs.state import State
 from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
-
-
-class MountError(ContainerFsError):
-    """The mount cannot start: a bad mountpoint, credentials or endpoint."""
 
 
 def run_dir(state_dir: Path, mountpoint: Path) -> Path:

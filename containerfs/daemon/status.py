@@ -18,17 +18,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, get_type_hints
 
 from containerfs.config import ClientStats
-from containerfs.errors import ContainerFsError
+from containerfs.errors import StatusError
 from containerfs.ns.namespace import NamespaceStats
 from containerfs.read.reader import ReaderStats
 from containerfs.write.queue import PendingItem
 from containerfs.write.writer import WriterStats
 
 T = TypeVar("T")
-
-
-class StatusError(ContainerFsError):
-    """The status file is missing a field or holds a value of the wrong type."""
 
 
 @dataclass(frozen=True)
