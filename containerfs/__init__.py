@@ -8,7 +8,8 @@ walks the import graph, ``tests/test_layout.py``):
   ``status`` (the typed snapshot the daemon writes and the CLI reads).
 - ``fs/``: the pyfuse3 adapter: ``operations`` (inode <-> node, errors -> errno, the only
   ``pyfuse3.Operations``), ``handles`` (open files and directories), ``attrs`` (stat,
-  xattrs, statfs). Only ``fs/`` and ``daemon/`` import pyfuse3.
+  xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
+  any is shown). Only ``fs/`` and ``daemon/`` import pyfuse3.
 - ``ns/``: the namespace: ``inodes`` (``Node``, its key, ``Attrs``), ``listings`` (one
   container's files as listed, patched by own changes), ``namespace`` (lookups, readdir, TTL
   caches, names, aliases, the local overlay).

@@ -56,6 +56,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number: {text!r}")
+    return value
+
+
 def _patterns(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
@@ -82,10 +92,10 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, default=None, help="aliases, spools, pending uploads")
     p.add_argument(
         "--metadata-ttl",
-        type=_positive,
+        type=_non_negative,
         default=10.0,
         metavar="SECONDS",
-        help="how long listings are cached (default 10)",
+        help="how long listings are cached (default 10; 0: listed again at every lookup)",
     )
     p.add_argument("--negative-ttl", type=_positive, default=1.0, metavar="SECONDS")
     p.add_argument("--root", default="/mnt/data", help="container path shown as the directory")

@@ -178,3 +178,11 @@ class StatusError(ContainerFsError):
 
 class StateError(ContainerFsError):
     """The state directory cannot be used."""
+
+
+class SizeUnknown(ContainerFsError):
+    """The size of a file listed without one could not be learned."""
+
+    def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = errno_

@@ -17,7 +17,8 @@ import trio
 
 from containerfs import paths as names
 from containerfs.api.client import ApiClient
-from containerfs.config import ApiConfig, MountConfig
+from containerfs.api.retrying import Backoff
+from containerfs.config import DOWNLOAD_BACKOFF, ApiConfig, MountConfig
 from containerfs.daemon.layers import build_layers
 from containerfs.fs.operations import Operations
 from containerfs.models import Container, ContainerId, FileId
@@ -107,7 +108,12 @@ class Fs:
 
 
 async def build_fs(
-    tmp_path: Path, nursery: trio.Nursery, app: Any, *, read_only: bool = False
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    app: Any,
+    *,
+    read_only: bool = False,
+    download_retry: Backoff = DOWNLOAD_BACKOFF,
 ) -> Fs:
     """The layers as the daemon builds them (``build_layers``), over the in-process app."""
     config = ApiConfig(
@@ -129,7 +135,7 @@ async def build_fs(
         read_only=read_only,
     )
     state = State(cfg.state_dir, endpoint=config.base_url)
-    layers = await build_layers(cfg, client, state, nursery=nursery)
+    layers = await build_layers(cfg, client, state, nursery=nursery, download_retry=download_retry)
     admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://emulator")
     return Fs(layers.ops, layers.ns, layers.writer, client, admin)
 

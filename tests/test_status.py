@@ -17,6 +17,7 @@ from containerfs.config import ClientStats
 from containerfs.daemon.mount import run_dir
 from containerfs.daemon.status import Status
 from containerfs.errors import StatusError
+from containerfs.fs.sizes import SizeStats
 from containerfs.ns.namespace import NamespaceStats
 from containerfs.read.reader import ReaderStats
 from containerfs.write.queue import PendingItem
@@ -49,6 +50,7 @@ statuses = st.builds(
     cache=st.none() | _stats(ReaderStats),
     writer=st.none() | _stats(WriterStats),
     namespace=st.none() | _stats(NamespaceStats),
+    sizes=st.none() | _stats(SizeStats),
     pending=st.lists(
         st.builds(
             PendingItem,
@@ -99,6 +101,7 @@ def _status(*, pid: int) -> Status:
         cache=ReaderStats(**{**zero, "cache_bytes_used": 4096, "entries": 3, "hits": 5}),
         writer=None,
         namespace=None,
+        sizes=None,
         pending=(PendingItem("cntr_1", "a.txt", 7, "failed", "HTTP 500"),),
     )
 

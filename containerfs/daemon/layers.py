@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import trio
 
 from containerfs.api.client import ApiClient
-from containerfs.config import MountConfig
+from containerfs.api.retrying import Backoff
+from containerfs.config import DOWNLOAD_BACKOFF, MountConfig
 from containerfs.fs.operations import Operations
 from containerfs.ns.namespace import Namespace
 from containerfs.read.reader import Reader
@@ -37,11 +38,16 @@ async def build_layers(
     *,
     nursery: trio.Nursery,
     operations: type[Operations] = Operations,
+    download_retry: Backoff = DOWNLOAD_BACKOFF,
 ) -> Layers:
     """The layers of a mount; their background tasks (downloads, upload retries) run in
     ``nursery``, which must outlive them."""
     reader = await Reader.create(
-        client, cache_dir=cfg.cache_dir, max_size=cfg.cache_max_size, nursery=nursery
+        client,
+        cache_dir=cfg.cache_dir,
+        max_size=cfg.cache_max_size,
+        nursery=nursery,
+        retry=download_retry,
     )
     ns = Namespace(
         client,

@@ -28,6 +28,7 @@ from containerfs.daemon.layers import build_layers
 from containerfs.daemon.status import Status
 from containerfs.errors import MountError as MountError
 from containerfs.fs.operations import Operations
+from containerfs.fs.sizes import Sizes
 from containerfs.ns.namespace import Namespace
 from containerfs.read.reader import Reader
 from containerfs.state import State
@@ -126,6 +127,7 @@ class Daemon:
         self.reader: Reader | None = None
         self.writer: Writer | None = None
         self.ns: Namespace | None = None
+        self.sizes: Sizes | None = None
 
     async def check_credentials(self) -> None:
         """One API call before mounting: a wrong key or endpoint fails here, cleanly."""
@@ -141,6 +143,7 @@ class Daemon:
             cache=self.reader.statistics() if self.reader else None,
             writer=self.writer.statistics() if self.writer else None,
             namespace=self.ns.statistics() if self.ns else None,
+            sizes=self.sizes.statistics() if self.sizes else None,
             pending=tuple(self.writer.pending()) if self.writer else (),
         )
 
@@ -192,6 +195,7 @@ class Daemon:
                 self.reader, self.ns, self.writer = layers.reader, layers.ns, layers.writer
                 ops = layers.ops
                 assert isinstance(ops, _DaemonOperations)
+                self.sizes = ops.sizes
                 ops.after_init = lambda: nursery.start_soon(_tune_readahead_soon, real_mountpoint)
                 options = set(pyfuse3.default_options)
                 options |= {"fsname=containerfs", "subtype=containerfs", *cfg.fuse_options}

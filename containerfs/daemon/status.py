@@ -19,6 +19,7 @@ from typing import Any, TypeVar, get_type_hints
 
 from containerfs.config import ClientStats
 from containerfs.errors import StatusError
+from containerfs.fs.sizes import SizeStats
 from containerfs.ns.namespace import NamespaceStats
 from containerfs.read.reader import ReaderStats
 from containerfs.write.queue import PendingItem
@@ -37,6 +38,7 @@ class Status:
     cache: ReaderStats | None  # None until the layers are built
     writer: WriterStats | None
     namespace: NamespaceStats | None
+    sizes: SizeStats | None  # sizes of files listed without one
     pending: tuple[PendingItem, ...]
 
     def to_json(self) -> str:

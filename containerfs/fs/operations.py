@@ -22,6 +22,7 @@ import trio
 from containerfs.errors import ApiError, ContainerExpired, ContainerFsError, PayloadTooLarge
 from containerfs.fs.attrs import entry_attributes, statfs_data, xattrs
 from containerfs.fs.handles import Handle, HandleTable
+from containerfs.fs.sizes import Sizes
 from containerfs.ns.inodes import Kind, Node
 from containerfs.ns.namespace import Namespace
 from containerfs.paths import NAME_MAX
@@ -79,6 +80,7 @@ class Operations(pyfuse3.Operations):
         self.ns = namespace
         self.reader = reader
         self.writer = writer
+        self.sizes = Sizes(reader)
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
@@ -98,8 +100,29 @@ class Operations(pyfuse3.Operations):
         return node
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        if self.sizes.unknown(node) is not None:
+            # never show a size that is not known: tools copy exactly st_size bytes
+            log.error("attributes of inode %d asked before its size was learned", node.inode)
+            raise _fail(errno.EIO)
+        return self._to_entry(node)
+
+    async def _sized_entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        await self.sizes.ensure(node)
+        self.sizes.refresh(node)
+        return self._entry(node)
+
+    def _listed_entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        """Attributes for readdirplus. A file whose size could not be learned (opendir tried)
+        is listed with timeouts of 0, so that any stat of it asks again and gets the error."""
+        if self.sizes.unknown(node) is None:
+            return self._entry(node)
+        return self._to_entry(node, cache=False)
+
+    def _to_entry(self, node: Node, *, cache: bool = True) -> pyfuse3.EntryAttributes:
         return entry_attributes(
-            self.ns.attrs(node), entry_timeout=self.entry_timeout, attr_timeout=self.attr_timeout
+            self.ns.attrs(node),
+            entry_timeout=self.entry_timeout if cache else 0,
+            attr_timeout=self.attr_timeout if cache else 0,
         )
 
     @staticmethod
@@ -146,8 +169,9 @@ class Operations(pyfuse3.Operations):
             e.st_ino = 0
             e.entry_timeout = self.negative_timeout
             return e
-        self.ns.remember(child)
-        return self._entry(child)
+        entry = await self._sized_entry(child)
+        self.ns.remember(child)  # only once the entry is certain to reach the kernel
+        return entry
 
     async def _parent_of(self, node: Node) -> Node:
         if node.kind in (Kind.ROOT, Kind.CONTAINER):
@@ -168,7 +192,7 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self._entry(self._node(inode))
+        return await self._sized_entry(self._node(inode))
 
     @guarded
     async def setattr(
@@ -207,7 +231,7 @@ class Operations(pyfuse3.Operations):
             node.atime_ns = attr.st_atime_ns
         if fields.update_mtime:
             node.mtime_ns = attr.st_mtime_ns
-        return self._entry(node)
+        return await self._sized_entry(node)
 
     @guarded
     async def readlink(self, inode: int, ctx: Any) -> bytes:
@@ -238,6 +262,9 @@ class Operations(pyfuse3.Operations):
         if not node.is_dir:
             raise _fail(errno.ENOTDIR)
         entries = await self.ns.list_dir(node)
+        # readdirplus hands the kernel every entry's attributes: learn the unknown sizes
+        # first, all at once, rather than one round trip per file in the stat calls after
+        await self.sizes.ensure_all(child for _, child in entries)
         fh = self._open.add_dir(entries)
         return fh
 
@@ -250,7 +277,8 @@ class Operations(pyfuse3.Operations):
             name, node = entries[index]
             if node.gone and node.lookups == 0 and self.ns.node(node.inode) is None:
                 continue
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(node), index + 1):
+            attrs = self._listed_entry(node)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, index + 1):
                 break
             self.ns.remember(node)  # readdirplus: the kernel took a reference
 
@@ -306,6 +334,8 @@ class Operations(pyfuse3.Operations):
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writable:
             self._check_writable(node)
+        if not flags & os.O_TRUNC:  # the content is read: its size must be known first
+            await self.sizes.ensure(node)
         handle = Handle(node, writable, append=bool(flags & os.O_APPEND))
         # counted before the first await: a release finishing meanwhile must not drop the
         # spool this open is about to share (it would then download what it just uploaded)
@@ -365,14 +395,12 @@ class Operations(pyfuse3.Operations):
         if handle.read is None:
             return b""
         data = await self.reader.read(handle.read, off, size)
-        if node.size_hint is None and node.remote is not None and node.remote.bytes is None:
-            node.size_hint = self.reader.known_size(node.remote.id)
-            if node.size_hint is not None:
-                self._invalidate_attrs(node.inode)
+        if self.sizes.refresh(node):
+            self._invalidate_attrs(node.inode)
         return data
 
     def _invalidate_attrs(self, inode: int) -> None:
-        """Make the kernel ask for attributes again (a size it was told was 0 is now known)."""
+        """Make the kernel ask for attributes again (a size it was shown proved wrong)."""
         if not self._serving:
             return
         # attributes only (no page locks taken), so safe from inside a handler; OSError: the

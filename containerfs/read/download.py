@@ -131,6 +131,7 @@ class Download:
                     self._fail(CacheError(f"download failed: {exc!r}"))
         finally:
             entry.downloading = False
+            entry.sized.set()
             if entry.error is None and not entry.settled.is_set():
                 # cancelled: invalidated, abandoned, or the mount is shutting down (this task
                 # runs in the reader's nursery, so it is still open for the deletion task)
@@ -222,6 +223,7 @@ class Download:
                 await trio.sleep(delay)
                 continue
             entry.final_size = entry.arrived
+            entry.sized.set()
             if entry.expected_size is not None and entry.expected_size != entry.final_size:
                 log.info(
                     "%s: listed %d bytes, received %d",
@@ -246,6 +248,7 @@ class Download:
                 )
             if download.size is not None:
                 entry.stream_size = download.size
+                entry.sized.set()  # a caller learning the size needs no more than this
             chunks = download.chunks()
             try:
                 async for chunk in chunks:

@@ -45,6 +45,8 @@ class Entry:
         self.stream_done = False
         self.detached = False  # no longer indexed (failed, invalidated): files already deleted
         self.settled = trio.Event()  # download finished (content durable) or failed
+        # the size is known (announced by the response, or the stream ended) or never will be
+        self.sized = trio.Event()
         self.flush_wanted = trio.Event()
         self.drained = trio.Event()
         self.cancel_scope = trio.CancelScope()

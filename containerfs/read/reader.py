@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 
 import trio
+from cachetools import LRUCache
 
 from containerfs.api.retrying import Backoff
 from containerfs.config import DOWNLOAD_BACKOFF, DOWNLOAD_RETRIES
@@ -56,6 +57,15 @@ RANGE_AHEAD_BYTES = 8 << 20
 # Content already written stays in memory this long behind the disk frontier, so that readers
 # trailing the stream a little are served without a thread hop and a copy back from disk.
 RECENT_BYTES = 4 << 20
+# A download started only to learn a file's size (``learn_size``) keeps streaming into the
+# cache, so that the read which usually follows costs no second GET: always when less than
+# PROBE_TAIL_BYTES remain (finishing costs about nothing), else while the file is at most
+# PROBE_KEEP_BYTES and fewer than PROBE_KEEP_DOWNLOADS such long downloads run with nobody
+# reading them. Otherwise it is dropped once the headers gave the size: `ls -l` of many large
+# outputs must not download them all, nor hold every connection of the pool.
+PROBE_TAIL_BYTES = 1 << 20
+PROBE_KEEP_BYTES = 64 << 20
+PROBE_KEEP_DOWNLOADS = 16
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,8 @@ class ReaderStats:
     downloads_failed: int
     retries: int  # resumed or restarted streams after a failure
     range_reads: int  # extra ranged GETs for reads far beyond the frontier
+    size_probes: int  # downloads started to learn the size of a file listed without one
+    size_probes_dropped: int  # ... and stopped once the headers gave the size
     active_downloads: int
     open_handles: int
     bytes_fetched: int  # received from the API (including bytes skipped after a restart)
@@ -115,8 +127,12 @@ class Reader:
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
         recent_bytes: int = RECENT_BYTES,
+        probe_keep_bytes: int = PROBE_KEEP_BYTES,
+        probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
     ) -> None:
         self._client = client
+        self._probe_keep_bytes = probe_keep_bytes
+        self._probe_keep_downloads = probe_keep_downloads
         self._download_settings = DownloadSettings(
             backoff=retry,
             retries=retries,
@@ -134,9 +150,12 @@ class Reader:
         self._known_sizes: dict[FileId, int] = {
             e.file_id: e.size for e in cache if e.complete and e.size is not None
         }
+        # sizes announced by a response whose download did not complete here (dropped probes)
+        self._announced: LRUCache[FileId, int] = LRUCache(maxsize=1 << 16)
         self._hits = self._misses = self._joins = 0
         self._started = 0
         self._bytes_served = 0
+        self._probes = self._probes_dropped = 0
 
     @classmethod
     async def create(
@@ -152,6 +171,8 @@ class Reader:
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
         recent_bytes: int = RECENT_BYTES,
+        probe_keep_bytes: int = PROBE_KEEP_BYTES,
+        probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
     ) -> Reader:
         cache = await trio.to_thread.run_sync(partial(DiskCache.load, cache_dir, max_size=max_size))
         reader = cls(
@@ -164,6 +185,8 @@ class Reader:
             max_pending=max_pending,
             range_ahead=range_ahead,
             recent_bytes=recent_bytes,
+            probe_keep_bytes=probe_keep_bytes,
+            probe_keep_downloads=probe_keep_downloads,
         )
         reader._evict()  # the limit may be lower than in the last run
         return reader
@@ -288,10 +311,67 @@ class Reader:
         return True
 
     def known_size(self, file_id: FileId) -> int | None:
+        """The size of a file version, if known without a request: from its download (ended,
+        or announced by the response), a complete cache entry, or an earlier announcement."""
         entry = self._live.get(file_id)
-        if entry is not None and entry.final_size is not None:
-            return entry.final_size
-        return self._known_sizes.get(file_id)
+        if entry is not None:
+            if entry.final_size is not None:
+                return entry.final_size
+            if entry.stream_size is not None:
+                return entry.stream_size
+        known = self._known_sizes.get(file_id)
+        return known if known is not None else self._announced.get(file_id)
+
+    async def learn_size(self, container_id: ContainerId, file_id: FileId) -> int:
+        """The exact size of a file version the listing gave none for.
+
+        Known already (``known_size``): no request. Otherwise the content download is started
+        (or joined) and this waits only for its response headers: ``Content-Length`` or
+        ``Content-Range`` gives the size, and the stream goes on into the cache for the read
+        that usually follows (see ``PROBE_KEEP_BYTES``). Only a response that announces no
+        size is waited for to its end. Raises the download's error when it fails first.
+        """
+        known = self.known_size(file_id)
+        if known is not None:
+            return known
+        entry = self._live.get(file_id)
+        if entry is None:
+            self._probes += 1
+            entry = self._start(container_id, file_id, None)
+        await entry.sized.wait()
+        size = entry.final_size if entry.final_size is not None else entry.stream_size
+        if size is None:
+            raise entry.error or CacheError(f"the size of {file_id} is unknown")
+        self._announced[file_id] = size
+        if (
+            entry.downloading
+            and not entry.detached
+            and entry.opens == 0
+            and entry.pins == 0
+            and not self._keep_probe(entry, size)
+        ):
+            log.debug("size of %s is %d; not downloading it now", file_id, size)
+            self._probes_dropped += 1
+            self.detach(entry)
+            entry.cancel_scope.cancel()
+        return size
+
+    def _keep_probe(self, entry: Entry, size: int) -> bool:
+        if size > min(self._probe_keep_bytes, self._cache.max_size):
+            return False
+        if _remaining(entry) <= PROBE_TAIL_BYTES:
+            return True
+        long_unread = sum(
+            1
+            for e in self._live.values()
+            if e is not entry
+            and e.downloading
+            and e.opens == 0
+            and e.pins == 0
+            and e.stream_size is not None  # decided on (or will be) when its headers came
+            and _remaining(e) > PROBE_TAIL_BYTES
+        )
+        return long_unread < self._probe_keep_downloads
 
     def is_cached(self, file_id: FileId, size: int | None) -> bool:
         cached = self._cache.get(file_id)
@@ -309,6 +389,7 @@ class Reader:
             self._cache.remove(cached)
             self._deletions.schedule(file_id, (cached.data_path, cached.meta_path))
         self._known_sizes.pop(file_id, None)
+        self._announced.pop(file_id, None)
 
     def statistics(self) -> ReaderStats:
         return ReaderStats(
@@ -320,6 +401,8 @@ class Reader:
             downloads_failed=self._downloads.failed,
             retries=self._downloads.retries,
             range_reads=self._ranges.count,
+            size_probes=self._probes,
+            size_probes_dropped=self._probes_dropped,
             active_downloads=sum(1 for e in self._live.values() if e.downloading),
             open_handles=sum(e.opens for e in self._live.values()),
             bytes_fetched=self._downloads.bytes_fetched,
@@ -387,12 +470,18 @@ class Reader:
             entry.final_size = entry.disk_end = cached.stored
             entry.needs_fd = True
             entry.settled.set()
+            entry.sized.set()
             self._live[file_id] = entry
             return entry
+        self._misses += 1
+        return self._start(container_id, file_id, size)
+
+    def _start(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Entry:
+        """A new live entry for ``file_id`` and its download task (no live entry exists)."""
+        cached = self._cache.get(file_id)
         if cached is not None:
             self._cache.remove(cached)
             self._deletions.schedule(file_id, (cached.data_path, cached.meta_path))
-        self._misses += 1
         entry = Entry(self._cache.add(file_id, size), container_id, size)
         self._live[file_id] = entry
         entry.downloading = True
@@ -482,6 +571,12 @@ class Reader:
         else:
             head = block
         return head + tail if tail else head
+
+
+def _remaining(entry: Entry) -> int | float:
+    """Bytes of the download still to come (infinite while no size was announced)."""
+    total = entry.final_size if entry.final_size is not None else entry.stream_size
+    return total - entry.arrived if total is not None else float("inf")
 
 
 # ---- blocking helpers, run in worker threads ----
