@@ -8,7 +8,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import trio
@@ -152,3 +154,54 @@ class Deletions:
             done.set()
             if self._running.get(file_id) is done:
                 del self._running[file_id]
+
+
+class LiveEntries:
+    """The entries open, pinned or downloading, by file id. A live entry's cache file is never
+    evicted; an entry leaves once nobody uses it (``maybe_drop``) or it is ``detach``-ed."""
+
+    def __init__(self, cache: DiskCache, deletions: Deletions) -> None:
+        self._cache = cache
+        self._deletions = deletions
+        self._live: dict[FileId, Entry] = {}
+
+    def get(self, file_id: FileId) -> Entry | None:
+        return self._live.get(file_id)
+
+    def add(self, entry: Entry) -> None:
+        self._live[entry.file_id] = entry
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(list(self._live.values()))
+
+    def detach(self, entry: Entry) -> None:
+        """Unindex ``entry`` and delete its files; open handles keep reading through the fd."""
+        if entry.detached:
+            return
+        entry.detached = True
+        if self._live.get(entry.file_id) is entry:
+            del self._live[entry.file_id]
+        if self._cache.remove(entry.cache) or not entry.cache.complete:
+            # unlinking now (not at the last close) lets a new download of the same id
+            # create a fresh file without truncating the one still open here
+            self._deletions.schedule(entry.file_id, (entry.cache.data_path, entry.cache.meta_path))
+
+    def maybe_drop(self, entry: Entry) -> None:
+        """Close and unindex ``entry`` if nobody uses it any more."""
+        if entry.users:
+            return
+        if entry.fd is not None:
+            # close(2) of a regular file does no I/O worth a thread hop
+            os.close(entry.fd)
+            entry.fd = None
+        if self._live.get(entry.file_id) is entry:
+            del self._live[entry.file_id]
+
+    def evict(self) -> None:
+        """Evict complete cache files beyond the cache size, least recently used first."""
+        for victim in self._cache.evict(self._busy):
+            self._deletions.schedule(victim.file_id, (victim.data_path, victim.meta_path))
+
+    def _busy(self, cached: CacheEntry) -> bool:
+        entry = self._live.get(cached.file_id)
+        return entry is not None and entry.cache is cached

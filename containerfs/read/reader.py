@@ -40,7 +40,7 @@ from containerfs.read.diskcache import CacheEntry, DiskCache
 from containerfs.read.download import ContentSource as ContentSource
 from containerfs.read.download import Download, DownloadCounters, DownloadSettings
 from containerfs.read.download import DownloadStream as DownloadStream
-from containerfs.read.entries import Deletions, Entry
+from containerfs.read.entries import Deletions, Entry, LiveEntries
 from containerfs.read.ranges import RangeReads
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,9 @@ class Reader:
         self._ranges = RangeReads(client, ahead=range_ahead, counters=self._downloads)
         self._cache = cache
         self._nursery = nursery
-        self._live: dict[FileId, Entry] = {}
         self._pins: dict[FileId, list[Entry]] = {}
         self._deletions = Deletions(nursery)
+        self._entries = LiveEntries(cache, self._deletions)
         self._known_sizes: dict[FileId, int] = {
             e.file_id: e.size for e in cache if e.complete and e.size is not None
         }
@@ -188,7 +188,7 @@ class Reader:
             probe_keep_bytes=probe_keep_bytes,
             probe_keep_downloads=probe_keep_downloads,
         )
-        reader._evict()  # the limit may be lower than in the last run
+        reader._entries.evict()  # the limit may be lower than in the last run
         return reader
 
     # ---- public API ----
@@ -248,8 +248,8 @@ class Reader:
             # nobody reads it and it could not stay in the cache anyway
             log.debug("abandoning download of %s (%d bytes > cache size)", entry.file_id, expected)
             entry.cancel_scope.cancel()
-        self._maybe_drop(entry)
-        self._evict()
+        self._entries.maybe_drop(entry)
+        self._entries.evict()
 
     async def fetch(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Path:
         entry = await self._acquire(container_id, file_id, size, pin=True)
@@ -259,7 +259,7 @@ class Reader:
                 raise entry.error
         except BaseException:
             entry.pins -= 1
-            self._maybe_drop(entry)
+            self._entries.maybe_drop(entry)
             raise
         self._pins.setdefault(file_id, []).append(entry)
         return entry.cache.data_path
@@ -274,8 +274,8 @@ class Reader:
             del self._pins[file_id]
         entry.pins -= 1
         self._cache.touch(entry.cache)
-        self._maybe_drop(entry)
-        self._evict()
+        self._entries.maybe_drop(entry)
+        self._entries.evict()
 
     async def adopt(self, file_id: FileId, source: Path) -> bool:
         """Take ``source`` (a file the caller gives up) as the complete content of ``file_id``.
@@ -284,7 +284,7 @@ class Reader:
         just written costs no download. Returns False (and leaves ``source`` alone) when the
         id is already known here or the file could not fit in the cache.
         """
-        if file_id in self._live or self._cache.get(file_id) is not None:
+        if self._has(file_id):
             return False
         data_path, meta_path = self._cache.paths_for(file_id)
         entry = CacheEntry(file_id, data_path, meta_path, complete=True, size=None)
@@ -303,17 +303,21 @@ class Reader:
             return size
 
         size = await trio.to_thread.run_sync(move_in)
-        if size is None or file_id in self._live or self._cache.get(file_id) is not None:
+        if (
+            size is None
+            or self._entries.get(file_id) is not None
+            or self._cache.get(file_id) is not None
+        ):
             return size is not None
         self._cache.add_complete(file_id, size)
         self._known_sizes[file_id] = size
-        self._evict()
+        self._entries.evict()
         return True
 
     def known_size(self, file_id: FileId) -> int | None:
         """The size of a file version, if known without a request: from its download (ended,
         or announced by the response), a complete cache entry, or an earlier announcement."""
-        entry = self._live.get(file_id)
+        entry = self._entries.get(file_id)
         if entry is not None:
             if entry.final_size is not None:
                 return entry.final_size
@@ -334,7 +338,7 @@ class Reader:
         known = self.known_size(file_id)
         if known is not None:
             return known
-        entry = self._live.get(file_id)
+        entry = self._entries.get(file_id)
         if entry is None:
             self._probes += 1
             entry = self._start(container_id, file_id, None)
@@ -363,7 +367,7 @@ class Reader:
             return True
         long_unread = sum(
             1
-            for e in self._live.values()
+            for e in self._entries
             if e is not entry
             and e.downloading
             and e.opens == 0
@@ -373,13 +377,17 @@ class Reader:
         )
         return long_unread < self._probe_keep_downloads
 
+    def _has(self, file_id: FileId) -> bool:
+        """Whether ``file_id`` is live or in the cache (complete or not)."""
+        return self._entries.get(file_id) is not None or self._cache.get(file_id) is not None
+
     def is_cached(self, file_id: FileId, size: int | None) -> bool:
         cached = self._cache.get(file_id)
         return cached is not None and cached.complete and (size is None or cached.size == size)
 
     def invalidate(self, file_id: FileId) -> None:
         """Forget a file version (deleted or replaced). Open handles keep what they have."""
-        entry = self._live.get(file_id)
+        entry = self._entries.get(file_id)
         if entry is not None:
             self.detach(entry)
             if entry.downloading and entry.opens == 0 and entry.pins == 0:
@@ -403,8 +411,8 @@ class Reader:
             range_reads=self._ranges.count,
             size_probes=self._probes,
             size_probes_dropped=self._probes_dropped,
-            active_downloads=sum(1 for e in self._live.values() if e.downloading),
-            open_handles=sum(e.opens for e in self._live.values()),
+            active_downloads=sum(1 for e in self._entries if e.downloading),
+            open_handles=sum(e.opens for e in self._entries),
             bytes_fetched=self._downloads.bytes_fetched,
             bytes_served=self._bytes_served,
             evictions=self._cache.evictions,
@@ -440,14 +448,14 @@ class Reader:
                 entry.pins -= 1
             else:
                 entry.opens -= 1
-            self._maybe_drop(entry)
+            self._entries.maybe_drop(entry)
             return await self._acquire(container_id, file_id, size, pin=pin)
         finally:
             entry.fd_ready.set()
         return entry
 
     def _lookup(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Entry:
-        entry = self._live.get(file_id)
+        entry = self._entries.get(file_id)
         if (
             entry is not None
             and entry.final_size is not None
@@ -471,7 +479,7 @@ class Reader:
             entry.needs_fd = True
             entry.settled.set()
             entry.sized.set()
-            self._live[file_id] = entry
+            self._entries.add(entry)
             return entry
         self._misses += 1
         return self._start(container_id, file_id, size)
@@ -483,10 +491,10 @@ class Reader:
             self._cache.remove(cached)
             self._deletions.schedule(file_id, (cached.data_path, cached.meta_path))
         entry = Entry(self._cache.add(file_id, size), container_id, size)
-        self._live[file_id] = entry
+        self._entries.add(entry)
         entry.downloading = True
         self._started += 1
-        self._evict()  # make room for the expected size now, not after the bytes arrived
+        self._entries.evict()  # make room for the expected size now, not after the bytes arrived
         download = Download(
             entry,
             source=self._client,
@@ -499,15 +507,7 @@ class Reader:
 
     def detach(self, entry: Entry) -> None:
         """Unindex an entry and delete its files; open handles keep reading through the fd."""
-        if entry.detached:
-            return
-        entry.detached = True
-        if self._live.get(entry.file_id) is entry:
-            del self._live[entry.file_id]
-        if self._cache.remove(entry.cache) or not entry.cache.complete:
-            # unlinking now (not at the last close) lets a new download of the same id
-            # create a fresh file without truncating the one still open here
-            self._deletions.schedule(entry.file_id, (entry.cache.data_path, entry.cache.meta_path))
+        self._entries.detach(entry)
 
     # ---- the DownloadHost interface ----
 
@@ -522,26 +522,8 @@ class Reader:
         return self._deletions.pending()
 
     def download_ended(self, entry: Entry) -> None:
-        self._maybe_drop(entry)
-        self._evict()
-
-    def _maybe_drop(self, entry: Entry) -> None:
-        if entry.users:
-            return
-        if entry.fd is not None:
-            # close(2) of a regular file does no I/O worth a thread hop
-            os.close(entry.fd)
-            entry.fd = None
-        if self._live.get(entry.file_id) is entry:
-            del self._live[entry.file_id]
-
-    def _busy(self, cached: CacheEntry) -> bool:
-        entry = self._live.get(cached.file_id)
-        return entry is not None and entry.cache is cached
-
-    def _evict(self) -> None:
-        for victim in self._cache.evict(self._busy):
-            self._deletions.schedule(victim.file_id, (victim.data_path, victim.meta_path))
+        self._entries.maybe_drop(entry)
+        self._entries.evict()
 
     # ---- reads ----
 
@@ -564,7 +546,7 @@ class Reader:
             block = await trio.to_thread.run_sync(_pread_all, entry.fd, fetch_end - offset, offset)
         finally:
             entry.io -= 1
-            self._maybe_drop(entry)
+            self._entries.maybe_drop(entry)
         if fetch_end > head_end:
             handle._ahead, handle._ahead_at = block, offset
             head = block[: head_end - offset]
