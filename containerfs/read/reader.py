@@ -111,6 +111,36 @@ class ReadHandle:
     def __repr__(self) -> str:
         return f"ReadHandle({self.file_id!r}, size={self.size})"
 
+    def entry(self) -> Entry:
+        """The live entry this handle reads (EBADF once released)."""
+        if self._released:
+            raise CacheError("read on a released handle", errno_=errno.EBADF)
+        return self._entry
+
+    def close(self) -> Entry | None:
+        """Mark the handle released: its entry, or None if it already was."""
+        if self._released:
+            return None
+        self._released = True
+        return self._entry
+
+    def from_ahead(self, offset: int, end: int) -> bytes | None:
+        """Bytes [offset, end) from the last read-ahead block, if it holds them all."""
+        at = self._ahead_at
+        if at <= offset and end <= at + len(self._ahead):
+            return self._ahead[offset - at : end - at]
+        return None
+
+    def keep_ahead(self, block: bytes, at: int) -> None:
+        self._ahead, self._ahead_at = block, at
+
+    def is_sequential(self, offset: int) -> bool:
+        """Whether a read at ``offset`` continues where the previous one ended."""
+        return offset == self._next
+
+    def advance(self, end: int) -> None:
+        self._next = end
+
 
 class Reader:
     """Streaming downloads into the bounded, persistent disk cache; reads wait for their range."""
@@ -200,9 +230,7 @@ class Reader:
         return ReadHandle(entry)
 
     async def read(self, handle: ReadHandle, offset: int, length: int) -> bytes:
-        if handle._released:
-            raise CacheError("read on a released handle", errno_=errno.EBADF)
-        entry = handle._entry
+        entry = handle.entry()
         if offset < 0 or length <= 0:
             return b""
         end = offset + length
@@ -221,20 +249,17 @@ class Reader:
             if entry.error is not None:
                 raise entry.error
             await entry.wait_for(end)
-        ahead_at = handle._ahead_at
-        if ahead_at <= offset and end <= ahead_at + len(handle._ahead):
-            data = handle._ahead[offset - ahead_at : end - ahead_at]
-        else:
+        data = handle.from_ahead(offset, end)
+        if data is None:
             data = await self._serve(entry, offset, end, handle)
-        handle._next = end
+        handle.advance(end)
         self._bytes_served += len(data)
         return data
 
     async def release(self, handle: ReadHandle) -> None:
-        if handle._released:
+        entry = handle.close()
+        if entry is None:
             return
-        handle._released = True
-        entry = handle._entry
         entry.opens -= 1
         self._cache.touch(entry.cache)
         expected = entry.size
@@ -536,7 +561,7 @@ class Reader:
             return tail
         head_end = min(end, mem_start)
         # a sequential reader gets a whole read-ahead block per thread hop
-        sequential = offset == handle._next and head_end - offset < READAHEAD_BYTES
+        sequential = handle.is_sequential(offset) and head_end - offset < READAHEAD_BYTES
         fetch_end = min(offset + READAHEAD_BYTES, disk_end) if sequential else head_end
         await entry.fd_ready.wait()
         if entry.fd is None:
@@ -548,7 +573,7 @@ class Reader:
             entry.io -= 1
             self._entries.maybe_drop(entry)
         if fetch_end > head_end:
-            handle._ahead, handle._ahead_at = block, offset
+            handle.keep_ahead(block, offset)
             head = block[: head_end - offset]
         else:
             head = block
