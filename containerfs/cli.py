@@ -18,7 +18,8 @@ import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from containerfs import __version__, mounttable
 from containerfs.cliargs import (
@@ -41,6 +42,10 @@ from containerfs.errors import (
     ContainerFsError,
     NotFound,
 )
+
+if TYPE_CHECKING:
+    from containerfs.daemon.status import Status
+    from containerfs.write.queue import PendingItem
 
 log = logging.getLogger("containerfs")
 
@@ -207,8 +212,6 @@ def mount_long_options() -> dict[str, bool]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from containerfs.emulator import cli as emulator_cli
-
     parser = argparse.ArgumentParser(
         prog="containerfs",
         description="Mount the containers of an OpenAI-compatible Containers API as a drive.",
@@ -252,9 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="the full status as JSON")
     status.set_defaults(func=cmd_status)
 
-    emu = sub.add_parser("emulator", help="run a local emulator of the Containers API")
-    emulator_cli.add_arguments(emu)
-    emu.set_defaults(func=emulator_cli.run)
+    # the emulator's own parser is built only when it runs: its server libraries are an
+    # optional extra, and `mount` must not load them
+    emu = sub.add_parser(
+        "emulator", help="run a local emulator of the Containers API", add_help=False
+    )
+    emu.set_defaults(func=cmd_emulator)
 
     demo = sub.add_parser("demo", help="emulator with sample containers, mounted; Ctrl-C ends")
     demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("mnt"), help="default ./mnt")
@@ -292,9 +298,7 @@ def _read_key_file(path: Path) -> str:
 
 
 def _mount_config(args: argparse.Namespace) -> Any:
-    from containerfs.apiconfig import ApiConfig
-    from containerfs.mount import MountConfig
-    from containerfs.writer import DEFAULT_LOCAL_ONLY
+    from containerfs.config import DEFAULT_LOCAL_ONLY, ApiConfig, MountConfig
 
     overrides: dict[str, Any] = {"rate_limit_per_minute": args.rate_limit}
     if args.base_url:
@@ -356,7 +360,7 @@ def _check_fuse_device() -> None:
 
 def _check_target(mountpoint: Path, *, allow_non_empty: bool) -> None:
     """What is wrong with the mountpoint, said before any daemon starts."""
-    from containerfs.mount import check_mountpoint
+    from containerfs.daemon.mount import check_mountpoint
 
     entry = mounttable.find_mount(mountpoint)
     if entry is not None and mounttable.is_dead(mountpoint):
@@ -384,7 +388,8 @@ def _check_target(mountpoint: Path, *, allow_non_empty: bool) -> None:
 def cmd_mount(args: argparse.Namespace) -> int:
     import trio
 
-    from containerfs.mount import MountError, run_dir, serve
+    from containerfs.daemon.mount import run_dir, serve
+    from containerfs.errors import MountError
 
     if isinstance(args.cache_max_size, str):
         args.cache_max_size = parse_size(args.cache_max_size)
@@ -470,7 +475,7 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
 
 def _run_dir(mountpoint: Path, state_dir: Path | None) -> Path:
     """The daemon's run directory: its registration, else the one under the state dir."""
-    from containerfs.mount import run_dir
+    from containerfs.daemon.mount import run_dir
 
     found = mounttable.registration(mountpoint) if state_dir is None else None
     if found is not None:
@@ -478,12 +483,14 @@ def _run_dir(mountpoint: Path, state_dir: Path | None) -> Path:
     return run_dir(state_dir or default_state_dir(), Path(mounttable.absolute(mountpoint)))
 
 
-def _read_status(rdir: Path) -> dict[str, Any] | None:
+def _read_status(rdir: Path) -> Status | None:
+    from containerfs.daemon.status import Status
+    from containerfs.errors import StatusError
+
     try:
-        status = json.loads((rdir / "status.json").read_text())
-    except (OSError, ValueError):
+        return Status.from_json((rdir / "status.json").read_text())
+    except (OSError, StatusError):  # none yet, or written by another version: no daemon
         return None
-    return status if isinstance(status, dict) else None
 
 
 def _daemon_pid(rdir: Path) -> int:
@@ -523,11 +530,8 @@ def _human(n: object) -> str:
     return f"{value:.1f} TiB"
 
 
-def _describe_pending(items: list[dict[str, Any]]) -> str:
-    shown = ", ".join(
-        f"{i.get('container_id', '?')}/{i.get('path', '?')} ({_human(i.get('bytes', 0))})"
-        for i in items[:5]
-    )
+def _describe_pending(items: Sequence[PendingItem]) -> str:
+    shown = ", ".join(f"{i.container_id}/{i.path} ({_human(i.bytes)})" for i in items[:5])
     more = f" and {len(items) - 5} more" if len(items) > 5 else ""
     return f"waiting for {len(items)} pending upload(s): {shown}{more}"
 
@@ -571,7 +575,7 @@ def _stop_daemon(args: argparse.Namespace, pid: int, rdir: Path) -> int:
     said = ""
     while _alive(pid) and time.monotonic() < deadline:
         status = _read_status(rdir)
-        pending = status.get("pending", []) if status else []
+        pending = status.pending if status else ()
         line = _describe_pending(pending) if pending else ""
         if line and line != said:
             print(f"containerfs: {line}", file=sys.stderr, flush=True)
@@ -585,19 +589,19 @@ def _stop_daemon(args: argparse.Namespace, pid: int, rdir: Path) -> int:
     while time.monotonic() < reaped and _exists(pid):
         time.sleep(0.02)
     status = _read_status(rdir)
-    left = len(status.get("pending", [])) if status else 0
+    left = len(status.pending) if status else 0
     if left:
         raise CliError(f"unmounted with {left} upload(s) pending; the next mount resumes them", 3)
     return 0
 
 
-def _status_of(mountpoint: Path, state_dir: Path | None) -> tuple[dict[str, Any] | None, str]:
+def _status_of(mountpoint: Path, state_dir: Path | None) -> tuple[Status | None, str]:
     """The daemon's status snapshot, or None and why there is none."""
     entry = mounttable.find_mount(mountpoint)
     if entry is not None and mounttable.is_dead(mountpoint):
         return None, f"{mountpoint}: the daemon has died; clear it with: containerfs unmount"
     status = _read_status(_run_dir(mountpoint, state_dir))
-    if status is None or not _alive(int(status.get("pid", 0))):
+    if status is None or not _alive(status.pid):
         return None, f"no containerfs daemon serves {mountpoint}"
     return status, ""
 
@@ -607,13 +611,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         status, why = _status_of(args.mountpoint, args.state_dir)
         if status is None:
             raise CliError(why)
-        print(json.dumps(status, indent=1) if args.json else _status_text(status))
+        print(status.to_json() if args.json else _status_text(status))
         return 0
     found = [Path(m.mountpoint) for m in mounttable.containerfs_mounts()]
     results = [(mp, *_status_of(mp, args.state_dir)) for mp in found]
     if args.json:
-        listing = [s if s is not None else {"mountpoint": str(mp), "error": why}
-                   for mp, s, why in results]  # fmt: skip
+        listing = [
+            json.loads(s.to_json()) if s is not None else {"mountpoint": str(mp), "error": why}
+            for mp, s, why in results
+        ]
         print(json.dumps(listing, indent=1))
         return 0
     if not results:
@@ -623,40 +629,63 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status_text(status: dict[str, Any]) -> str:
-    api = status.get("api", {})
-    cache = status.get("cache", {})
-    writer = status.get("writer", {})
-    requests = api.get("requests", {})
+def _status_text(status: Status) -> str:
+    api = status.api
     lines = [
-        f"mountpoint   {status.get('mountpoint')}  (pid {status.get('pid')})",
-        f"endpoint     {status.get('endpoint')}",
-        f"api calls    {sum(requests.values())}  "
-        + " ".join(f"{k}={v}" for k, v in sorted(requests.items())),
-        f"transferred  up {_human(api.get('bytes_up', 0))},"
-        f" down {_human(api.get('bytes_down', 0))}, retries {api.get('retries', 0)}",
+        f"mountpoint   {status.mountpoint}  (pid {status.pid})",
+        f"endpoint     {status.endpoint}",
+        f"api calls    {api.total_requests}  "
+        + " ".join(f"{k}={v}" for k, v in sorted(api.requests.items())),
+        f"transferred  up {_human(api.bytes_up)}, down {_human(api.bytes_down)},"
+        f" retries {api.retries}",
     ]
-    errors = api.get("errors", {})
-    if errors:
-        lines.append("api errors   " + " ".join(f"{k}={v}" for k, v in sorted(errors.items())))
-    lines += [
-        f"cache        {_human(cache.get('cache_bytes_used', 0))}"
-        f" of {_human(cache.get('cache_max_size', 0))} in {cache.get('entries', 0)} entries,"
-        f" hits {cache.get('hits', 0)}, misses {cache.get('misses', 0)}",
-        f"uploads      {writer.get('uploads', 0)} done, {writer.get('upload_failures', 0)} failed",
-    ]
-    pending = status.get("pending", [])
-    lines.append(f"pending      {len(pending)}")
-    for item in pending:
-        error = f"  ({item['error']})" if item.get("error") else ""
+    if api.errors:
+        lines.append("api errors   " + " ".join(f"{k}={v}" for k, v in sorted(api.errors.items())))
+    cache = status.cache
+    if cache is not None:
         lines.append(
-            f"  {item.get('container_id')}/{item.get('path')}  {_human(item.get('bytes', 0))}"
-            f"  {item.get('state')}{error}"
+            f"cache        {_human(cache.cache_bytes_used)} of {_human(cache.cache_max_size)}"
+            f" in {cache.entries} entries, hits {cache.hits}, misses {cache.misses}"
+        )
+    writer = status.writer
+    if writer is not None:
+        lines.append(f"uploads      {writer.uploads} done, {writer.upload_failures} failed")
+    lines.append(f"pending      {len(status.pending)}")
+    for item in status.pending:
+        error = f"  ({item.error})" if item.error else ""
+        lines.append(
+            f"  {item.container_id}/{item.path}  {_human(item.bytes)}  {item.state}{error}"
         )
     return "\n".join(lines)
 
 
+EMULATOR_LIBRARIES = frozenset({"starlette", "uvicorn", "multipart", "python_multipart"})
+
+
+def _emulator_cli() -> ModuleType:
+    """The emulator's command line module, or a one-line CliError without the extra."""
+    try:
+        from containerfs.emulator import cli as emulator_cli
+    except ImportError as err:
+        if (err.name or "").split(".")[0] not in EMULATOR_LIBRARIES:
+            raise
+        raise CliError(
+            f"the emulator needs {err.name}: pip install 'containerfs[emulator]'"
+        ) from None
+    return emulator_cli
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    emulator_cli = _emulator_cli()
+    parser = argparse.ArgumentParser(
+        prog="containerfs emulator", description="Run a local emulator of the Containers API."
+    )
+    emulator_cli.add_arguments(parser)
+    return int(emulator_cli.run(parser.parse_args(args.rest)))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    _emulator_cli()  # the demo runs the emulator: fail here, before anything starts
     from containerfs.demo import run_demo
 
     return run_demo(args.mountpoint)
@@ -685,7 +714,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"containerfs: {err}", file=sys.stderr)
         return 2
     parser = build_parser()
-    args = parser.parse_args(translated)
+    args, rest = parser.parse_known_args(translated)
+    if args.command == "emulator":
+        args.rest = rest  # for the emulator's own parser
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.argv = translated
     try:
         return int(args.func(args))

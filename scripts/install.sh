@@ -27,5 +27,5 @@ fi
 PY=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
+.venv/bin/pip install -q -e '.[test,emulator]'
 echo "containerfs installed in .venv/ (run: make demo, make test)"

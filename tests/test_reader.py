@@ -16,15 +16,16 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from containerfs.cache import entry_name
+from containerfs.api.retrying import Backoff
 from containerfs.errors import ApiConnectionError, ApiError, NotFound
 from containerfs.models import ContainerId, FileId
-from containerfs.reader import ContentSource, DownloadStream, Reader, ReadHandle
+from containerfs.read.diskcache import entry_name
+from containerfs.read.reader import ContentSource, DownloadStream, Reader, ReadHandle
 
 CID = ContainerId("cntr_1")
 FID = FileId("cfile_" + "a" * 32)
 FID2 = FileId("cfile_" + "b" * 32)
-NO_DELAYS = (0.0, 0.0, 0.0)
+NO_DELAYS = Backoff(base=0.0, cap=0.0)
 
 
 def payload(n: int, seed: int = 0) -> bytes:
@@ -117,7 +118,7 @@ async def make_reader(
             cache_dir=cache_dir,
             max_size=max_size,
             nursery=nursery,
-            retry_delays=NO_DELAYS,
+            retry=NO_DELAYS,
             **options,  # type: ignore[arg-type]
         )
         yield reader
@@ -136,7 +137,7 @@ async def read_all(reader: Reader, handle: ReadHandle, *, block: int = 4096) -> 
 async def settle(reader: Reader) -> None:
     """Let background downloads, flushes and deletions run to completion."""
     with trio.fail_after(5):
-        while reader.statistics().active_downloads or reader._deleting:
+        while reader.statistics().active_downloads or reader.deleting():
             await trio.sleep(0.001)
         await trio.testing.wait_all_tasks_blocked()
 

@@ -18,10 +18,11 @@ import trio
 import trio.testing
 from fs_harness import CTX, Fs, build_fs, close_fs, errno_of
 
+from containerfs.api.retrying import Backoff
 from containerfs.errors import ServerError
+from containerfs.fs.sizes import Sizes, SizeSource, SizeUnknown
 from containerfs.models import ContainerFile, ContainerId, FileId
-from containerfs.namespace import Kind, Node
-from containerfs.sizes import Sizes, SizeSource, SizeUnknown
+from containerfs.ns.inodes import Kind, Node
 
 CID = ContainerId("cntr_1")
 
@@ -145,7 +146,7 @@ async def test_a_size_proved_wrong_by_the_content_is_corrected() -> None:
 async def quick_fs(tmp_path: Path, app: Any) -> AsyncIterator[Fs]:
     """``fs`` whose downloads retry without waiting, so that a failing server fails fast."""
     async with trio.open_nursery() as nursery:
-        made = await build_fs(tmp_path, nursery, app, retry_delays=(0.0, 0.0, 0.0))
+        made = await build_fs(tmp_path, nursery, app, download_retry=Backoff(base=0.0, cap=0.0))
         yield made
         nursery.cancel_scope.cancel()
     await close_fs(made)

@@ -26,7 +26,7 @@ import pytest
 from emulator_proc import EmulatorProcess
 from mount_proc import MountProcess
 
-from containerfs.mount import run_dir
+from containerfs.daemon.mount import run_dir
 
 pytestmark = pytest.mark.mount
 

@@ -12,61 +12,31 @@ import contextlib
 import ctypes
 import errno
 import hashlib
-import json
 import logging
 import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pyfuse3
 import trio
 
-from containerfs.apiconfig import ApiConfig
-from containerfs.client import ApiClient
-from containerfs.errors import ContainerFsError
-from containerfs.namespace import Namespace
-from containerfs.operations import Operations
-from containerfs.reader import Reader
-from containerfs.sizes import Sizes
+from containerfs.api.client import ApiClient
+from containerfs.config import ApiConfig as ApiConfig
+from containerfs.config import MountConfig as MountConfig
+from containerfs.daemon.layers import build_layers
+from containerfs.daemon.status import Status
+from containerfs.errors import MountError as MountError
+from containerfs.fs.operations import Operations
+from containerfs.fs.sizes import Sizes
+from containerfs.ns.namespace import Namespace
+from containerfs.read.reader import Reader
 from containerfs.state import State
-from containerfs.writer import DEFAULT_DEFERRED, DEFAULT_LOCAL_ONLY, Writer
+from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
-
-
-class MountError(ContainerFsError):
-    """The mount cannot start: a bad mountpoint, credentials or endpoint."""
-
-
-@dataclass
-class MountConfig:
-    mountpoint: Path
-    api: ApiConfig
-    state_dir: Path
-    cache_dir: Path
-    cache_max_size: int = 2 << 30
-    metadata_ttl: float = 10.0
-    negative_ttl: float = 1.0
-    kernel_timeout: float = 1.0
-    read_only: bool = False
-    root: str = "/mnt/data"
-    show_expired: bool = False
-    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
-    deferred: tuple[str, ...] = DEFAULT_DEFERRED
-    container_expires_minutes: int | None = None
-    container_memory_limit: str | None = None
-    allow_other: bool = False
-    drain_timeout: float = 60.0
-    fuse_options: tuple[str, ...] = field(default_factory=tuple)
-    uid: int | None = None  # owner shown for every file; None: the daemon's user
-    gid: int | None = None
-    file_mode: int = 0o644
-    dir_mode: int = 0o755
 
 
 def run_dir(state_dir: Path, mountpoint: Path) -> Path:
@@ -93,16 +63,6 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise MountError(f"{mountpoint} is already a mountpoint")
     if not os.access(mountpoint, os.W_OK | os.X_OK):
         raise MountError(f"no write access to mountpoint {mountpoint}")
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _tune_readahead(real: str) -> None:
@@ -212,19 +172,19 @@ class Daemon:
         """One API call before mounting: a wrong key or endpoint fails here, cleanly."""
         await self.client.list_containers_page(limit=1)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "mountpoint": self.real_mountpoint,
-            "endpoint": self.cfg.api.base_url,
-            "started": self.started,
-            "api": _jsonable(self.client.statistics()),
-            "cache": _jsonable(self.reader.statistics()) if self.reader else {},
-            "writer": self.writer.statistics() if self.writer else {},
-            "pending": _jsonable(self.writer.pending()) if self.writer else [],
-            "namespace": self.ns.statistics() if self.ns else {},
-            "sizes": _jsonable(self.sizes.statistics()) if self.sizes else {},
-        }
+    def status(self) -> Status:
+        return Status(
+            pid=os.getpid(),
+            mountpoint=self.real_mountpoint,
+            endpoint=self.cfg.api.base_url,
+            started=self.started,
+            api=self.client.statistics(),
+            cache=self.reader.statistics() if self.reader else None,
+            writer=self.writer.statistics() if self.writer else None,
+            namespace=self.ns.statistics() if self.ns else None,
+            sizes=self.sizes.statistics() if self.sizes else None,
+            pending=tuple(self.writer.pending()) if self.writer else (),
+        )
 
     def write_status(self, text: str | None = None) -> None:
         """Write the status snapshot; ``text`` is one taken on the trio loop."""
@@ -235,7 +195,7 @@ class Daemon:
         tmp.replace(self.run_dir / "status.json")
 
     def status_text(self) -> str:
-        return json.dumps(_jsonable(self.status()), default=str, indent=1)
+        return self.status().to_json()
 
     async def _status_loop(self) -> None:
         while True:
@@ -268,45 +228,12 @@ class Daemon:
         state = State(cfg.state_dir, endpoint=cfg.api.base_url)
         try:
             async with trio.open_nursery() as nursery:
-                self.reader = await Reader.create(
-                    self.client,
-                    cache_dir=cfg.cache_dir,
-                    max_size=cfg.cache_max_size,
-                    nursery=nursery,
+                layers = await build_layers(
+                    cfg, self.client, state, nursery=nursery, operations=_DaemonOperations
                 )
-                self.ns = Namespace(
-                    self.client,
-                    state,
-                    root=cfg.root,
-                    ttl=cfg.metadata_ttl,
-                    show_expired=cfg.show_expired,
-                    read_only=cfg.read_only,
-                    uid=os.getuid() if cfg.uid is None else cfg.uid,
-                    gid=os.getgid() if cfg.gid is None else cfg.gid,
-                    file_mode=cfg.file_mode,
-                    dir_mode=cfg.dir_mode,
-                )
-                self.writer = await Writer.create(
-                    self.client,
-                    self.ns,
-                    state,
-                    self.reader,
-                    nursery=nursery,
-                    local_only=cfg.local_only,
-                    deferred=cfg.deferred,
-                )
-                ops = _DaemonOperations(
-                    self.ns,
-                    self.reader,
-                    self.writer,
-                    entry_timeout=cfg.kernel_timeout,
-                    attr_timeout=cfg.kernel_timeout,
-                    negative_timeout=cfg.negative_ttl,
-                    container_defaults={
-                        "expires_after_minutes": cfg.container_expires_minutes,
-                        "memory_limit": cfg.container_memory_limit,
-                    },
-                )
+                self.reader, self.ns, self.writer = layers.reader, layers.ns, layers.writer
+                ops = layers.ops
+                assert isinstance(ops, _DaemonOperations)
                 self.sizes = ops.sizes
                 ops.after_init = lambda: nursery.start_soon(_tune_readahead_soon, real_mountpoint)
                 options = set(pyfuse3.default_options)

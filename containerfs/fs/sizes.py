@@ -1,6 +1,7 @@
 """Sizes of server files listed without one (``bytes: null``), learned before anyone sees them.
 
-Between the FUSE adapter and the read path; knows nothing about FUSE or HTTP. Many tools copy
+Part of the FUSE adapter's package, between it and the read path; knows nothing about FUSE
+or HTTP (no pyfuse3 import). Many tools copy
 exactly ``st_size`` bytes (rsync, tar, zip, Python's ``shutil``, ``cp -a``, ``mmap``), so a 0
 shown for an unknown size is silent data loss: ``operations`` asks ``ensure`` before it answers
 ``lookup``, ``getattr``, ``setattr`` or ``open`` for such a file, and ``ensure_all`` for every
@@ -35,8 +36,9 @@ import trio
 from cachetools import TTLCache
 
 from containerfs.errors import ContainerFsError, NotFound
+from containerfs.errors import SizeUnknown as SizeUnknown
 from containerfs.models import ContainerFile, ContainerId, FileId
-from containerfs.namespace import Kind, Node
+from containerfs.ns.inodes import Kind, Node
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,6 @@ class SizeSource(Protocol):
 
     def known_size(self, file_id: FileId) -> int | None: ...
     async def learn_size(self, container_id: ContainerId, file_id: FileId) -> int: ...
-
-
-class SizeUnknown(ContainerFsError):
-    """The size of a file listed without one could not be learned."""
-
-    def __init__(self, message: str, *, errno_: int = errno.EIO) -> None:
-        super().__init__(message)
-        self.errno = errno_
 
 
 @dataclass(frozen=True)
