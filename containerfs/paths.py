@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from containerfs.models import Container, ContainerFile, FileId
 
@@ -105,6 +105,12 @@ def strip_prefix(name: str) -> str | None:
     return m.group(1) if m and m.group(1) not in (".", "..") else None
 
 
+def shown_path(f: ContainerFile, *, root: str, aliases: Mapping[FileId, str]) -> str:
+    """Where ``f`` asks to be shown before any collision is settled: its alias, or its server
+    path relative to ``root`` (with a possible prefix still on)."""
+    return aliases.get(f.id) or relative_path(f.path, root)
+
+
 def place_files(
     files: Iterable[ContainerFile],
     *,
@@ -113,53 +119,63 @@ def place_files(
 ) -> dict[str, ContainerFile]:
     """Display path -> file for one container listing, applying every rule above."""
     aliases = aliases or {}
-    first: list[tuple[str, ContainerFile]] = []
+    groups: dict[str, list[tuple[str, ContainerFile, bool]]] = {}
+    dirs: dict[str, set[str]] = {}
     for f in files:
-        alias = aliases.get(f.id)
-        first.append((alias, f) if alias else (relative_path(f.path, root), f))
+        parent, base = posixpath.split(shown_path(f, root=root, aliases=aliases))
+        groups.setdefault(parent, []).append((base, f, f.id in aliases))
+        while parent:  # every directory the path implies, as a child of its own parent
+            up, name = posixpath.split(parent)
+            dirs.setdefault(up, set()).add(name)
+            parent = up
+    out: dict[str, ContainerFile] = {}
+    for parent, entries in groups.items():
+        for name, f in place_dir(entries, dirs.get(parent, set())).items():
+            out[posixpath.join(parent, name)] = f
+    return out
 
-    # stripping a prefix changes last components only, so the directories are known already
-    dirs = {d for p, _ in first for d in ancestors(p)}
-    taken = {p for p, f in first if f.id in aliases or strip_prefix(posixpath.basename(p)) is None}
-    taken |= dirs
+
+def place_dir(
+    entries: Iterable[tuple[str, ContainerFile, bool]], subdirs: Collection[str]
+) -> dict[str, ContainerFile]:
+    """Name -> file for the files one directory holds, given as (name asked for, file,
+    whether that name is an alias), next to the directories ``subdirs``. Every rule above acts
+    within one directory, so a listing is placed directory by directory."""
+    first = list(entries)
+    # an alias is never de-prefixed; a name that has no prefix to strip is taken as it is
+    taken = {base for base, _, aliased in first if aliased or strip_prefix(base) is None}
+    taken.update(subdirs)
     wanted: dict[str, list[int]] = {}
-    for i, (p, f) in enumerate(first):
-        if f.id in aliases:
-            continue
-        stripped = strip_prefix(posixpath.basename(p))
+    for i, (base, _, aliased) in enumerate(first):
+        stripped = None if aliased else strip_prefix(base)
         if stripped is not None:
-            wanted.setdefault(posixpath.join(posixpath.dirname(p), stripped), []).append(i)
-    final = [p for p, _ in first]
+            wanted.setdefault(stripped, []).append(i)
+    final = [base for base, _, _ in first]
     for target, idxs in wanted.items():
         if len(idxs) == 1 and target not in taken:
             final[idxs[0]] = target
 
-    by_path: dict[str, list[ContainerFile]] = {}
-    for p, (_, f) in zip(final, first, strict=True):
-        by_path.setdefault(p, []).append(f)
+    by_name: dict[str, list[ContainerFile]] = {}
+    for name, (_, f, _) in zip(final, first, strict=True):
+        by_name.setdefault(name, []).append(f)
     out: dict[str, ContainerFile] = {}
     others: list[tuple[str, ContainerFile]] = []
-    for p, group in by_path.items():
+    for name, group in by_name.items():
         group.sort(key=lambda f: (f.created_at, f.id), reverse=True)
-        if p in dirs:
-            others += [(p, f) for f in group]
+        if name in subdirs:
+            others += [(name, f) for f in group]
         else:
-            out[p] = group[0]
-            others += [(p, f) for f in group[1:]]
+            out[name] = group[0]
+            others += [(name, f) for f in group[1:]]
 
     # the others become NAME~ID (ids are unique, so they never collide with each other),
     # or more if a file or directory of that very name exists
-    def used(path: str) -> bool:
-        return path in out or path in dirs
+    def used(name: str) -> bool:
+        return name in out or name in subdirs
 
-    for p, f in others:
-        parent, base = posixpath.split(p)
-        out[_free_in(parent, base, f.id, used)] = f
+    for name, f in others:
+        out[_free(name, f.id, used)] = f
     return out
-
-
-def _free_in(parent: str, base: str, ident: str, used: Callable[[str], bool]) -> str:
-    return posixpath.join(parent, _free(base, ident, lambda n: used(posixpath.join(parent, n))))
 
 
 def _ancestors(path: str) -> Iterable[str]:
