@@ -37,6 +37,7 @@ from containerfs.ns.inodes import Kind as Kind
 from containerfs.ns.inodes import Node as Node
 from containerfs.ns.inodes import node_key
 from containerfs.ns.listings import Listing
+from containerfs.ns.overlay import Overlay
 from containerfs.state import State
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,14 @@ class Namespace:
         self._containers: TTLCache[str, dict[str, Container]] = TTLCache(1, ttl, timer=clock)
         self._listings: TTLCache[ContainerId, Listing] = TTLCache(4096, ttl, timer=clock)
         self._by_id: TTLCache[ContainerId, Container | None] = TTLCache(1024, ttl, timer=clock)
+        # the containers last seen expired, kept past the TTL: asked for every stat
+        self._expired: set[ContainerId] = set()
+        # where files are shown, by container (read by its listing, see ``Listing.refile``)
         self._aliases: dict[ContainerId, dict[FileId, str]] = {}
-        self._dirs: dict[ContainerId, set[str]] = {}
-        # files not (or not yet) on the server: being written, pending, local-only
-        self._local: dict[ContainerId, dict[str, Node]] = {}
+        self._loaded: set[ContainerId] = set()  # containers whose aliases and dirs are read
+        # files not (or not yet) on the server (being written, pending, local-only) and the
+        # directories made here
+        self._overlay = Overlay()
         self._fetch_locks: dict[object, trio.Lock] = {}
         # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
         self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
@@ -155,9 +160,7 @@ class Namespace:
         if self._by_key.get(node.key) is node:
             del self._by_key[node.key]
         if node.cid is not None:
-            local = self._local.get(node.cid, {})
-            if local.get(node.path) is node:
-                del local[node.path]
+            self._overlay.drop(node.cid, node.path, node)
         self._maybe_drop(node)
 
     def drop_remote(self, node: Node) -> None:
@@ -183,8 +186,15 @@ class Namespace:
             by_name = names.container_dir_names(visible)
             self._containers["all"] = by_name
             for c in listed:
-                self._by_id[c.id] = c
+                self._saw(c.id, c)
             return by_name
+
+    def _saw(self, cid: ContainerId, c: Container | None) -> None:
+        self._by_id[cid] = c
+        if c is not None and c.expired:
+            self._expired.add(cid)
+        else:
+            self._expired.discard(cid)
 
     def invalidate_containers(self) -> None:
         self._containers.pop("all", None)
@@ -200,7 +210,7 @@ class Namespace:
                 found: Container | None = await self.client.retrieve_container(cid)
             except NotFound:
                 found = None
-            self._by_id[cid] = found
+            self._saw(cid, found)
             return found
 
     async def _listing(self, cid: ContainerId) -> Listing:
@@ -208,9 +218,7 @@ class Namespace:
             listing = self._listings.get(cid)
             if listing is not None:
                 return listing
-            if cid not in self._aliases:
-                self._aliases[cid] = await in_thread(lambda: self.state.aliases(cid))
-                self._dirs[cid] = await in_thread(lambda: self.state.dirs(cid))
+            await self._load_local(cid)
             # the mount's own changes made while the listing is fetched may be missing from it:
             # journal them and replay them on the fresh listing
             journal = self._journal[cid] = []
@@ -222,31 +230,36 @@ class Namespace:
                     self._stats.file_listings += 1
             finally:
                 del self._journal[cid]
-            listing = Listing({f.id: f for f in files})
+            listing = self._new_listing(cid, files)
             for added, removed in journal:
                 if added is not None:
-                    listing.files[added.id] = added
+                    listing.add(added)
                 else:
-                    listing.files.pop(removed, None)
+                    listing.remove(removed)
             self._listings[cid] = listing
             return listing
+
+    def _new_listing(self, cid: ContainerId, files: Iterable[ContainerFile]) -> Listing:
+        return Listing(files, root=self.root, aliases=self._aliases.setdefault(cid, {}))
+
+    async def _load_local(self, cid: ContainerId) -> None:
+        """Read once what the state database keeps of a container: aliases, directories."""
+        if cid in self._loaded:
+            return
+        stored = await in_thread(lambda: self.state.aliases(cid))
+        made = await in_thread(lambda: self.state.dirs(cid))
+        self._loaded.add(cid)
+        aliases = self._aliases.setdefault(cid, {})
+        for fid, path in stored.items():
+            aliases.setdefault(fid, path)
+        for d in made:
+            self._overlay.add_dir(cid, d)
 
     def invalidate_listing(self, cid: ContainerId) -> None:
         self._listings.pop(cid, None)
 
-    async def _view(self, cid: ContainerId) -> tuple[dict[str, ContainerFile], set[str]]:
-        listing = await self._listing(cid)
-        aliases = self._aliases.get(cid, {})
-        return listing.view(lambda files: names.place_files(files, root=self.root, aliases=aliases))
-
-    async def _dirs_of(self, cid: ContainerId) -> set[str]:
-        _, remote_dirs = await self._view(cid)
-        dirs = set(remote_dirs) | self._dirs.get(cid, set())
-        for d in list(self._dirs.get(cid, set())):
-            dirs.update(names.ancestors(d + "/x"))
-        for path in self._local.get(cid, {}):
-            dirs.update(names.ancestors(path))
-        return dirs
+    async def _is_dir(self, cid: ContainerId, path: str) -> bool:
+        return (await self._listing(cid)).is_dir(path) or self._overlay.is_dir(cid, path)
 
     # ---- lookups -----------------------------------------------------------------------
     async def lookup(self, parent: Node, name: str) -> Node | None:
@@ -269,14 +282,13 @@ class Namespace:
         assert parent.cid is not None
         cid = parent.cid
         path = posixpath.join(parent.path, name) if parent.path else name
-        local = self._local.get(cid, {}).get(path)
+        local = self._overlay.file(cid, path)
         if local is not None:
             return local
-        placed, _ = await self._view(cid)
-        remote = placed.get(path)
+        remote = (await self._listing(cid)).file(path)
         if remote is not None:
             return self._file_node(cid, path, remote)
-        if path in await self._dirs_of(cid):
+        if await self._is_dir(cid, path):
             return self._get_or_make(Kind.DIR, cid, path)
         self._vanish(cid, path)
         return None
@@ -307,18 +319,15 @@ class Namespace:
             return [(n, self._container_node(c)) for n, c in sorted(by_name.items())]
         assert node.cid is not None
         cid = node.cid
-        placed, _ = await self._view(cid)
-        prefix = node.path + "/" if node.path else ""
+        listing = await self._listing(cid)
         entries: dict[str, Node] = {}
-        for d in await self._dirs_of(cid):
-            if d and posixpath.dirname(d) == node.path:
-                entries[posixpath.basename(d)] = self._get_or_make(Kind.DIR, cid, d)
-        for path, f in placed.items():
-            if path.startswith(prefix) and "/" not in path[len(prefix) :]:
-                entries[path[len(prefix) :]] = self._file_node(cid, path, f)
-        for path, local in self._local.get(cid, {}).items():
-            if posixpath.dirname(path) == node.path:
-                entries[posixpath.basename(path)] = local
+        prefix = node.path + "/" if node.path else ""
+        for names_of in (listing.subdirs, lambda d: self._overlay.subdirs(cid, d)):
+            for name in names_of(node.path):
+                entries[name] = self._get_or_make(Kind.DIR, cid, prefix + name)
+        for name, f in listing.placed(node.path).items():
+            entries[name] = self._file_node(cid, prefix + name, f)
+        entries.update(self._overlay.files_in(cid, node.path))
         return sorted(entries.items())
 
     async def is_empty(self, node: Node) -> bool:
@@ -328,8 +337,7 @@ class Namespace:
     def writable(self, node: Node) -> bool:
         if self.read_only:
             return False
-        c = self._by_id.get(node.cid) if node.cid else None
-        return not (c is not None and c.expired)
+        return node.cid not in self._expired
 
     def _known_size(self, node: Node) -> int | None:
         if node.spool is not None:
@@ -368,7 +376,7 @@ class Namespace:
         path = self.child_path(parent, name)
         node = self._get_or_make(Kind.FILE, parent.cid, path)
         node.remote = None
-        self._local.setdefault(parent.cid, {})[path] = node
+        self._overlay.put(parent.cid, path, node)
         return node
 
     def child_path(self, parent: Node, name: str) -> str:
@@ -377,11 +385,11 @@ class Namespace:
     def keep_local(self, node: Node) -> None:
         """Show ``node`` from the local overlay (its content lives in a spool)."""
         assert node.cid is not None
-        self._local.setdefault(node.cid, {})[node.path] = node
+        self._overlay.put(node.cid, node.path, node)
 
     def release_local(self, node: Node) -> None:
-        if node.cid is not None and self._local.get(node.cid, {}).get(node.path) is node:
-            del self._local[node.cid][node.path]
+        if node.cid is not None:
+            self._overlay.drop(node.cid, node.path, node)
         self._maybe_drop(node)
 
     async def file_uploaded(self, node: Node, new: ContainerFile) -> None:
@@ -399,19 +407,16 @@ class Namespace:
             self._journal[cid].append((new, new.id))
         listing = self._listings.get(cid)
         if listing is not None:
-            listing.files[new.id] = new
-            listing.changed()
+            listing.add(new)
 
     async def file_deleted(self, cid: ContainerId, fid: FileId) -> None:
         if cid in self._journal:
             self._journal[cid].append((None, fid))
         listing = self._listings.get(cid)
-        if listing is not None and listing.files.pop(fid, None) is not None:
-            listing.changed()
+        if listing is not None:
+            listing.remove(fid)
         if self._aliases.get(cid, {}).pop(fid, None) is not None:
             await in_thread(lambda: self.state.drop_alias(fid))
-            if listing is not None:
-                listing.changed()
 
     def move(self, node: Node, cid: ContainerId, path: str) -> None:
         """Re-key ``node`` (and, for a directory, the nodes under it) to ``cid``/``path``."""
@@ -425,21 +430,19 @@ class Namespace:
         for n in moving:
             if self._by_key.get(n.key) is n:
                 del self._by_key[n.key]
-            was_local = old_cid is not None and self._local.get(old_cid, {}).get(n.path) is n
-            if was_local:
-                del self._local[old_cid][n.path]  # type: ignore[index]
+            was_local = old_cid is not None and self._overlay.drop(old_cid, n.path, n)
             n.path = path + n.path[len(old_path) :]
             n.cid = cid
             self._by_key[n.key] = n
             if was_local:
-                self._local.setdefault(cid, {})[n.path] = n
+                self._overlay.put(cid, n.path, n)
 
     def show_at(self, node: Node, remote: ContainerFile, path: str) -> None:
         """Show a server file at ``path`` for this mount's life only (not recorded on disk)."""
         self._aliases.setdefault(remote.container_id, {})[remote.id] = path
         listing = self._listings.get(remote.container_id)
         if listing is not None:
-            listing.changed()
+            listing.refile(remote.id)
 
     async def descendant_files(self, node: Node) -> list[Node]:
         out: list[Node] = []
@@ -454,11 +457,10 @@ class Namespace:
         """After its files moved: move a directory node and the local directories under it."""
         assert node.cid is not None
         old_cid, old = node.cid, node.path
-        moved = {d for d in self._dirs.get(old_cid, set()) if d == old or d.startswith(old + "/")}
-        for d in moved:
+        for d in self._overlay.made_under(old_cid, old):
             new = path + d[len(old) :]
-            self._dirs[old_cid].discard(d)
-            self._dirs.setdefault(cid, set()).add(new)
+            self._overlay.drop_dir(old_cid, d)
+            self._overlay.add_dir(cid, new)
             await in_thread(self.state.drop_dir, old_cid, d)
             await in_thread(self.state.add_dir, cid, new)
         self.move(node, cid, path)
@@ -467,14 +469,14 @@ class Namespace:
         assert parent.cid is not None
         cid, path = parent.cid, self.child_path(parent, name)
         await self._listing(cid)
-        self._dirs.setdefault(cid, set()).add(path)
+        self._overlay.add_dir(cid, path)
         await in_thread(lambda: self.state.add_dir(cid, path))
         return self._get_or_make(Kind.DIR, cid, path)
 
     async def drop_dir(self, node: Node) -> None:
         assert node.cid is not None
         cid, path = node.cid, node.path
-        self._dirs.get(cid, set()).discard(path)
+        self._overlay.drop_dir(cid, path)
         await in_thread(lambda: self.state.drop_dir(cid, path))
         self.mark_gone(node)
 
@@ -488,9 +490,9 @@ class Namespace:
         c = await self.client.create_container(
             name, expires_after_minutes=expires_after_minutes, memory_limit=memory_limit
         )
-        self._by_id[c.id] = c
+        self._saw(c.id, c)
         self.invalidate_containers()
-        self._listings[c.id] = Listing({})
+        self._listings[c.id] = self._new_listing(c.id, ())
         return self._container_node(c)
 
     async def delete_container(self, node: Node) -> None:
@@ -498,22 +500,21 @@ class Namespace:
         cid = node.cid
         with contextlib.suppress(NotFound):
             await self.client.delete_container(cid)
-        self._by_id[cid] = None
+        self._saw(cid, None)
         self.invalidate_containers()
         self._listings.pop(cid, None)
         self._aliases.pop(cid, None)
-        self._dirs.pop(cid, None)
+        self._loaded.discard(cid)
+        self._overlay.forget_dirs(cid)
         await in_thread(lambda: self.state.forget_container(cid))
         self.mark_gone(node)
 
     def local_nodes(self) -> Iterable[Node]:
-        for nodes in self._local.values():
-            yield from nodes.values()
+        return self._overlay.nodes()
 
     async def restore(self, cid: ContainerId, path: str) -> Node:
         """A node for a pending upload found at start (its spool is attached by the writer)."""
-        await self._listing(cid)
-        placed, _ = await self._view(cid)
+        listing = await self._listing(cid)
         node = self._get_or_make(Kind.FILE, cid, path)
-        node.remote = placed.get(path)
+        node.remote = listing.file(path)
         return node
