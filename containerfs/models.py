@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NewType, TypeVar
@@ -16,13 +17,13 @@ def _opt_int(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExpiresAfter:
     anchor: str
     minutes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Container:
     id: ContainerId
     name: str
@@ -63,7 +64,7 @@ class Container:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContainerFile:
     id: FileId
     container_id: ContainerId
@@ -76,15 +77,16 @@ class ContainerFile:
     def from_json(cls, data: Mapping[str, Any]) -> ContainerFile:
         return cls(
             id=FileId(str(data["id"])),
-            container_id=ContainerId(str(data.get("container_id") or "")),
+            # one string per container and per source, however many files are listed
+            container_id=ContainerId(sys.intern(str(data.get("container_id") or ""))),
             path=str(data.get("path") or ""),
             bytes=_opt_int(data.get("bytes")),
             created_at=_opt_int(data.get("created_at")) or 0,
-            source=str(data.get("source") or "user"),
+            source=sys.intern(str(data.get("source") or "user")),
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     data: tuple[T, ...]
     first_id: str | None

@@ -33,9 +33,13 @@ class Kind(enum.Enum):
     FILE = "file"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
-    """One inode. ``path`` is the display path inside the container ("" for its directory)."""
+    """One inode. ``path`` is the display path inside the container ("" for its directory).
+
+    A mount may hold 100,000 nodes at once (``ls -lR`` of a large container): slots, and a
+    lock made only for the few nodes that are ever written.
+    """
 
     inode: int
     kind: Kind
@@ -59,7 +63,14 @@ class Node:
     # the time shown for a node the server gives none (directories, files not uploaded yet):
     # fixed, so that rsync and make see a directory's mtime stay put
     born_ns: int = field(default_factory=time.time_ns)
-    lock: trio.Lock = field(default_factory=trio.Lock)
+    _lock: trio.Lock | None = field(default=None, init=False, repr=False)
+
+    @property
+    def lock(self) -> trio.Lock:
+        """Held around this file's spool, upload and rename (see the lock order)."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        return self._lock
 
     @property
     def is_dir(self) -> bool:
