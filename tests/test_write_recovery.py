@@ -18,6 +18,7 @@ import trio.testing
 from fs_harness import CTX, Fs, build_fs, errno_of
 
 from containerfs.errors import ContainerExpired, ServerError
+from containerfs.ns.inodes import Kind
 
 FAIL_UPLOADS = [{"route": "upload_file", "action": "error", "status": 500, "count": None}]
 
@@ -417,7 +418,8 @@ async def test_a_resumed_upload_with_a_deferred_name_is_uploaded_at_once(
 
     async with trio.open_nursery() as nursery:
         again = await remount(tmp_path, app, nursery)
-        node = again.ns._by_key[("f", c.id, "tmpabcd1234")]
+        node = again.ns.known(Kind.FILE, c.id, "tmpabcd1234")
+        assert node is not None
         assert node.deferred
         assert await again.writer.drain(5)
         nursery.cancel_scope.cancel()

@@ -35,7 +35,7 @@ from containerfs.ns.inodes import ROOT_INODE as ROOT_INODE
 from containerfs.ns.inodes import Attrs as Attrs
 from containerfs.ns.inodes import Kind as Kind
 from containerfs.ns.inodes import Node as Node
-from containerfs.ns.inodes import node_key
+from containerfs.ns.inodes import NodeIndex
 from containerfs.ns.listings import Listing
 from containerfs.ns.overlay import Overlay
 from containerfs.state import State
@@ -100,7 +100,7 @@ class Namespace:
         self.file_mode = file_mode
         self.dir_mode = dir_mode
         self._nodes: dict[int, Node] = {}
-        self._by_key: dict[tuple[str, ...], Node] = {}
+        self._by_key = NodeIndex()
         self._next_inode = ROOT_INODE + 1
         self._containers: TTLCache[str, dict[str, Container]] = TTLCache(1, ttl, timer=clock)
         self._listings: TTLCache[ContainerId, Listing] = TTLCache(4096, ttl, timer=clock)
@@ -123,11 +123,11 @@ class Namespace:
     # ---- inode table -------------------------------------------------------------------
     def _add(self, node: Node) -> Node:
         self._nodes[node.inode] = node
-        self._by_key[node.key] = node
+        self._by_key.put(node)
         return node
 
     def _get_or_make(self, kind: Kind, cid: ContainerId, path: str = "") -> Node:
-        node = self._by_key.get(node_key(kind, cid, path))
+        node = self._by_key.get(kind, cid, path)
         if node is None:
             node = Node(self._next_inode, kind, cid, path)
             self._next_inode += 1
@@ -137,6 +137,10 @@ class Namespace:
 
     def node(self, inode: int) -> Node | None:
         return self._nodes.get(inode)
+
+    def known(self, kind: Kind, cid: ContainerId, path: str = "") -> Node | None:
+        """The live node of that kind at ``cid``/``path``, if there is one (asks no server)."""
+        return self._by_key.get(kind, cid, path)
 
     def remember(self, node: Node) -> None:
         """The kernel took one more lookup reference to ``node`` (``forget`` returns them)."""
@@ -152,13 +156,11 @@ class Namespace:
     def _maybe_drop(self, node: Node) -> None:
         if node.gone and node.lookups == 0 and node.opens == 0 and node.spool is None:
             self._nodes.pop(node.inode, None)
-            if self._by_key.get(node.key) is node:
-                del self._by_key[node.key]
+            self._by_key.pop(node)
 
     def mark_gone(self, node: Node) -> None:
         node.gone = True
-        if self._by_key.get(node.key) is node:
-            del self._by_key[node.key]
+        self._by_key.pop(node)
         if node.cid is not None:
             self._overlay.drop(node.cid, node.path, node)
         self._maybe_drop(node)
@@ -296,7 +298,7 @@ class Namespace:
     def _vanish(self, cid: ContainerId, path: str) -> None:
         """A path that is no longer there: let go of a stale node for it."""
         for kind in (Kind.FILE, Kind.DIR):
-            stale = self._by_key.get(node_key(kind, cid, path))
+            stale = self._by_key.get(kind, cid, path)
             if stale is not None and stale.spool is None:
                 self.mark_gone(stale)
 
@@ -364,6 +366,8 @@ class Namespace:
             created = node.remote.created_at if node.remote else 0
         if ro:
             mode &= ~0o222
+        if not created and not node.born_ns:
+            node.born_ns = time.time_ns()  # fixed from now on: rsync and make see it stay put
         created_ns = created * 1_000_000_000 if created else node.born_ns
         mtime = node.mtime_ns if node.mtime_ns is not None else created_ns
         atime = node.atime_ns if node.atime_ns is not None else mtime
@@ -422,18 +426,14 @@ class Namespace:
         """Re-key ``node`` (and, for a directory, the nodes under it) to ``cid``/``path``."""
         old_cid, old_path = node.cid, node.path
         moving = [node]
-        if node.kind is Kind.DIR:
-            prefix = old_path + "/"
-            moving += [
-                n for n in self._by_key.values() if n.cid == old_cid and n.path.startswith(prefix)
-            ]
+        if node.kind is Kind.DIR and old_cid is not None:
+            moving += self._by_key.under(old_cid, old_path + "/")
         for n in moving:
-            if self._by_key.get(n.key) is n:
-                del self._by_key[n.key]
+            self._by_key.pop(n)
             was_local = old_cid is not None and self._overlay.drop(old_cid, n.path, n)
             n.path = path + n.path[len(old_path) :]
             n.cid = cid
-            self._by_key[n.key] = n
+            self._by_key.put(n)
             if was_local:
                 self._overlay.put(cid, n.path, n)
 
