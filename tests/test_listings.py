@@ -1,0 +1,172 @@
+"""Per-directory listing indexes: a listing patched by changes shows what a fresh placement of
+the same files shows, and a change re-settles only the directory it touches."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from test_namespace import CID, FakeClient, cfile
+
+from containerfs import paths
+from containerfs.models import ContainerFile, FileId
+from containerfs.ns.listings import Listing
+from containerfs.ns.namespace import Namespace
+from containerfs.ns.overlay import DirTree
+from containerfs.state import State
+
+_HEX = "0123456789abcdef" * 2
+
+# few names, so that collisions (duplicates, prefixes, a file named like a directory) are common
+_names = st.sampled_from(["a", "b", f"{_HEX}-a", f"{_HEX}-b", "a~cfile_1", "c"])
+_dirs = st.sampled_from(["", "a/", "b/", "a/b/", "c/a/"])
+_server_paths = st.builds(lambda d, n: f"/mnt/data/{d}{n}", _dirs, _names) | st.sampled_from(
+    ["/etc/a", "/mnt/data/../a", "/mnt/a"]
+)
+_aliases = st.sampled_from(["a", "a/b", "b/a", "c", "a/c~x"])
+
+# one change to a listing: add (id, path, created_at), remove (id), or alias (id, path)
+_change = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 9), _server_paths, st.integers(0, 2)),
+    st.tuples(st.just("remove"), st.integers(0, 9)),
+    st.tuples(st.just("alias"), st.integers(0, 9), _aliases),
+)
+
+
+def _fid(n: int) -> FileId:
+    return FileId(f"cfile_{n}")
+
+
+def _shown(listing: Listing, dirs: set[str]) -> dict[str, ContainerFile]:
+    """Display path -> file, read back directory by directory through the index."""
+    out: dict[str, ContainerFile] = {}
+    for d in dirs:
+        for name, f in listing.placed(d).items():
+            out[posixpath.join(d, name)] = f
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_change, max_size=25))
+@example([("add", 1, "/mnt/data/a", 0), ("add", 2, "/mnt/data/a/b", 0)])  # file, then dir "a"
+@example([("add", 1, "/mnt/data/a/b", 0), ("add", 2, "/mnt/data/a", 0), ("remove", 1)])
+def test_a_patched_listing_shows_what_placing_its_files_afresh_shows(changes: list[Any]) -> None:
+    files: dict[FileId, ContainerFile] = {}
+    aliases: dict[FileId, str] = {}
+    listing = Listing([], root=paths.DATA_ROOT, aliases=aliases)
+    for change in changes:
+        if change[0] == "add":
+            _, n, path, created = change
+            f = ContainerFile(_fid(n), CID, path, 1, created, "user")
+            files[f.id] = f
+            listing.add(f)
+        elif change[0] == "remove":
+            files.pop(_fid(change[1]), None)
+            listing.remove(_fid(change[1]))
+        else:
+            aliases[_fid(change[1])] = change[2]
+            listing.refile(_fid(change[1]))
+        listing.placed("")  # settle some directories between changes, as lookups do
+
+    expected = paths.place_files(files.values(), aliases=aliases)
+    dirs = {d for p in expected for d in paths.ancestors(p)}
+    assert _shown(listing, dirs | {""}) == expected
+    assert all(listing.is_dir(d) for d in dirs)
+    assert not any(listing.is_dir(p) for p in expected)
+    for d in dirs:
+        below = {posixpath.basename(x) for x in dirs if x and posixpath.dirname(x) == d}
+        assert listing.subdirs(d) == below
+    assert sorted(f.id for f in listing.files()) == sorted(files)
+    assert len(listing) == len(files)
+
+
+def test_a_directory_goes_when_its_last_file_goes() -> None:
+    tree = DirTree()
+    tree.add("a/b")
+    tree.add("a")
+
+    assert tree.remove("a/b") == ["a/b"]
+    assert "a" in tree and "a/b" not in tree
+    assert tree.subdirs("a") == set()
+    assert tree.remove("a") == ["a"]
+    assert tree.subdirs("") == set()
+    assert "" in tree
+
+
+@pytest.fixture
+def placements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many entries each settling of one directory looked at."""
+    seen: list[int] = []
+    original = paths.place_dir
+
+    def counting(entries: Any, subdirs: Any) -> dict[str, ContainerFile]:
+        entries = list(entries)
+        seen.append(len(entries))
+        return original(entries, subdirs)
+
+    monkeypatch.setattr(paths, "place_dir", counting)
+    return seen
+
+
+async def test_lookups_and_readdir_settle_each_directory_once(
+    tmp_path: Path, placements: list[int]
+) -> None:
+    client = FakeClient([cfile(i, f"/mnt/data/d{i % 4}/f{i}") for i in range(40)])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+
+    for _ in range(3):
+        for _, d in await ns.list_dir(box):
+            for name, _ in await ns.list_dir(d):
+                assert await ns.lookup(d, name) is not None
+
+    assert sorted(placements) == [0, 10, 10, 10, 10]  # the container's root, then each dir
+    assert client.listed == 1
+
+
+async def test_an_upload_resettles_only_its_own_directory(
+    tmp_path: Path, placements: list[int]
+) -> None:
+    client = FakeClient([cfile(i, f"/mnt/data/d{i % 4}/f{i}") for i in range(40)])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    dirs = [d for _, d in await ns.list_dir(box)]
+    for d in dirs:
+        await ns.list_dir(d)
+    placements.clear()
+
+    node = ns.new_file(dirs[1], "new.txt")
+    await ns.file_uploaded(node, cfile(99, "/mnt/data/d1/new.txt"))
+    await ns.file_deleted(CID, cfile(5, "").id)  # /mnt/data/d1/f5
+    for d in dirs:
+        await ns.list_dir(d)
+
+    assert placements == [10]  # d1 only: 10 files, one added, one gone
+    names = [name for name, _ in await ns.list_dir(dirs[1])]
+    assert "new.txt" in names and "f5" not in names
+    assert client.listed == 1
+
+
+async def test_a_directory_made_here_shows_beside_the_listed_ones(tmp_path: Path) -> None:
+    client = FakeClient([cfile(1, "/mnt/data/d/f")])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+
+    made = await ns.add_dir(box, "m")
+    deep = await ns.add_dir(made, "n")
+    local = ns.new_file(deep, "x.txt")
+
+    assert [name for name, _ in await ns.list_dir(box)] == ["d", "m"]
+    assert [name for name, _ in await ns.list_dir(made)] == ["n"]
+    assert [(n, c) for n, c in await ns.list_dir(deep)] == [("x.txt", local)]
+    await ns.drop_dir(deep)
+    ns.release_local(local)
+    assert await ns.lookup(made, "n") is None
+    assert [name for name, _ in await ns.list_dir(box)] == ["d", "m"]
