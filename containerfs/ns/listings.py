@@ -1,5 +1,6 @@
 """Listings: one container's files as last listed, indexed by directory and patched in place
-by the mount's own changes. Plain data held in the namespace's TTL cache. Layer: namespace.
+by the mount's own changes (``Listing``), and the TTL cache, fetch locks and replay journal
+that hold them (``Listings``). Layer: namespace.
 
 A container may hold 100,000 files: a lookup or a readdir must cost the entries of one
 directory, not the files of the container. So a listing keeps its files grouped by the
@@ -11,10 +12,13 @@ that directory changes.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+
+import trio
+from cachetools import TTLCache
 
 from containerfs import paths
-from containerfs.models import ContainerFile, FileId
+from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.overlay import DirTree
 
 
@@ -112,3 +116,77 @@ class Listing:
 
     def _shown(self, f: ContainerFile) -> str:
         return paths.shown_path(f, root=self._root, aliases=self._aliases)
+
+
+class Listings:
+    """The containers' listings: a TTL cache, one fetch at a time per container, and the
+    replay journal that keeps the mount's own changes made while a listing was on its way.
+
+    The fetch itself (which containers can be listed, the client call) is the namespace's,
+    passed to ``get``.
+    """
+
+    def __init__(self, *, root: str, ttl: float, clock: Callable[[], float]) -> None:
+        self._root = root
+        self._cache: TTLCache[ContainerId, Listing] = TTLCache(4096, ttl, timer=clock)
+        self._locks: dict[ContainerId, trio.Lock] = {}
+        # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
+        self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
+
+    async def get(
+        self,
+        cid: ContainerId,
+        fetch: Callable[[], Awaitable[list[ContainerFile]]],
+        *,
+        aliases: Mapping[FileId, str],
+    ) -> Listing:
+        """The cached listing of ``cid``, or a fresh one from ``fetch`` (held under the
+        container's fetch lock: concurrent lookups share one fetch)."""
+        async with self._locks.setdefault(cid, trio.Lock()):
+            listing = self._cache.get(cid)
+            if listing is not None:
+                return listing
+            # the mount's own changes made while the listing is fetched may be missing from it:
+            # journal them and replay them on the fresh listing
+            journal = self._journal[cid] = []
+            try:
+                files = await fetch()
+            finally:
+                del self._journal[cid]
+            listing = Listing(files, root=self._root, aliases=aliases)
+            for added, removed in journal:
+                if added is not None:
+                    listing.add(added)
+                else:
+                    listing.remove(removed)
+            self._cache[cid] = listing
+            return listing
+
+    def start_empty(self, cid: ContainerId, *, aliases: Mapping[FileId, str]) -> None:
+        """A container made here: known to hold no file, without a listing call."""
+        self._cache[cid] = Listing((), root=self._root, aliases=aliases)
+
+    def invalidate(self, cid: ContainerId) -> None:
+        self._cache.pop(cid, None)
+
+    def added(self, cid: ContainerId, f: ContainerFile) -> None:
+        """The mount put ``f`` on the server."""
+        if cid in self._journal:
+            self._journal[cid].append((f, f.id))
+        listing = self._cache.get(cid)
+        if listing is not None:
+            listing.add(f)
+
+    def removed(self, cid: ContainerId, fid: FileId) -> None:
+        """The mount deleted ``fid`` from the server."""
+        if cid in self._journal:
+            self._journal[cid].append((None, fid))
+        listing = self._cache.get(cid)
+        if listing is not None:
+            listing.remove(fid)
+
+    def refile(self, cid: ContainerId, fid: FileId) -> None:
+        """The alias of ``fid`` changed."""
+        listing = self._cache.get(cid)
+        if listing is not None:
+            listing.refile(fid)

@@ -36,7 +36,7 @@ from containerfs.ns.inodes import Attrs as Attrs
 from containerfs.ns.inodes import Kind as Kind
 from containerfs.ns.inodes import Node as Node
 from containerfs.ns.inodes import NodeIndex
-from containerfs.ns.listings import Listing
+from containerfs.ns.listings import Listing, Listings
 from containerfs.ns.overlay import Overlay
 from containerfs.state import State
 
@@ -103,7 +103,7 @@ class Namespace:
         self._by_key = NodeIndex()
         self._next_inode = ROOT_INODE + 1
         self._containers: TTLCache[str, dict[str, Container]] = TTLCache(1, ttl, timer=clock)
-        self._listings: TTLCache[ContainerId, Listing] = TTLCache(4096, ttl, timer=clock)
+        self._listings = Listings(root=root, ttl=ttl, clock=clock)
         self._by_id: TTLCache[ContainerId, Container | None] = TTLCache(1024, ttl, timer=clock)
         # the containers last seen expired, kept past the TTL: asked for every stat
         self._expired: set[ContainerId] = set()
@@ -114,8 +114,6 @@ class Namespace:
         # directories made here
         self._overlay = Overlay()
         self._fetch_locks: dict[object, trio.Lock] = {}
-        # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
-        self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
         self._stats = _Counters()
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
         self._add(self.root_node)
@@ -216,33 +214,18 @@ class Namespace:
             return found
 
     async def _listing(self, cid: ContainerId) -> Listing:
-        async with self._lock(("files", cid)):
-            listing = self._listings.get(cid)
-            if listing is not None:
-                return listing
-            await self._load_local(cid)
-            # the mount's own changes made while the listing is fetched may be missing from it:
-            # journal them and replay them on the fresh listing
-            journal = self._journal[cid] = []
-            try:
-                container = await self.container(cid)
-                files: list[ContainerFile] = []
-                if container is not None and not container.expired:
-                    files = [f async for f in self.client.list_files(cid)]
-                    self._stats.file_listings += 1
-            finally:
-                del self._journal[cid]
-            listing = self._new_listing(cid, files)
-            for added, removed in journal:
-                if added is not None:
-                    listing.add(added)
-                else:
-                    listing.remove(removed)
-            self._listings[cid] = listing
-            return listing
+        return await self._listings.get(
+            cid, lambda: self._fetch_files(cid), aliases=self._aliases.setdefault(cid, {})
+        )
 
-    def _new_listing(self, cid: ContainerId, files: Iterable[ContainerFile]) -> Listing:
-        return Listing(files, root=self.root, aliases=self._aliases.setdefault(cid, {}))
+    async def _fetch_files(self, cid: ContainerId) -> list[ContainerFile]:
+        await self._load_local(cid)
+        container = await self.container(cid)
+        if container is None or container.expired:
+            return []
+        files = [f async for f in self.client.list_files(cid)]
+        self._stats.file_listings += 1
+        return files
 
     async def _load_local(self, cid: ContainerId) -> None:
         """Read once what the state database keeps of a container: aliases, directories."""
@@ -258,7 +241,7 @@ class Namespace:
             self._overlay.add_dir(cid, d)
 
     def invalidate_listing(self, cid: ContainerId) -> None:
-        self._listings.pop(cid, None)
+        self._listings.invalidate(cid)
 
     async def _is_dir(self, cid: ContainerId, path: str) -> bool:
         return (await self._listing(cid)).is_dir(path) or self._overlay.is_dir(cid, path)
@@ -407,18 +390,10 @@ class Namespace:
             await in_thread(lambda: self.state.set_alias(cid, new.id, node.path))
         node.remote = new
         node.size_hint = None
-        if cid in self._journal:
-            self._journal[cid].append((new, new.id))
-        listing = self._listings.get(cid)
-        if listing is not None:
-            listing.add(new)
+        self._listings.added(cid, new)
 
     async def file_deleted(self, cid: ContainerId, fid: FileId) -> None:
-        if cid in self._journal:
-            self._journal[cid].append((None, fid))
-        listing = self._listings.get(cid)
-        if listing is not None:
-            listing.remove(fid)
+        self._listings.removed(cid, fid)
         if self._aliases.get(cid, {}).pop(fid, None) is not None:
             await in_thread(lambda: self.state.drop_alias(fid))
 
@@ -440,9 +415,7 @@ class Namespace:
     def show_at(self, node: Node, remote: ContainerFile, path: str) -> None:
         """Show a server file at ``path`` for this mount's life only (not recorded on disk)."""
         self._aliases.setdefault(remote.container_id, {})[remote.id] = path
-        listing = self._listings.get(remote.container_id)
-        if listing is not None:
-            listing.refile(remote.id)
+        self._listings.refile(remote.container_id, remote.id)
 
     async def descendant_files(self, node: Node) -> list[Node]:
         out: list[Node] = []
@@ -492,7 +465,7 @@ class Namespace:
         )
         self._saw(c.id, c)
         self.invalidate_containers()
-        self._listings[c.id] = self._new_listing(c.id, ())
+        self._listings.start_empty(c.id, aliases=self._aliases.setdefault(c.id, {}))
         return self._container_node(c)
 
     async def delete_container(self, node: Node) -> None:
@@ -502,7 +475,7 @@ class Namespace:
             await self.client.delete_container(cid)
         self._saw(cid, None)
         self.invalidate_containers()
-        self._listings.pop(cid, None)
+        self._listings.invalidate(cid)
         self._aliases.pop(cid, None)
         self._loaded.discard(cid)
         self._overlay.forget_dirs(cid)
