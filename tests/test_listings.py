@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_namespace import CID, FakeClient, cfile
@@ -170,3 +171,25 @@ async def test_a_directory_made_here_shows_beside_the_listed_ones(tmp_path: Path
     ns.release_local(local)
     assert await ns.lookup(made, "n") is None
     assert [name for name, _ in await ns.list_dir(box)] == ["d", "m"]
+
+
+async def test_a_listing_is_reused_within_its_ttl_and_fetched_again_after(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    client = FakeClient([cfile(1, "/mnt/data/d/f")])
+    ns = Namespace(
+        client,  # type: ignore[arg-type]
+        State(tmp_path, endpoint="e"),
+        ttl=10.0,
+        clock=trio.current_time,
+    )
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    assert await ns.lookup(box, "d") is not None
+
+    await trio.sleep(9.5)
+    client.files.append(cfile(2, "/mnt/data/e/g"))
+    assert await ns.lookup(box, "e") is None  # the cached listing, without the new file
+    await trio.sleep(1.0)
+    assert await ns.lookup(box, "e") is not None
+    assert client.listed == 2

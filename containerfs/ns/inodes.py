@@ -3,7 +3,7 @@ the inode table, and the ``Attrs`` the namespace reports for it. Plain data. Lay
 
 Who writes which field of a ``Node`` (the lock order is in ``containerfs/__init__.py``):
 - the namespace: ``inode``, ``kind``, ``cid``, ``path``, ``container``, ``remote``, ``gone``,
-  ``lookups`` (``remember``/``forget``);
+  ``born_ns`` (when first shown), ``lookups`` (``remember``/``forget``);
 - the writer (and its renamer and queue): ``spool``, ``local_only``, ``deferred``,
   ``settling``;
 - the FUSE adapter: ``opens`` (open handles), the local attributes ``mode``, ``mtime_ns``,
