@@ -71,7 +71,8 @@ def test_a_patched_listing_shows_what_placing_its_files_afresh_shows(changes: li
         else:
             aliases[_fid(change[1])] = change[2]
             listing.refile(_fid(change[1]))
-        listing.placed("")  # settle some directories between changes, as lookups do
+        for d in ("", "a", "b", "c", "a/b", "c/a", "_outside/etc"):
+            listing.placed(d)  # settle the directories between changes, as lookups do
 
     expected = paths.place_files(files.values(), aliases=aliases)
     dirs = {d for p in expected for d in paths.ancestors(p)}
@@ -193,3 +194,25 @@ async def test_a_listing_is_reused_within_its_ttl_and_fetched_again_after(
     await trio.sleep(1.0)
     assert await ns.lookup(box, "e") is not None
     assert client.listed == 2
+
+
+async def test_files_copied_into_a_large_directory_do_not_resettle_it(
+    tmp_path: Path, placements: list[int]
+) -> None:
+    client = FakeClient([cfile(i, f"/mnt/data/big/f{i}") for i in range(50)])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    big = await ns.lookup(box, "big")
+    assert big is not None
+    await ns.list_dir(big)
+    placements.clear()
+
+    for i in range(100, 120):  # cp -r: each new file uploaded, then looked up
+        node = ns.new_file(big, f"new{i}")
+        await ns.file_uploaded(node, cfile(i, f"/mnt/data/big/new{i}"))
+        ns.release_local(node)
+        assert await ns.lookup(big, f"new{i}") is node
+
+    assert placements == []
+    assert len(await ns.list_dir(big)) == 70

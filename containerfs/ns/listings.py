@@ -58,13 +58,30 @@ class Listing:
     def add(self, f: ContainerFile) -> None:
         """``f`` is on the server now (a new file, or a new version of one listed)."""
         self.remove(f.id)
-        parent = posixpath.dirname(self._shown(f))
+        parent, name = posixpath.split(self._shown(f))
         parent = self._names.setdefault(parent, parent)
         self._groups.setdefault(parent, {})[f.id] = f
         self._parents[f.id] = parent
-        self._placed.pop(parent, None)
+        placed = self._placed.get(parent)
+        if placed is not None and self._fits(placed, parent, name, f):
+            placed[name] = f  # a file copied into a large directory: no settling again
+        else:
+            self._placed.pop(parent, None)
         for up in self._dirs.add(parent):  # a new directory: its parent shows one more entry
             self._placed.pop(up, None)
+
+    def _fits(
+        self, placed: Mapping[str, ContainerFile], parent: str, name: str, f: ContainerFile
+    ) -> bool:
+        """Whether ``f`` is shown at ``name`` beside a directory's settled files and changes
+        none of them: a name no file or directory shows, with no prefix to strip. (A prefixed
+        file that wanted this name would be shown at it already; one that could not have it
+        still cannot.)"""
+        return (
+            name not in placed
+            and name not in self._dirs.subdirs(parent)
+            and (f.id in self._aliases or paths.strip_prefix(name) is None)
+        )
 
     def remove(self, fid: FileId) -> ContainerFile | None:
         """The file ``fid`` is gone from the server; what it was, if listed."""
