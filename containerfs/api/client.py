@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -32,8 +33,8 @@ from containerfs.api.transport import (
     json_body,
 )
 from containerfs.config import ApiConfig, ClientStats
-from containerfs.errors import ApiError, NotFound
-from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page
+from containerfs.errors import ApiError, MalformedAnswer, NotFound, UnsafeId
+from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page, plain_id
 from containerfs.paths import upload_path_matches
 
 __all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Item = TypeVar("Item")
+
+# Distinct bad items logged at warning level once each; past that, each is logged every time
+# (a server sending ever new bad items must not grow the set without bound).
+_REJECTED_LOGGED = 4096
 
 
 class ApiClient:
@@ -79,6 +84,7 @@ class ApiClient:
         self._retries = 0
         self._adopted = 0
         self._sightings = Sightings()
+        self._rejected: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<ApiClient {self.config.base_url}>"
@@ -118,7 +124,7 @@ class ApiClient:
         async def page(after: str | None) -> Page[Container]:
             return await self.list_containers_page(after=after, order=order, name=name)
 
-        async with aclosing(_paginate(page)) as items:
+        async with aclosing(_paginate(page, max_pages=self.config.max_pages)) as items:
             async for item in items:
                 yield item
 
@@ -131,8 +137,12 @@ class ApiClient:
         name: str | None = None,
     ) -> Page[Container]:
         params = _params(limit=limit, after=after, order=order, name=name)
-        data = await self._json("list_containers", "GET", "containers", params=params)
-        page = Page.from_json(data, Container.from_json)
+        page = await self._call(
+            "list_containers",
+            lambda: self._transport.request("GET", "containers", params=params),
+            lambda r: Page.from_json(json_body(r), Container.from_json),
+        )
+        self._reject("list_containers", page.rejected)
         self._note(*(c.id for c in page.data))
         return page
 
@@ -174,7 +184,7 @@ class ApiClient:
 
     async def retrieve_container(self, container_id: ContainerId) -> Container:
         data = await self._json("retrieve_container", "GET", _url("containers", container_id))
-        container = Container.from_json(data)
+        container = _parsed("retrieve_container", lambda: Container.from_json(data))
         self._note(container.id)
         return container
 
@@ -196,7 +206,7 @@ class ApiClient:
         async def page(after: str | None) -> Page[ContainerFile]:
             return await self.list_files_page(container_id, after=after, order=order)
 
-        async with aclosing(_paginate(page)) as items:
+        async with aclosing(_paginate(page, max_pages=self.config.max_pages)) as items:
             async for item in items:
                 yield item
 
@@ -210,8 +220,16 @@ class ApiClient:
     ) -> Page[ContainerFile]:
         url = _url("containers", container_id, "files")
         params = _params(limit=limit, after=after, order=order)
-        data = await self._json("list_files", "GET", url, params=params)
-        page = Page.from_json(data, ContainerFile.from_json)
+
+        def item(data: Mapping[str, Any]) -> ContainerFile:
+            return _in_container(ContainerFile.from_json(data), container_id)
+
+        page = await self._call(
+            "list_files",
+            lambda: self._transport.request("GET", url, params=params),
+            lambda r: Page.from_json(json_body(r), item),
+        )
+        self._reject("list_files", page.rejected)
         self._note(*(f.id for f in page.data))
         return page
 
@@ -261,7 +279,7 @@ class ApiClient:
             created = await self._call(
                 "upload_file",
                 lambda: self._transport.request("POST", url, files={"file": (filename, fh)}),
-                lambda r: ContainerFile.from_json(json_body(r)),
+                lambda r: _in_container(ContainerFile.from_json(json_body(r)), container_id),
                 idempotent=False,
                 recover=recover,
             )
@@ -274,13 +292,18 @@ class ApiClient:
         # not idempotent and nothing to recognise the copy by: no resend after an ambiguous failure
         body = {"file_id": file_id}
         data = await self._json("upload_file", "POST", url, json=body, idempotent=False)
-        created = ContainerFile.from_json(data)
+        created = _parsed(
+            "upload_file", lambda: _in_container(ContainerFile.from_json(data), container_id)
+        )
         self._claim(created.id)
         return created
 
     async def retrieve_file(self, container_id: ContainerId, file_id: FileId) -> ContainerFile:
         url = _url("containers", container_id, "files", file_id)
-        found = ContainerFile.from_json(await self._json("retrieve_file", "GET", url))
+        data = await self._json("retrieve_file", "GET", url)
+        found = _parsed(
+            "retrieve_file", lambda: _in_container(ContainerFile.from_json(data), container_id)
+        )
         self._note(found.id)
         return found
 
@@ -400,6 +423,15 @@ class ApiClient:
         """
         return created_at >= wall + self._transport.skew - ADOPT_MARGIN
 
+    def _reject(self, endpoint: str, rejected: tuple[str, ...]) -> None:
+        """Log each item a listing set aside, once per mount (a listing is fetched often)."""
+        for reason in rejected:
+            if reason not in self._rejected:
+                if len(self._rejected) < _REJECTED_LOGGED:
+                    self._rejected.add(reason)
+                log.warning("%s: skipped an item the server listed: %s", endpoint, reason)
+            self._errors["BadItem"] += 1
+
     def _note(self, *idents: str) -> None:
         for ident in idents:
             self._sightings.note(ident)
@@ -408,8 +440,31 @@ class ApiClient:
         self._sightings.claim(ident)
 
 
-def _url(*parts: str) -> str:
-    return "/".join(quote(p, safe="") for p in parts)
+def _url(collection: str, container_id: str, *rest: str) -> str:
+    """``containers/{id}[/files[/{id}[/content]]]``. Refuses (``UnsafeId``, nothing sent) an id
+    that is not a plain token, whatever the caller: ``..`` would be resolved away by the URL
+    and turn ``DELETE …/files/..`` into ``DELETE /containers/{id}`` (``models.plain_id``)."""
+    ids = [container_id, *rest[1:2]]
+    for ident in ids:
+        if not plain_id(ident):
+            raise UnsafeId(f"refusing to use the id {ident!r:.80} in a request")
+    return "/".join(quote(p, safe="") for p in (collection, container_id, *rest))
+
+
+def _in_container(found: ContainerFile, container_id: ContainerId) -> ContainerFile:
+    """A file the server gave for ``container_id``: one of another container is malformed."""
+    if not found.container_id:
+        return replace(found, container_id=container_id)
+    if found.container_id != container_id:
+        raise ValueError(f"file {found.id} of {found.container_id}, not of {container_id}")
+    return found
+
+
+def _parsed(endpoint: str, build: Callable[[], T]) -> T:
+    try:
+        return build()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedAnswer(f"{endpoint}: malformed answer: {exc}") from exc
 
 
 def _params(**values: str | int | None) -> dict[str, str | int]:
@@ -417,24 +472,35 @@ def _params(**values: str | int | None) -> dict[str, str | int]:
 
 
 async def _paginate(
-    fetch: Callable[[str | None], Awaitable[Page[Item]]],
+    fetch: Callable[[str | None], Awaitable[Page[Item]]], *, max_pages: int
 ) -> AsyncGenerator[Item, None]:
-    """Every item of a listing, page after page, following ``after`` (the one pagination)."""
+    """Every item of a listing, page after page, following ``after`` (the one pagination).
+
+    A server that paginates forever ends the listing with ``MalformedAnswer`` (EIO): a cursor
+    seen before in this listing, or more than ``max_pages`` pages.
+    """
     after: str | None = None
-    while True:
+    seen: set[str] = set()
+    for _ in range(max_pages):
         page = await fetch(after)
         for item in page.data:
             yield item
-        after = _next_cursor(page, after)
+        after = _next_cursor(page, seen)
         if after is None:
             return
+        seen.add(after)
+    raise MalformedAnswer(f"listing still had more after {max_pages} pages")
 
 
-def _next_cursor(page: Page[Any], after: str | None) -> str | None:
+def _next_cursor(page: Page[Any], seen: set[str]) -> str | None:
     """The ``after`` for the next page, or None when the listing is complete."""
-    if not page.has_more or not page.data:
+    if not page.has_more:
         return None
-    cursor = page.last_id or getattr(page.data[-1], "id", None)
-    if cursor is None or cursor == after:
-        raise ApiError(f"listing cursor did not advance past {after!r}")
-    return str(cursor)
+    cursor = page.last_id
+    if cursor is None:
+        if not page.data and not page.rejected:
+            return None  # an empty page ends a listing, whatever has_more says
+        raise MalformedAnswer("listing has more, but gave no cursor to continue from")
+    if cursor in seen:
+        raise MalformedAnswer(f"listing cursor {cursor!r} did not advance: seen before")
+    return cursor

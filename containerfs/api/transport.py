@@ -24,7 +24,13 @@ import trio
 from containerfs import __version__
 from containerfs.api.retrying import RateLimiter, parse_http_date, parse_retry_after
 from containerfs.config import ENDPOINTS, ApiConfig
-from containerfs.errors import ApiConnectionError, ApiError, ApiTimeout, error_class_for
+from containerfs.errors import (
+    ApiConnectionError,
+    ApiError,
+    ApiTimeout,
+    MalformedAnswer,
+    error_class_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +263,7 @@ class Transport:
         try:
             return parse(response)
         except (ValueError, KeyError, TypeError) as exc:
-            raise ApiError(
+            raise MalformedAnswer(
                 f"{endpoint}: malformed answer: {exc}",
                 status=response.status_code,
                 request_id=response.headers.get("x-request-id"),
