@@ -233,6 +233,13 @@ class ApiClient:
         self._note(*(f.id for f in page.data))
         return page
 
+    async def holds_files(self, container_id: ContainerId) -> bool:
+        """Whether a fresh answer shows any file in the container: the check made right
+        before deleting it. An item set aside as bad counts as a file (the server holds
+        something there); a malformed answer raises ``MalformedAnswer``, never "empty"."""
+        page = await self.list_files_page(container_id, limit=1)
+        return bool(page.data or page.rejected or page.has_more)
+
     async def upload_file(
         self, container_id: ContainerId, source: str | os.PathLike[str], *, filename: str
     ) -> ContainerFile:
