@@ -174,3 +174,6 @@ async def test_a_listed_size_smaller_than_the_content_is_corrected_by_the_read(
     assert await fs.read_file(ten) == b"0123456789"
     assert (await fs.ops.getattr(ten, CTX)).st_size == 10
     assert fs.ops.sizes.statistics().corrected == 1
+    # the proved size is what the next open expects: the cached copy serves it
+    assert await fs.read_file(ten) == b"0123456789"
+    assert fs.ops.reader.statistics().downloads_started == 1
