@@ -1,10 +1,11 @@
 """API client: ``ApiClient``, the endpoints of the Containers API, under trio.
 
-The lowest containerfs layer. It owns pagination (one helper for every listing), retries
-with the one backoff policy (``retrying.py``), and the duplicate rules for creates whose
-answer was lost; requests go through ``Transport`` (transport.py), the only code that touches
-httpx and where every failure becomes a typed error of ``containerfs.errors``. Knows nothing
-about FUSE, inodes or caches.
+The lowest containerfs layer. It owns pagination (``checks.paginate``, one helper for every
+listing), retries with the one backoff policy (``retrying.py``), and the duplicate rules for
+creates whose answer was lost; every answer is checked before it is believed (``models``
+``from_json`` and ``checks``: ids, list answers, sizes). Requests go through ``Transport``
+(transport.py), the only code that touches httpx and where every failure becomes a typed
+error of ``containerfs.errors``. Knows nothing about FUSE, inodes or caches.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
-from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import trio
 
+from containerfs.api import checks
 from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Sightings
 from containerfs.api.transport import (
     Download,
@@ -33,8 +33,8 @@ from containerfs.api.transport import (
     json_body,
 )
 from containerfs.config import ApiConfig, ClientStats
-from containerfs.errors import ApiError, MalformedAnswer, NotFound, UnsafeId
-from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page, plain_id
+from containerfs.errors import ApiError, NotFound
+from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page
 from containerfs.paths import upload_path_matches
 
 __all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
@@ -124,7 +124,7 @@ class ApiClient:
         async def page(after: str | None) -> Page[Container]:
             return await self.list_containers_page(after=after, order=order, name=name)
 
-        async with aclosing(_paginate(page, max_pages=self.config.max_pages)) as items:
+        async with aclosing(checks.paginate(page, max_pages=self.config.max_pages)) as items:
             async for item in items:
                 yield item
 
@@ -183,14 +183,14 @@ class ApiClient:
         return container
 
     async def retrieve_container(self, container_id: ContainerId) -> Container:
-        data = await self._json("retrieve_container", "GET", _url("containers", container_id))
-        container = _parsed("retrieve_container", lambda: Container.from_json(data))
+        data = await self._json("retrieve_container", "GET", checks.url("containers", container_id))
+        container = checks.parsed("retrieve_container", lambda: Container.from_json(data))
         self._note(container.id)
         return container
 
     async def delete_container(self, container_id: ContainerId) -> None:
         await self._json(
-            "delete_container", "DELETE", _url("containers", container_id), gone_ok=True
+            "delete_container", "DELETE", checks.url("containers", container_id), gone_ok=True
         )
 
     # -- files --------------------------------------------------------------------------
@@ -206,7 +206,7 @@ class ApiClient:
         async def page(after: str | None) -> Page[ContainerFile]:
             return await self.list_files_page(container_id, after=after, order=order)
 
-        async with aclosing(_paginate(page, max_pages=self.config.max_pages)) as items:
+        async with aclosing(checks.paginate(page, max_pages=self.config.max_pages)) as items:
             async for item in items:
                 yield item
 
@@ -218,11 +218,11 @@ class ApiClient:
         after: str | None = None,
         order: str = "asc",
     ) -> Page[ContainerFile]:
-        url = _url("containers", container_id, "files")
+        url = checks.url("containers", container_id, "files")
         params = _params(limit=limit, after=after, order=order)
 
         def item(data: Mapping[str, Any]) -> ContainerFile:
-            return _in_container(ContainerFile.from_json(data), container_id)
+            return checks.in_container(ContainerFile.from_json(data), container_id)
 
         page = await self._call(
             "list_files",
@@ -264,7 +264,7 @@ class ApiClient:
         Limits: two concurrent uploads of the same name and size into one container can
         cross-adopt, and a listing that lags behind the create would miss the file.
         """
-        url = _url("containers", container_id, "files")
+        url = checks.url("containers", container_id, "files")
         started, wall = self._sightings.mark(), self._wallclock()
         began = time.monotonic()
         with open(source, "rb") as fh:
@@ -287,7 +287,7 @@ class ApiClient:
             created = await self._call(
                 "upload_file",
                 lambda: self._transport.request("POST", url, files={"file": (filename, fh)}),
-                lambda r: _in_container(ContainerFile.from_json(json_body(r)), container_id),
+                lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
                 idempotent=False,
                 recover=recover,
             )
@@ -303,27 +303,28 @@ class ApiClient:
         return created
 
     async def create_file_from_id(self, container_id: ContainerId, file_id: str) -> ContainerFile:
-        url = _url("containers", container_id, "files")
+        url = checks.url("containers", container_id, "files")
         # not idempotent and nothing to recognise the copy by: no resend after an ambiguous failure
         body = {"file_id": file_id}
         data = await self._json("upload_file", "POST", url, json=body, idempotent=False)
-        created = _parsed(
-            "upload_file", lambda: _in_container(ContainerFile.from_json(data), container_id)
+        created = checks.parsed(
+            "upload_file", lambda: checks.in_container(ContainerFile.from_json(data), container_id)
         )
         self._claim(created.id)
         return created
 
     async def retrieve_file(self, container_id: ContainerId, file_id: FileId) -> ContainerFile:
-        url = _url("containers", container_id, "files", file_id)
+        url = checks.url("containers", container_id, "files", file_id)
         data = await self._json("retrieve_file", "GET", url)
-        found = _parsed(
-            "retrieve_file", lambda: _in_container(ContainerFile.from_json(data), container_id)
+        found = checks.parsed(
+            "retrieve_file",
+            lambda: checks.in_container(ContainerFile.from_json(data), container_id),
         )
         self._note(found.id)
         return found
 
     async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None:
-        url = _url("containers", container_id, "files", file_id)
+        url = checks.url("containers", container_id, "files", file_id)
         await self._json("delete_file", "DELETE", url, gone_ok=True)
 
     def download(
@@ -340,7 +341,7 @@ class ApiClient:
     async def _download(
         self, container_id: ContainerId, file_id: FileId, offset: int
     ) -> AsyncIterator[Download]:
-        url = _url("containers", container_id, "files", file_id, "content")
+        url = checks.url("containers", container_id, "files", file_id, "content")
         # identity: aiter_raw() must yield the file's bytes, not a compressed encoding
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
         if offset > 0:
@@ -455,67 +456,5 @@ class ApiClient:
         self._sightings.claim(ident)
 
 
-def _url(collection: str, container_id: str, *rest: str) -> str:
-    """``containers/{id}[/files[/{id}[/content]]]``. Refuses (``UnsafeId``, nothing sent) an id
-    that is not a plain token, whatever the caller: ``..`` would be resolved away by the URL
-    and turn ``DELETE …/files/..`` into ``DELETE /containers/{id}`` (``models.plain_id``)."""
-    ids = [container_id, *rest[1:2]]
-    for ident in ids:
-        if not plain_id(ident):
-            raise UnsafeId(f"refusing to use the id {ident!r:.80} in a request")
-    return "/".join(quote(p, safe="") for p in (collection, container_id, *rest))
-
-
-def _in_container(found: ContainerFile, container_id: ContainerId) -> ContainerFile:
-    """A file the server gave for ``container_id``: one of another container is malformed."""
-    if not found.container_id:
-        return replace(found, container_id=container_id)
-    if found.container_id != container_id:
-        raise ValueError(f"file {found.id} of {found.container_id}, not of {container_id}")
-    return found
-
-
-def _parsed(endpoint: str, build: Callable[[], T]) -> T:
-    try:
-        return build()
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MalformedAnswer(f"{endpoint}: malformed answer: {exc}") from exc
-
-
 def _params(**values: str | int | None) -> dict[str, str | int]:
     return {k: v for k, v in values.items() if v is not None}
-
-
-async def _paginate(
-    fetch: Callable[[str | None], Awaitable[Page[Item]]], *, max_pages: int
-) -> AsyncGenerator[Item, None]:
-    """Every item of a listing, page after page, following ``after`` (the one pagination).
-
-    A server that paginates forever ends the listing with ``MalformedAnswer`` (EIO): a cursor
-    seen before in this listing, or more than ``max_pages`` pages.
-    """
-    after: str | None = None
-    seen: set[str] = set()
-    for _ in range(max_pages):
-        page = await fetch(after)
-        for item in page.data:
-            yield item
-        after = _next_cursor(page, seen)
-        if after is None:
-            return
-        seen.add(after)
-    raise MalformedAnswer(f"listing still had more after {max_pages} pages")
-
-
-def _next_cursor(page: Page[Any], seen: set[str]) -> str | None:
-    """The ``after`` for the next page, or None when the listing is complete."""
-    if not page.has_more:
-        return None
-    cursor = page.last_id
-    if cursor is None:
-        if not page.data and not page.rejected:
-            return None  # an empty page ends a listing, whatever has_more says
-        raise MalformedAnswer("listing has more, but gave no cursor to continue from")
-    if cursor in seen:
-        raise MalformedAnswer(f"listing cursor {cursor!r} did not advance: seen before")
-    return cursor
