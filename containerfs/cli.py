@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from containerfs.errors import ApiConnectionError, AuthenticationError, ContainerFsError
+from containerfs.private import private_dir, private_umask
 
 if TYPE_CHECKING:
     from containerfs.daemon.status import Status
@@ -228,6 +229,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     if isinstance(args.cache_max_size, str):
         args.cache_max_size = parse_size(args.cache_max_size)
+    # before the state, cache and run directories and the daemon's log are made
+    private_umask()
     cfg = _mount_config(args)
     check_mountpoint(cfg.mountpoint)
     _usable_dir("state", cfg.state_dir)
@@ -266,7 +269,7 @@ def _single(err: BaseException) -> BaseException:
 
 def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
     """Run the mount in a detached child; return once it is live or has failed."""
-    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(rdir)
     logfile = rdir / "log"
     argv = [sys.executable, "-m", "containerfs", *args.argv, "--foreground"]
     with open(logfile, "ab") as out:
