@@ -9,6 +9,8 @@ FUSE or HTTP.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -132,8 +134,18 @@ class State:
 
     def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-            self._db.commit()
+            try:
+                rows = self._db.execute(sql, args).fetchall()
+                self._db.commit()
+            except sqlite3.Error as err:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                # a full disk is ENOSPC where it surfaces (a close that could not queue its
+                # upload), not an unexpected error
+                full = "full" in str(err).lower()
+                raise StateError.with_errno(
+                    errno.ENOSPC if full else errno.EIO, f"the state database failed: {err}"
+                ) from err
             return rows
 
     # aliases: file id -> display path chosen through the mount
