@@ -224,6 +224,30 @@ class DiskCache:
             log.debug("cache: evicting %s (%d bytes)", entry.file_id, entry.stored)
         return victims
 
+    def evict_bytes(
+        self, busy: Callable[[CacheEntry], bool], needed: int | None
+    ) -> list[CacheEntry]:
+        """Remove least-recently-used complete, non-busy entries holding ``needed`` bytes (None:
+        all of them), for a disk that is full below ``max_size``. Nothing is removed when
+        they cannot free that much: the cache is not emptied for nothing."""
+        candidates = sorted(
+            (e for e in self._entries.values() if e.complete and not busy(e)),
+            key=lambda e: e.last_used,
+        )
+        if needed is not None and sum(e.stored for e in candidates) < needed:
+            return []
+        victims: list[CacheEntry] = []
+        freed = 0
+        for entry in candidates:
+            if needed is not None and freed >= needed:
+                break
+            freed += entry.stored
+            del self._entries[entry.file_id]
+            victims.append(entry)
+            self.evictions += 1
+            log.debug("cache: evicting %s (%d bytes) for room", entry.file_id, entry.stored)
+        return victims
+
 
 def _read_sidecar(meta_path: Path, data_path: Path, stem: str) -> CacheEntry | None:
     try:
