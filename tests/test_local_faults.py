@@ -105,7 +105,6 @@ def files_in(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file()] if directory.exists() else []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a cache too small for a file fails the read")
 def test_a_cache_too_small_for_a_file_still_serves_it_and_leaves_nothing(
     tmpfs: Callable[[str, str], Path],
     mounts: Callable[..., MountProcess],
@@ -127,7 +126,6 @@ def test_a_cache_too_small_for_a_file_still_serves_it_and_leaves_nothing(
     assert "unexpected error" not in mp.log_text()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a full state disk is EIO with partial bytes")
 def test_a_full_state_disk_is_enospc_and_the_file_keeps_its_content(
     tmpfs: Callable[[str, str], Path],
     mounts: Callable[..., MountProcess],
@@ -149,7 +147,6 @@ def test_a_full_state_disk_is_enospc_and_the_file_keeps_its_content(
     assert not spools, f"left behind: {spools}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: two mounts share one state directory")
 def test_a_second_mount_on_one_state_dir_is_refused_with_one_line(
     mounts: Callable[..., MountProcess], tmp_path: Path
 ) -> None:
@@ -162,7 +159,6 @@ def test_a_second_mount_on_one_state_dir_is_refused_with_one_line(
     assert "state" in message.lower(), message
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: state and cache files are 0644")
 def test_state_and_cache_files_are_private_to_the_user(
     mounts: Callable[..., MountProcess], api: httpx.Client, tmp_path: Path
 ) -> None:
