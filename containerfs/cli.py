@@ -649,6 +649,7 @@ def _status_text(status: Status) -> str:
         lines.append(
             f"cache        {_human(cache.cache_bytes_used)} of {_human(cache.cache_max_size)}"
             f" in {cache.entries} entries, hits {cache.hits}, misses {cache.misses}"
+            + (f", {cache.past_cache} read past the cache" if cache.past_cache else "")
         )
     writer = status.writer
     if writer is not None:

@@ -105,7 +105,9 @@ class ReadHandle:
         self._entry = entry
         self._past = past
         self._released = False
-        self.file_id = entry.file_id if entry is not None else past.file_id if past else ""
+        source = past if past is not None else entry
+        assert source is not None, "a handle reads an entry or its own stream"
+        self.file_id = source.file_id
         # read-ahead block from the cache file: bytes on disk never change for a file id
         self._ahead = b""
         self._ahead_at = 0
