@@ -204,7 +204,7 @@ def place_files(
             newcomers.append(f)
     # among newcomers, a directory wins over a file of its name, an alias over a server path,
     # and the newest file over older ones
-    board.reserve(d for f in newcomers for d in ancestors(wish[f.id]))
+    board.reserve_dirs_of(wish[f.id] for f in newcomers)
     newcomers.sort(key=lambda f: f.id not in aliases)
     for f in newcomers:
         literal = f.id not in aliases and reserved_file_name(posixpath.basename(wish[f.id]))
@@ -218,21 +218,33 @@ class _Board:
 
     def __init__(self) -> None:
         self.placed: dict[str, ContainerFile] = {}
+        # invariant: no file is at or under a path of _dirs, and a path's ancestors are there
+        # with it, so a file whose parent is known needs no walk up (100,000-file listings)
         self._dirs: set[str] = {""}
-        self._reserved: set[str] = set()
+        self._reserved: set[str] = {""}
 
-    def reserve(self, dirs: Iterable[str]) -> None:
-        self._reserved.update(dirs)
+    @staticmethod
+    def _add_dirs(into: set[str], path: str) -> None:
+        parent = posixpath.dirname(path)
+        while parent not in into:
+            into.add(parent)
+            parent = posixpath.dirname(parent)
+
+    def reserve_dirs_of(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self._add_dirs(self._reserved, path)
 
     def put(self, path: str, f: ContainerFile) -> None:
         self.placed[path] = f
-        self._dirs.update(ancestors(path))
+        self._add_dirs(self._dirs, path)
 
     def fits(self, path: str) -> bool:
         """Whether a remembered path can still be a file's: free, not a directory, and under
         no file."""
         if path in self.placed or path in self._dirs:
             return False
+        if posixpath.dirname(path) in self._dirs:
+            return True
         return not any(d in self.placed for d in ancestors(path))
 
     def _used(self, path: str) -> bool:
@@ -248,8 +260,10 @@ class _Board:
         """``wish``, else the first free ``NAME~ID`` form of it. A directory of the wish that
         is already a file becomes ``DIR~ID`` (for this file only); a ``literal`` name (one
         that looks like a ``NAME~cfile_…`` form) is always given its own ``~ID``."""
-        *dirs, base = wish.split("/")
-        parent = functools.reduce(lambda at, name: self._free_dir(at, name, ident), dirs, "")
+        parent, base = posixpath.split(wish)
+        if parent not in self._dirs:
+            dirs = parent.split("/") if parent else []
+            parent = functools.reduce(lambda at, name: self._free_dir(at, name, ident), dirs, "")
 
         def used(name: str) -> bool:
             return (literal and name == base) or self._used(posixpath.join(parent, name))
