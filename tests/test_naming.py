@@ -108,6 +108,9 @@ def test_every_file_is_shown_once_whatever_the_mount_remembers(data: st.DataObje
     aliases = data.draw(aliases_for(files))
     seen_before = data.draw(st.lists(st.sampled_from(files), unique_by=lambda f: f.id))
     shown = memory(names.place_files(seen_before))
+    # and memories that disagree with each other (a claim by this mount's own write)
+    claimed = st.sampled_from(["a", "a/b", "dup.txt", "a~cfile_0", "b/a/c"])
+    shown |= data.draw(st.dictionaries(st.sampled_from([f.id for f in files]), claimed))
 
     placed = names.place_files(files, aliases=aliases, shown=shown)
 
