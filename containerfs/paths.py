@@ -207,8 +207,9 @@ def place_files(
     board.reserve_dirs_of(wish[f.id] for f in newcomers)
     newcomers.sort(key=lambda f: f.id not in aliases)
     for f in newcomers:
-        literal = f.id not in aliases and reserved_file_name(posixpath.basename(wish[f.id]))
-        board.put(board.free_path(wish[f.id], f.id, literal=literal), f)
+        path = wish[f.id]
+        literal = f.id not in aliases and reserved_file_name(path.rpartition("/")[2])
+        board.put(board.free_path(path, f.id, literal=literal), f)
     return board.placed
 
 
@@ -225,10 +226,10 @@ class _Board:
 
     @staticmethod
     def _add_dirs(into: set[str], path: str) -> None:
-        parent = posixpath.dirname(path)
+        parent = path.rpartition("/")[0]  # display paths have no empty components
         while parent not in into:
             into.add(parent)
-            parent = posixpath.dirname(parent)
+            parent = parent.rpartition("/")[0]
 
     def reserve_dirs_of(self, paths: Iterable[str]) -> None:
         for path in paths:
@@ -243,7 +244,7 @@ class _Board:
         no file."""
         if path in self.placed or path in self._dirs:
             return False
-        if posixpath.dirname(path) in self._dirs:
+        if path.rpartition("/")[0] in self._dirs:
             return True
         return not any(d in self.placed for d in ancestors(path))
 
@@ -260,7 +261,9 @@ class _Board:
         """``wish``, else the first free ``NAME~ID`` form of it. A directory of the wish that
         is already a file becomes ``DIR~ID`` (for this file only); a ``literal`` name (one
         that looks like a ``NAME~cfile_…`` form) is always given its own ``~ID``."""
-        parent, base = posixpath.split(wish)
+        parent, _, base = wish.rpartition("/")
+        if parent in self._dirs and not literal and not self._used(wish):
+            return wish  # the common case, kept cheap for 100,000-file listings
         if parent not in self._dirs:
             dirs = parent.split("/") if parent else []
             parent = functools.reduce(lambda at, name: self._free_dir(at, name, ident), dirs, "")
