@@ -219,8 +219,9 @@ class _Board:
 
     def __init__(self) -> None:
         self.placed: dict[str, ContainerFile] = {}
-        # invariant: no file is at or under a path of _dirs, and a path's ancestors are there
-        # with it, so a file whose parent is known needs no walk up (100,000-file listings)
+        # invariant: no file is at a path of _dirs or above one, and a directory's ancestors
+        # are there with it, so a file whose parent is known needs no walk up (100,000-file
+        # listings)
         self._dirs: set[str] = {""}
         self._reserved: set[str] = {""}
 
