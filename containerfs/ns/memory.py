@@ -28,22 +28,18 @@ class NameMemory:
         self._paths[cid] = {f.id: path for path, f in placed.items()}
         self._holders[cid] = {path: f.id for path, f in placed.items()}
 
-    def claim(self, cid: ContainerId, fid: FileId, path: str) -> bool:
+    def claim(self, cid: ContainerId, fid: FileId, path: str) -> None:
         """The mount itself wrote ``path`` as file ``fid`` (an upload, a rename): the path is
-        that file's from now on; a file that held it is placed anew by the rules. Whether
-        anything changed."""
+        that file's from now on; a file that held it is placed anew by the rules."""
         paths = self._paths.setdefault(cid, {})
         holders = self._holders.setdefault(cid, {})
-        if paths.get(fid) == path:
-            return False
-        holder = holders.get(path)
+        holder = holders.pop(path, None)
         if holder is not None:
             del paths[holder]
-        old = paths.get(fid)
+        old = paths.pop(fid, None)
         if old is not None:
             del holders[old]
         paths[fid], holders[path] = path, fid
-        return True
 
     def forget(self, cid: ContainerId, fid: FileId) -> None:
         path = self._paths.get(cid, {}).pop(fid, None)
