@@ -41,7 +41,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
-from containerfs.models import Container, ContainerFile, FileId
+from containerfs.models import Container, ContainerFile, FileId, plain_id
 
 OUTSIDE_DIR = "_outside"
 CONTAINER_ID_PREFIX = "cntr_"
@@ -88,14 +88,17 @@ def _free(name: str, ident: str, used: Callable[[str], bool]) -> str:
 
 
 def looks_like_container_id(name: str) -> bool:
-    """Whether a root entry name may be a container id, tried by id when no directory has it."""
-    return name.startswith(CONTAINER_ID_PREFIX)
+    """Whether a root entry name may be a container id (``cntr_`` and a plain token), tried by
+    id when no directory has it; any other name is simply not found."""
+    return name.startswith(CONTAINER_ID_PREFIX) and plain_id(name)
 
 
 def reserved_container_name(name: str, cid: str | None = None) -> bool:
-    """Whether a (safe) container name is one that only the rules may give: an id other than
-    the container's own ``cid``, or a ``NAME~cntr_…`` disambiguated form."""
-    return (looks_like_container_id(name) and name != cid) or f"~{CONTAINER_ID_PREFIX}" in name
+    """Whether a (safe) container name is one that only the rules may give: anything that
+    starts like an id (``cntr_…``) other than the container's own ``cid``, or a ``NAME~cntr_…``
+    disambiguated form."""
+    like_an_id = name.startswith(CONTAINER_ID_PREFIX) and name != cid
+    return like_an_id or f"~{CONTAINER_ID_PREFIX}" in name
 
 
 def reserved_file_name(base: str) -> bool:

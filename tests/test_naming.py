@@ -355,3 +355,9 @@ async def test_a_name_chosen_through_the_mount_that_looks_disambiguated_survives
         await close_fs(again)
     finally:
         app.state.emulator.close()
+
+
+async def test_a_root_name_that_is_not_a_plain_id_is_simply_not_found(fs: Fs) -> None:
+    for name in ("cntr_a b", "cntr_..", "cntr_x~cntr_y"):
+        entry = await fs.lookup(ROOT_INODE, name)  # no request is made: no EIO either
+        assert entry.st_ino == 0, name  # a negative entry: ENOENT
