@@ -31,7 +31,7 @@ from containerfs.fs.handles import Handle, HandleTable
 from containerfs.fs.sizes import Sizes
 from containerfs.ns.inodes import Kind, Node
 from containerfs.ns.namespace import Namespace
-from containerfs.paths import NAME_MAX
+from containerfs.paths import NAME_MAX, reserved_container_name
 from containerfs.read.reader import Reader
 from containerfs.write.writer import Writer
 
@@ -306,6 +306,9 @@ class Operations(pyfuse3.Operations):
         if await self.ns.lookup(parent, text) is not None:
             raise _fail(errno.EEXIST)
         if parent.kind is Kind.ROOT:
+            if reserved_container_name(text):
+                # it would be shown as NAME~ID, never at the name just made: refused
+                raise _fail(errno.EINVAL)
             node = await self.ns.create_container(text, **self.container_defaults)
         else:
             node = await self.ns.add_dir(parent, text)
