@@ -19,7 +19,13 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from containerfs.errors import ApiError, ContainerExpired, ContainerFsError, PayloadTooLarge
+from containerfs.errors import (
+    ApiError,
+    ContainerExpired,
+    ContainerFsError,
+    PayloadTooLarge,
+    SpoolError,
+)
 from containerfs.fs.attrs import entry_attributes, statfs_data, xattrs
 from containerfs.fs.handles import Handle, HandleTable
 from containerfs.fs.sizes import Sizes
@@ -420,7 +426,15 @@ class Operations(pyfuse3.Operations):
         if handle.spool is None:
             raise _fail(errno.EBADF)
         handle.changed = True
-        return await self.writer.write(handle.spool, off, buf, append=handle.append)
+        try:
+            return await self.writer.write(
+                handle.node, handle.spool, off, buf, append=handle.append
+            )
+        except SpoolError:
+            # the file is back to its content before this open: the size the kernel saw grow
+            # with the writes is wrong now
+            self._invalidate_attrs(handle.node.inode)
+            raise
 
     @guarded
     async def flush(self, fh: int) -> None:
