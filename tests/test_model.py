@@ -28,6 +28,7 @@ import functools
 import json
 import os
 import posixpath
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -90,6 +91,7 @@ DROP_FAULTS: list[dict[str, Any]] = [
     {"route": "upload_file", "action": "drop"},
     {"route": "upload_file", "action": "drop", "after_body": True},
 ]
+_PREFIXED = re.compile(r"[0-9a-f]{32}-(.+)")
 FAIL_UPLOADS = [{"route": "upload_file", "action": "error", "status": 500, "count": None}]
 
 
@@ -205,6 +207,7 @@ class FsMachine(RuleBasedStateMachine):
         self.trace: list[str] = []  # the steps, printed when one fails
         self.failing = False  # every upload fails until turned off
         self.serial = 0
+        self.policy = "keep"
         self.driver: Driver = _Traced(self.make_driver(), self.trace)
         self.cids: dict[str, str] = {}
         self.faults_before = self._faults_applied()
@@ -213,8 +216,13 @@ class FsMachine(RuleBasedStateMachine):
         raise NotImplementedError
 
     # -- setup -------------------------------------------------------------------------------
-    @initialize()
-    def containers(self) -> None:
+    @initialize(policy=st.sampled_from(["keep", "prefix"]))
+    def containers(self, policy: str) -> None:
+        # where the server stores an upload: at the path asked for, or as the real service
+        # does, at /mnt/data/<32 hex>-<basename> (the mount then shows it by its alias)
+        self.driver.admin("POST", "/config", {"upload_paths": policy})
+        self.policy = policy
+        self.trace.append(f"upload paths: {policy}")
         for c in CONTAINERS:
             status, body = self.driver.request("POST", "/v1/containers", {"name": c})
             assert status == 200, body
@@ -517,6 +525,18 @@ class FsMachine(RuleBasedStateMachine):
                 return files
             after = f"&after={page['last_id']}"
 
+    def _server_key(self, server_path: str) -> str:
+        """What a server file is compared by: its path, or (random prefixes) its name."""
+        path = server_path.removeprefix(ROOT + "/")
+        if self.policy == "keep":
+            return path
+        name = posixpath.basename(path)
+        m = _PREFIXED.match(name)
+        return m.group(1) if m else name
+
+    def _model_key(self, path: str) -> str:
+        return path if self.policy == "keep" else posixpath.basename(path)
+
     def _faults_applied(self) -> int:
         return int(self.driver.admin("GET", "/stats")["faults_applied"])
 
@@ -543,20 +563,30 @@ class FsMachine(RuleBasedStateMachine):
         drained = self.driver.finish()
         lost = duplicated = corrupted = unexpected = 0
         for c in CONTAINERS:
-            seen: dict[str, int] = {}
+            server: dict[str, list[bytes]] = {}
             for f in self._server_files(c):
-                path = f["path"].removeprefix(ROOT + "/")
-                seen[path] = seen.get(path, 0) + 1
-                if (c, path) not in self.model.files:
-                    unexpected += 1
-                    continue
                 status, content = self.driver.request(
                     "GET", f"/v1/containers/{self.cids[c]}/files/{f['id']}/content"
                 )
-                assert status == 200
-                corrupted += content != self.model.files[(c, path)]
-            duplicated += sum(n - 1 for n in seen.values())
-            lost += sum(1 for k in self.model.files if k[0] == c and k[1] not in seen)
+                assert status == 200, content
+                server.setdefault(self._server_key(f["path"]), []).append(content)
+            model: dict[str, list[bytes]] = {}
+            for (c_, path), content in self.model.files.items():
+                if c_ == c:
+                    model.setdefault(self._model_key(path), []).append(content)
+            for key in server.keys() | model.keys():
+                got, want = server.get(key, []), model.get(key, [])
+                for content in list(got):
+                    if content in want:
+                        got.remove(content)
+                        want.remove(content)
+                corrupted += min(len(got), len(want))
+                lost += max(0, len(want) - len(got))
+                extra = max(0, len(got) - len(want))
+                if key in model:
+                    duplicated += extra
+                else:
+                    unexpected += extra
         outcome = Outcome(
             operations=self.operations,
             faults_injected=faults,
