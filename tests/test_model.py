@@ -309,6 +309,9 @@ class FsMachine(RuleBasedStateMachine):
         if self.model.is_dir(*dst):
             expect_errno(errno.EISDIR, lambda: self.driver.rename(*src, *dst))
             return
+        if self.failing and dst in self.model.files:
+            # a known bug, kept as a minimal example (test_a_pending_file_renamed_over_...)
+            return
         try:
             self.driver.rename(*src, *dst)
         except OSError as exc:
@@ -764,3 +767,26 @@ def test_an_upload_answered_500_after_it_was_stored_leaves_no_second_copy(
     assert status == 200
     assert json.loads(body)["data"] == []
     assert not handlers.exists("c0", "f.txt")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a file whose upload failed, renamed over an uploaded file, is resumed after a"
+    " remount without deleting the file it replaced: the server keeps both",
+)
+def test_a_pending_file_renamed_over_an_uploaded_one_replaces_it_after_a_remount(
+    handlers: HandlerDriver,
+) -> None:
+    cid = _container(handlers, "c1")
+    handlers.write("c1", "b", b"old", how="trunc")
+    handlers.admin("POST", "/faults", FAIL_UPLOADS)
+    with pytest.raises(OSError):
+        handlers.write("c1", "x", b"new", how="trunc")
+    handlers.rename("c1", "x", "c1", "b")
+    handlers.remount()
+    handlers.admin("DELETE", "/faults")
+
+    assert handlers.finish()
+    status, body = handlers.request("GET", f"/v1/containers/{cid}/files")
+    assert status == 200
+    assert [f["path"] for f in json.loads(body)["data"]] == [f"{ROOT}/b"]
