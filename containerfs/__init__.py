@@ -1,17 +1,43 @@
 """containerfs: the containers of an OpenAI-compatible Containers API as a local FUSE drive.
 
-Layers, top to bottom (data flows down; nothing below ``operations`` knows about FUSE, nothing
-but ``client`` knows about httpx):
+Layers, top to bottom (imports point down only, none back up, even for type checking; a test
+walks the import graph, ``tests/test_layout.py``):
 
-- ``cli`` / ``mount``: argument parsing, daemon lifecycle, signals, unmount.
-- ``operations``: a thin ``pyfuse3.Operations`` adapter: inode <-> node, errors -> errno.
-- ``namespace`` (inode table, listings, names, aliases, TTL caches), ``reader`` (streaming
-  downloads into the disk cache), ``writer`` (spool files, upload at flush, pending queue).
-- ``client``: ``ApiClient`` over ``httpx.AsyncClient``: pagination, retries, errors, rate limit.
-- ``models`` and ``errors``: plain data and the typed error hierarchy shared by all layers.
+- ``cli``, ``demo``: the command line; ``daemon/``: ``mount`` (lifecycle, signals, unmount),
+  ``layers`` (the one function that builds the layers below, used by the tests too),
+  ``status`` (the typed snapshot the daemon writes and the CLI reads).
+- ``fs/``: the pyfuse3 adapter: ``operations`` (inode <-> node, errors -> errno, the only
+  ``pyfuse3.Operations``), ``handles`` (open files and directories), ``attrs`` (stat,
+  xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
+  any is shown). Only ``fs/`` and ``daemon/`` import pyfuse3.
+- ``ns/``: the namespace: ``inodes`` (``Node``, its key, ``Attrs``), ``listings`` (one
+  container's files as listed, patched by own changes), ``namespace`` (lookups, readdir, TTL
+  caches, names, aliases, the local overlay).
+- ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
+  ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``diskcache``.
+- ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local
+  content, and the ports to the client and reader), ``queue`` (``UploadQueue``: deferred and
+  failed uploads, backoff, resume, drain), ``renames`` (``Renamer``).
+- ``api/``: ``client`` (``ApiClient``: endpoints, one paginate helper, the retry loop,
+  duplicate rules), ``transport`` (the only httpx user: errors mapped to ``errors``),
+  ``retrying`` (the one ``Backoff``, the rate limiter, what an ambiguous create left).
+- Shared by all: ``errors``, ``models``, ``config`` (settings and name policies, one
+  source), ``paths`` (names and server-path rules, one prefix regex), ``aio`` (trio helpers),
+  ``state`` (the SQLite state database).
+
+Lock order (take them in this order, never the reverse):
+
+1. ``Node.lock`` of a file: its spool, upload and rename. A rename holds the moved file's lock
+   and then takes the replaced target's; nothing else holds two node locks (a backup's is not
+   taken under another's: ``Renamer.retire_backup``).
+2. The namespace's fetch locks (one per listing): held only around one listing call, never
+   while taking a node lock.
+3. A read entry's ``window_lock``: around one ranged GET, nothing taken under it.
+4. ``State``'s thread lock: inside worker threads, around one SQLite call.
 
 ``containerfs.emulator`` is a separate, independent implementation of the API for tests,
-benchmarks and the demo; it shares no code with the client side.
+benchmarks and the demo; it shares no code with the client side, and its server libraries are
+the optional extra ``containerfs[emulator]``.
 """
 
 __version__ = "0.1.0"

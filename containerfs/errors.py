@@ -158,3 +158,31 @@ def error_class_for(status: int, message: str = "") -> type[ApiError]:
     if status >= 500:
         return ServerError
     return STATUS_ERRORS.get(status, ApiError)
+
+
+class CacheError(ContainerFsError):
+    """The local cache failed (disk full, files removed behind our back, download abandoned)."""
+
+    def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
+class MountError(ContainerFsError):
+    """The mount cannot start: a bad mountpoint, credentials or endpoint."""
+
+
+class StatusError(ContainerFsError):
+    """The status file is missing a field or holds a value of the wrong type."""
+
+
+class StateError(ContainerFsError):
+    """The state directory cannot be used."""
+
+
+class SizeUnknown(ContainerFsError):
+    """The size of a file listed without one could not be learned."""
+
+    def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = errno_

@@ -15,14 +15,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import trio
-
-from containerfs.errors import ContainerFsError
+from containerfs.errors import StateError as StateError
 from containerfs.models import ContainerId, FileId
 
 log = logging.getLogger(__name__)
@@ -40,10 +37,6 @@ CREATE TABLE IF NOT EXISTS pending (
     path TEXT NOT NULL, spool TEXT NOT NULL, old_file_id TEXT, created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 """
-
-
-class StateError(ContainerFsError):
-    """The state directory cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -179,8 +172,3 @@ class State:
             )
             for r in rows
         ]
-
-
-async def in_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run a quick blocking call (SQLite, fsync, a small copy) off the trio loop."""
-    return await trio.to_thread.run_sync(fn, *args)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from emulator_proc import EmulatorProcess, start_emulator  # noqa: E402
 
-from containerfs.client import ApiClient, ApiConfig  # noqa: E402
+from containerfs.api.client import ApiClient, ApiConfig  # noqa: E402
 from containerfs.models import ContainerId, FileId  # noqa: E402
 
 KEY = "sk-bench"

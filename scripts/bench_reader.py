@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 
 from containerfs.models import ContainerId, FileId
-from containerfs.reader import DownloadStream, Reader
+from containerfs.read.reader import DownloadStream, Reader
 
 CID = ContainerId("cntr_bench")
 FID = FileId("cfile_" + "0" * 32)
@@ -107,8 +107,8 @@ async def through_reader(source: MemorySource, read_size: int) -> tuple[float, R
 
 
 async def emulator_pass(data: bytes, read_kibs: list[int], repeat: int) -> None:
-    from containerfs.apiconfig import ApiConfig
-    from containerfs.client import ApiClient
+    from containerfs.api.client import ApiClient
+    from containerfs.config import ApiConfig
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "containerfs", "emulator", "--port", "0", "--log-level", "warning"],

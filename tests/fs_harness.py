@@ -15,15 +15,17 @@ import pyfuse3
 import pytest
 import trio
 
-from containerfs import names
-from containerfs.apiconfig import ApiConfig
-from containerfs.client import ApiClient
+from containerfs import paths as names
+from containerfs.api.client import ApiClient
+from containerfs.api.retrying import Backoff
+from containerfs.config import DOWNLOAD_BACKOFF, ApiConfig, MountConfig
+from containerfs.daemon.layers import build_layers
+from containerfs.fs.operations import Operations
 from containerfs.models import Container, ContainerId, FileId
-from containerfs.namespace import ROOT_INODE, Namespace
-from containerfs.operations import Operations
-from containerfs.reader import Reader
+from containerfs.ns.inodes import ROOT_INODE
+from containerfs.ns.namespace import Namespace
 from containerfs.state import State
-from containerfs.writer import Writer
+from containerfs.write.writer import Writer
 
 CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
 NEGATIVE_TTL = 2.5
@@ -93,7 +95,7 @@ class Fs:
 
     async def read_file(self, inode: int) -> bytes:
         info = await self.ops.open(inode, os.O_RDONLY, CTX)
-        chunks = []
+        chunks: list[bytes] = []
         while chunk := await self.ops.read(info.fh, sum(map(len, chunks)), 64 * 1024):
             chunks.append(chunk)
         await self.ops.release(info.fh)
@@ -106,9 +108,14 @@ class Fs:
 
 
 async def build_fs(
-    tmp_path: Path, nursery: trio.Nursery, app: Any, *, read_only: bool = False
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    app: Any,
+    *,
+    read_only: bool = False,
+    download_retry: Backoff = DOWNLOAD_BACKOFF,
 ) -> Fs:
-    """The layers as ``Daemon.serve`` builds them, over the in-process app."""
+    """The layers as the daemon builds them (``build_layers``), over the in-process app."""
     config = ApiConfig(
         base_url="http://emulator/v1",
         api_key="sk-test",
@@ -117,15 +124,20 @@ async def build_fs(
         backoff_max=0.01,
     )
     client = ApiClient(config, transport=httpx.ASGITransport(app=app))
-    state = State(tmp_path / f"state-{read_only}", endpoint=config.base_url)
-    reader = await Reader.create(
-        client, cache_dir=tmp_path / f"cache-{read_only}", max_size=1 << 30, nursery=nursery
+    cfg = MountConfig(
+        mountpoint=tmp_path / "mnt",
+        api=config,
+        state_dir=tmp_path / f"state-{read_only}",
+        cache_dir=tmp_path / f"cache-{read_only}",
+        cache_max_size=1 << 30,
+        metadata_ttl=60.0,
+        negative_ttl=NEGATIVE_TTL,
+        read_only=read_only,
     )
-    ns = Namespace(client, state, ttl=60.0, read_only=read_only, uid=os.getuid(), gid=os.getgid())
-    writer = await Writer.create(client, ns, state, reader, nursery=nursery)
-    ops = Operations(ns, reader, writer, negative_timeout=NEGATIVE_TTL)
+    state = State(cfg.state_dir, endpoint=config.base_url)
+    layers = await build_layers(cfg, client, state, nursery=nursery, download_retry=download_retry)
     admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://emulator")
-    return Fs(ops, ns, writer, client, admin)
+    return Fs(layers.ops, layers.ns, layers.writer, client, admin)
 
 
 async def close_fs(fs: Fs) -> None:

@@ -20,7 +20,8 @@ import httpx
 import pytest
 import trio
 
-from containerfs.client import ApiClient, ApiConfig
+from containerfs.api.client import ApiClient, ApiConfig
+from containerfs.api.retrying import Backoff, RateLimiter, parse_retry_after
 from containerfs.errors import (
     ApiConnectionError,
     ApiError,
@@ -37,7 +38,7 @@ from containerfs.errors import (
     Unprocessable,
 )
 from containerfs.models import ContainerId, FileId, Page
-from containerfs.retry import Backoff, RateLimiter, parse_retry_after, upload_path_matches
+from containerfs.paths import upload_path_matches
 
 KEY = "sk-test-SECRET-0123456789"
 CID = ContainerId("cntr_" + "a" * 48)
@@ -1075,4 +1076,4 @@ def test_client_module_is_the_only_httpx_importer() -> None:
         for p in root.rglob("*.py")
         if "emulator" not in p.parts and re.search(r"^\s*(import|from) httpx", p.read_text(), re.M)
     )
-    assert importers == ["client.py"]
+    assert importers == ["api/transport.py"]

@@ -15,7 +15,7 @@ import pytest
 import trio
 from emulator_proc import EmulatorProcess
 
-from containerfs.client import ApiClient, ApiConfig
+from containerfs.api.client import ApiClient, ApiConfig
 from containerfs.errors import (
     ApiConnectionError,
     AuthenticationError,

@@ -763,7 +763,7 @@ async def test_files_list_bounds_and_cursor(api: httpx.AsyncClient) -> None:
 
 async def test_file_past_its_expiry_is_gone(api: httpx.AsyncClient) -> None:
     fields = {"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"}
-    fid = (await api_upload(api, **fields)).json()["id"]
+    fid = (await api_upload(api, "in.txt", b"input", **fields)).json()["id"]
     kept = await new_api_file(api, "kept.txt", b"kept")
     emu = emulator_of(api)
     emu.config.clock.advance(3601)

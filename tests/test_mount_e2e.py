@@ -24,7 +24,7 @@ import pytest
 from emulator_proc import EmulatorProcess
 from mount_proc import MountProcess, mount_env
 
-from containerfs.mount import run_dir
+from containerfs.daemon.mount import run_dir
 
 pytestmark = pytest.mark.mount
 

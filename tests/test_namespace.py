@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
-from containerfs.namespace import Namespace
+from containerfs.ns.namespace import Namespace
 from containerfs.state import State
 
 CID = ContainerId("cntr_" + "1" * 48)

@@ -3,7 +3,7 @@
 The layers are built as the daemon builds them (``Daemon.serve``); the API is the emulator's
 Starlette app behind ``httpx.ASGITransport``. ``readdir`` needs a kernel token, so directory
 contents are checked through ``Namespace.list_dir``, which ``opendir`` snapshots. Also: a
-property test of the naming rules in ``containerfs.names``.
+property test of the naming rules in ``containerfs.paths``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from fs_harness import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from containerfs import names
+from containerfs import paths as names
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
-from containerfs.namespace import ROOT_INODE, Node
+from containerfs.ns.inodes import ROOT_INODE, Node
 
 
 async def test_lookup_finds_containers_files_and_nested_directories(fs: Fs) -> None:
@@ -135,17 +135,17 @@ async def test_open_and_read_return_the_server_content(fs: Fs) -> None:
     await fs.ops.release(info.fh)
 
 
-async def test_a_file_without_a_size_reads_whole_and_then_reports_its_size(fs: Fs) -> None:
+async def test_a_file_without_a_size_reports_its_size_before_it_is_read(fs: Fs) -> None:
     c = await fs.container("box")
     content = b"assistant output " * 10_000
     await fs.add_file(c.id, "/mnt/data/out.txt", content, report_bytes=False)
     inode = await fs.inode("box", "out.txt")
 
+    assert (await fs.ops.getattr(inode, CTX)).st_size == len(content)
     info = await fs.ops.open(inode, os.O_RDONLY, CTX)
-    assert info.direct_io  # st_size 0 would make the kernel read nothing
+    assert not info.direct_io  # the size is known: page cache and mmap as for any file
     await fs.ops.release(info.fh)
     assert await fs.read_file(inode) == content
-    assert (await fs.ops.getattr(inode, CTX)).st_size == len(content)
 
 
 # ---- writing ---------------------------------------------------------------------------
@@ -375,7 +375,7 @@ async def test_a_failed_upload_is_eio_at_flush_and_stays_pending_until_retried(f
     assert errno_of(exc) == errno.EIO
     await fs.ops.release(info.fh)
 
-    assert [p["path"] for p in fs.writer.pending()] == ["p.txt"]
+    assert [p.path for p in fs.writer.pending()] == ["p.txt"]
     assert await fs.listing(box) == ["p.txt"]  # still shown, from its spool
     assert await fs.read_file(entry.st_ino) == b"precious"
     assert await fs.server_files(c.id) == {}

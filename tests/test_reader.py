@@ -16,15 +16,16 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from containerfs.cache import entry_name
+from containerfs.api.retrying import Backoff
 from containerfs.errors import ApiConnectionError, ApiError, NotFound
 from containerfs.models import ContainerId, FileId
-from containerfs.reader import ContentSource, DownloadStream, Reader, ReadHandle
+from containerfs.read.diskcache import entry_name
+from containerfs.read.reader import ContentSource, DownloadStream, Reader, ReadHandle
 
 CID = ContainerId("cntr_1")
 FID = FileId("cfile_" + "a" * 32)
 FID2 = FileId("cfile_" + "b" * 32)
-NO_DELAYS = (0.0, 0.0, 0.0)
+NO_DELAYS = Backoff(base=0.0, cap=0.0)
 
 
 def payload(n: int, seed: int = 0) -> bytes:
@@ -117,7 +118,7 @@ async def make_reader(
             cache_dir=cache_dir,
             max_size=max_size,
             nursery=nursery,
-            retry_delays=NO_DELAYS,
+            retry=NO_DELAYS,
             **options,  # type: ignore[arg-type]
         )
         yield reader
@@ -136,7 +137,7 @@ async def read_all(reader: Reader, handle: ReadHandle, *, block: int = 4096) -> 
 async def settle(reader: Reader) -> None:
     """Let background downloads, flushes and deletions run to completion."""
     with trio.fail_after(5):
-        while reader.statistics().active_downloads or reader._deleting:
+        while reader.statistics().active_downloads or reader.deleting():
             await trio.sleep(0.001)
         await trio.testing.wait_all_tasks_blocked()
 
@@ -703,3 +704,118 @@ async def test_adopt_refuses_a_file_larger_than_the_cache(cache_dir: Path, tmp_p
         assert not await reader.adopt(FID, spool)
         assert spool.exists()
         assert not reader.is_cached(FID, None)
+
+
+# ---- learning the size of a file listed without one ----
+
+
+async def test_learn_size_waits_only_for_the_headers_and_the_body_fills_the_cache(
+    cache_dir: Path,
+) -> None:
+    data = payload(50_000)
+    source = FakeSource({FID: data})
+    source.allow(0)  # the body is held back: only the headers have arrived
+    async with make_reader(source, cache_dir) as reader:
+        with trio.fail_after(5):
+            assert await reader.learn_size(CID, FID) == len(data)
+        assert source.yielded == 0
+        assert reader.known_size(FID) == len(data)
+        source.allow(None)
+        await settle(reader)
+        assert reader.is_cached(FID, len(data))
+        handle = await reader.open(CID, FID, None)
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        assert reader.statistics().size_probes == 1
+    assert source.calls == [(FID, 0)]  # the read cost no second request
+
+
+async def test_learn_size_of_a_file_in_the_cache_costs_no_request(cache_dir: Path) -> None:
+    data = payload(3000)
+    source = FakeSource({FID: data})
+    source.hide_size = True
+    async with make_reader(source, cache_dir) as reader:
+        assert await reader.learn_size(CID, FID) == len(data)
+        await settle(reader)
+    async with make_reader(source, cache_dir) as reader:  # a remount
+        assert reader.known_size(FID) == len(data)
+        assert await reader.learn_size(CID, FID) == len(data)
+        assert reader.statistics().size_probes == 0
+    assert len(source.calls) == 1
+
+
+async def test_learn_size_without_an_announced_size_waits_for_the_whole_body(
+    cache_dir: Path,
+) -> None:
+    data = payload(20_000)
+    source = FakeSource({FID: data})
+    source.hide_size = True
+    source.allow(10_000)
+    learned: list[int] = []
+    async with make_reader(source, cache_dir) as reader:
+        async with trio.open_nursery() as nursery:
+
+            async def learn() -> None:
+                learned.append(await reader.learn_size(CID, FID))
+
+            nursery.start_soon(learn)
+            await trio.testing.wait_all_tasks_blocked()
+            assert learned == []  # half the body says nothing about the size
+            source.allow(None)
+        assert learned == [len(data)]
+
+
+async def test_concurrent_learn_size_calls_share_one_request(cache_dir: Path) -> None:
+    data = payload(9000)
+    source = FakeSource({FID: data})
+    sizes: list[int] = []
+    async with make_reader(source, cache_dir) as reader:
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+
+                async def learn() -> None:
+                    sizes.append(await reader.learn_size(CID, FID))
+
+                nursery.start_soon(learn)
+        assert sizes == [len(data)] * 5
+    assert source.calls == [(FID, 0)]
+
+
+async def test_learn_size_raises_the_error_of_a_failed_content_request(cache_dir: Path) -> None:
+    source = FakeSource({FID: payload(100)})
+    source.open_error = NotFound("no such file")
+    async with make_reader(source, cache_dir) as reader:
+        with pytest.raises(NotFound):
+            await reader.learn_size(CID, FID)
+        assert reader.known_size(FID) is None
+
+
+async def test_a_large_file_probed_for_its_size_is_not_downloaded(cache_dir: Path) -> None:
+    data = payload(100_000)
+    source = FakeSource({FID: data})
+    source.allow(0)
+    async with make_reader(source, cache_dir, probe_keep_bytes=10_000) as reader:
+        assert await reader.learn_size(CID, FID) == len(data)
+        await settle(reader)
+        stats = reader.statistics()
+        assert (stats.size_probes, stats.size_probes_dropped) == (1, 1)
+        assert not reader.is_cached(FID, None)
+        assert reader.known_size(FID) == len(data)  # the announcement is kept
+        source.allow(None)
+        handle = await reader.open(CID, FID, None)  # a reader downloads it for real
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+    assert source.calls == [(FID, 0), (FID, 0)]
+
+
+async def test_only_a_few_long_probe_downloads_run_unread(cache_dir: Path) -> None:
+    files = {FileId(f"cfile_{i:032x}"): payload(3 << 20, i) for i in range(4)}
+    source = FakeSource(files)
+    source.allow(0)
+    async with make_reader(source, cache_dir, probe_keep_downloads=2) as reader:
+        for fid, data in files.items():
+            assert await reader.learn_size(CID, fid) == len(data)
+        assert reader.statistics().size_probes_dropped == 2
+        source.allow(None)
+        await settle(reader)
+        assert sum(reader.is_cached(fid, None) for fid in files) == 2

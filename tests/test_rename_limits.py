@@ -17,7 +17,7 @@ async def test_a_directory_over_the_rename_limit_answers_exdev_and_stays(fs: Fs)
     for name in ("a", "b", "c"):
         await fs.write_file(d, name, name.encode())
     fs.writer.max_dir_rename = 2
-    uploads = fs.writer.stats.uploads
+    uploads = fs.writer.statistics().uploads
 
     with pytest.raises(pyfuse3.FUSEError) as exc:
         await fs.ops.rename(root, b"d", root, b"e", 0, CTX)
@@ -25,7 +25,7 @@ async def test_a_directory_over_the_rename_limit_answers_exdev_and_stays(fs: Fs)
     # mv answers EXDEV by copying the tree and deleting the original itself
     assert exc.value.errno == errno.EXDEV
     assert await fs.listing(d) == ["a", "b", "c"]
-    assert fs.writer.stats.uploads == uploads
+    assert fs.writer.statistics().uploads == uploads
     assert sorted(await fs.server_files(box.id)) == ["a", "b", "c"]
     fs.writer.max_dir_rename = 3
     await fs.ops.rename(root, b"d", root, b"e", 0, CTX)

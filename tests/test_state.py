@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from containerfs.errors import StateError
 from containerfs.models import ContainerId, FileId
-from containerfs.state import State, StateError
+from containerfs.state import State
 
 CID = ContainerId("cntr_" + "a" * 48)
 FID = FileId("cfile_" + "b" * 32)

@@ -618,16 +618,15 @@ def test_a_reader_keeps_the_version_it_opened(box: Box) -> None:
     assert writes(on_server(box, {"v.txt": b"version two\n"})) == (1, 1, 0)
 
 
-def test_a_file_of_unknown_size_reads_whole_and_maps_once_its_size_is_known(box: Box) -> None:
+def test_a_file_of_unknown_size_shows_its_size_and_maps_before_it_is_read(box: Box) -> None:
     (container,) = [c for c in box.emu.state()["containers"] if c["name"] == box.name]
     box.emu.add_file(container["id"], "/mnt/data/out.txt", "assistant output\n", report_bytes=False)
     path = box.dir / "out.txt"
     wait_until(path.exists, lambda: "the new file within the metadata TTL")
-    assert path.stat().st_size == 0  # the listing gives no size
-    assert path.read_bytes() == b"assistant output\n"
-    assert path.stat().st_size == 17
+    assert path.stat().st_size == 17  # the listing gives no size: the content's headers do
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
-        assert m[:9] == b"assistant"
+        assert m[:] == b"assistant output\n"
+    assert path.read_bytes() == b"assistant output\n"
 
 
 def test_fsync_reports_a_failed_upload_and_close_uploads_after_all(box: Box) -> None:

@@ -52,7 +52,7 @@ async def test_a_failed_rename_over_a_pending_file_keeps_both_files(fs: Fs) -> N
     assert await fs.listing(box) == ["a", "b"]
     assert await fs.read_file(await fs.inode("box", "a")) == b"A\n"
     assert await fs.read_file(b) == b"B\n"
-    assert [p["path"] for p in fs.writer.pending()] == ["b"]
+    assert [p.path for p in fs.writer.pending()] == ["b"]
     await fs.faults([])
     await fs.writer.retry_now()
     assert await fs.server_files(c.id) == {"a": b"A\n", "b": b"B\n"}
@@ -173,7 +173,7 @@ async def test_unlink_racing_the_last_close_discards_the_spool_once(fs: Fs) -> N
     finally:
         os.close = real_close
     assert closed.count(spool_fd) == 1
-    assert fs.writer.stats.spools_open == 0
+    assert fs.writer.statistics().spools_open == 0
     assert await fs.server_files(c.id) == {}
 
 
@@ -202,7 +202,7 @@ async def test_a_pending_file_moved_to_another_container_deletes_what_it_replace
 async def test_failed_uploads_are_retried_with_a_growing_delay(fs: Fs) -> None:
     await fs.container("box")
     box = await fs.inode("box")
-    fs.writer.retry_base, fs.writer.retry_max = 0.05, 0.2
+    fs.writer.configure_retries(base=0.05, cap=0.2)
     hooked = hook(fs)
     hooked.errors["upload_file"] = ServerError("unavailable")
     await save_failing(fs, box, "f", b"data")
@@ -211,13 +211,13 @@ async def test_failed_uploads_are_retried_with_a_growing_delay(fs: Fs) -> None:
     # 0.05, 0.1, 0.2, 0.2 apart: a handful of attempts, not one per turn of the loop
     assert 3 <= hooked.calls["upload_file"] <= 8
     [item] = fs.writer.pending()
-    assert item["path"] == "f" and "unavailable" in str(item["error"])
+    assert item.path == "f" and "unavailable" in str(item.error)
 
 
 async def test_an_upload_the_server_refuses_is_retried_at_the_longest_delay(fs: Fs) -> None:
     await fs.container("box")
     box = await fs.inode("box")
-    fs.writer.retry_base, fs.writer.retry_max = 0.05, 30.0
+    fs.writer.configure_retries(base=0.05, cap=30.0)
     hooked = hook(fs)
     hooked.errors["upload_file"] = ContainerExpired("Container is expired.", status=400)
     await save_failing(fs, box, "f", b"data")
@@ -225,7 +225,7 @@ async def test_an_upload_the_server_refuses_is_retried_at_the_longest_delay(fs: 
     await trio.sleep(0.4)
     assert hooked.calls["upload_file"] == 1
     [item] = fs.writer.pending()
-    assert "expired" in str(item["error"])
+    assert "expired" in str(item.error)
 
 
 async def test_a_deferred_file_whose_upload_failed_is_uploaded_by_the_next_retry(fs: Fs) -> None:
@@ -234,7 +234,7 @@ async def test_a_deferred_file_whose_upload_failed_is_uploaded_by_the_next_retry
     await fs.write_file(box, "sedAb12Zq", b"temp left in place")  # deferred: no upload yet
     await fs.faults(FAIL_UPLOADS)
     await fs.writer.upload_due(everything=True)
-    assert [p["state"] for p in fs.writer.pending()] == ["failed"]
+    assert [p.state for p in fs.writer.pending()] == ["failed"]
 
     await fs.faults([])
     await fs.writer.retry_now()
@@ -245,7 +245,7 @@ async def test_a_deferred_file_whose_upload_failed_is_uploaded_by_the_next_retry
 async def test_drain_uploads_a_deferred_file_that_failed_once(fs: Fs) -> None:
     c = await fs.container("box")
     box = await fs.inode("box")
-    fs.writer.retry_base = 0.05
+    fs.writer.configure_retries(base=0.05)
     # one failed attempt (the client retries a 500 once itself)
     await fs.faults([{"route": "upload_file", "action": "error", "status": 500, "count": 2}])
     await fs.write_file(box, "tmpk3j4h5g6", b"temp")
@@ -280,14 +280,14 @@ async def test_an_unexpected_error_in_a_retry_is_logged_and_retried_later(
 ) -> None:
     c = await fs.container("box")
     box = await fs.inode("box")
-    fs.writer.retry_base, fs.writer.retry_max = 0.02, 0.1
+    fs.writer.configure_retries(base=0.02, cap=0.1)
     hooked = hook(fs)
     hooked.errors["upload_file"] = ServerError("unavailable")
     await save_failing(fs, box, "f", b"data")
     hooked.errors["upload_file"] = OSError(errno.EIO, "disk trouble")
     await trio.sleep(0.2)  # the background loop meets it, and carries on
     assert "disk trouble" in caplog.text
-    assert [p["path"] for p in fs.writer.pending()] == ["f"]
+    assert [p.path for p in fs.writer.pending()] == ["f"]
 
     del hooked.errors["upload_file"]
     with trio.fail_after(2):
@@ -330,7 +330,7 @@ async def test_opening_a_server_file_for_writing_downloads_it_without_holding_it
             await gate.wait()
             return await reader.fetch(*args)
 
-    fs.writer.reader = SlowReader()  # type: ignore[assignment]
+    fs.writer.reader = SlowReader()
     handles: list[int] = []
 
     async def opener() -> None:
@@ -356,7 +356,7 @@ async def test_drain_queues_what_writers_still_open_have_not_saved_for_the_next_
     await fs.ops.write(info.fh, 0, b"unsaved")
 
     assert not await fs.writer.drain(1)  # the writer never closed
-    assert [p["path"] for p in fs.writer.pending()] == ["open.txt"]
+    assert [p.path for p in fs.writer.pending()] == ["open.txt"]
     assert [i.path for i in fs.ns.state.pending()] == ["open.txt"]
 
     async with trio.open_nursery() as nursery:
@@ -378,7 +378,7 @@ async def test_an_upload_that_cannot_be_resumed_at_start_stays_queued(
     async with trio.open_nursery() as nursery:
         again = await remount(tmp_path, app, nursery)  # cannot list the container yet
         [item] = again.writer.pending()
-        assert item["path"] == "f" and item["error"]
+        assert item.path == "f" and item.error
         await fs.faults([])
         assert await again.writer.drain(5)
         nursery.cancel_scope.cancel()
@@ -399,7 +399,7 @@ async def test_of_two_queued_uploads_of_one_path_the_next_mount_keeps_the_newest
 
     async with trio.open_nursery() as nursery:
         again = await remount(tmp_path, app, nursery)
-        assert [p["path"] for p in again.writer.pending()] == ["f"]
+        assert [p.path for p in again.writer.pending()] == ["f"]
         assert await again.writer.drain(5)
         nursery.cancel_scope.cancel()
     assert await fs.server_files(c.id) == {"f": b"newer"}
@@ -450,7 +450,7 @@ async def test_a_rename_whose_upload_fails_after_the_move_still_succeeds(fs: Fs)
 
     await fs.ops.rename(box, b".x.swp", box, b"x.txt", 0, CTX)  # moved: not an error
     assert await fs.listing(box) == ["x.txt"]
-    assert [p["path"] for p in fs.writer.pending()] == ["x.txt"]
+    assert [p.path for p in fs.writer.pending()] == ["x.txt"]
     await fs.faults([])
     await fs.writer.retry_now()
     assert await fs.server_files(c.id) == {"x.txt": b"local only"}

@@ -10,56 +10,33 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
-import json
 import logging
 import os
 import signal
+import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pyfuse3
 import trio
 
-from containerfs.apiconfig import ApiConfig
-from containerfs.client import ApiClient
-from containerfs.errors import ContainerFsError
-from containerfs.namespace import Namespace
-from containerfs.operations import Operations
-from containerfs.reader import Reader
+from containerfs.api.client import ApiClient
+from containerfs.config import ApiConfig as ApiConfig
+from containerfs.config import MountConfig as MountConfig
+from containerfs.daemon.layers import build_layers
+from containerfs.daemon.status import Status
+from containerfs.errors import MountError as MountError
+from containerfs.fs.operations import Operations
+from containerfs.fs.sizes import Sizes
+from containerfs.ns.namespace import Namespace
+from containerfs.read.reader import Reader
 from containerfs.state import State
-from containerfs.writer import DEFAULT_DEFERRED, DEFAULT_LOCAL_ONLY, Writer
+from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
-
-
-class MountError(ContainerFsError):
-    """The mount cannot start: a bad mountpoint, credentials or endpoint."""
-
-
-@dataclass
-class MountConfig:
-    mountpoint: Path
-    api: ApiConfig
-    state_dir: Path
-    cache_dir: Path
-    cache_max_size: int = 2 << 30
-    metadata_ttl: float = 10.0
-    negative_ttl: float = 1.0
-    kernel_timeout: float = 1.0
-    read_only: bool = False
-    root: str = "/mnt/data"
-    show_expired: bool = False
-    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
-    deferred: tuple[str, ...] = DEFAULT_DEFERRED
-    container_expires_minutes: int | None = None
-    container_memory_limit: str | None = None
-    allow_other: bool = False
-    drain_timeout: float = 60.0
-    fuse_options: tuple[str, ...] = field(default_factory=tuple)
 
 
 def run_dir(state_dir: Path, mountpoint: Path) -> Path:
@@ -70,6 +47,14 @@ def run_dir(state_dir: Path, mountpoint: Path) -> Path:
 
 
 def check_mountpoint(mountpoint: Path) -> None:
+    try:
+        os.stat(mountpoint)
+    except OSError as err:
+        if err.errno == errno.ENOTCONN:
+            raise MountError(
+                f"{mountpoint} is a mount whose daemon has died (transport endpoint is not"
+                f" connected); clear it with: containerfs unmount {mountpoint}"
+            ) from err
     if not mountpoint.exists():
         raise MountError(f"mountpoint {mountpoint} does not exist")
     if not mountpoint.is_dir():
@@ -78,16 +63,6 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise MountError(f"{mountpoint} is already a mountpoint")
     if not os.access(mountpoint, os.W_OK | os.X_OK):
         raise MountError(f"no write access to mountpoint {mountpoint}")
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _tune_readahead(real: str) -> None:
@@ -150,6 +125,35 @@ async def _tune_readahead_soon(real: str) -> None:
     _tune_readahead(real)
 
 
+def _init_session(ops: Operations, mountpoint: Path, options: set[str]) -> None:
+    """``pyfuse3.init``, with libfuse's own reason in the error when the mount fails.
+
+    libfuse (and the fusermount3 it may run) explains a failure only on stderr, and
+    pyfuse3 raises a bare "fuse_session_mount failed": stderr is captured meanwhile, its
+    last line becomes the error, and it is passed on to the real stderr either way.
+    """
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            pyfuse3.init(ops, str(mountpoint), options)
+        except RuntimeError as err:
+            failure: RuntimeError | None = err
+        else:
+            failure = None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode(errors="replace")
+    if text and failure is None:
+        os.write(2, text.encode())
+    if failure is not None:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = lines[-1] if lines else str(failure)
+        raise MountError(f"cannot mount {mountpoint}: {reason}") from failure
+
+
 class Daemon:
     """One mount: the layers, the FUSE session and the status snapshot."""
 
@@ -162,23 +166,25 @@ class Daemon:
         self.reader: Reader | None = None
         self.writer: Writer | None = None
         self.ns: Namespace | None = None
+        self.sizes: Sizes | None = None
 
     async def check_credentials(self) -> None:
         """One API call before mounting: a wrong key or endpoint fails here, cleanly."""
         await self.client.list_containers_page(limit=1)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "mountpoint": self.real_mountpoint,
-            "endpoint": self.cfg.api.base_url,
-            "started": self.started,
-            "api": _jsonable(self.client.statistics()),
-            "cache": _jsonable(self.reader.statistics()) if self.reader else {},
-            "writer": self.writer.statistics() if self.writer else {},
-            "pending": _jsonable(self.writer.pending()) if self.writer else [],
-            "namespace": self.ns.statistics() if self.ns else {},
-        }
+    def status(self) -> Status:
+        return Status(
+            pid=os.getpid(),
+            mountpoint=self.real_mountpoint,
+            endpoint=self.cfg.api.base_url,
+            started=self.started,
+            api=self.client.statistics(),
+            cache=self.reader.statistics() if self.reader else None,
+            writer=self.writer.statistics() if self.writer else None,
+            namespace=self.ns.statistics() if self.ns else None,
+            sizes=self.sizes.statistics() if self.sizes else None,
+            pending=tuple(self.writer.pending()) if self.writer else (),
+        )
 
     def write_status(self, text: str | None = None) -> None:
         """Write the status snapshot; ``text`` is one taken on the trio loop."""
@@ -189,7 +195,7 @@ class Daemon:
         tmp.replace(self.run_dir / "status.json")
 
     def status_text(self) -> str:
-        return json.dumps(_jsonable(self.status()), default=str, indent=1)
+        return self.status().to_json()
 
     async def _status_loop(self) -> None:
         while True:
@@ -222,43 +228,13 @@ class Daemon:
         state = State(cfg.state_dir, endpoint=cfg.api.base_url)
         try:
             async with trio.open_nursery() as nursery:
-                self.reader = await Reader.create(
-                    self.client,
-                    cache_dir=cfg.cache_dir,
-                    max_size=cfg.cache_max_size,
-                    nursery=nursery,
+                layers = await build_layers(
+                    cfg, self.client, state, nursery=nursery, operations=_DaemonOperations
                 )
-                self.ns = Namespace(
-                    self.client,
-                    state,
-                    root=cfg.root,
-                    ttl=cfg.metadata_ttl,
-                    show_expired=cfg.show_expired,
-                    read_only=cfg.read_only,
-                    uid=os.getuid(),
-                    gid=os.getgid(),
-                )
-                self.writer = await Writer.create(
-                    self.client,
-                    self.ns,
-                    state,
-                    self.reader,
-                    nursery=nursery,
-                    local_only=cfg.local_only,
-                    deferred=cfg.deferred,
-                )
-                ops = _DaemonOperations(
-                    self.ns,
-                    self.reader,
-                    self.writer,
-                    entry_timeout=cfg.kernel_timeout,
-                    attr_timeout=cfg.kernel_timeout,
-                    negative_timeout=cfg.negative_ttl,
-                    container_defaults={
-                        "expires_after_minutes": cfg.container_expires_minutes,
-                        "memory_limit": cfg.container_memory_limit,
-                    },
-                )
+                self.reader, self.ns, self.writer = layers.reader, layers.ns, layers.writer
+                ops = layers.ops
+                assert isinstance(ops, _DaemonOperations)
+                self.sizes = ops.sizes
                 ops.after_init = lambda: nursery.start_soon(_tune_readahead_soon, real_mountpoint)
                 options = set(pyfuse3.default_options)
                 options |= {"fsname=containerfs", "subtype=containerfs", *cfg.fuse_options}
@@ -266,10 +242,7 @@ class Daemon:
                     options.add("ro")
                 if cfg.allow_other:
                     options.add("allow_other")
-                try:
-                    pyfuse3.init(ops, str(cfg.mountpoint), options)
-                except RuntimeError as err:
-                    raise MountError(f"cannot mount {cfg.mountpoint}: {err}") from err
+                _init_session(ops, cfg.mountpoint, options)
                 try:
                     (self.run_dir / "pid").write_text(str(os.getpid()))
                     nursery.start_soon(self._signals)

@@ -1,5 +1,6 @@
-"""API client settings and counters: ``ApiConfig`` (from the SDKs' environment variables) and
-the ``ClientStats`` snapshot. Plain data for the client layer; no I/O, no httpx.
+"""Settings, one source: ``ApiConfig`` (from the SDKs' environment variables), ``MountConfig``
+(one mount's options), the name policies of the write path and its retry defaults, and the
+``ClientStats`` snapshot. Plain data shared by all layers; no I/O, no httpx, no FUSE.
 """
 
 from __future__ import annotations
@@ -7,8 +8,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from containerfs.api.retrying import Backoff
 from containerfs.errors import ConfigError
 
 #: Endpoint names, as counted in ``ClientStats.requests``.
@@ -78,3 +81,62 @@ class ClientStats:
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
+
+
+# Editor swap/backup/lock files: kept on this machine, never uploaded.
+DEFAULT_LOCAL_ONLY: tuple[str, ...] = (
+    ".*.swp",
+    ".*.swx",
+    ".*.swo",
+    "*~",
+    "4913",
+    "#*#",
+    ".#*",
+    ".*.kate-swp",
+    ".~lock.*#",
+)
+
+# Temporary files of tools that write a temp file and rename it over the original (sed -i,
+# Python's tempfile, rsync): uploaded only if still there DEFER_SECONDS after close, so the
+# usual temp-then-rename costs one upload under the final name.
+DEFAULT_DEFERRED: tuple[str, ...] = (
+    "sed??????",  # sed -i
+    "tmp????????",  # Python's tempfile
+    ".*.??????",  # rsync
+    "*.lock",  # git's index.lock, HEAD.lock, refs/heads/*.lock
+    "tmp_*_??????",  # git's tmp_obj_XXXXXX, tmp_pack_XXXXXX
+)
+DEFER_SECONDS = 5.0
+#: A broken download is resumed up to DOWNLOAD_RETRIES times in a row without progress,
+#: after 0.5, 1 and 2 seconds (the same doubling ``Backoff`` as uploads and API calls).
+DOWNLOAD_BACKOFF = Backoff(base=0.5, cap=5.0)
+DOWNLOAD_RETRIES = 3
+#: A failed upload is tried again after UPLOAD_RETRY_BASE seconds, doubling up to the max.
+UPLOAD_RETRY_BASE = 2.0
+UPLOAD_RETRY_MAX = 300.0
+
+
+@dataclass
+class MountConfig:
+    mountpoint: Path
+    api: ApiConfig
+    state_dir: Path
+    cache_dir: Path
+    cache_max_size: int = 2 << 30
+    metadata_ttl: float = 10.0
+    negative_ttl: float = 1.0
+    kernel_timeout: float = 1.0
+    read_only: bool = False
+    root: str = "/mnt/data"
+    show_expired: bool = False
+    local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY
+    deferred: tuple[str, ...] = DEFAULT_DEFERRED
+    container_expires_minutes: int | None = None
+    container_memory_limit: str | None = None
+    allow_other: bool = False
+    drain_timeout: float = 60.0
+    fuse_options: tuple[str, ...] = field(default_factory=tuple)
+    uid: int | None = None  # owner shown for every file; None: the daemon's user
+    gid: int | None = None
+    file_mode: int = 0o644
+    dir_mode: int = 0o755

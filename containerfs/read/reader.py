@@ -16,7 +16,7 @@ How a file's bytes flow:
   ignores ``Range`` the already-present bytes are skipped); after the last retry the error
   wakes every waiter and the entry is dropped, so the next ``open`` starts afresh.
 
-The download task and the live ``Entry`` it fills are in ``download.py``.
+The ``Download`` task is in ``download.py``, the live ``Entry`` it fills in ``entries.py``.
 """
 
 from __future__ import annotations
@@ -25,20 +25,23 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 import trio
+from cachetools import LRUCache
 
-from containerfs.cache import CacheEntry, DiskCache
-from containerfs.download import CacheError as CacheError
-from containerfs.download import Entry, download_task
-from containerfs.errors import ApiError
+from containerfs.api.retrying import Backoff
+from containerfs.config import DOWNLOAD_BACKOFF, DOWNLOAD_RETRIES
+from containerfs.errors import CacheError
 from containerfs.models import ContainerId, FileId
+from containerfs.read.diskcache import CacheEntry, DiskCache
+from containerfs.read.download import ContentSource as ContentSource
+from containerfs.read.download import Download, DownloadCounters, DownloadSettings
+from containerfs.read.download import DownloadStream as DownloadStream
+from containerfs.read.entries import Deletions, Entry, LiveEntries
+from containerfs.read.ranges import RangeReads
 
 log = logging.getLogger(__name__)
 
@@ -46,41 +49,23 @@ log = logging.getLogger(__name__)
 FLUSH_BYTES = 1 << 20
 # Backpressure: the stream pauses when this much content waits for the disk.
 MAX_PENDING = 8 << 20
-DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
 # Sequential reads from the cache file fetch this much per thread hop (the kernel asks for
 # 128 KiB at a time; one pread per request would make the thread hop the bottleneck).
 READAHEAD_BYTES = 1 << 20
 # A read this far beyond the download frontier tries its own ranged GET instead of waiting.
 RANGE_AHEAD_BYTES = 8 << 20
-# ... and fetches at least this much, so that the kernel's next few reads reuse it.
-RANGE_WINDOW_BYTES = 1 << 20
 # Content already written stays in memory this long behind the disk frontier, so that readers
 # trailing the stream a little are served without a thread hop and a copy back from disk.
 RECENT_BYTES = 4 << 20
-
-
-class DownloadStream(Protocol):
-    """One streaming GET of a file's content (``client.Download`` satisfies it)."""
-
-    @property
-    def start(self) -> int:
-        """Offset of the first byte ``chunks()`` yields (0 when the server ignored Range)."""
-        ...
-
-    @property
-    def size(self) -> int | None:
-        """Total size of the file, when the server said."""
-        ...
-
-    def chunks(self) -> AsyncIterator[bytes]: ...
-
-
-class ContentSource(Protocol):
-    """The part of ``ApiClient`` the read path uses."""
-
-    def download(
-        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
-    ) -> AbstractAsyncContextManager[DownloadStream]: ...
+# A download started only to learn a file's size (``learn_size``) keeps streaming into the
+# cache, so that the read which usually follows costs no second GET: always when less than
+# PROBE_TAIL_BYTES remain (finishing costs about nothing), else while the file is at most
+# PROBE_KEEP_BYTES and fewer than PROBE_KEEP_DOWNLOADS such long downloads run with nobody
+# reading them. Otherwise it is dropped once the headers gave the size: `ls -l` of many large
+# outputs must not download them all, nor hold every connection of the pool.
+PROBE_TAIL_BYTES = 1 << 20
+PROBE_KEEP_BYTES = 64 << 20
+PROBE_KEEP_DOWNLOADS = 16
 
 
 @dataclass(frozen=True)
@@ -93,6 +78,8 @@ class ReaderStats:
     downloads_failed: int
     retries: int  # resumed or restarted streams after a failure
     range_reads: int  # extra ranged GETs for reads far beyond the frontier
+    size_probes: int  # downloads started to learn the size of a file listed without one
+    size_probes_dropped: int  # ... and stopped once the headers gave the size
     active_downloads: int
     open_handles: int
     bytes_fetched: int  # received from the API (including bytes skipped after a restart)
@@ -124,6 +111,36 @@ class ReadHandle:
     def __repr__(self) -> str:
         return f"ReadHandle({self.file_id!r}, size={self.size})"
 
+    def entry(self) -> Entry:
+        """The live entry this handle reads (EBADF once released)."""
+        if self._released:
+            raise CacheError("read on a released handle", errno_=errno.EBADF)
+        return self._entry
+
+    def close(self) -> Entry | None:
+        """Mark the handle released: its entry, or None if it already was."""
+        if self._released:
+            return None
+        self._released = True
+        return self._entry
+
+    def from_ahead(self, offset: int, end: int) -> bytes | None:
+        """Bytes [offset, end) from the last read-ahead block, if it holds them all."""
+        at = self._ahead_at
+        if at <= offset and end <= at + len(self._ahead):
+            return self._ahead[offset - at : end - at]
+        return None
+
+    def keep_ahead(self, block: bytes, at: int) -> None:
+        self._ahead, self._ahead_at = block, at
+
+    def is_sequential(self, offset: int) -> bool:
+        """Whether a read at ``offset`` continues where the previous one ended."""
+        return offset == self._next
+
+    def advance(self, end: int) -> None:
+        self._next = end
+
 
 class Reader:
     """Streaming downloads into the bounded, persistent disk cache; reads wait for their range."""
@@ -134,31 +151,41 @@ class Reader:
         cache: DiskCache,
         *,
         nursery: trio.Nursery,
-        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        retry: Backoff = DOWNLOAD_BACKOFF,
+        retries: int = DOWNLOAD_RETRIES,
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
         recent_bytes: int = RECENT_BYTES,
+        probe_keep_bytes: int = PROBE_KEEP_BYTES,
+        probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
     ) -> None:
         self._client = client
-        self._flush_bytes = flush_bytes
-        self._max_pending = max(max_pending, flush_bytes)
-        self._range_ahead = range_ahead
-        self._recent_bytes = recent_bytes
-        self._range_ok = range_ahead is not None  # until a server answers 200 to a Range
+        self._probe_keep_bytes = probe_keep_bytes
+        self._probe_keep_downloads = probe_keep_downloads
+        self._download_settings = DownloadSettings(
+            backoff=retry,
+            retries=retries,
+            flush_bytes=flush_bytes,
+            max_pending=max(max_pending, flush_bytes),
+            recent_bytes=recent_bytes,
+        )
+        self._downloads = DownloadCounters()
+        self._ranges = RangeReads(client, ahead=range_ahead, counters=self._downloads)
         self._cache = cache
         self._nursery = nursery
-        self._retry_delays = tuple(retry_delays)
-        self._live: dict[FileId, Entry] = {}
         self._pins: dict[FileId, list[Entry]] = {}
-        self._deleting: dict[FileId, trio.Event] = {}
+        self._deletions = Deletions(nursery)
+        self._entries = LiveEntries(cache, self._deletions)
         self._known_sizes: dict[FileId, int] = {
             e.file_id: e.size for e in cache if e.complete and e.size is not None
         }
+        # sizes announced by a response whose download did not complete here (dropped probes)
+        self._announced: LRUCache[FileId, int] = LRUCache(maxsize=1 << 16)
         self._hits = self._misses = self._joins = 0
-        self._started = self._completed = self._failed = self._retries = 0
-        self._bytes_fetched = self._bytes_served = 0
-        self._range_reads = 0
+        self._started = 0
+        self._bytes_served = 0
+        self._probes = self._probes_dropped = 0
 
     @classmethod
     async def create(
@@ -168,24 +195,30 @@ class Reader:
         cache_dir: Path,
         max_size: int,
         nursery: trio.Nursery,
-        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        retry: Backoff = DOWNLOAD_BACKOFF,
+        retries: int = DOWNLOAD_RETRIES,
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
         recent_bytes: int = RECENT_BYTES,
+        probe_keep_bytes: int = PROBE_KEEP_BYTES,
+        probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
     ) -> Reader:
         cache = await trio.to_thread.run_sync(partial(DiskCache.load, cache_dir, max_size=max_size))
         reader = cls(
             client,
             cache,
             nursery=nursery,
-            retry_delays=retry_delays,
+            retry=retry,
+            retries=retries,
             flush_bytes=flush_bytes,
             max_pending=max_pending,
             range_ahead=range_ahead,
             recent_bytes=recent_bytes,
+            probe_keep_bytes=probe_keep_bytes,
+            probe_keep_downloads=probe_keep_downloads,
         )
-        reader._evict()  # the limit may be lower than in the last run
+        reader._entries.evict()  # the limit may be lower than in the last run
         return reader
 
     # ---- public API ----
@@ -197,14 +230,12 @@ class Reader:
         return ReadHandle(entry)
 
     async def read(self, handle: ReadHandle, offset: int, length: int) -> bytes:
-        if handle._released:
-            raise CacheError("read on a released handle", errno_=errno.EBADF)
-        entry = handle._entry
+        entry = handle.entry()
         if offset < 0 or length <= 0:
             return b""
         end = offset + length
-        if self._far_ahead(entry, offset):
-            data = await self._read_ahead_of_stream(entry, offset, end)
+        if self._ranges.far_ahead(entry, offset):
+            data = await self._ranges.read(entry, offset, end)
             if data is not None:
                 self._bytes_served += len(data)
                 return data
@@ -218,20 +249,17 @@ class Reader:
             if entry.error is not None:
                 raise entry.error
             await entry.wait_for(end)
-        ahead_at = handle._ahead_at
-        if ahead_at <= offset and end <= ahead_at + len(handle._ahead):
-            data = handle._ahead[offset - ahead_at : end - ahead_at]
-        else:
+        data = handle.from_ahead(offset, end)
+        if data is None:
             data = await self._serve(entry, offset, end, handle)
-        handle._next = end
+        handle.advance(end)
         self._bytes_served += len(data)
         return data
 
     async def release(self, handle: ReadHandle) -> None:
-        if handle._released:
+        entry = handle.close()
+        if entry is None:
             return
-        handle._released = True
-        entry = handle._entry
         entry.opens -= 1
         self._cache.touch(entry.cache)
         expected = entry.size
@@ -245,8 +273,8 @@ class Reader:
             # nobody reads it and it could not stay in the cache anyway
             log.debug("abandoning download of %s (%d bytes > cache size)", entry.file_id, expected)
             entry.cancel_scope.cancel()
-        self._maybe_drop(entry)
-        self._evict()
+        self._entries.maybe_drop(entry)
+        self._entries.evict()
 
     async def fetch(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Path:
         entry = await self._acquire(container_id, file_id, size, pin=True)
@@ -256,7 +284,7 @@ class Reader:
                 raise entry.error
         except BaseException:
             entry.pins -= 1
-            self._maybe_drop(entry)
+            self._entries.maybe_drop(entry)
             raise
         self._pins.setdefault(file_id, []).append(entry)
         return entry.cache.data_path
@@ -271,8 +299,8 @@ class Reader:
             del self._pins[file_id]
         entry.pins -= 1
         self._cache.touch(entry.cache)
-        self._maybe_drop(entry)
-        self._evict()
+        self._entries.maybe_drop(entry)
+        self._entries.evict()
 
     async def adopt(self, file_id: FileId, source: Path) -> bool:
         """Take ``source`` (a file the caller gives up) as the complete content of ``file_id``.
@@ -281,7 +309,7 @@ class Reader:
         just written costs no download. Returns False (and leaves ``source`` alone) when the
         id is already known here or the file could not fit in the cache.
         """
-        if file_id in self._live or self._cache.get(file_id) is not None:
+        if self._has(file_id):
             return False
         data_path, meta_path = self._cache.paths_for(file_id)
         entry = CacheEntry(file_id, data_path, meta_path, complete=True, size=None)
@@ -300,18 +328,83 @@ class Reader:
             return size
 
         size = await trio.to_thread.run_sync(move_in)
-        if size is None or file_id in self._live or self._cache.get(file_id) is not None:
+        if (
+            size is None
+            or self._entries.get(file_id) is not None
+            or self._cache.get(file_id) is not None
+        ):
             return size is not None
         self._cache.add_complete(file_id, size)
         self._known_sizes[file_id] = size
-        self._evict()
+        self._entries.evict()
         return True
 
     def known_size(self, file_id: FileId) -> int | None:
-        entry = self._live.get(file_id)
-        if entry is not None and entry.final_size is not None:
-            return entry.final_size
-        return self._known_sizes.get(file_id)
+        """The size of a file version, if known without a request: from its download (ended,
+        or announced by the response), a complete cache entry, or an earlier announcement."""
+        entry = self._entries.get(file_id)
+        if entry is not None:
+            if entry.final_size is not None:
+                return entry.final_size
+            if entry.stream_size is not None:
+                return entry.stream_size
+        known = self._known_sizes.get(file_id)
+        return known if known is not None else self._announced.get(file_id)
+
+    async def learn_size(self, container_id: ContainerId, file_id: FileId) -> int:
+        """The exact size of a file version the listing gave none for.
+
+        Known already (``known_size``): no request. Otherwise the content download is started
+        (or joined) and this waits only for its response headers: ``Content-Length`` or
+        ``Content-Range`` gives the size, and the stream goes on into the cache for the read
+        that usually follows (see ``PROBE_KEEP_BYTES``). Only a response that announces no
+        size is waited for to its end. Raises the download's error when it fails first.
+        """
+        known = self.known_size(file_id)
+        if known is not None:
+            return known
+        entry = self._entries.get(file_id)
+        if entry is None:
+            self._probes += 1
+            entry = self._start(container_id, file_id, None)
+        await entry.sized.wait()
+        size = entry.final_size if entry.final_size is not None else entry.stream_size
+        if size is None:
+            raise entry.error or CacheError(f"the size of {file_id} is unknown")
+        self._announced[file_id] = size
+        if (
+            entry.downloading
+            and not entry.detached
+            and entry.opens == 0
+            and entry.pins == 0
+            and not self._keep_probe(entry, size)
+        ):
+            log.debug("size of %s is %d; not downloading it now", file_id, size)
+            self._probes_dropped += 1
+            self.detach(entry)
+            entry.cancel_scope.cancel()
+        return size
+
+    def _keep_probe(self, entry: Entry, size: int) -> bool:
+        if size > min(self._probe_keep_bytes, self._cache.max_size):
+            return False
+        if _remaining(entry) <= PROBE_TAIL_BYTES:
+            return True
+        long_unread = sum(
+            1
+            for e in self._entries
+            if e is not entry
+            and e.downloading
+            and e.opens == 0
+            and e.pins == 0
+            and e.stream_size is not None  # decided on (or will be) when its headers came
+            and _remaining(e) > PROBE_TAIL_BYTES
+        )
+        return long_unread < self._probe_keep_downloads
+
+    def _has(self, file_id: FileId) -> bool:
+        """Whether ``file_id`` is live or in the cache (complete or not)."""
+        return self._entries.get(file_id) is not None or self._cache.get(file_id) is not None
 
     def is_cached(self, file_id: FileId, size: int | None) -> bool:
         cached = self._cache.get(file_id)
@@ -319,16 +412,17 @@ class Reader:
 
     def invalidate(self, file_id: FileId) -> None:
         """Forget a file version (deleted or replaced). Open handles keep what they have."""
-        entry = self._live.get(file_id)
+        entry = self._entries.get(file_id)
         if entry is not None:
-            self._detach(entry)
+            self.detach(entry)
             if entry.downloading and entry.opens == 0 and entry.pins == 0:
                 entry.cancel_scope.cancel()
         cached = self._cache.get(file_id)
         if cached is not None:
             self._cache.remove(cached)
-            self._schedule_delete(file_id, (cached.data_path, cached.meta_path))
+            self._deletions.schedule(file_id, (cached.data_path, cached.meta_path))
         self._known_sizes.pop(file_id, None)
+        self._announced.pop(file_id, None)
 
     def statistics(self) -> ReaderStats:
         return ReaderStats(
@@ -336,13 +430,15 @@ class Reader:
             misses=self._misses,
             joins=self._joins,
             downloads_started=self._started,
-            downloads_completed=self._completed,
-            downloads_failed=self._failed,
-            retries=self._retries,
-            range_reads=self._range_reads,
-            active_downloads=sum(1 for e in self._live.values() if e.downloading),
-            open_handles=sum(e.opens for e in self._live.values()),
-            bytes_fetched=self._bytes_fetched,
+            downloads_completed=self._downloads.completed,
+            downloads_failed=self._downloads.failed,
+            retries=self._downloads.retries,
+            range_reads=self._ranges.count,
+            size_probes=self._probes,
+            size_probes_dropped=self._probes_dropped,
+            active_downloads=sum(1 for e in self._entries if e.downloading),
+            open_handles=sum(e.opens for e in self._entries),
+            bytes_fetched=self._downloads.bytes_fetched,
             bytes_served=self._bytes_served,
             evictions=self._cache.evictions,
             cache_bytes_used=self._cache.used,
@@ -372,19 +468,19 @@ class Reader:
             entry.error = CacheError(f"cache file unreadable: {exc}")
             entry.settled.set()
             entry.wake_all()
-            self._detach(entry)
+            self.detach(entry)
             if pin:
                 entry.pins -= 1
             else:
                 entry.opens -= 1
-            self._maybe_drop(entry)
+            self._entries.maybe_drop(entry)
             return await self._acquire(container_id, file_id, size, pin=pin)
         finally:
             entry.fd_ready.set()
         return entry
 
     def _lookup(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Entry:
-        entry = self._live.get(file_id)
+        entry = self._entries.get(file_id)
         if (
             entry is not None
             and entry.final_size is not None
@@ -393,7 +489,7 @@ class Reader:
         ):
             # same id, different size: the listing knows better than our copy
             log.info("cache: %s changed size (%d != %d)", file_id, entry.final_size, size)
-            self._detach(entry)
+            self.detach(entry)
             entry = None
         if entry is not None:
             self._joins += 1
@@ -407,73 +503,52 @@ class Reader:
             entry.final_size = entry.disk_end = cached.stored
             entry.needs_fd = True
             entry.settled.set()
-            self._live[file_id] = entry
+            entry.sized.set()
+            self._entries.add(entry)
             return entry
+        self._misses += 1
+        return self._start(container_id, file_id, size)
+
+    def _start(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Entry:
+        """A new live entry for ``file_id`` and its download task (no live entry exists)."""
+        cached = self._cache.get(file_id)
         if cached is not None:
             self._cache.remove(cached)
-            self._schedule_delete(file_id, (cached.data_path, cached.meta_path))
-        self._misses += 1
+            self._deletions.schedule(file_id, (cached.data_path, cached.meta_path))
         entry = Entry(self._cache.add(file_id, size), container_id, size)
-        self._live[file_id] = entry
+        self._entries.add(entry)
         entry.downloading = True
         self._started += 1
-        self._evict()  # make room for the expected size now, not after the bytes arrived
-        self._nursery.start_soon(download_task, self, entry)
+        self._entries.evict()  # make room for the expected size now, not after the bytes arrived
+        download = Download(
+            entry,
+            source=self._client,
+            host=self,
+            settings=self._download_settings,
+            counters=self._downloads,
+        )
+        self._nursery.start_soon(download.run)
         return entry
 
-    def _detach(self, entry: Entry) -> None:
+    def detach(self, entry: Entry) -> None:
         """Unindex an entry and delete its files; open handles keep reading through the fd."""
-        if entry.detached:
-            return
-        entry.detached = True
-        if self._live.get(entry.file_id) is entry:
-            del self._live[entry.file_id]
-        if self._cache.remove(entry.cache) or not entry.cache.complete:
-            # unlinking now (not at the last close) lets a new download of the same id
-            # create a fresh file without truncating the one still open here
-            self._schedule_delete(entry.file_id, (entry.cache.data_path, entry.cache.meta_path))
+        self._entries.detach(entry)
 
-    def _maybe_drop(self, entry: Entry) -> None:
-        if entry.users:
-            return
-        if entry.fd is not None:
-            # close(2) of a regular file does no I/O worth a thread hop
-            os.close(entry.fd)
-            entry.fd = None
-        if self._live.get(entry.file_id) is entry:
-            del self._live[entry.file_id]
+    # ---- the DownloadHost interface ----
 
-    def _busy(self, cached: CacheEntry) -> bool:
-        entry = self._live.get(cached.file_id)
-        return entry is not None and entry.cache is cached
+    def deletion_of(self, file_id: FileId) -> trio.Event | None:
+        return self._deletions.of(file_id)
 
-    def _evict(self) -> None:
-        for victim in self._cache.evict(self._busy):
-            self._schedule_delete(victim.file_id, (victim.data_path, victim.meta_path))
+    def size_learned(self, file_id: FileId, size: int) -> None:
+        self._known_sizes[file_id] = size
 
-    def _schedule_delete(self, file_id: FileId, paths: tuple[Path, ...]) -> None:
-        previous = self._deleting.get(file_id)
-        done = trio.Event()
-        self._deleting[file_id] = done
-        self._nursery.start_soon(self._delete, file_id, paths, previous, done)
+    def deleting(self) -> bool:
+        """Whether cache files are still being deleted in the background."""
+        return self._deletions.pending()
 
-    async def _delete(
-        self,
-        file_id: FileId,
-        paths: tuple[Path, ...],
-        previous: trio.Event | None,
-        done: trio.Event,
-    ) -> None:
-        try:
-            if previous is not None:
-                await previous.wait()
-            await trio.to_thread.run_sync(DiskCache.delete_files, paths)
-        except OSError as exc:
-            log.warning("cache: could not delete %s: %s", file_id, exc)
-        finally:
-            done.set()
-            if self._deleting.get(file_id) is done:
-                del self._deleting[file_id]
+    def download_ended(self, entry: Entry) -> None:
+        self._entries.maybe_drop(entry)
+        self._entries.evict()
 
     # ---- reads ----
 
@@ -486,7 +561,7 @@ class Reader:
             return tail
         head_end = min(end, mem_start)
         # a sequential reader gets a whole read-ahead block per thread hop
-        sequential = offset == handle._next and head_end - offset < READAHEAD_BYTES
+        sequential = handle.is_sequential(offset) and head_end - offset < READAHEAD_BYTES
         fetch_end = min(offset + READAHEAD_BYTES, disk_end) if sequential else head_end
         await entry.fd_ready.wait()
         if entry.fd is None:
@@ -496,69 +571,19 @@ class Reader:
             block = await trio.to_thread.run_sync(_pread_all, entry.fd, fetch_end - offset, offset)
         finally:
             entry.io -= 1
-            self._maybe_drop(entry)
+            self._entries.maybe_drop(entry)
         if fetch_end > head_end:
-            handle._ahead, handle._ahead_at = block, offset
+            handle.keep_ahead(block, offset)
             head = block[: head_end - offset]
         else:
             head = block
         return head + tail if tail else head
 
-    def _far_ahead(self, entry: Entry, offset: int) -> bool:
-        size = entry.size
-        return (
-            self._range_ok
-            and self._range_ahead is not None
-            and entry.downloading
-            and entry.error is None
-            # only with a known size: a Range past the end would be an error, not EOF
-            and size is not None
-            and offset < size
-            and offset > entry.arrived + self._range_ahead
-        )
 
-    async def _read_ahead_of_stream(self, entry: Entry, offset: int, end: int) -> bytes | None:
-        """Serve a read far beyond the frontier with its own ranged GET (None: wait instead)."""
-        async with entry.window_lock:  # concurrent far reads share one request
-            at, window = entry.window
-            if at <= offset and end <= at + len(window):
-                return window[offset - at : end - at]
-            if not self._far_ahead(entry, offset):
-                return None
-            want = max(end - offset, RANGE_WINDOW_BYTES)
-            buf = bytearray()
-            try:
-                async with self._client.download(
-                    entry.container_id, entry.file_id, offset=offset
-                ) as download:
-                    if download.start != offset:
-                        # the server ignores Range: don't ask again on this mount
-                        log.info("server ignores Range; reads ahead will wait for the stream")
-                        self._range_ok = False
-                        return None
-                    self._range_reads += 1
-                    chunks = download.chunks()
-                    try:
-                        async for chunk in chunks:
-                            self._bytes_fetched += len(chunk)
-                            buf += chunk
-                            if len(buf) >= want:
-                                break
-                    finally:
-                        aclose = getattr(chunks, "aclose", None)
-                        if aclose is not None:
-                            await aclose()
-            except ApiError as exc:
-                log.info(
-                    "ranged read of %s at %d failed (%s); waiting for the stream",
-                    entry.file_id,
-                    offset,
-                    exc,
-                )
-                return None
-            # the stream's end is the file's end, so a short window is a short read at EOF
-            entry.window = (offset, bytes(buf[:want]))
-            return entry.window[1][: end - offset]
+def _remaining(entry: Entry) -> int | float:
+    """Bytes of the download still to come (infinite while no size was announced)."""
+    total = entry.final_size if entry.final_size is not None else entry.stream_size
+    return total - entry.arrived if total is not None else float("inf")
 
 
 # ---- blocking helpers, run in worker threads ----

@@ -28,7 +28,10 @@ from containerfs.models import Container, ContainerFile, FileId
 
 OUTSIDE_DIR = "_outside"
 NAME_MAX = 255
-_PREFIX = re.compile(r"^[0-9a-f]{32}-(.+)$")
+#: Where the service puts uploads; the multipart filename is relative to it.
+DATA_ROOT = "/mnt/data"
+#: The ``<32 hex>-`` prefix the service may add to an uploaded file's name.
+_PREFIX = re.compile(r"[0-9a-f]{32}-(?P<base>.+)")
 
 
 def _clip(name: str) -> str:
@@ -98,14 +101,14 @@ def relative_path(server_path: str, root: str) -> str:
 
 
 def strip_prefix(name: str) -> str | None:
-    m = _PREFIX.match(name)
+    m = _PREFIX.fullmatch(name)
     return m.group(1) if m and m.group(1) not in (".", "..") else None
 
 
 def place_files(
     files: Iterable[ContainerFile],
     *,
-    root: str = "/mnt/data",
+    root: str = DATA_ROOT,
     aliases: Mapping[FileId, str] | None = None,
 ) -> dict[str, ContainerFile]:
     """Display path -> file for one container listing, applying every rule above."""
@@ -168,3 +171,18 @@ def _ancestors(path: str) -> Iterable[str]:
 def ancestors(path: str) -> list[str]:
     """Every proper ancestor directory of a display path, nearest first ("" is the root)."""
     return list(_ancestors(posixpath.dirname(path)))
+
+
+def upload_path_matches(path: str, filename: str, *, root: str = DATA_ROOT) -> bool:
+    """Whether the server could have stored an upload named ``filename`` at ``path``:
+    ``root/filename`` as asked, or ``<32 hex>-<basename>`` in the root or in its directory.
+    """
+    rel = filename.strip("/")
+    if path in (f"{root}/{rel}", filename):
+        return True
+    head, _, base = path.rpartition("/")
+    want_dir, _, want_base = rel.rpartition("/")
+    match = _PREFIX.fullmatch(base)
+    if match is None or match["base"] != want_base:
+        return False
+    return head == root or (bool(want_dir) and head == f"{root}/{want_dir}")

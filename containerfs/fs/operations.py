@@ -10,30 +10,29 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import itertools
 import logging
 import os
 import stat
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
 from containerfs.errors import ApiError, ContainerExpired, ContainerFsError, PayloadTooLarge
-from containerfs.names import NAME_MAX
-from containerfs.namespace import Attrs, Kind, Namespace, Node
-from containerfs.reader import Reader, ReadHandle
-from containerfs.writer import Spool, Writer
+from containerfs.fs.attrs import entry_attributes, statfs_data, xattrs
+from containerfs.fs.handles import Handle, HandleTable
+from containerfs.fs.sizes import Sizes
+from containerfs.ns.inodes import Kind, Node
+from containerfs.ns.namespace import Namespace
+from containerfs.paths import NAME_MAX
+from containerfs.read.reader import Reader
+from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-XATTR_PREFIX = "user.containerfs."
-_FS_BLOCKS = 1 << 40  # 4 PiB of 4 KiB blocks: the API states no quota
 
 
 def guarded(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -61,16 +60,6 @@ def _fail(code: int) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
 
 
-@dataclass(eq=False)
-class Handle:
-    node: Node
-    writable: bool
-    read: ReadHandle | None = None
-    spool: Spool | None = None  # what a writable handle writes to (see Writer.open)
-    append: bool = False  # O_APPEND
-    changed: bool = False  # written or truncated through this handle
-
-
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
@@ -91,13 +80,12 @@ class Operations(pyfuse3.Operations):
         self.ns = namespace
         self.reader = reader
         self.writer = writer
+        self.sizes = Sizes(reader)
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
         self.container_defaults = container_defaults or {}
-        self._handles: dict[int, Handle] = {}
-        self._dirs: dict[int, list[tuple[str, Node]]] = {}
-        self._fhs = itertools.count(1)  # file and directory handles share one numbering
+        self._open = HandleTable()
         self._kept_cache: dict[int, str] = {}  # inode -> file id whose pages the kernel may keep
         self._serving = False  # a kernel session exists (set by ``init``)
 
@@ -112,26 +100,30 @@ class Operations(pyfuse3.Operations):
         return node
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
-        return self._to_entry(self.ns.attrs(node))
+        if self.sizes.unknown(node) is not None:
+            # never show a size that is not known: tools copy exactly st_size bytes
+            log.error("attributes of inode %d asked before its size was learned", node.inode)
+            raise _fail(errno.EIO)
+        return self._to_entry(node)
 
-    def _to_entry(self, a: Attrs) -> pyfuse3.EntryAttributes:
-        e = pyfuse3.EntryAttributes()
-        e.st_ino = a.inode
-        e.generation = 0
-        e.entry_timeout = self.entry_timeout
-        e.attr_timeout = self.attr_timeout
-        e.st_mode = a.mode
-        e.st_nlink = a.nlink
-        e.st_uid = a.uid
-        e.st_gid = a.gid
-        e.st_rdev = 0
-        e.st_size = a.size
-        e.st_blksize = 1 << 20  # cp and others size their buffers by it: 1 MiB FUSE writes
-        e.st_blocks = (a.size + 511) // 512
-        e.st_atime_ns = a.atime_ns
-        e.st_mtime_ns = a.mtime_ns
-        e.st_ctime_ns = a.ctime_ns
-        return e
+    async def _sized_entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        await self.sizes.ensure(node)
+        self.sizes.refresh(node)
+        return self._entry(node)
+
+    def _listed_entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        """Attributes for readdirplus. A file whose size could not be learned (opendir tried)
+        is listed with timeouts of 0, so that any stat of it asks again and gets the error."""
+        if self.sizes.unknown(node) is None:
+            return self._entry(node)
+        return self._to_entry(node, cache=False)
+
+    def _to_entry(self, node: Node, *, cache: bool = True) -> pyfuse3.EntryAttributes:
+        return entry_attributes(
+            self.ns.attrs(node),
+            entry_timeout=self.entry_timeout if cache else 0,
+            attr_timeout=self.attr_timeout if cache else 0,
+        )
 
     @staticmethod
     def _name(raw: bytes) -> str:
@@ -150,12 +142,10 @@ class Operations(pyfuse3.Operations):
         return child
 
     def _new_fh(self, handle: Handle) -> int:
-        fh = next(self._fhs)
-        self._handles[fh] = handle
-        return fh
+        return self._open.add_file(handle)
 
     def _handle(self, fh: int) -> Handle:
-        handle = self._handles.get(fh)
+        handle = self._open.file(fh)
         if handle is None:
             raise _fail(errno.EBADF)
         return handle
@@ -179,8 +169,9 @@ class Operations(pyfuse3.Operations):
             e.st_ino = 0
             e.entry_timeout = self.negative_timeout
             return e
-        child.lookups += 1
-        return self._entry(child)
+        entry = await self._sized_entry(child)
+        self.ns.remember(child)  # only once the entry is certain to reach the kernel
+        return entry
 
     async def _parent_of(self, node: Node) -> Node:
         if node.kind in (Kind.ROOT, Kind.CONTAINER):
@@ -201,7 +192,7 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self._entry(self._node(inode))
+        return await self._sized_entry(self._node(inode))
 
     @guarded
     async def setattr(
@@ -228,7 +219,7 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             if node.is_dir:
                 raise _fail(errno.EISDIR)
-            handle = self._handles.get(fh) if fh is not None else None
+            handle = self._open.file(fh) if fh is not None else None
             if handle is not None and handle.spool is not None:
                 await self.writer.truncate(node, attr.st_size, handle.spool)
                 handle.changed = True
@@ -240,7 +231,7 @@ class Operations(pyfuse3.Operations):
             node.atime_ns = attr.st_atime_ns
         if fields.update_mtime:
             node.mtime_ns = attr.st_mtime_ns
-        return self._entry(node)
+        return await self._sized_entry(node)
 
     @guarded
     async def readlink(self, inode: int, ctx: Any) -> bytes:
@@ -271,26 +262,29 @@ class Operations(pyfuse3.Operations):
         if not node.is_dir:
             raise _fail(errno.ENOTDIR)
         entries = await self.ns.list_dir(node)
-        fh = next(self._fhs)
-        self._dirs[fh] = entries
+        # readdirplus hands the kernel every entry's attributes: learn the unknown sizes
+        # first, all at once, rather than one round trip per file in the stat calls after
+        await self.sizes.ensure_all(child for _, child in entries)
+        fh = self._open.add_dir(entries)
         return fh
 
     @guarded
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        entries = self._dirs.get(fh)
+        entries = self._open.dir(fh)
         if entries is None:
             raise _fail(errno.EBADF)
         for index in range(start_id, len(entries)):
             name, node = entries[index]
             if node.gone and node.lookups == 0 and self.ns.node(node.inode) is None:
                 continue
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(node), index + 1):
+            attrs = self._listed_entry(node)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, index + 1):
                 break
-            node.lookups += 1  # readdirplus: the kernel took a reference
+            self.ns.remember(node)  # readdirplus: the kernel took a reference
 
     @guarded
     async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+        self._open.pop_dir(fh)
 
     @guarded
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
@@ -309,7 +303,7 @@ class Operations(pyfuse3.Operations):
             node = await self.ns.create_container(text, **self.container_defaults)
         else:
             node = await self.ns.add_dir(parent, text)
-        node.lookups += 1
+        self.ns.remember(node)
         return self._entry(node)
 
     @guarded
@@ -340,6 +334,8 @@ class Operations(pyfuse3.Operations):
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writable:
             self._check_writable(node)
+        if not flags & os.O_TRUNC:  # the content is read: its size must be known first
+            await self.sizes.ensure(node)
         handle = Handle(node, writable, append=bool(flags & os.O_APPEND))
         # counted before the first await: a release finishing meanwhile must not drop the
         # spool this open is about to share (it would then download what it just uploaded)
@@ -376,14 +372,14 @@ class Operations(pyfuse3.Operations):
             if flags & os.O_EXCL:
                 raise _fail(errno.EEXIST)
             info = await self.open(existing.inode, flags, ctx)
-            existing.lookups += 1
+            self.ns.remember(existing)
             return info, self._entry(existing)
         node = self.ns.new_file(parent, text)
         node.mode = stat.S_IMODE(mode)
         self.writer.classify(node)
         spool = await self.writer.open(node, truncate=True)
         node.opens += 1
-        node.lookups += 1
+        self.ns.remember(node)
         fh = self._new_fh(Handle(node, True, spool=spool, append=bool(flags & os.O_APPEND)))
         self._kept_cache[node.inode] = ""
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._entry(node)
@@ -399,14 +395,12 @@ class Operations(pyfuse3.Operations):
         if handle.read is None:
             return b""
         data = await self.reader.read(handle.read, off, size)
-        if node.size_hint is None and node.remote is not None and node.remote.bytes is None:
-            node.size_hint = self.reader.known_size(node.remote.id)
-            if node.size_hint is not None:
-                self._invalidate_attrs(node.inode)
+        if self.sizes.refresh(node):
+            self._invalidate_attrs(node.inode)
         return data
 
     def _invalidate_attrs(self, inode: int) -> None:
-        """Make the kernel ask for attributes again (a size it was told was 0 is now known)."""
+        """Make the kernel ask for attributes again (a size it was shown proved wrong)."""
         if not self._serving:
             return
         # attributes only (no page locks taken), so safe from inside a handler; OSError: the
@@ -452,7 +446,7 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def release(self, fh: int) -> None:
-        handle = self._handles.pop(fh, None)
+        handle = self._open.pop_file(fh)
         if handle is None:
             return
         node = handle.node
@@ -510,52 +504,18 @@ class Operations(pyfuse3.Operations):
     # ---- the rest ----------------------------------------------------------------------
     @guarded
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
-        s = pyfuse3.StatvfsData()
-        s.f_bsize = 4096
-        s.f_frsize = 4096
-        s.f_blocks = _FS_BLOCKS
-        s.f_bfree = _FS_BLOCKS
-        s.f_bavail = _FS_BLOCKS
-        s.f_files = 1 << 32
-        s.f_ffree = 1 << 32
-        s.f_favail = 1 << 32
-        s.f_namemax = NAME_MAX
-        return s
-
-    def _xattrs(self, node: Node) -> dict[str, str]:
-        if node.kind is Kind.CONTAINER and node.container is not None:
-            c = node.container
-            values: dict[str, object] = {
-                "id": c.id,
-                "status": c.status,
-                "created_at": c.created_at,
-                "last_active_at": c.last_active_at,
-                "expires_after_minutes": c.expires_after.minutes if c.expires_after else None,
-                "memory_limit": c.memory_limit,
-            }
-        elif node.kind is Kind.FILE:
-            f = node.remote
-            values = {
-                "id": f.id if f else None,
-                "path": f.path if f else None,
-                "source": f.source if f else None,
-                "created_at": f.created_at if f else None,
-                "state": "local" if node.local_only else "pending" if f is None else "uploaded",
-            }
-        else:
-            values = {"container_id": node.cid} if node.cid else {}
-        return {XATTR_PREFIX + k: str(v) for k, v in values.items() if v is not None}
+        return statfs_data()
 
     @guarded
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
+        value = xattrs(self._node(inode)).get(os.fsdecode(name))
         if value is None:
             raise _fail(pyfuse3.ENOATTR)
         return value.encode()
 
     @guarded
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return [k.encode() for k in self._xattrs(self._node(inode))]
+        return [k.encode() for k in xattrs(self._node(inode))]
 
     @guarded
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:

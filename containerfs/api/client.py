@@ -1,10 +1,10 @@
-"""API client: ``ApiClient`` over ``httpx.AsyncClient`` for the Containers API.
+"""API client: ``ApiClient``, the endpoints of the Containers API, under trio.
 
-The lowest containerfs layer and the only module that imports httpx. It owns pagination,
-retries with backoff, the client-side rate limit, streaming uploads and downloads, and the
-translation of every httpx failure and error answer into the typed errors of
-``containerfs.errors`` (at one boundary, ``_api_errors``, keeping the original as
-``__cause__``). Knows nothing about FUSE, inodes or caches.
+The lowest containerfs layer. It owns pagination (one helper for every listing), retries
+with the one backoff policy (``retrying.py``), and the duplicate rules for creates whose
+answer was lost; requests go through ``Transport`` (transport.py), the only code that touches
+httpx and where every failure becomes a typed error of ``containerfs.errors``. Knows nothing
+about FUSE, inodes or caches.
 """
 
 from __future__ import annotations
@@ -12,163 +12,40 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import httpcore
-import httpx
 import trio
 
-from containerfs import __version__
-from containerfs.apiconfig import ENDPOINTS, ApiConfig, ClientStats
-from containerfs.errors import (
-    ApiConnectionError,
-    ApiError,
-    ApiTimeout,
-    NotFound,
-    error_class_for,
+from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Sightings
+from containerfs.api.transport import (
+    Download,
+    HttpTransport,
+    Request,
+    Response,
+    Transport,
+    json_body,
 )
+from containerfs.config import ApiConfig, ClientStats
+from containerfs.errors import ApiError, NotFound
 from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page
-from containerfs.retry import (
-    ADOPT_MARGIN,
-    Backoff,
-    RateLimiter,
-    Sightings,
-    parse_http_date,
-    parse_retry_after,
-    upload_path_matches,
-)
+from containerfs.paths import upload_path_matches
 
 __all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Bytes per socket read for HTTP/1.1 responses. httpcore reads 64 KiB at a time, and the
-#: per-read cost then caps a streaming download near 0.7 GB/s on loopback; 1 MiB reads about
-#: double that (scripts/bench_client.py). httpcore has no per-connection option for it, so
-#: ``ApiClient`` raises its class attribute (never lowers it; a no-op if httpcore drops it).
-READ_SIZE = 1 << 20
-
-_CONTENT_RANGE = re.compile(r"bytes\s+(?P<start>\d+)-(?P<end>\d+)/(?P<total>\d+|\*)")
-
-# httpx failure -> (our class, worth retrying, request may have been carried out).
-# First match wins, so the specific classes come before their bases.
-_TRANSPORT_ERRORS: tuple[tuple[type[httpx.TransportError], type[ApiError], bool, bool], ...] = (
-    (httpx.ConnectTimeout, ApiTimeout, True, False),
-    (httpx.PoolTimeout, ApiTimeout, True, False),
-    (httpx.TimeoutException, ApiTimeout, True, True),  # read/write timeout: sent, maybe done
-    (httpx.ConnectError, ApiConnectionError, True, False),
-    (httpx.UnsupportedProtocol, ApiConnectionError, False, False),
-    (httpx.LocalProtocolError, ApiConnectionError, False, False),
-    (httpx.TransportError, ApiConnectionError, True, True),  # reset, peer closed, proxy
-)
-
-
-@contextmanager
-def _api_errors(endpoint: str, *, now: Callable[[], float]) -> Iterator[None]:
-    """The one boundary where httpx failures become ``ApiError``s (``raise ... from exc``)."""
-    try:
-        yield
-    except httpx.HTTPStatusError as exc:
-        raise _status_error(exc.response, now=now()) from exc
-    except httpx.TransportError as exc:
-        api_class, retryable, ambiguous = next(
-            (c, r, a) for h, c, r, a in _TRANSPORT_ERRORS if isinstance(exc, h)
-        )
-        detail = str(exc) or type(exc).__name__
-        err = api_class(f"{endpoint}: {type(exc).__name__}: {detail}")
-        err.retryable, err.ambiguous = retryable, ambiguous
-        raise err from exc
-
-
-def _status_error(response: httpx.Response, *, now: float) -> ApiError:
-    """The typed error for an error answer, from its envelope (or its text when not JSON)."""
-    message, etype, param, code = "", None, None, None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    envelope = body.get("error") if isinstance(body, dict) else None
-    if isinstance(envelope, dict):
-        message = str(envelope.get("message") or "")
-        etype, param, code = (
-            str(v) if v is not None else None
-            for v in (envelope.get("type"), envelope.get("param"), envelope.get("code"))
-        )
-    elif isinstance(envelope, str):  # some proxies answer {"error": "text"}
-        message = envelope
-    if not message:
-        text = " ".join(response.text.split())[:200]
-        reason = response.reason_phrase or "error"
-        message = f"{reason}: {text}" if text else reason
-    cls = error_class_for(response.status_code, message)
-    return cls(
-        message,
-        status=response.status_code,
-        type=etype,
-        param=param,
-        code=code,
-        request_id=response.headers.get("x-request-id"),
-        retry_after=parse_retry_after(response.headers, now=now),
-    )
-
-
-class Download:
-    """One streaming ``GET …/content``: where its body starts, the file's size, its chunks."""
-
-    def __init__(
-        self,
-        response: httpx.Response,
-        *,
-        start: int,
-        size: int | None,
-        on_bytes: Callable[[int], None],
-        now: Callable[[], float],
-    ) -> None:
-        self.start = start
-        self.size = size
-        self._response = response
-        self._on_bytes = on_bytes
-        self._now = now
-
-    def __repr__(self) -> str:
-        return f"<Download start={self.start} size={self.size}>"
-
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
-        """The raw body as it arrives; a broken stream raises ApiConnectionError/ApiTimeout."""
-        if self._response.is_stream_consumed:  # a transport that answered with bytes in hand
-            if self._response.content:
-                self._on_bytes(len(self._response.content))
-                yield self._response.content
-            return
-        with _api_errors("file_content", now=self._now):
-            async for chunk in self._response.aiter_raw():
-                self._on_bytes(len(chunk))
-                yield chunk
-
-
-def _download_window(response: httpx.Response, offset: int) -> tuple[int, int | None]:
-    """(start, size) of a content answer: 206 honours our Range, 200 starts at byte 0."""
-    length = response.headers.get("content-length")
-    if response.status_code == 206:
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
-        if match:
-            total = match["total"]
-            return int(match["start"]), (int(total) if total != "*" else None)
-        return offset, (int(length) + offset if length and length.isdigit() else None)
-    return 0, (int(length) if length and length.isdigit() else None)
+Item = TypeVar("Item")
 
 
 class ApiClient:
-    """The Containers API over ``httpx.AsyncClient``, under trio.
+    """The Containers API, under trio, over one ``Transport``.
 
     Every call is retried (backoff with full jitter, or the server's ``retry-after-ms`` /
     ``retry-after``) on 408/409/429/5xx answers and on connection failures and timeouts, up
@@ -184,7 +61,7 @@ class ApiClient:
         self,
         config: ApiConfig,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: HttpTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = trio.sleep,
         clock: Callable[[], float] = trio.current_time,
         rng: random.Random | None = None,
@@ -192,55 +69,22 @@ class ApiClient:
     ) -> None:
         self.config = config
         self._sleep = sleep
-        self._clock = clock
         self._wallclock = wallclock or time.time
         self._rng = rng or random.Random()
         self._backoff = Backoff(config.backoff_base, config.backoff_max)
-        self._limiter = (
-            RateLimiter(config.rate_limit_per_minute, clock=clock, sleep=sleep)
-            if config.rate_limit_per_minute
-            else None
+        self._transport = Transport(
+            config, transport=transport, sleep=sleep, clock=clock, wallclock=self._wallclock
         )
-        _raise_read_size(READ_SIZE)
-        # httpx logs every request at INFO
-        for name in ("httpx", "httpcore"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        headers = {"User-Agent": f"containerfs/{__version__}", "Accept": "application/json"}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
-        if config.organization:
-            headers["OpenAI-Organization"] = config.organization
-        if config.project:
-            headers["OpenAI-Project"] = config.project
-        timeout = httpx.Timeout(
-            connect=config.connect_timeout,
-            read=config.read_timeout,
-            write=config.read_timeout,
-            pool=config.read_timeout,
-        )
-        self._http = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0
-            ),
-            transport=transport,
-        )
-        self._requests: Counter[str] = Counter(dict.fromkeys(ENDPOINTS, 0))
         self._errors: Counter[str] = Counter()
-        self._bytes_up = 0
-        self._bytes_down = 0
         self._retries = 0
         self._adopted = 0
-        self._skew = 0.0  # server clock minus ours, from the Date header
         self._sightings = Sightings()
 
     def __repr__(self) -> str:
         return f"<ApiClient {self.config.base_url}>"
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -249,16 +93,16 @@ class ApiClient:
         await self.aclose()
 
     def statistics(self) -> ClientStats:
-        limiter = self._limiter.statistics() if self._limiter else None
+        waits, waited = self._transport.rate_limit_waits
         return ClientStats(
-            requests=MappingProxyType(dict(self._requests)),
-            bytes_up=self._bytes_up,
-            bytes_down=self._bytes_down,
+            requests=MappingProxyType(dict(self._transport.requests)),
+            bytes_up=self._transport.bytes_up,
+            bytes_down=self._transport.bytes_down,
             retries=self._retries,
             errors=MappingProxyType(dict(self._errors)),
             adopted=self._adopted,
-            rate_limit_waits=limiter.waits if limiter else 0,
-            rate_limit_wait_seconds=limiter.waited_seconds if limiter else 0.0,
+            rate_limit_waits=waits,
+            rate_limit_wait_seconds=waited,
         )
 
     # -- containers ---------------------------------------------------------------------
@@ -270,14 +114,13 @@ class ApiClient:
 
         A caller that stops early should close the generator (``contextlib.aclosing``).
         """
-        after: str | None = None
-        while True:
-            page = await self.list_containers_page(after=after, order=order, name=name)
-            for item in page.data:
+
+        async def page(after: str | None) -> Page[Container]:
+            return await self.list_containers_page(after=after, order=order, name=name)
+
+        async with aclosing(_paginate(page)) as items:
+            async for item in items:
                 yield item
-            after = self._next_cursor(page, after)
-            if after is None:
-                return
 
     async def list_containers_page(
         self,
@@ -321,8 +164,8 @@ class ApiClient:
 
         container = await self._call(
             "create_container",
-            lambda: self._http.build_request("POST", "containers", json=body),
-            lambda r: Container.from_json(_json_body(r)),
+            lambda: self._transport.request("POST", "containers", json=body),
+            lambda r: Container.from_json(json_body(r)),
             idempotent=False,
             recover=recover,
         )
@@ -349,14 +192,13 @@ class ApiClient:
 
         A caller that stops early should close the generator (``contextlib.aclosing``).
         """
-        after: str | None = None
-        while True:
-            page = await self.list_files_page(container_id, after=after, order=order)
-            for item in page.data:
+
+        async def page(after: str | None) -> Page[ContainerFile]:
+            return await self.list_files_page(container_id, after=after, order=order)
+
+        async with aclosing(_paginate(page)) as items:
+            async for item in items:
                 yield item
-            after = self._next_cursor(page, after)
-            if after is None:
-                return
 
     async def list_files_page(
         self,
@@ -399,6 +241,7 @@ class ApiClient:
         """
         url = _url("containers", container_id, "files")
         started, wall = self._sightings.mark(), self._wallclock()
+        began = time.monotonic()
         with open(source, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
 
@@ -418,13 +261,20 @@ class ApiClient:
             # seeks it back to 0 for every attempt
             created = await self._call(
                 "upload_file",
-                lambda: self._http.build_request("POST", url, files={"file": (filename, fh)}),
-                lambda r: ContainerFile.from_json(_json_body(r)),
+                lambda: self._transport.request("POST", url, files={"file": (filename, fh)}),
+                lambda r: ContainerFile.from_json(json_body(r)),
                 idempotent=False,
                 recover=recover,
             )
         self._claim(created.id)
-        log.debug("uploaded %r (%d bytes) as %s %r", filename, size, created.id, created.path)
+        log.info(
+            "uploaded %r (%d bytes) in %.2f s as %s %r",
+            filename,
+            size,
+            time.monotonic() - began,
+            created.id,
+            created.path,
+        )
         return created
 
     async def create_file_from_id(self, container_id: ContainerId, file_id: str) -> ContainerFile:
@@ -467,15 +317,12 @@ class ApiClient:
             headers["Range"] = f"bytes={offset}-"
         response = await self._call(
             "file_content",
-            lambda: self._http.build_request("GET", url, headers=headers),
+            lambda: self._transport.request("GET", url, headers=headers),
             lambda r: r,
             stream=True,
         )
         try:
-            start, size = _download_window(response, offset)
-            yield Download(
-                response, start=start, size=size, on_bytes=self._count_down, now=self._wallclock
-            )
+            yield self._transport.download(response, offset)
         finally:
             await response.aclose()
 
@@ -494,8 +341,8 @@ class ApiClient:
     ) -> Any:
         return await self._call(
             endpoint,
-            lambda: self._http.build_request(method, url, params=params, json=json),
-            _json_body,
+            lambda: self._transport.request(method, url, params=params, json=json),
+            json_body,
             idempotent=idempotent,
             on_gone=(lambda: None) if gone_ok else None,
         )
@@ -503,8 +350,8 @@ class ApiClient:
     async def _call(
         self,
         endpoint: str,
-        build: Callable[[], httpx.Request],
-        parse: Callable[[httpx.Response], T],
+        build: Callable[[], Request],
+        parse: Callable[[Response], T],
         *,
         stream: bool = False,
         idempotent: bool = True,
@@ -521,8 +368,8 @@ class ApiClient:
         was_ambiguous = False
         while True:
             try:
-                response = await self._send(endpoint, build(), stream=stream)
-                return self._parse(endpoint, response, parse)
+                response = await self._transport.send(endpoint, build(), stream=stream)
+                return self._transport.parse(endpoint, response, parse)
             except ApiError as err:
                 error = err
             if on_gone is not None and was_ambiguous and isinstance(error, NotFound):
@@ -554,64 +401,12 @@ class ApiClient:
             self._errors[type(error).__name__] += 1
             raise error
 
-    async def _send(self, endpoint: str, request: httpx.Request, *, stream: bool) -> httpx.Response:
-        if self._limiter is not None:
-            await self._limiter.acquire()
-        self._requests[endpoint] += 1
-        length = request.headers.get("content-length")
-        self._bytes_up += int(length) if length and length.isdigit() else 0
-        with _api_errors(endpoint, now=self._wallclock):
-            response = await self._http.send(request, stream=stream)
-            self._note_date(response)
-            log.debug(
-                "%s %s %s -> %d", endpoint, request.method, request.url.path, response.status_code
-            )
-            if not response.is_success:
-                if stream:
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
-                self._bytes_down += len(response.content)
-                response.raise_for_status()
-            if not stream:
-                self._bytes_down += len(response.content)
-        return response
-
-    def _parse(
-        self, endpoint: str, response: httpx.Response, parse: Callable[[httpx.Response], T]
-    ) -> T:
-        try:
-            return parse(response)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ApiError(
-                f"{endpoint}: malformed answer: {exc}",
-                status=response.status_code,
-                request_id=response.headers.get("x-request-id"),
-            ) from exc
-
-    @staticmethod
-    def _next_cursor(page: Page[Any], after: str | None) -> str | None:
-        """The ``after`` for the next page, or None when the listing is complete."""
-        if not page.has_more or not page.data:
-            return None
-        cursor = page.last_id or getattr(page.data[-1], "id", None)
-        if cursor is None or cursor == after:
-            raise ApiError(f"listing cursor did not advance past {after!r}")
-        return str(cursor)
-
-    def _note_date(self, response: httpx.Response) -> None:
-        date = response.headers.get("date")
-        when = parse_http_date(date) if date else None
-        if when is not None:
-            self._skew = when - self._wallclock()
-
     def _created_after(self, created_at: int, wall: float) -> bool:
         """Whether a ``created_at`` (server clock) is no earlier than our wall-clock time
         ``wall``, within ``ADOPT_MARGIN``. The skew comes from the latest ``Date`` header,
         which the recovery listing itself has just refreshed.
         """
-        return created_at >= wall + self._skew - ADOPT_MARGIN
+        return created_at >= wall + self._transport.skew - ADOPT_MARGIN
 
     def _note(self, *idents: str) -> None:
         for ident in idents:
@@ -620,23 +415,6 @@ class ApiClient:
     def _claim(self, ident: str) -> None:
         self._sightings.claim(ident)
 
-    def _count_down(self, n: int) -> None:
-        self._bytes_down += n
-
-
-def _raise_read_size(size: int) -> None:
-    conn = getattr(httpcore, "AsyncHTTP11Connection", None)
-    current = getattr(conn, "READ_NUM_BYTES", None)
-    if isinstance(current, int) and current < size:
-        conn.READ_NUM_BYTES = size  # type: ignore[union-attr]
-
-
-def _json_body(response: httpx.Response) -> Any:
-    data = response.json()
-    if not isinstance(data, dict):
-        raise ValueError("expected a JSON object")
-    return data
-
 
 def _url(*parts: str) -> str:
     return "/".join(quote(p, safe="") for p in parts)
@@ -644,3 +422,27 @@ def _url(*parts: str) -> str:
 
 def _params(**values: str | int | None) -> dict[str, str | int]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+async def _paginate(
+    fetch: Callable[[str | None], Awaitable[Page[Item]]],
+) -> AsyncGenerator[Item, None]:
+    """Every item of a listing, page after page, following ``after`` (the one pagination)."""
+    after: str | None = None
+    while True:
+        page = await fetch(after)
+        for item in page.data:
+            yield item
+        after = _next_cursor(page, after)
+        if after is None:
+            return
+
+
+def _next_cursor(page: Page[Any], after: str | None) -> str | None:
+    """The ``after`` for the next page, or None when the listing is complete."""
+    if not page.has_more or not page.data:
+        return None
+    cursor = page.last_id or getattr(page.data[-1], "id", None)
+    if cursor is None or cursor == after:
+        raise ApiError(f"listing cursor did not advance past {after!r}")
+    return str(cursor)

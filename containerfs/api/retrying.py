@@ -8,7 +8,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -18,12 +17,9 @@ log = logging.getLogger(__name__)
 #: A server's `retry-after` is honoured up to this many seconds; a longer (or nonsensical)
 #: hint falls back to our own backoff rather than stalling a FUSE operation for minutes.
 RETRY_AFTER_MAX = 60.0
-#: Where the service puts uploads; the multipart filename is relative to it.
-DATA_ROOT = "/mnt/data"
 #: Slack (seconds) when comparing a listed object's ``created_at`` with the start of an
 #: ambiguous create: ``created_at`` and the ``Date`` header have one-second resolution.
 ADOPT_MARGIN = 5.0
-_UPLOAD_PREFIX = re.compile(r"[0-9a-f]{32}-(?P<base>.+)")
 
 
 def parse_http_date(value: str) -> float | None:
@@ -77,6 +73,13 @@ class Backoff:
         ceiling = min(self.cap, self.base * (2.0 ** min(attempt, 62)))
         return rng.uniform(0.0, ceiling)
 
+    def next_delay(self, last: float | None) -> float:
+        """Without jitter, for work that retries in the background rather than a request in
+        flight: ``base`` after the first failure, then doubling up to ``cap``."""
+        if last is None:
+            return self.base
+        return min(max(last, self.base) * 2, self.cap)
+
 
 @dataclass(frozen=True)
 class LimiterStats:
@@ -128,21 +131,6 @@ class RateLimiter:
 
     def statistics(self) -> LimiterStats:
         return LimiterStats(self._acquired, self._waits, self._waited)
-
-
-def upload_path_matches(path: str, filename: str, *, root: str = DATA_ROOT) -> bool:
-    """Whether the server could have stored an upload named ``filename`` at ``path``:
-    ``root/filename`` as asked, or ``<32 hex>-<basename>`` in the root or in its directory.
-    """
-    rel = filename.strip("/")
-    if path in (f"{root}/{rel}", filename):
-        return True
-    head, _, base = path.rpartition("/")
-    want_dir, _, want_base = rel.rpartition("/")
-    match = _UPLOAD_PREFIX.fullmatch(base)
-    if match is None or match["base"] != want_base:
-        return False
-    return head == root or (bool(want_dir) and head == f"{root}/{want_dir}")
 
 
 class Sightings:

@@ -16,26 +16,30 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import posixpath
 import stat
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
 from cachetools import TTLCache
 
-from containerfs import names
+from containerfs import paths as names
+from containerfs.aio import in_thread
 from containerfs.errors import NotFound
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
-from containerfs.state import State, in_thread
+from containerfs.ns.inodes import ROOT_INODE as ROOT_INODE
+from containerfs.ns.inodes import Attrs as Attrs
+from containerfs.ns.inodes import Kind as Kind
+from containerfs.ns.inodes import Node as Node
+from containerfs.ns.inodes import node_key
+from containerfs.ns.listings import Listing
+from containerfs.state import State
 
 log = logging.getLogger(__name__)
-
-ROOT_INODE = 1
 
 
 class ContainerSource(Protocol):
@@ -52,97 +56,21 @@ class ContainerSource(Protocol):
     async def delete_container(self, container_id: ContainerId) -> None: ...
 
 
-class Kind(enum.Enum):
-    ROOT = "root"
-    CONTAINER = "container"
-    DIR = "dir"
-    FILE = "file"
-
-
-@dataclass(eq=False)
-class Node:
-    """One inode. ``path`` is the display path inside the container ("" for its directory)."""
-
-    inode: int
-    kind: Kind
-    cid: ContainerId | None = None
-    path: str = ""
-    container: Container | None = None
-    remote: ContainerFile | None = None
-    lookups: int = 0
-    gone: bool = False
-    # local attributes: kept for the life of the node (cp -p, touch, chmod)
-    mode: int | None = None
-    mtime_ns: int | None = None
-    atime_ns: int | None = None
-    size_hint: int | None = None  # the real size once a download of a `bytes: null` file ends
-    # write path state, owned by the writer
-    spool: Any = None
-    local_only: bool = False  # never uploaded (editor swap and backup files)
-    deferred: bool = False  # uploaded only if still there a while after close (tool temp files)
-    opens: int = 0
-    settling: trio.Event | None = None  # set while a closed spool's content moves to the cache
-    # the time shown for a node the server gives none (directories, files not uploaded yet):
-    # fixed, so that rsync and make see a directory's mtime stay put
-    born_ns: int = field(default_factory=time.time_ns)
-    lock: trio.Lock = field(default_factory=trio.Lock)
-
-    @property
-    def is_dir(self) -> bool:
-        return self.kind is not Kind.FILE
-
-    @property
-    def name(self) -> str:
-        return posixpath.basename(self.path)
-
-    @property
-    def key(self) -> tuple[str, ...]:
-        return _key(self.kind, self.cid, self.path)
-
-
-def _key(kind: Kind, cid: ContainerId | None, path: str = "") -> tuple[str, ...]:
-    if kind is Kind.ROOT:
-        return ("root",)
-    assert cid is not None
-    if kind is Kind.CONTAINER:
-        return ("c", cid)
-    return ("d" if kind is Kind.DIR else "f", cid, path)
-
-
 @dataclass
-class Listing:
-    """One container's files as last listed, patched by the mount's own changes."""
-
-    files: dict[FileId, ContainerFile]
-    _placed: dict[str, ContainerFile] | None = None
-    _dirs: set[str] | None = None
-
-    def changed(self) -> None:
-        self._placed = None
-        self._dirs = None
-
-
-@dataclass(frozen=True)
-class Attrs:
-    """What ``getattr`` reports, free of FUSE types."""
-
-    inode: int
-    mode: int
-    nlink: int
-    size: int
-    uid: int
-    gid: int
-    mtime_ns: int
-    atime_ns: int
-    ctime_ns: int
-
-
-@dataclass
-class NamespaceStats:
+class _Counters:
     container_listings: int = 0
     file_listings: int = 0
     lookups: int = 0
     negative_lookups: int = 0
+
+
+@dataclass(frozen=True)
+class NamespaceStats:
+    container_listings: int
+    file_listings: int
+    lookups: int
+    negative_lookups: int
+    inodes: int
 
 
 class Namespace:
@@ -157,6 +85,8 @@ class Namespace:
         read_only: bool = False,
         uid: int = 0,
         gid: int = 0,
+        file_mode: int = 0o644,
+        dir_mode: int = 0o755,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -166,6 +96,8 @@ class Namespace:
         self.read_only = read_only
         self.uid = uid
         self.gid = gid
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
         self._nodes: dict[int, Node] = {}
         self._by_key: dict[tuple[str, ...], Node] = {}
         self._next_inode = ROOT_INODE + 1
@@ -179,7 +111,7 @@ class Namespace:
         self._fetch_locks: dict[object, trio.Lock] = {}
         # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
         self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
-        self.stats = NamespaceStats()
+        self._stats = _Counters()
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
         self._add(self.root_node)
 
@@ -190,7 +122,7 @@ class Namespace:
         return node
 
     def _get_or_make(self, kind: Kind, cid: ContainerId, path: str = "") -> Node:
-        node = self._by_key.get(_key(kind, cid, path))
+        node = self._by_key.get(node_key(kind, cid, path))
         if node is None:
             node = Node(self._next_inode, kind, cid, path)
             self._next_inode += 1
@@ -200,6 +132,10 @@ class Namespace:
 
     def node(self, inode: int) -> Node | None:
         return self._nodes.get(inode)
+
+    def remember(self, node: Node) -> None:
+        """The kernel took one more lookup reference to ``node`` (``forget`` returns them)."""
+        node.lookups += 1
 
     def forget(self, inode: int, count: int) -> None:
         node = self._nodes.get(inode)
@@ -224,8 +160,12 @@ class Namespace:
                 del local[node.path]
         self._maybe_drop(node)
 
-    def statistics(self) -> dict[str, int]:
-        return {**vars(self.stats), "inodes": len(self._nodes)}
+    def drop_remote(self, node: Node) -> None:
+        """``node`` no longer stands for a server file (deleted, or superseded by a rename)."""
+        node.remote = None
+
+    def statistics(self) -> NamespaceStats:
+        return NamespaceStats(**vars(self._stats), inodes=len(self._nodes))
 
     # ---- cached listings ---------------------------------------------------------------
     def _lock(self, key: object) -> trio.Lock:
@@ -238,7 +178,7 @@ class Namespace:
             if cached is not None:
                 return cached
             listed = [c async for c in self.client.list_containers()]
-            self.stats.container_listings += 1
+            self._stats.container_listings += 1
             visible = [c for c in listed if self.show_expired or not c.expired]
             by_name = names.container_dir_names(visible)
             self._containers["all"] = by_name
@@ -279,7 +219,7 @@ class Namespace:
                 files: list[ContainerFile] = []
                 if container is not None and not container.expired:
                     files = [f async for f in self.client.list_files(cid)]
-                    self.stats.file_listings += 1
+                    self._stats.file_listings += 1
             finally:
                 del self._journal[cid]
             listing = Listing({f.id: f for f in files})
@@ -296,15 +236,8 @@ class Namespace:
 
     async def _view(self, cid: ContainerId) -> tuple[dict[str, ContainerFile], set[str]]:
         listing = await self._listing(cid)
-        if listing._placed is None or listing._dirs is None:
-            placed = names.place_files(
-                listing.files.values(), root=self.root, aliases=self._aliases.get(cid, {})
-            )
-            dirs = {""}
-            for path in placed:
-                dirs.update(names.ancestors(path))
-            listing._placed, listing._dirs = placed, dirs
-        return listing._placed, listing._dirs
+        aliases = self._aliases.get(cid, {})
+        return listing.view(lambda files: names.place_files(files, root=self.root, aliases=aliases))
 
     async def _dirs_of(self, cid: ContainerId) -> set[str]:
         _, remote_dirs = await self._view(cid)
@@ -318,10 +251,10 @@ class Namespace:
     # ---- lookups -----------------------------------------------------------------------
     async def lookup(self, parent: Node, name: str) -> Node | None:
         """The child ``name`` of a directory node, or None. Costs at most one listing."""
-        self.stats.lookups += 1
+        self._stats.lookups += 1
         found = await self._lookup(parent, name)
         if found is None:
-            self.stats.negative_lookups += 1
+            self._stats.negative_lookups += 1
         return found
 
     async def _lookup(self, parent: Node, name: str) -> Node | None:
@@ -351,7 +284,7 @@ class Namespace:
     def _vanish(self, cid: ContainerId, path: str) -> None:
         """A path that is no longer there: let go of a stale node for it."""
         for kind in (Kind.FILE, Kind.DIR):
-            stale = self._by_key.get(_key(kind, cid, path))
+            stale = self._by_key.get(node_key(kind, cid, path))
             if stale is not None and stale.spool is None:
                 self.mark_gone(stale)
 
@@ -414,11 +347,11 @@ class Namespace:
     def attrs(self, node: Node) -> Attrs:
         ro = not self.writable(node)
         if node.is_dir:
-            mode = stat.S_IFDIR | (node.mode if node.mode is not None else 0o755)
+            mode = stat.S_IFDIR | (node.mode if node.mode is not None else self.dir_mode)
             size, nlink = 4096, 2
             created = node.container.created_at if node.container else 0
         else:
-            mode = stat.S_IFREG | (node.mode if node.mode is not None else 0o644)
+            mode = stat.S_IFREG | (node.mode if node.mode is not None else self.file_mode)
             size, nlink = self.size(node), 1
             created = node.remote.created_at if node.remote else 0
         if ro:

@@ -4,9 +4,9 @@ Every node open for writing has a spool file in the state directory (mode 0600).
 the spool; ``flush`` uploads it when dirty, streamed from disk, so ``close()`` reports a failed
 upload. A failed upload keeps its spool and its row in the state database and is retried in
 the background with backoff; a later mount resumes it. The server copy a new upload replaces is
-deleted only after the server confirmed the new one. The retry and resume machinery is in
-``pending.py``, renames in ``renames.py``; both work on a ``Writer``. Knows nothing about FUSE
-or HTTP.
+deleted only after the server confirmed the new one. The retry and resume machinery is the
+``UploadQueue`` (queue.py), renames the ``Renamer`` (renames.py); the writer owns both and they
+reach it through narrow interfaces. Knows nothing about FUSE or HTTP. Layer: write path.
 """
 
 from __future__ import annotations
@@ -15,93 +15,55 @@ import contextlib
 import fnmatch
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
-from containerfs import pending as queue
-from containerfs import renames
+from containerfs.aio import in_thread
+from containerfs.api.retrying import Backoff
+from containerfs.config import (
+    DEFAULT_DEFERRED,
+    DEFAULT_LOCAL_ONLY,
+    DEFER_SECONDS,
+    UPLOAD_RETRY_BASE,
+    UPLOAD_RETRY_MAX,
+)
 from containerfs.errors import ApiError, NotFound
 from containerfs.models import ContainerFile, ContainerId, FileId
-from containerfs.namespace import Namespace, Node
-from containerfs.pending import Retry
-from containerfs.state import PendingUpload, State, in_thread
+from containerfs.ns.inodes import Node
+from containerfs.ns.namespace import Namespace
+from containerfs.state import PendingUpload, State
+from containerfs.write.queue import PendingItem, UploadQueue
+from containerfs.write.renames import Renamer
+from containerfs.write.spool import ContentFetcher as ContentFetcher
+from containerfs.write.spool import ServerId as ServerId
+from containerfs.write.spool import Spool as Spool
+from containerfs.write.spool import SpoolFiles
+from containerfs.write.spool import Uploader as Uploader
 
 log = logging.getLogger(__name__)
 
-# Editor swap/backup/lock files: kept on this machine, never uploaded.
-DEFAULT_LOCAL_ONLY: tuple[str, ...] = (
-    ".*.swp",
-    ".*.swx",
-    ".*.swo",
-    "*~",
-    "4913",
-    "#*#",
-    ".#*",
-    ".*.kate-swp",
-    ".~lock.*#",
-)
-
-# Temporary files of tools that write a temp file and rename it over the original (sed -i,
-# Python's tempfile, rsync): uploaded only if still there DEFER_SECONDS after close, so the
-# usual temp-then-rename costs one upload under the final name.
-DEFAULT_DEFERRED: tuple[str, ...] = (
-    "sed??????",  # sed -i
-    "tmp????????",  # Python's tempfile
-    ".*.??????",  # rsync
-    "*.lock",  # git's index.lock, HEAD.lock, refs/heads/*.lock
-    "tmp_*_??????",  # git's tmp_obj_XXXXXX, tmp_pack_XXXXXX
-)
-DEFER_SECONDS = 5.0
-
-# a server file: its container and id (a moved file may supersede ids of another container)
-ServerId = tuple[ContainerId, FileId]
-
-
-class Uploader(Protocol):
-    async def upload_file(
-        self, container_id: ContainerId, source: str | os.PathLike[str], *, filename: str
-    ) -> ContainerFile: ...
-
-    async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None: ...
-
-
-class ContentFetcher(Protocol):
-    async def fetch(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Path: ...
-
-    def unpin(self, file_id: FileId) -> None: ...
-
-    def invalidate(self, file_id: FileId) -> None: ...
-
-    async def adopt(self, file_id: FileId, source: Path) -> bool: ...
-
-
-@dataclass(eq=False)
-class Spool:
-    """A node's local content. ``version`` counts writes, so an upload knows if it is stale."""
-
-    path: Path
-    fd: int
-    size: int = 0
-    dirty: bool = False
-    version: int = 0
-    pending_id: str | None = None
-    replaces: list[ServerId] = field(default_factory=list)  # server files it supersedes
-    writers: int = 0  # open handles writing to it
-    closed: bool = False  # its fd is closed (discarded, or handed to the cache)
-
 
 @dataclass
-class WriterStats:
+class _Counters:
     uploads: int = 0
     upload_failures: int = 0
     bytes_uploaded: int = 0
     deletes: int = 0
-    spools_open: int = 0
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    uploads: int
+    upload_failures: int
+    bytes_uploaded: int
+    deletes: int
+    spools_open: int
+    pending: int  # failed uploads, and queued ones of a previous mount not resumed yet
+    deferred: int
+    orphans: int  # superseded server files not deleted yet
 
 
 class Writer:
@@ -115,8 +77,8 @@ class Writer:
         local_only: Sequence[str] = DEFAULT_LOCAL_ONLY,
         deferred: Sequence[str] = DEFAULT_DEFERRED,
         defer_seconds: float = DEFER_SECONDS,
-        retry_base: float = 2.0,
-        retry_max: float = 300.0,
+        retry_base: float = UPLOAD_RETRY_BASE,
+        retry_max: float = UPLOAD_RETRY_MAX,
         max_dir_rename: int = 1000,
     ) -> None:
         self.client = client
@@ -125,20 +87,19 @@ class Writer:
         self.reader = reader
         self.local_only = tuple(p for p in local_only if p)
         self.deferred = tuple(p for p in deferred if p)
-        self.defer_seconds = defer_seconds
-        self._later: dict[Node, float] = {}  # deferred node -> upload deadline
-        self.retry_base = retry_base
-        self.retry_max = retry_max
         self.max_dir_rename = max_dir_rename
-        self.stats = WriterStats()
-        self._failed: dict[Node, Retry] = {}  # node -> when its upload is tried again
-        self._orphans: list[tuple[ContainerId, FileId]] = []  # superseded ids not yet deleted
-        self._orphans_retry = Retry(0.0, 0.0)
-        # queued uploads of a previous mount that could not be resumed yet (network down)
-        self._unresumed: dict[str, tuple[PendingUpload, list[ServerId], Retry]] = {}
-        # where a server file renamed to a local-only name (an editor's backup) came from
-        self._backups: dict[tuple[ContainerId, str], Node] = {}
-        self._wakeup = trio.Event()
+        self._stats = _Counters()
+        self._spools = SpoolFiles(state)
+        self._queue = UploadQueue(
+            self,
+            namespace,
+            state,
+            policy=Backoff(retry_base, retry_max),
+            defer_seconds=defer_seconds,
+        )
+        self._renamer = Renamer(
+            self, namespace=namespace, state=state, client=client, reader=reader, queue=self._queue
+        )
 
     @classmethod
     async def create(
@@ -152,8 +113,8 @@ class Writer:
         **options: object,
     ) -> Writer:
         writer = cls(client, namespace, state, reader, **options)  # type: ignore[arg-type]
-        await queue.resume(writer)
-        nursery.start_soon(queue.retry_loop, writer)
+        await writer._queue.resume()
+        nursery.start_soon(writer._queue.run)
         return writer
 
     # ---- naming ------------------------------------------------------------------------
@@ -197,117 +158,62 @@ class Writer:
             if shared is None:
                 # the content fetched before the lock, unless the server copy changed meanwhile
                 fetched = source if node.remote is remote else None
-                spool = node.spool = await self._new_spool(node, copy=not truncate, source=fetched)
+                spool = node.spool = await self.new_spool(node, copy=not truncate, source=fetched)
                 self.ns.keep_local(node)
             elif shared.writers > 0:
-                spool = await self._spool_from(shared.path if not truncate else None)
+                spool = await self._spools.create(shared.path if not truncate else None)
             else:
                 spool = shared
                 if truncate and spool.size:
-                    await self._truncate_spool(spool, 0)
+                    await self._spools.truncate(spool, 0)
             if truncate:
                 spool.dirty = True
                 spool.version += 1
             spool.writers += 1
             return spool
 
-    async def _new_spool(self, node: Node, *, copy: bool, source: Path | None = None) -> Spool:
+    async def new_spool(self, node: Node, *, copy: bool, source: Path | None = None) -> Spool:
         """A spool for ``node``: empty, or a copy of its server content (``source`` if the
         caller already fetched it)."""
         remote = node.remote
         if not copy or remote is None:
-            spool = await self._spool_from(None)
+            spool = await self._spools.create(None)
         elif source is not None:
-            spool = await self._spool_from(source)
+            spool = await self._spools.create(source)
         else:
             source = await self.reader.fetch(remote.container_id, remote.id, remote.bytes)
             try:
-                spool = await self._spool_from(source)
+                spool = await self._spools.create(source)
             finally:
                 self.reader.unpin(remote.id)
         if remote is not None:
             spool.replaces.append((remote.container_id, remote.id))
         return spool
 
-    async def _spool_from(self, source: Path | None) -> Spool:
-        """A new spool file, empty or a copy of ``source``."""
-        path = self.state.new_spool_path()
-
-        def make() -> tuple[int, int]:
-            if source is not None:
-                shutil.copyfile(source, path)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            return fd, os.fstat(fd).st_size
-
-        fd, size = await in_thread(make)
-        self.stats.spools_open += 1
-        return Spool(path, fd, size)
-
-    def _close(self, spool: Spool) -> int | None:
-        """Mark ``spool`` closed, once: the fd to close, or None if someone already did.
-
-        Called before the first await, so that two tasks (a release and an unlink racing)
-        never close the same fd twice: by then it may be another file's.
-        """
-        if spool.closed:
-            return None
-        fd, spool.fd, spool.closed = spool.fd, -1, True
-        self.stats.spools_open -= 1
-        return fd
-
-    async def _discard(self, spool: Spool) -> None:
+    async def discard(self, spool: Spool) -> None:
         """Delete a spool nobody needs any more (and its pending upload, if any)."""
-        fd = self._close(spool)
-        if fd is None:
-            return
-        if spool.pending_id is not None:
-            pid, spool.pending_id = spool.pending_id, None
-            await in_thread(self.state.drop_pending, pid)
+        await self._spools.discard(spool)
 
-        def remove() -> None:
-            try:
-                os.close(fd)
-            finally:
-                spool.path.unlink(missing_ok=True)
-
-        await in_thread(remove)
-
-    async def _reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
+    async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
         """The spool of an upload a previous mount queued: dirty, and recorded as ``item``."""
-        fd = await in_thread(os.open, item.spool, os.O_RDWR)
-        size = os.fstat(fd).st_size
-        self.stats.spools_open += 1
-        return Spool(item.spool, fd, size, True, 1, item.id, replaces)
-
-    async def _truncate_spool(self, spool: Spool, size: int) -> None:
-        await in_thread(lambda: os.ftruncate(spool.fd, size))
-        spool.size = size
-        spool.dirty = True
-        spool.version += 1
+        return await self._spools.reopen(item, replaces)
 
     async def write(self, spool: Spool, offset: int, data: bytes, *, append: bool = False) -> int:
-        if append:
-            offset = spool.size  # O_APPEND: the end of this writer's content
-        # grow before the await, so that concurrent appends get distinct offsets
-        spool.size = max(spool.size, offset + len(data))
-        written = await in_thread(lambda: os.pwrite(spool.fd, data, offset))
-        spool.dirty = True
-        spool.version += 1
-        return written
+        return await self._spools.write(spool, offset, data, append=append)
 
     async def read(self, spool: Spool, offset: int, size: int) -> bytes:
-        return await in_thread(lambda: os.pread(spool.fd, size, offset))
+        return await self._spools.read(spool, offset, size)
 
     async def truncate(self, node: Node, size: int, spool: Spool | None = None) -> None:
         """``ftruncate`` of a writer's ``spool``, or ``truncate`` by path, uploaded at once."""
         if spool is not None:
             if spool.size != size:
-                await self._truncate_spool(spool, size)
+                await self._spools.truncate(spool, size)
             return
         spool = await self.open(node, truncate=size == 0)
         try:
             if spool.size != size:
-                await self._truncate_spool(spool, size)
+                await self._spools.truncate(spool, size)
             await self.flush(node, spool)
         finally:
             await self.release(node, spool)
@@ -320,7 +226,7 @@ class Writer:
         upload because a shell's ``dup2`` flushes before the first write.
         """
         spool.writers -= 1
-        retrying = spool is node.spool and node in self._failed
+        retrying = spool is node.spool and self._queue.is_failed(node)
         if spool.writers == 0 and spool.dirty and not node.gone and not retrying:
             # a failure stays queued and is retried; nobody is left to report it to (an
             # upload that already failed is retried by the background loop, at its time)
@@ -329,7 +235,7 @@ class Writer:
         if spool is not node.spool and spool.writers == 0 and not spool.closed:
             # a writer whose content another close superseded (an unlink or a rename over
             # the file may have discarded it meanwhile: then nothing is left to do)
-            await self._discard(spool)
+            await self.discard(spool)
         await self.close_if_idle(node)
 
     async def close_if_idle(self, node: Node) -> None:
@@ -339,13 +245,13 @@ class Writer:
             return
         if node.gone:
             node.spool = None
-            await self._discard(spool)
+            await self.discard(spool)
             self.ns.release_local(node)
             return
         if spool.dirty or (node.local_only and node.remote is None):
             return  # waiting for its upload, or its only copy
         node.spool = None
-        fd = self._close(spool)
+        fd = self._spools.close(spool)
         if fd is None:
             self.ns.release_local(node)
             return
@@ -378,7 +284,7 @@ class Writer:
                 if node.gone or not spool.dirty:
                     return
                 await self._adopt(node, spool)
-            await self._upload_locked(node)
+            await self.upload_locked(node)
 
     async def _adopt(self, node: Node, spool: Spool) -> None:
         """A concurrent writer's private spool closes last: it becomes the node's content."""
@@ -390,30 +296,29 @@ class Writer:
         spool.replaces = [*old.replaces, *(f for f in spool.replaces if f not in old.replaces)]
         old.replaces = []
         if old.writers == 0:
-            await self._discard(old)
+            await self.discard(old)
         elif old.pending_id is not None:
             # its writer still has it open and uploads it again if it closes after this one
             pid, old.pending_id = old.pending_id, None
             await in_thread(self.state.drop_pending, pid)
 
-    async def _upload_locked(self, node: Node, *, now: bool = False) -> None:
+    async def upload_locked(self, node: Node, *, now: bool = False) -> None:
         spool = node.spool
         if spool is None or not spool.dirty or node.local_only or node.gone:
-            self._failed.pop(node, None)  # nothing (left) to upload
+            self._queue.uploaded(node)  # nothing (left) to upload
             return
         assert node.cid is not None
         cid, path, version = node.cid, node.path, spool.version
         # a deferred file whose upload already failed once is past its grace period
-        if node.deferred and not now and node not in self._failed:
+        if node.deferred and not now and not self._queue.is_failed(node):
             if spool.pending_id is None:
-                spool.pending_id = await in_thread(self._record, spool, cid, path, None)
-            self._later[node] = trio.current_time() + self.defer_seconds
-            self._wakeup.set()
+                spool.pending_id = await in_thread(self.record, spool, cid, path, None)
+            self._queue.defer(node)
             return
-        self._later.pop(node, None)
+        self._queue.uploading(node)
         if spool.pending_id is None:
             old = next((f for c, f in spool.replaces if c == cid), None)
-            item = await in_thread(lambda: self._record(spool, cid, path, old))
+            item = await in_thread(lambda: self.record(spool, cid, path, old))
             spool.pending_id = item
         else:
             await in_thread(lambda: os.fsync(spool.fd))
@@ -422,65 +327,42 @@ class Writer:
         try:
             new = await self.client.upload_file(cid, spool.path, filename=path)
         except ApiError as err:
-            self.stats.upload_failures += 1
+            self._stats.upload_failures += 1
             log.warning("upload of %s/%s failed: %s", cid, path, err)
             message = str(err)
-            self._failed[node] = self._backoff(self._failed.get(node), err)
-            self._wakeup.set()
+            self._queue.failed(node, err)
             pid = spool.pending_id
             await in_thread(lambda: self.state.update_pending(pid, error=message))
             raise
-        self.stats.uploads += 1
-        self.stats.bytes_uploaded += spool.size
+        self._stats.uploads += 1
+        self._stats.bytes_uploaded += spool.size
         await self.ns.file_uploaded(node, new)
         superseded, spool.replaces = spool.replaces, [(cid, new.id)]
         for owner, fid in superseded:
-            await self._delete_quietly(owner, fid)
-        await renames.retire_backup(self, cid, path)
+            await self.delete_quietly(owner, fid)
+        await self._renamer.retire_backup(cid, path)
         if spool.version == version:
             spool.dirty = False
             pid = spool.pending_id
             spool.pending_id = None
             await in_thread(lambda: self.state.drop_pending(pid))
-        self._failed.pop(node, None)
+        self._queue.uploaded(node)
 
-    def _backoff(self, last: Retry | None, err: Exception) -> Retry:
-        """The next attempt after a failure: ``retry_base``, doubling up to ``retry_max``.
-
-        An error that retrying cannot cure soon (an expired or deleted container, a refused
-        request) waits the longest delay at once.
-        """
-        if isinstance(err, ApiError) and not err.retryable:
-            delay = self.retry_max
-        elif last is None:
-            delay = self.retry_base
-        else:
-            delay = min(max(last.delay, self.retry_base) * 2, self.retry_max)
-        return Retry(delay, trio.current_time() + delay, str(err))
-
-    def _record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
+    def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
         os.fsync(spool.fd)
         return self.state.add_pending(cid, path, spool.path, old).id
 
-    async def _delete_quietly(self, cid: ContainerId, fid: FileId) -> None:
+    async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None:
         try:
             await self.delete_remote(cid, fid)
         except ApiError as err:
             log.warning("could not delete superseded %s/%s (will retry): %s", cid, fid, err)
-            self._orphan(cid, fid, err)
-
-    def _orphan(self, cid: ContainerId, fid: FileId, err: Exception) -> None:
-        """A superseded id to delete later."""
-        self._orphans.append((cid, fid))
-        last = self._orphans_retry
-        if last.due <= trio.current_time():  # once per round of retries
-            self._orphans_retry = self._backoff(last if last.delay else None, err)
-        self._wakeup.set()
+            self._queue.orphan(cid, fid, err)
 
     async def delete_remote(self, cid: ContainerId, fid: FileId) -> None:
         try:
             await self.client.delete_file(cid, fid)
-            self.stats.deletes += 1
+            self._stats.deletes += 1
         except NotFound:
             pass  # already gone: the goal of a delete
         self.reader.invalidate(fid)
@@ -499,9 +381,8 @@ class Writer:
             for owner, fid in ids:
                 await self.delete_remote(owner, fid)
             self.ns.mark_gone(node)
-            node.remote = None
-            self._failed.pop(node, None)
-            self._later.pop(node, None)
+            self.ns.drop_remote(node)
+            self._queue.forget(node)
             if spool is not None:
                 spool.dirty = False
                 spool.replaces = []
@@ -513,27 +394,27 @@ class Writer:
                     node.local_only = False
                     await self.close_if_idle(node)
 
-    # ---- rename (in renames.py) -------------------------------------------------------
+    # ---- rename (the Renamer) ----------------------------------------------------------
     async def rename(self, node: Node, parent: Node, name: str, replaced: Node | None) -> None:
-        """Move ``node`` to ``parent/name`` (see ``renames.rename``)."""
-        await renames.rename(self, node, parent, name, replaced)
+        """Move ``node`` to ``parent/name`` (see ``Renamer.rename``)."""
+        await self._renamer.rename(node, parent, name, replaced)
 
-    # ---- the pending queue (in pending.py) ---------------------------------------------
-    def pending(self) -> list[dict[str, object]]:
+    # ---- the pending queue (the UploadQueue) ---------------------------------------------
+    def pending(self) -> list[PendingItem]:
         """The uploads not done yet: deferred, failed, or queued by a previous mount."""
-        return queue.pending(self)
+        return self._queue.snapshot()
 
     async def upload_due(self, *, everything: bool = False) -> None:
         """Upload the deferred files whose grace period is over (or all of them)."""
-        await queue.upload_due(self, everything=everything)
+        await self._queue.upload_due(everything=everything)
 
     async def retry_now(self, nodes: Iterable[Node] | None = None, *, orphans: bool = True) -> None:
         """Try every failed upload that nobody is writing to, and leftover deletes."""
-        await queue.retry_now(self, nodes, orphans=orphans)
+        await self._queue.retry_now(nodes, orphans=orphans)
 
     async def drain(self, timeout: float) -> bool:
         """Upload what is pending now, retrying until ``timeout``; True if nothing is left."""
-        return await queue.drain(self, timeout)
+        return await self._queue.drain(timeout)
 
     async def discard_local_only(self) -> None:
         """The mount ended: local-only files (swap files, backups) end with it."""
@@ -541,12 +422,23 @@ class Writer:
             spool = node.spool
             if spool is not None and node.local_only and spool.pending_id is None:
                 node.spool = None
-                await self._discard(spool)
+                await self.discard(spool)
 
-    def statistics(self) -> dict[str, object]:
-        return {
-            **vars(self.stats),
-            "pending": len(self._failed) + len(self._unresumed),
-            "deferred": len(self._later),
-            "orphans": len(self._orphans),
-        }
+    def configure_retries(self, *, base: float, cap: float | None = None) -> None:
+        """Change the upload retry delays of a running writer (``cap`` kept if None)."""
+        current = self._queue.policy
+        self._queue.set_policy(Backoff(base, current.cap if cap is None else cap))
+
+    def count_upload(self) -> None:
+        """An upload made outside ``upload_locked`` (a rename's)."""
+        self._stats.uploads += 1
+
+    def statistics(self) -> WriterStats:
+        counts = self._queue.counts()
+        return WriterStats(
+            **vars(self._stats),
+            spools_open=self._spools.open_count,
+            pending=counts.pending,
+            deferred=counts.deferred,
+            orphans=counts.orphans,
+        )

@@ -1,0 +1,1 @@
+"""The API layer: the only code that speaks HTTP (httpx) to the Containers API."""

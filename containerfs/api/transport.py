@@ -1,0 +1,295 @@
+"""The httpx edge of the API layer: the one ``httpx.AsyncClient``, request counters, the
+client-side rate limit, the server's clock skew, streaming download bodies, and the one
+boundary (``_api_errors``) where every httpx failure and error answer becomes a typed error of
+``containerfs.errors`` (keeping the original as ``__cause__``).
+
+The only module of containerfs that imports httpx; ``ApiClient`` (client.py) builds requests
+through it and never sees an httpx type at run time. Knows nothing about FUSE, inodes or caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import httpcore
+import httpx
+import trio
+
+from containerfs import __version__
+from containerfs.api.retrying import RateLimiter, parse_http_date, parse_retry_after
+from containerfs.config import ENDPOINTS, ApiConfig
+from containerfs.errors import ApiConnectionError, ApiError, ApiTimeout, error_class_for
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: What the client passes around without looking inside.
+Request = httpx.Request
+Response = httpx.Response
+#: A replacement transport (tests: ``httpx.MockTransport``, ``httpx.ASGITransport``).
+HttpTransport = httpx.AsyncBaseTransport
+
+#: Bytes per socket read for HTTP/1.1 responses. httpcore reads 64 KiB at a time, and the
+#: per-read cost then caps a streaming download near 0.7 GB/s on loopback; 1 MiB reads about
+#: double that (scripts/bench_client.py). httpcore has no per-connection option for it, so
+#: ``ApiClient`` raises its class attribute (never lowers it; a no-op if httpcore drops it).
+READ_SIZE = 1 << 20
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(?P<start>\d+)-(?P<end>\d+)/(?P<total>\d+|\*)")
+
+# httpx failure -> (our class, worth retrying, request may have been carried out).
+# First match wins, so the specific classes come before their bases.
+_TRANSPORT_ERRORS: tuple[tuple[type[httpx.TransportError], type[ApiError], bool, bool], ...] = (
+    (httpx.ConnectTimeout, ApiTimeout, True, False),
+    (httpx.PoolTimeout, ApiTimeout, True, False),
+    (httpx.TimeoutException, ApiTimeout, True, True),  # read/write timeout: sent, maybe done
+    (httpx.ConnectError, ApiConnectionError, True, False),
+    (httpx.UnsupportedProtocol, ApiConnectionError, False, False),
+    (httpx.LocalProtocolError, ApiConnectionError, False, False),
+    (httpx.TransportError, ApiConnectionError, True, True),  # reset, peer closed, proxy
+)
+
+
+@contextmanager
+def _api_errors(endpoint: str, *, now: Callable[[], float]) -> Iterator[None]:
+    """The one boundary where httpx failures become ``ApiError``s (``raise ... from exc``)."""
+    try:
+        yield
+    except httpx.HTTPStatusError as exc:
+        raise _status_error(exc.response, now=now()) from exc
+    except httpx.TransportError as exc:
+        api_class, retryable, ambiguous = next(
+            (c, r, a) for h, c, r, a in _TRANSPORT_ERRORS if isinstance(exc, h)
+        )
+        detail = str(exc) or type(exc).__name__
+        err = api_class(f"{endpoint}: {type(exc).__name__}: {detail}")
+        err.retryable, err.ambiguous = retryable, ambiguous
+        raise err from exc
+
+
+def _status_error(response: httpx.Response, *, now: float) -> ApiError:
+    """The typed error for an error answer, from its envelope (or its text when not JSON)."""
+    message, etype, param, code = "", None, None, None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    envelope = body.get("error") if isinstance(body, dict) else None
+    if isinstance(envelope, dict):
+        message = str(envelope.get("message") or "")
+        etype, param, code = (
+            str(v) if v is not None else None
+            for v in (envelope.get("type"), envelope.get("param"), envelope.get("code"))
+        )
+    elif isinstance(envelope, str):  # some proxies answer {"error": "text"}
+        message = envelope
+    if not message:
+        text = " ".join(response.text.split())[:200]
+        reason = response.reason_phrase or "error"
+        message = f"{reason}: {text}" if text else reason
+    cls = error_class_for(response.status_code, message)
+    return cls(
+        message,
+        status=response.status_code,
+        type=etype,
+        param=param,
+        code=code,
+        request_id=response.headers.get("x-request-id"),
+        retry_after=parse_retry_after(response.headers, now=now),
+    )
+
+
+class Download:
+    """One streaming ``GET …/content``: where its body starts, the file's size, its chunks."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        *,
+        start: int,
+        size: int | None,
+        on_bytes: Callable[[int], None],
+        now: Callable[[], float],
+    ) -> None:
+        self.start = start
+        self.size = size
+        self._response = response
+        self._on_bytes = on_bytes
+        self._now = now
+
+    def __repr__(self) -> str:
+        return f"<Download start={self.start} size={self.size}>"
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The raw body as it arrives; a broken stream raises ApiConnectionError/ApiTimeout."""
+        if self._response.is_stream_consumed:  # a transport that answered with bytes in hand
+            if self._response.content:
+                self._on_bytes(len(self._response.content))
+                yield self._response.content
+            return
+        with _api_errors("file_content", now=self._now):
+            async for chunk in self._response.aiter_raw():
+                self._on_bytes(len(chunk))
+                yield chunk
+
+
+def _download_window(response: httpx.Response, offset: int) -> tuple[int, int | None]:
+    """(start, size) of a content answer: 206 honours our Range, 200 starts at byte 0."""
+    length = response.headers.get("content-length")
+    if response.status_code == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        if match:
+            total = match["total"]
+            return int(match["start"]), (int(total) if total != "*" else None)
+        return offset, (int(length) + offset if length and length.isdigit() else None)
+    return 0, (int(length) if length and length.isdigit() else None)
+
+
+class Transport:
+    """One API endpoint over ``httpx.AsyncClient``: sends requests, counts them, maps errors."""
+
+    def __init__(
+        self,
+        config: ApiConfig,
+        *,
+        transport: HttpTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+        clock: Callable[[], float] = trio.current_time,
+        wallclock: Callable[[], float] | None = None,
+    ) -> None:
+        self._wallclock = wallclock or time.time
+        self._limiter = (
+            RateLimiter(config.rate_limit_per_minute, clock=clock, sleep=sleep)
+            if config.rate_limit_per_minute
+            else None
+        )
+        _raise_read_size(READ_SIZE)
+        # httpx logs every request at INFO
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        headers = {"User-Agent": f"containerfs/{__version__}", "Accept": "application/json"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        if config.organization:
+            headers["OpenAI-Organization"] = config.organization
+        if config.project:
+            headers["OpenAI-Project"] = config.project
+        timeout = httpx.Timeout(
+            connect=config.connect_timeout,
+            read=config.read_timeout,
+            write=config.read_timeout,
+            pool=config.read_timeout,
+        )
+        self._http = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0
+            ),
+            transport=transport,
+        )
+        self.requests: Counter[str] = Counter(dict.fromkeys(ENDPOINTS, 0))
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.skew = 0.0  # server clock minus ours, from the Date header
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def rate_limit_waits(self) -> tuple[int, float]:
+        """Waits for the rate limiter, and the seconds waited."""
+        if self._limiter is None:
+            return 0, 0.0
+        stats = self._limiter.statistics()
+        return stats.waits, stats.waited_seconds
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        files: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Request:
+        return self._http.build_request(
+            method, url, params=params, json=json, files=files, headers=headers
+        )
+
+    async def send(self, endpoint: str, request: Request, *, stream: bool) -> Response:
+        """One attempt; an error answer or a transport failure raises its ``ApiError``."""
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        self.requests[endpoint] += 1
+        length = request.headers.get("content-length")
+        self.bytes_up += int(length) if length and length.isdigit() else 0
+        with _api_errors(endpoint, now=self._wallclock):
+            response = await self._http.send(request, stream=stream)
+            self._note_date(response)
+            log.debug(
+                "%s %s %s -> %d", endpoint, request.method, request.url.path, response.status_code
+            )
+            if not response.is_success:
+                if stream:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                self.bytes_down += len(response.content)
+                response.raise_for_status()
+            if not stream:
+                self.bytes_down += len(response.content)
+        return response
+
+    @staticmethod
+    def parse(endpoint: str, response: Response, parse: Callable[[Response], T]) -> T:
+        """``parse(response)``; a malformed answer becomes an ``ApiError``."""
+        try:
+            return parse(response)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiError(
+                f"{endpoint}: malformed answer: {exc}",
+                status=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+            ) from exc
+
+    def download(self, response: Response, offset: int) -> Download:
+        """The body of a content answer to a request for the bytes from ``offset``."""
+        start, size = _download_window(response, offset)
+        return Download(
+            response, start=start, size=size, on_bytes=self._count_down, now=self._wallclock
+        )
+
+    def _note_date(self, response: Response) -> None:
+        date = response.headers.get("date")
+        when = parse_http_date(date) if date else None
+        if when is not None:
+            self.skew = when - self._wallclock()
+
+    def _count_down(self, n: int) -> None:
+        self.bytes_down += n
+
+
+def _raise_read_size(size: int) -> None:
+    conn = getattr(httpcore, "AsyncHTTP11Connection", None)
+    current = getattr(conn, "READ_NUM_BYTES", None)
+    if isinstance(current, int) and current < size:
+        conn.READ_NUM_BYTES = size  # type: ignore[union-attr]
+
+
+def json_body(response: Response) -> Any:
+    """The JSON object of an answer (ValueError when it is not one)."""
+    data = response.json()
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data

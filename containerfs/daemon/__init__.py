@@ -1,0 +1,1 @@
+"""The daemon: building the layers, the mount lifecycle, and the status snapshot."""

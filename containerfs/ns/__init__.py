@@ -1,0 +1,1 @@
+"""The namespace layer: inodes, listings and the names under which files are shown."""

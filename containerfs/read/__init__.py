@@ -1,0 +1,1 @@
+"""The read path: streaming downloads into the disk cache, served to read handles."""

@@ -1,0 +1,341 @@
+"""Downloads: one streaming GET per file version into its cache file.
+
+A ``Download`` is the background task the reader starts for a file it does not have: it
+streams the content into the entry's in-memory tail, resuming from the frontier after a
+retryable failure, while a flusher writes the tail to the cache file in ``pwritev`` batches in
+a worker thread; readers wait on the entry for the range they need. It sees the reader only
+through the narrow ``DownloadHost`` interface and counts into a ``DownloadCounters`` the reader
+reads for its statistics. Knows nothing about FUSE or HTTP. Layer: read path.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from containerfs.api.retrying import Backoff
+from containerfs.errors import ApiConnectionError, ApiError, CacheError, ContainerFsError
+from containerfs.models import ContainerId, FileId
+from containerfs.read.diskcache import DiskCache
+from containerfs.read.entries import Entry
+
+log = logging.getLogger(__name__)
+
+# pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
+_MAX_IOV = 512
+
+
+class DownloadStream(Protocol):
+    """One streaming GET of a file's content (``client.Download`` satisfies it)."""
+
+    @property
+    def start(self) -> int:
+        """Offset of the first byte ``chunks()`` yields (0 when the server ignored Range)."""
+        ...
+
+    @property
+    def size(self) -> int | None:
+        """Total size of the file, when the server said."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class ContentSource(Protocol):
+    """The part of ``ApiClient`` the read path uses."""
+
+    def download(
+        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
+    ) -> AbstractAsyncContextManager[DownloadStream]: ...
+
+
+class DownloadHost(Protocol):
+    """What a download needs from the reader that started it."""
+
+    def deletion_of(self, file_id: FileId) -> trio.Event | None:
+        """The pending deletion of an older cache file of the id, if any."""
+        ...
+
+    def detach(self, entry: Entry) -> None:
+        """Unindex a failed or cancelled entry and delete its files."""
+        ...
+
+    def size_learned(self, file_id: FileId, size: int) -> None: ...
+
+    def download_ended(self, entry: Entry) -> None:
+        """The download task is over (whatever its outcome): close and evict what is unused."""
+        ...
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    backoff: Backoff  # the delays between attempts of a broken stream
+    retries: int  # attempts after a failure without progress
+    flush_bytes: int
+    max_pending: int
+    recent_bytes: int
+
+
+@dataclass
+class DownloadCounters:
+    """Totals over all downloads of one reader (mutable: the downloads count into it)."""
+
+    completed: int = 0
+    failed: int = 0
+    retries: int = 0
+    bytes_fetched: int = 0
+
+
+class Download:
+    """One file version's download into its live entry."""
+
+    def __init__(
+        self,
+        entry: Entry,
+        *,
+        source: ContentSource,
+        host: DownloadHost,
+        settings: DownloadSettings,
+        counters: DownloadCounters,
+    ) -> None:
+        self._entry = entry
+        self._source = source
+        self._host = host
+        self._settings = settings
+        self._counters = counters
+
+    async def run(self) -> None:
+        """Download the entry (in the reader's nursery); every failure ends here."""
+        entry = self._entry
+        try:
+            with entry.cancel_scope:
+                try:
+                    await self._run()
+                except ContainerFsError as exc:
+                    self._fail(exc)
+                except OSError as exc:
+                    code = exc.errno or errno.EIO
+                    self._fail(CacheError(f"cache write failed: {exc}", errno_=code))
+                except Exception as exc:
+                    # a bug or an unmapped error must not take the whole mount down with it
+                    log.exception("download of %s crashed", entry.file_id)
+                    self._fail(CacheError(f"download failed: {exc!r}"))
+        finally:
+            entry.downloading = False
+            entry.sized.set()
+            if entry.error is None and not entry.settled.is_set():
+                # cancelled: invalidated, abandoned, or the mount is shutting down (this task
+                # runs in the reader's nursery, so it is still open for the deletion task)
+                entry.error = CacheError("download cancelled")
+                self._host.detach(entry)
+            entry.settled.set()
+            entry.fd_ready.set()
+            entry.wake_all()
+            # the entry may have become evictable just now (released while downloading)
+            self._host.download_ended(entry)
+
+    def _fail(self, exc: ContainerFsError) -> None:
+        entry = self._entry
+        log.warning("download of %s failed: %s", entry.file_id, exc)
+        self._counters.failed += 1
+        entry.error = exc
+        entry.wake_all()
+        self._host.detach(entry)
+
+    async def _run(self) -> None:
+        entry = self._entry
+        failure: ContainerFsError | None = None
+        began = time.monotonic()
+
+        async def stream(cancel: trio.CancelScope) -> None:
+            nonlocal failure
+            try:
+                await self._stream()
+            except ContainerFsError as exc:
+                failure = exc
+                cancel.cancel()
+            finally:
+                entry.stream_done = True
+                entry.flush_wanted.set()
+
+        async def flush(cancel: trio.CancelScope) -> None:
+            nonlocal failure
+            try:
+                # the GET is already on its way: the first bytes don't wait for this thread hop
+                pending_delete = self._host.deletion_of(entry.file_id)
+                if pending_delete is not None:
+                    await pending_delete.wait()
+                entry.fd = await trio.to_thread.run_sync(_create_data_file, entry.cache.data_path)
+                entry.fd_ready.set()
+                await self._flusher()
+            except OSError as exc:
+                failure = CacheError(f"cache write failed: {exc}", errno_=exc.errno or errno.EIO)
+                cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream, nursery.cancel_scope)
+            nursery.start_soon(flush, nursery.cancel_scope)
+        if failure is not None:
+            raise failure
+        size = entry.arrived
+        entry.cache.size = entry.cache.stored = size
+        entry.cache.complete = True
+        self._host.size_learned(entry.file_id, size)
+        if not entry.detached:
+            await trio.to_thread.run_sync(DiskCache.write_sidecar, entry.cache, entry.fd)
+        self._counters.completed += 1
+        entry.settled.set()
+        log.info(
+            "downloaded %s (%d bytes) in %.2f s", entry.file_id, size, time.monotonic() - began
+        )
+
+    async def _stream(self) -> None:
+        """Receive the whole content into the entry, resuming after retryable failures."""
+        entry = self._entry
+        failures = 0
+        delay = 0.0
+        while True:
+            offset = entry.arrived
+            try:
+                await self._receive(offset)
+            except ApiError as exc:
+                if entry.arrived > offset:  # progress: the count of failures starts again
+                    failures = 0
+                if not exc.retryable or failures >= self._settings.retries:
+                    raise
+                delay = self._settings.backoff.next_delay(delay if failures else None)
+                failures += 1
+                self._counters.retries += 1
+                log.info(
+                    "download of %s broke at %d (%s); retry %d in %.1fs",
+                    entry.file_id,
+                    entry.arrived,
+                    exc,
+                    failures,
+                    delay,
+                )
+                await trio.sleep(delay)
+                continue
+            entry.final_size = entry.arrived
+            entry.sized.set()
+            if entry.expected_size is not None and entry.expected_size != entry.final_size:
+                log.info(
+                    "%s: listed %d bytes, received %d",
+                    entry.file_id,
+                    entry.expected_size,
+                    entry.final_size,
+                )
+            entry.wake_all()
+            return
+
+    async def _receive(self, offset: int) -> None:
+        """One GET of the content from ``offset`` to its end, into the entry."""
+        entry = self._entry
+        async with self._source.download(
+            entry.container_id, entry.file_id, offset=offset
+        ) as download:
+            # the server may ignore Range (start 0): skip what we already have
+            skip = offset - download.start
+            if skip < 0:
+                raise ApiConnectionError(
+                    f"content started at {download.start}, past the requested {offset}"
+                )
+            if download.size is not None:
+                entry.stream_size = download.size
+                entry.sized.set()  # a caller learning the size needs no more than this
+            chunks = download.chunks()
+            try:
+                async for chunk in chunks:
+                    self._counters.bytes_fetched += len(chunk)
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk = chunk[skip:]
+                        skip = 0
+                    if chunk:
+                        await self._append(chunk)
+            finally:
+                # close an abandoned async generator now, inside the download's context,
+                # rather than whenever the garbage collector gets to it
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        if skip or (entry.stream_size is not None and entry.arrived < entry.stream_size):
+            raise ApiConnectionError("content stream ended early")
+
+    async def _append(self, chunk: bytes) -> None:
+        entry = self._entry
+        while entry.pending_bytes >= self._settings.max_pending:
+            entry.drained = trio.Event()
+            await entry.drained.wait()
+        entry.pending.append(chunk)
+        entry.pending_bytes += len(chunk)
+        if entry.pending_bytes >= self._settings.flush_bytes:
+            entry.flush_wanted.set()
+        entry.wake()
+
+    async def _flusher(self) -> None:
+        """Move the in-memory tail to the cache file in large batches, until the stream ends."""
+        entry = self._entry
+        """Move the in-memory tail to the cache file in large batches, until the stream ends."""
+        assert entry.fd is not None
+        fd = entry.fd
+        while True:
+            if entry.pending_bytes and (
+                entry.pending_bytes >= self._settings.flush_bytes or entry.stream_done
+            ):
+                batch = list(itertools.islice(entry.pending, _MAX_IOV))
+                entry.io += 1
+                try:
+                    await trio.to_thread.run_sync(_pwritev_all, fd, batch, entry.disk_end)
+                finally:
+                    entry.io -= 1
+                written = sum(len(seg) for seg in batch)
+                for _ in batch:
+                    entry.recent.append(entry.pending.popleft())
+                # disk_end and pending move together, with no checkpoint in between, so
+                # arrived (their sum) never goes backwards for a reader
+                entry.disk_end += written
+                entry.pending_bytes -= written
+                entry.recent_bytes += written
+                while (
+                    entry.recent
+                    and entry.recent_bytes - len(entry.recent[0]) >= self._settings.recent_bytes
+                ):
+                    entry.recent_bytes -= len(entry.recent.popleft())
+                entry.cache.stored = entry.disk_end
+                entry.drained.set()
+            elif entry.stream_done:
+                # complete: readers go to the cache file (and the page cache) from now on
+                entry.recent.clear()
+                entry.recent_bytes = 0
+                return
+            else:
+                entry.flush_wanted = trio.Event()
+                await entry.flush_wanted.wait()
+
+
+def _create_data_file(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+
+def _pwritev_all(fd: int, buffers: list[bytes], offset: int) -> None:
+    written = os.pwritev(fd, buffers, offset)
+    total = sum(len(b) for b in buffers)
+    if written < total:
+        rest = memoryview(b"".join(buffers))[written:]
+        while rest:
+            n = os.pwrite(fd, rest, offset + written)
+            written += n
+            rest = rest[n:]

@@ -1,0 +1,1 @@
+"""The write path: spool files, uploads at flush, the pending-upload queue, renames."""

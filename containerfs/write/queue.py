@@ -1,0 +1,376 @@
+"""The pending-upload queue: deferred uploads, retries with backoff, resuming a previous mount.
+
+A failed upload keeps its spool and its row in the state database; the queue's background loop
+(``UploadQueue.run``) tries it again at its own time, uploads deferred files once their grace
+period is over, and retries the deletes of superseded server files. ``resume`` re-queues what a
+previous mount left; ``drain`` uploads everything it can before a mount ends. The queue owns
+the deferred, failed, unresumed and orphan sets; it reaches the writer only through the
+``UploadHost`` interface. Knows nothing about FUSE or HTTP. Layer: write path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from containerfs.aio import in_thread
+from containerfs.api.retrying import Backoff
+from containerfs.errors import ApiError, ContainerFsError
+from containerfs.models import ContainerId, FileId
+from containerfs.ns.inodes import Node
+from containerfs.ns.namespace import Namespace
+from containerfs.state import PendingUpload, State
+from containerfs.write.spool import ServerId, Spool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Retry:
+    """When to try a failed upload (or delete) again, and why the last attempt failed."""
+
+    delay: float  # the wait before ``due``; doubled by every failure up to the cap
+    due: float  # trio time of the next attempt
+    error: str | None = None
+
+
+class UploadHost(Protocol):
+    """What the queue needs from the writer: its upload, flush and delete steps."""
+
+    def classify(self, node: Node) -> None: ...
+
+    async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool: ...
+
+    def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str: ...
+
+    async def upload_locked(self, node: Node, *, now: bool = False) -> None: ...
+
+    async def flush(self, node: Node, spool: Spool | None = None) -> None: ...
+
+    async def close_if_idle(self, node: Node) -> None: ...
+
+    async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None: ...
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    """One upload not done yet, as ``containerfs status`` shows it."""
+
+    container_id: str
+    path: str
+    bytes: int
+    state: str  # "deferred" or "failed"
+    error: str | None
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    pending: int  # failed uploads, and queued ones of a previous mount not resumed yet
+    deferred: int
+    orphans: int  # superseded server files not deleted yet
+
+
+class UploadQueue:
+    """The uploads not done yet, and when each is tried again."""
+
+    def __init__(
+        self,
+        host: UploadHost,
+        namespace: Namespace,
+        state: State,
+        *,
+        policy: Backoff,
+        defer_seconds: float,
+    ) -> None:
+        self._host = host
+        self._ns = namespace
+        self._state = state
+        self._policy = policy
+        self._defer_seconds = defer_seconds
+        self._later: dict[Node, float] = {}  # deferred node -> upload deadline
+        self._failed: dict[Node, Retry] = {}  # node -> when its upload is tried again
+        self._orphans: list[tuple[ContainerId, FileId]] = []  # superseded ids not yet deleted
+        self._orphans_retry = Retry(0.0, 0.0)
+        # queued uploads of a previous mount that could not be resumed yet (network down)
+        self._unresumed: dict[str, tuple[PendingUpload, list[ServerId], Retry]] = {}
+        self._wakeup = trio.Event()
+
+    @property
+    def policy(self) -> Backoff:
+        return self._policy
+
+    def set_policy(self, policy: Backoff) -> None:
+        """Retry with ``policy`` from the next failure on (tests shorten the delays)."""
+        self._policy = policy
+
+    # ---- what the writer tells the queue ----
+
+    def is_failed(self, node: Node) -> bool:
+        return node in self._failed
+
+    def defer(self, node: Node) -> None:
+        """Upload ``node`` once its grace period is over."""
+        self._later[node] = trio.current_time() + self._defer_seconds
+        self._wakeup.set()
+
+    def uploading(self, node: Node) -> None:
+        """An upload of ``node`` starts now: it is no longer deferred."""
+        self._later.pop(node, None)
+
+    def uploaded(self, node: Node) -> None:
+        """Nothing (left) to upload for ``node``."""
+        self._failed.pop(node, None)
+
+    def forget(self, node: Node) -> None:
+        """``node`` is gone or stays local: nothing of it is to be uploaded any more."""
+        self._failed.pop(node, None)
+        self._later.pop(node, None)
+
+    def failed(self, node: Node, err: Exception) -> None:
+        """An upload of ``node`` failed: try again after the next backoff delay."""
+        self._failed[node] = self.backoff(self._failed.get(node), err)
+        self._wakeup.set()
+
+    def orphan(self, cid: ContainerId, fid: FileId, err: Exception) -> None:
+        """A superseded id to delete later."""
+        self._orphans.append((cid, fid))
+        last = self._orphans_retry
+        if last.due <= trio.current_time():  # once per round of retries
+            self._orphans_retry = self.backoff(last if last.delay else None, err)
+        self._wakeup.set()
+
+    def backoff(self, last: Retry | None, err: Exception) -> Retry:
+        """The next attempt after a failure: the policy's base delay, doubling up to its cap.
+
+        An error that retrying cannot cure soon (an expired or deleted container, a refused
+        request) waits the longest delay at once.
+        """
+        if isinstance(err, ApiError) and not err.retryable:
+            delay = self._policy.cap
+        else:
+            delay = self._policy.next_delay(last.delay if last is not None else None)
+        return Retry(delay, trio.current_time() + delay, str(err))
+
+    def counts(self) -> QueueCounts:
+        return QueueCounts(
+            pending=len(self._failed) + len(self._unresumed),
+            deferred=len(self._later),
+            orphans=len(self._orphans),
+        )
+
+    def snapshot(self) -> list[PendingItem]:
+        """The uploads not done yet: deferred, failed, or queued by a previous mount."""
+        return [
+            PendingItem(
+                container_id=str(n.cid),
+                path=n.path,
+                bytes=n.spool.size if n.spool else 0,
+                state="deferred" if n in self._later else "failed",
+                error=self._failed[n].error if n in self._failed else None,
+            )
+            for n in [*self._failed, *self._later]
+        ] + [
+            PendingItem(
+                container_id=item.container_id,
+                path=item.path,
+                bytes=_size_of(item.spool),
+                state="failed",
+                error=retry.error,
+            )
+            for item, _, retry in self._unresumed.values()
+        ]
+
+    async def resume(self) -> None:
+        """Re-queue the uploads a previous mount did not finish."""
+        latest: dict[tuple[ContainerId, str], tuple[PendingUpload, list[ServerId]]] = {}
+        for item in await in_thread(self._state.pending):  # oldest first
+            if not item.spool.exists():
+                log.error("pending upload %s lost its spool file; dropping it", item.path)
+                await in_thread(self._state.drop_pending, item.id)
+                continue
+            # only the id it was recorded to replace: a file at its path now may be newer
+            replaces = [(item.container_id, item.old_file_id)] if item.old_file_id else []
+            key = (item.container_id, item.path)
+            if key in latest:
+                # two queued uploads of one path: the newer content wins, and replaces what
+                # the older one would have
+                older, older_replaces = latest[key]
+                await self._drop_item(older)
+                replaces += [f for f in older_replaces if f not in replaces]
+            latest[key] = (item, replaces)
+        for item, replaces in latest.values():
+            await self._resume_one(item, replaces, None)
+        self._wakeup.set()
+
+    async def _drop_item(self, item: PendingUpload) -> None:
+        log.info("dropping the superseded queued upload of %s/%s", item.container_id, item.path)
+        await in_thread(self._state.drop_pending, item.id)
+        await in_thread(item.spool.unlink, True)
+
+    async def _resume_one(
+        self, item: PendingUpload, replaces: list[ServerId], last: Retry | None
+    ) -> None:
+        self._unresumed.pop(item.id, None)
+        try:
+            node = await self._ns.restore(item.container_id, item.path)
+        except ContainerFsError as err:
+            log.warning("cannot resume upload of %s yet: %s", item.path, err)
+            self._unresumed[item.id] = (item, replaces, self.backoff(last, err))
+            return
+        if node.spool is not None:  # written again on this mount meanwhile: that is newer
+            await self._drop_item(item)
+            return
+        node.spool = await self._host.reopen(item, replaces)
+        self._ns.keep_local(node)
+        self._host.classify(node)
+        self._failed[node] = Retry(self._policy.base, trio.current_time())
+        log.info(
+            "resuming upload of %s/%s (%d bytes)", item.container_id, item.path, node.spool.size
+        )
+
+    async def _resume_due(self, *, everything: bool = False) -> None:
+        now = trio.current_time()
+        for item, replaces, retry in list(self._unresumed.values()):
+            if everything or retry.due <= now:
+                await self._resume_one(item, replaces, retry)
+
+    async def run(self) -> None:
+        """Upload deferred files when due and retry failed uploads at their own times.
+
+        ``_wakeup`` is set by changes from outside (a failed flush, a deferred close); the loop
+        renews it only after its own work, whose failures must not wake it again at once.
+        """
+        while True:
+            try:
+                await self._retry_due()
+            except Exception:  # never let the loop end: it would take the mount with it
+                log.exception("the background upload loop failed; carrying on")
+                await trio.sleep(self._policy.base)
+            self._wakeup = trio.Event()
+            with trio.move_on_after(self._next_delay()):
+                await self._wakeup.wait()
+
+    async def _retry_due(self) -> None:
+        await self._resume_due()
+        await self.upload_due()
+        now = trio.current_time()
+        due = [n for n, r in self._failed.items() if r.due <= now]
+        await self.retry_now(due, orphans=bool(self._orphans) and self._orphans_retry.due <= now)
+
+    def _next_delay(self) -> float:
+        dues = [r.due for r in self._failed.values()]
+        dues += self._later.values()
+        dues += [retry.due for _, _, retry in self._unresumed.values()]
+        if self._orphans:
+            dues.append(self._orphans_retry.due)
+        now = trio.current_time()
+        return max(0.0, min(dues, default=now + self._policy.cap) - now)
+
+    async def upload_due(self, *, everything: bool = False) -> None:
+        """Upload the deferred files whose grace period is over (or all of them)."""
+        now = trio.current_time()
+        for node, deadline in list(self._later.items()):
+            if node.gone or not node.deferred:
+                self._later.pop(node, None)
+            elif not everything and deadline <= now and node.opens > 0:
+                self._later[node] = now + self._defer_seconds  # reopened: wait for its close
+            elif (everything or deadline <= now) and node.opens == 0:
+                try:
+                    async with node.lock:
+                        await self._host.upload_locked(node, now=True)
+                except ApiError:
+                    continue
+                except Exception as err:
+                    self._unexpected(node, err)
+                    continue
+                await self._host.close_if_idle(node)
+
+    async def retry_now(self, nodes: Iterable[Node] | None = None, *, orphans: bool = True) -> None:
+        """Try every failed upload that nobody is writing to, and leftover deletes."""
+        for node in list(nodes if nodes is not None else self._failed):
+            if node.spool is not None and node.spool.writers > 0:
+                self._postpone(node)
+                continue  # its writer's own flush uploads it
+            try:
+                await self._host.flush(node)
+                self._postpone(node)
+                await self._host.close_if_idle(node)
+            except ApiError:
+                continue  # the failure scheduled its next attempt
+            except Exception as err:
+                self._unexpected(node, err)
+        if orphans:
+            left, self._orphans = self._orphans, []
+            for cid, fid in left:
+                try:
+                    await self._host.delete_quietly(cid, fid)
+                except Exception as err:
+                    log.error("deleting superseded %s/%s failed: %r", cid, fid, err, exc_info=err)
+                    self.orphan(cid, fid, err)
+            if not self._orphans:
+                self._orphans_retry = Retry(0.0, 0.0)
+
+    def _unexpected(self, node: Node, err: Exception) -> None:
+        """An error no upload should raise (a full disk, the state database): log it, and
+        try the node again later like a failed upload."""
+        log.error("retrying the upload of %s/%s failed: %r", node.cid, node.path, err, exc_info=err)
+        if not node.gone:
+            self._failed[node] = self.backoff(self._failed.get(node), err)
+
+    def _postpone(self, node: Node) -> None:
+        """A due node that was not tried: its next attempt is one delay away, not now again."""
+        entry = self._failed.get(node)
+        now = trio.current_time()
+        if entry is not None and entry.due <= now:
+            entry.due = now + max(entry.delay, self._policy.base)
+
+    async def drain(self, timeout: float) -> bool:
+        """Upload what is pending now, retrying until ``timeout``; True if nothing is left."""
+        with trio.move_on_after(timeout):
+            while True:
+                await self._resume_due(everything=True)
+                await self.upload_due(everything=True)
+                await self.retry_now()
+                if not (self._left() or self._orphans):
+                    break
+                await trio.sleep(min(1.0, self._policy.base))
+        await self._queue_unsaved()
+        return not self._left()
+
+    def _left(self) -> bool:
+        return bool(self._failed or self._unresumed or self._closed_deferred())
+
+    async def _queue_unsaved(self) -> None:
+        """Writers still open as the mount ends: queue their content, so that the next mount
+        uploads it (their close will never come)."""
+        for node in list(self._ns.local_nodes()):
+            spool = node.spool
+            if spool is None or not spool.dirty or node.local_only or node.gone or spool.closed:
+                continue
+            cid, path = node.cid, node.path
+            assert cid is not None
+            if spool.pending_id is None:
+                old = next((f for c, f in spool.replaces if c == cid), None)
+                spool.pending_id = await in_thread(self._host.record, spool, cid, path, old)
+            else:
+                await in_thread(os.fsync, spool.fd)
+            if node not in self._failed and node not in self._later:
+                delay = self._policy.base
+                self._failed[node] = Retry(delay, trio.current_time() + delay, "still open")
+
+    def _closed_deferred(self) -> list[Node]:
+        """Deferred files nobody has open: drain uploads them now."""
+        return [n for n in self._later if n.opens == 0]
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

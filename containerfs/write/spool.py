@@ -1,0 +1,135 @@
+"""Spools and the write path's ports: a node's local content (``Spool``) and its files in the
+state directory (``SpoolFiles``, all blocking I/O in worker threads), and the parts of the API
+client and the reader that the write path uses (``Uploader``, ``ContentFetcher``). Layer:
+write path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from containerfs.aio import in_thread
+from containerfs.models import ContainerFile, ContainerId, FileId
+from containerfs.state import PendingUpload, State
+
+# a server file: its container and id (a moved file may supersede ids of another container)
+ServerId = tuple[ContainerId, FileId]
+
+
+class Uploader(Protocol):
+    async def upload_file(
+        self, container_id: ContainerId, source: str | os.PathLike[str], *, filename: str
+    ) -> ContainerFile: ...
+
+    async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None: ...
+
+
+class ContentFetcher(Protocol):
+    async def fetch(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Path: ...
+
+    def unpin(self, file_id: FileId) -> None: ...
+
+    def invalidate(self, file_id: FileId) -> None: ...
+
+    async def adopt(self, file_id: FileId, source: Path) -> bool: ...
+
+
+@dataclass(eq=False)
+class Spool:
+    """A node's local content. ``version`` counts writes, so an upload knows if it is stale."""
+
+    path: Path
+    fd: int
+    size: int = 0
+    dirty: bool = False
+    version: int = 0
+    pending_id: str | None = None
+    replaces: list[ServerId] = field(default_factory=list)  # server files it supersedes
+    writers: int = 0  # open handles writing to it
+    closed: bool = False  # its fd is closed (discarded, or handed to the cache)
+
+
+class SpoolFiles:
+    """The spool files in the state directory: made, copied, reopened, written, discarded."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self._open = 0
+
+    @property
+    def open_count(self) -> int:
+        """Spools whose fd is open."""
+        return self._open
+
+    async def create(self, source: Path | None) -> Spool:
+        """A new spool file, empty or a copy of ``source``."""
+        path = self._state.new_spool_path()
+
+        def make() -> tuple[int, int]:
+            if source is not None:
+                shutil.copyfile(source, path)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            return fd, os.fstat(fd).st_size
+
+        fd, size = await in_thread(make)
+        self._open += 1
+        return Spool(path, fd, size)
+
+    def close(self, spool: Spool) -> int | None:
+        """Mark ``spool`` closed, once: the fd to close, or None if someone already did.
+
+        Called before the first await, so that two tasks (a release and an unlink racing)
+        never close the same fd twice: by then it may be another file's.
+        """
+        if spool.closed:
+            return None
+        fd, spool.fd, spool.closed = spool.fd, -1, True
+        self._open -= 1
+        return fd
+
+    async def discard(self, spool: Spool) -> None:
+        """Delete a spool nobody needs any more (and its pending upload, if any)."""
+        fd = self.close(spool)
+        if fd is None:
+            return
+        if spool.pending_id is not None:
+            pid, spool.pending_id = spool.pending_id, None
+            await in_thread(self._state.drop_pending, pid)
+
+        def remove() -> None:
+            try:
+                os.close(fd)
+            finally:
+                spool.path.unlink(missing_ok=True)
+
+        await in_thread(remove)
+
+    async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
+        """The spool of an upload a previous mount queued: dirty, and recorded as ``item``."""
+        fd = await in_thread(os.open, item.spool, os.O_RDWR)
+        size = os.fstat(fd).st_size
+        self._open += 1
+        return Spool(item.spool, fd, size, True, 1, item.id, replaces)
+
+    async def truncate(self, spool: Spool, size: int) -> None:
+        await in_thread(lambda: os.ftruncate(spool.fd, size))
+        spool.size = size
+        spool.dirty = True
+        spool.version += 1
+
+    async def write(self, spool: Spool, offset: int, data: bytes, *, append: bool = False) -> int:
+        if append:
+            offset = spool.size  # O_APPEND: the end of this writer's content
+        # grow before the await, so that concurrent appends get distinct offsets
+        spool.size = max(spool.size, offset + len(data))
+        written = await in_thread(lambda: os.pwrite(spool.fd, data, offset))
+        spool.dirty = True
+        spool.version += 1
+        return written
+
+    async def read(self, spool: Spool, offset: int, size: int) -> bytes:
+        return await in_thread(lambda: os.pread(spool.fd, size, offset))

@@ -1,0 +1,137 @@
+"""The status snapshot: what the daemon writes is what ``containerfs status`` reads, field for
+field, and a damaged status file is reported in one line, never a traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from containerfs.cli import main
+from containerfs.config import ClientStats
+from containerfs.daemon.mount import run_dir
+from containerfs.daemon.status import Status
+from containerfs.errors import StatusError
+from containerfs.fs.sizes import SizeStats
+from containerfs.ns.namespace import NamespaceStats
+from containerfs.read.reader import ReaderStats
+from containerfs.write.queue import PendingItem
+from containerfs.write.writer import WriterStats
+
+counts = st.integers(min_value=0, max_value=2**40)
+
+
+def _stats(cls: type, numbers: st.SearchStrategy[int] = counts) -> st.SearchStrategy[object]:
+    return st.builds(cls, **{f.name: numbers for f in dataclasses.fields(cls)})
+
+
+statuses = st.builds(
+    Status,
+    pid=counts,
+    mountpoint=st.text(),
+    endpoint=st.text(),
+    started=st.floats(min_value=0, max_value=2e9),
+    api=st.builds(
+        ClientStats,
+        requests=st.dictionaries(st.text(max_size=8), counts, max_size=4),
+        bytes_up=counts,
+        bytes_down=counts,
+        retries=counts,
+        errors=st.dictionaries(st.text(max_size=8), counts, max_size=4),
+        adopted=counts,
+        rate_limit_waits=counts,
+        rate_limit_wait_seconds=st.floats(min_value=0, max_value=1e6),
+    ),
+    cache=st.none() | _stats(ReaderStats),
+    writer=st.none() | _stats(WriterStats),
+    namespace=st.none() | _stats(NamespaceStats),
+    sizes=st.none() | _stats(SizeStats),
+    pending=st.lists(
+        st.builds(
+            PendingItem,
+            container_id=st.text(max_size=8),
+            path=st.text(max_size=8),
+            bytes=counts,
+            state=st.sampled_from(["deferred", "failed"]),
+            error=st.none() | st.text(max_size=8),
+        ),
+        max_size=3,
+    ).map(tuple),
+)
+
+
+@given(statuses)
+def test_a_status_reads_back_as_written(status: Status) -> None:
+    assert Status.from_json(status.to_json()) == status
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("{", "not JSON"),
+        ("[]", "expected an object"),
+        ('{"pid": 1}', "missing 'mountpoint'"),
+    ],
+)
+def test_a_damaged_status_file_raises_a_status_error(text: str, complaint: str) -> None:
+    with pytest.raises(StatusError, match=complaint):
+        Status.from_json(text)
+
+
+def test_a_field_of_the_wrong_type_is_named(tmp_path: Path) -> None:
+    data = json.loads(_status(pid=1).to_json())
+    data["cache"]["hits"] = "many"
+    with pytest.raises(StatusError, match=r"status\.cache\.hits: expected int"):
+        Status.from_json(json.dumps(data))
+
+
+def _status(*, pid: int) -> Status:
+    zero = {f.name: 0 for f in dataclasses.fields(ReaderStats)}
+    return Status(
+        pid=pid,
+        mountpoint="/m",
+        endpoint="http://api/v1",
+        started=0.0,
+        api=ClientStats({"list_files": 2}, 10, 20, 1, {}, 0, 0, 0.0),
+        cache=ReaderStats(**{**zero, "cache_bytes_used": 4096, "entries": 3, "hits": 5}),
+        writer=None,
+        namespace=None,
+        sizes=None,
+        pending=(PendingItem("cntr_1", "a.txt", 7, "failed", "HTTP 500"),),
+    )
+
+
+def _write_status(tmp_path: Path, text: str) -> Path:
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir(exist_ok=True)
+    rdir = run_dir(tmp_path / "state", mountpoint)
+    rdir.mkdir(parents=True, exist_ok=True)
+    (rdir / "status.json").write_text(text)
+    return mountpoint
+
+
+def test_status_shows_the_cache_use_the_daemon_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mountpoint = _write_status(tmp_path, _status(pid=os.getpid()).to_json())
+    assert main(["status", str(mountpoint), "--state-dir", str(tmp_path / "state")]) == 0
+    out = capsys.readouterr().out
+    assert "cache        4.0 KiB of 0 B in 3 entries, hits 5, misses 0" in out
+    assert "api calls    2  list_files=2" in out
+    assert "cntr_1/a.txt  7 B  failed  (HTTP 500)" in out
+
+
+def test_status_with_a_damaged_file_says_no_daemon_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mountpoint = _write_status(tmp_path, '{"pid": ' + str(os.getpid()) + "}")
+    assert main(["status", str(mountpoint), "--state-dir", str(tmp_path / "state")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"containerfs: no containerfs daemon serves {mountpoint}"
+    ]
