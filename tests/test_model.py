@@ -584,8 +584,8 @@ class FsMachine(RuleBasedStateMachine):
             for (c_, path), content in self.model.files.items():
                 if c_ == c:
                     model.setdefault(self._model_key(path), []).append(content)
-            for key in server.keys() | model.keys():
-                got, want = server.get(key, []), model.get(key, [])
+            for name in server.keys() | model.keys():
+                got, want = server.get(name, []), model.get(name, [])
                 for content in list(got):
                     if content in want:
                         got.remove(content)
@@ -593,7 +593,7 @@ class FsMachine(RuleBasedStateMachine):
                 corrupted += min(len(got), len(want))
                 lost += max(0, len(want) - len(got))
                 extra = max(0, len(got) - len(want))
-                if key in model:
+                if name in model:
                     duplicated += extra
                 else:
                     unexpected += extra
