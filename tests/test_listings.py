@@ -16,6 +16,7 @@ from test_namespace import CID, FakeClient, cfile
 from containerfs import paths
 from containerfs.models import ContainerFile, FileId
 from containerfs.ns.listings import Listing
+from containerfs.ns.memory import NameMemory
 from containerfs.ns.namespace import Namespace
 from containerfs.ns.overlay import DirTree
 from containerfs.state import State
@@ -29,10 +30,13 @@ _server_paths = st.builds(lambda d, n: f"/mnt/data/{d}{n}", _dirs, _names) | st.
     ["/etc/a", "/mnt/data/../a", "/mnt/a"]
 )
 _aliases = st.sampled_from(["a", "a/b", "b/a", "c", "a/c~x"])
+# display paths an upload through the mount writes
+_paths = st.builds(lambda d, n: f"{d}{n}", _dirs, _names)
 
-# one change to a listing: add (id, path, created_at), remove (id), or alias (id, path)
+# one change to a listing: an upload through the mount (id, display path it claims, created),
+# a delete (id), or an alias (id, path)
 _change = st.one_of(
-    st.tuples(st.just("add"), st.integers(0, 9), _server_paths, st.integers(0, 2)),
+    st.tuples(st.just("upload"), st.integers(0, 9), _paths, st.integers(0, 2)),
     st.tuples(st.just("remove"), st.integers(0, 9)),
     st.tuples(st.just("alias"), st.integers(0, 9), _aliases),
 )
@@ -52,31 +56,43 @@ def _shown(listing: Listing, dirs: set[str]) -> dict[str, ContainerFile]:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(_change, max_size=25))
-@example([("add", 1, "/mnt/data/a", 0), ("add", 2, "/mnt/data/a/b", 0)])  # file, then dir "a"
-@example([("add", 1, "/mnt/data/a/b", 0), ("add", 2, "/mnt/data/a", 0), ("remove", 1)])
-def test_a_patched_listing_shows_what_placing_its_files_afresh_shows(changes: list[Any]) -> None:
-    files: dict[FileId, ContainerFile] = {}
+@given(st.lists(_server_paths, max_size=8), st.lists(_change, max_size=25))
+@example([], [("upload", 1, "a", 0), ("upload", 2, "a/b", 0)])  # a file, then a dir of its name
+@example(["/mnt/data/a/b", "/mnt/data/a"], [("remove", 0), ("upload", 3, "a/b", 0)])
+def test_a_patched_listing_shows_what_placing_its_files_afresh_shows(
+    listed: list[str], changes: list[Any]
+) -> None:
+    files = {
+        f.id: f
+        for f in (ContainerFile(_fid(n), CID, p, 1, n, "user") for n, p in enumerate(listed))
+    }
     aliases: dict[FileId, str] = {}
-    listing = Listing([], root=paths.DATA_ROOT, aliases=aliases)
+    memory = NameMemory()
+    listing = Listing(CID, files.values(), root=paths.DATA_ROOT, aliases=aliases, memory=memory)
     for change in changes:
-        if change[0] == "add":
+        for d in ("", "a", "b", "c", "a/b", "c/a", "_outside/etc"):
+            listing.placed(d)  # settle between changes, as lookups do
+        if change[0] == "upload":
             _, n, path, created = change
-            f = ContainerFile(_fid(n), CID, path, 1, created, "user")
+            f = ContainerFile(_fid(n), CID, f"/mnt/data/{path}", 1, created, "user")
             files[f.id] = f
+            memory.claim(CID, f.id, path)  # as the namespace does for an upload
             listing.add(f)
         elif change[0] == "remove":
             files.pop(_fid(change[1]), None)
             listing.remove(_fid(change[1]))
-        else:
+            memory.forget(CID, _fid(change[1]))
+        elif _fid(change[1]) in files:
             aliases[_fid(change[1])] = change[2]
+            memory.claim(CID, _fid(change[1]), change[2])
             listing.refile(_fid(change[1]))
-        for d in ("", "a", "b", "c", "a/b", "c/a", "_outside/etc"):
-            listing.placed(d)  # settle the directories between changes, as lookups do
 
-    expected = paths.place_files(files.values(), aliases=aliases)
+    listing.placed("")
+    remembered = dict(memory.shown(CID))
+    expected = paths.place_files(files.values(), aliases=aliases, shown=remembered)
     dirs = {d for p in expected for d in paths.ancestors(p)}
     assert _shown(listing, dirs | {""}) == expected
+    assert remembered == {f.id: p for p, f in expected.items()}
     assert all(listing.is_dir(d) for d in dirs)
     assert not any(listing.is_dir(p) for p in expected)
     for d in dirs:
@@ -101,20 +117,20 @@ def test_a_directory_goes_when_its_last_file_goes() -> None:
 
 @pytest.fixture
 def placements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many entries each settling of one directory looked at."""
+    """How many files each placement of a whole listing looked at."""
     seen: list[int] = []
-    original = paths.place_dir
+    original = paths.place_files
 
-    def counting(entries: Any, subdirs: Any) -> dict[str, ContainerFile]:
-        entries = list(entries)
-        seen.append(len(entries))
-        return original(entries, subdirs)
+    def counting(files: Any, **kwargs: Any) -> dict[str, ContainerFile]:
+        files = list(files)
+        seen.append(len(files))
+        return original(files, **kwargs)
 
-    monkeypatch.setattr(paths, "place_dir", counting)
+    monkeypatch.setattr(paths, "place_files", counting)
     return seen
 
 
-async def test_lookups_and_readdir_settle_each_directory_once(
+async def test_one_placement_serves_every_lookup_and_readdir(
     tmp_path: Path, placements: list[int]
 ) -> None:
     client = FakeClient([cfile(i, f"/mnt/data/d{i % 4}/f{i}") for i in range(40)])
@@ -127,11 +143,11 @@ async def test_lookups_and_readdir_settle_each_directory_once(
             for name, _ in await ns.list_dir(d):
                 assert await ns.lookup(d, name) is not None
 
-    assert sorted(placements) == [0, 10, 10, 10, 10]  # the container's root, then each dir
+    assert placements == [40]
     assert client.listed == 1
 
 
-async def test_an_upload_resettles_only_its_own_directory(
+async def test_an_upload_and_a_delete_patch_the_listing_without_placing_it_again(
     tmp_path: Path, placements: list[int]
 ) -> None:
     client = FakeClient([cfile(i, f"/mnt/data/d{i % 4}/f{i}") for i in range(40)])
@@ -149,7 +165,7 @@ async def test_an_upload_resettles_only_its_own_directory(
     for d in dirs:
         await ns.list_dir(d)
 
-    assert placements == [10]  # d1 only: 10 files, one added, one gone
+    assert placements == []
     names = [name for name, _ in await ns.list_dir(dirs[1])]
     assert "new.txt" in names and "f5" not in names
     assert client.listed == 1

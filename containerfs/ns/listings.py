@@ -3,10 +3,11 @@ by the mount's own changes (``Listing``), and the TTL cache, fetch locks and rep
 that hold them (``Listings``). Layer: namespace.
 
 A container may hold 100,000 files: a lookup or a readdir must cost the entries of one
-directory, not the files of the container. So a listing keeps its files grouped by the
-directory they ask to be shown in, with the directories they imply (``DirTree``); the naming
-rules (``paths.place_dir``) settle one directory at a time, on first use, and again only when
-that directory changes.
+directory, not the files of the container. The naming rules (``paths.place_files``) run
+once per listing, with the name memory; their result is kept only as an index by directory
+(name -> file, and the directories, counted). The mount's own changes patch that index: a
+deleted file leaves its place (every other file keeps its remembered path), an uploaded file
+takes the path it claimed when that path is free; anything else places the listing again.
 """
 
 from __future__ import annotations
@@ -19,120 +20,134 @@ from cachetools import TTLCache
 
 from containerfs import paths
 from containerfs.models import ContainerFile, ContainerId, FileId
+from containerfs.ns.memory import NameMemory
 from containerfs.ns.overlay import DirTree
 
 
 class Listing:
-    """One container's files, by display directory.
+    """One container's files, placed by the naming rules and indexed by display directory.
 
     ``aliases`` is the namespace's record of where this container's files are shown (file id ->
-    display path), read here and never written; after changing one, call ``refile``.
+    display path), and ``memory`` where each was shown last: both read here; the placement is
+    written back to ``memory`` each time the listing is placed.
     """
 
-    __slots__ = ("_aliases", "_dirs", "_groups", "_names", "_parents", "_placed", "_root")
+    __slots__ = ("_aliases", "_cid", "_dirs", "_files", "_index", "_memory", "_root")
 
     def __init__(
-        self, files: Iterable[ContainerFile], *, root: str, aliases: Mapping[FileId, str]
+        self,
+        cid: ContainerId,
+        files: Iterable[ContainerFile],
+        *,
+        root: str,
+        aliases: Mapping[FileId, str],
+        memory: NameMemory,
     ) -> None:
+        self._cid = cid
         self._root = root
         self._aliases = aliases
-        # directory -> its files (those that ask to be shown there), by id
-        self._groups: dict[str, dict[FileId, ContainerFile]] = {}
-        # file id -> the directory it is grouped in (strings shared through ``_names``)
-        self._parents: dict[FileId, str] = {}
-        self._names: dict[str, str] = {}
+        self._memory = memory
+        self._files: dict[FileId, ContainerFile] = {f.id: f for f in files}
+        # directory -> name -> file, and the directories the files imply; None: to be placed
+        self._index: dict[str, dict[str, ContainerFile]] | None = None
         self._dirs = DirTree()
-        # directory -> name -> file, settled by the naming rules; dropped when it changes
-        self._placed: dict[str, dict[str, ContainerFile]] = {}
-        for f in files:
-            self.add(f)
 
     def __len__(self) -> int:
-        return len(self._parents)
+        return len(self._files)
 
     def files(self) -> Iterator[ContainerFile]:
-        for group in self._groups.values():
-            yield from group.values()
+        yield from self._files.values()
 
     # ---- changes ----------------------------------------------------------------------------
     def add(self, f: ContainerFile) -> None:
-        """``f`` is on the server now (a new file, or a new version of one listed)."""
+        """``f`` is on the server now: shown at the path it claimed (``NameMemory.claim``) when
+        that path is free, else the listing is placed again."""
         self.remove(f.id)
-        parent, name = posixpath.split(self._shown(f))
-        parent = self._names.setdefault(parent, parent)
-        self._groups.setdefault(parent, {})[f.id] = f
-        self._parents[f.id] = parent
-        placed = self._placed.get(parent)
-        if placed is not None and self._fits(placed, parent, name, f):
-            placed[name] = f  # a file copied into a large directory: no settling again
+        self._files[f.id] = f
+        path = self._memory.shown(self._cid).get(f.id)
+        if self._index is None:
+            return
+        if path is not None and self._free(path):
+            parent, name = posixpath.split(path)
+            self._index.setdefault(parent, {})[name] = f  # cp -r into a large directory
+            self._dirs.add(parent)
         else:
-            self._placed.pop(parent, None)
-        for up in self._dirs.add(parent):  # a new directory: its parent shows one more entry
-            self._placed.pop(up, None)
-
-    def _fits(
-        self, placed: Mapping[str, ContainerFile], parent: str, name: str, f: ContainerFile
-    ) -> bool:
-        """Whether ``f`` is shown at ``name`` beside a directory's settled files and changes
-        none of them: a name no file or directory shows, with no prefix to strip. (A prefixed
-        file that wanted this name would be shown at it already; one that could not have it
-        still cannot.)"""
-        return (
-            name not in placed
-            and name not in self._dirs.subdirs(parent)
-            and (f.id in self._aliases or paths.strip_prefix(name) is None)
-        )
+            self._unplace()
 
     def remove(self, fid: FileId) -> ContainerFile | None:
-        """The file ``fid`` is gone from the server; what it was, if listed."""
-        parent = self._parents.pop(fid, None)
-        if parent is None:
-            return None
-        group = self._groups[parent]
-        f = group.pop(fid)
-        if not group:
-            del self._groups[parent]
-            self._names.pop(parent, None)
-        self._placed.pop(parent, None)
-        for d in self._dirs.remove(parent):  # an emptied directory: its parent shows one fewer
-            self._placed.pop(d, None)
-            self._placed.pop(posixpath.dirname(d), None)
+        """``fid`` is gone from the server; what it was, if listed. The others keep their
+        paths, so only its own entry goes (call before the memory forgets it)."""
+        f = self._files.pop(fid, None)
+        if f is None or self._index is None:
+            return f
+        path = self._memory.shown(self._cid).get(fid)
+        parent, name = posixpath.split(path) if path is not None else ("", "")
+        entries = self._index.get(parent)
+        if path is None or entries is None or entries.get(name) is not f:
+            self._unplace()  # not where the memory says: place everything again
+            return f
+        del entries[name]
+        if not entries:
+            del self._index[parent]
+        self._dirs.remove(parent)
         return f
 
     def refile(self, fid: FileId) -> None:
-        """The alias of ``fid`` changed: show it where it asks to be shown now."""
-        f = self.remove(fid)
-        if f is not None:
-            self.add(f)
+        """The alias of ``fid`` changed: place the listing again."""
+        if fid in self._files:
+            self._unplace()
+
+    def _unplace(self) -> None:
+        self._index = None
+        self._dirs = DirTree()
+
+    def _free(self, path: str) -> bool:
+        """Whether a file can take ``path`` without moving any other: its directory exists
+        (so nothing above it is a file), and no file or directory is there."""
+        assert self._index is not None
+        parent, name = posixpath.split(path)
+        return (
+            parent in self._dirs
+            and name not in self._index.get(parent, {})
+            and (path not in self._dirs)
+        )
 
     # ---- queries: each costs the entries of one directory ------------------------------------
+    def _placed(self) -> dict[str, dict[str, ContainerFile]]:
+        if self._index is None:
+            placed = paths.place_files(
+                self._files.values(),
+                root=self._root,
+                aliases=self._aliases,
+                shown=self._memory.shown(self._cid),
+            )
+            self._memory.remember(self._cid, placed)
+            index: dict[str, dict[str, ContainerFile]] = {}
+            for path, f in placed.items():
+                parent, name = posixpath.split(path)
+                index.setdefault(parent, {})[name] = f
+                self._dirs.add(parent)
+            self._index = index
+        return self._index
+
     def is_dir(self, path: str) -> bool:
         """Whether the listed files imply a directory at ``path`` ("" always)."""
+        self._placed()
         return path in self._dirs
 
     def file(self, path: str) -> ContainerFile | None:
         """The file shown at display path ``path``, if any."""
         parent, name = posixpath.split(path)
-        return self.placed(parent).get(name)
+        return self._placed().get(parent, {}).get(name)
 
     def subdirs(self, path: str) -> set[str]:
         """The names of the directories directly under ``path`` (do not modify)."""
+        self._placed()
         return self._dirs.subdirs(path)
 
-    def placed(self, path: str) -> dict[str, ContainerFile]:
-        """Name -> file of the files shown in directory ``path``, settled once per change of
-        that directory (do not modify)."""
-        placed = self._placed.get(path)
-        if placed is None:
-            entries = [
-                (posixpath.basename(self._shown(f)), f, f.id in self._aliases)
-                for f in self._groups.get(path, {}).values()
-            ]
-            placed = self._placed[path] = paths.place_dir(entries, self._dirs.subdirs(path))
-        return placed
-
-    def _shown(self, f: ContainerFile) -> str:
-        return paths.shown_path(f, root=self._root, aliases=self._aliases)
+    def placed(self, path: str) -> Mapping[str, ContainerFile]:
+        """Name -> file of the files shown in directory ``path`` (do not modify)."""
+        return self._placed().get(path, {})
 
 
 class Listings:
@@ -143,8 +158,11 @@ class Listings:
     passed to ``get``.
     """
 
-    def __init__(self, *, root: str, ttl: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, *, root: str, ttl: float, clock: Callable[[], float], memory: NameMemory
+    ) -> None:
         self._root = root
+        self._memory = memory
         self._cache: TTLCache[ContainerId, Listing] = TTLCache(4096, ttl, timer=clock)
         self._locks: dict[ContainerId, trio.Lock] = {}
         # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
@@ -170,7 +188,7 @@ class Listings:
                 files = await fetch()
             finally:
                 del self._journal[cid]
-            listing = Listing(files, root=self._root, aliases=aliases)
+            listing = Listing(cid, files, root=self._root, aliases=aliases, memory=self._memory)
             for added, removed in journal:
                 if added is not None:
                     listing.add(added)
@@ -181,7 +199,7 @@ class Listings:
 
     def start_empty(self, cid: ContainerId, *, aliases: Mapping[FileId, str]) -> None:
         """A container made here: known to hold no file, without a listing call."""
-        self._cache[cid] = Listing((), root=self._root, aliases=aliases)
+        self._cache[cid] = Listing(cid, (), root=self._root, aliases=aliases, memory=self._memory)
 
     def invalidate(self, cid: ContainerId) -> None:
         self._cache.pop(cid, None)

@@ -38,6 +38,7 @@ from containerfs.ns.inodes import Kind as Kind
 from containerfs.ns.inodes import Node as Node
 from containerfs.ns.inodes import NodeIndex
 from containerfs.ns.listings import Listing, Listings
+from containerfs.ns.memory import NameMemory
 from containerfs.ns.overlay import Overlay
 from containerfs.state import State
 
@@ -105,7 +106,8 @@ class Namespace:
         self._by_key = NodeIndex()
         self._next_inode = ROOT_INODE + 1
         self._containers: TTLCache[str, dict[str, Container]] = TTLCache(1, ttl, timer=clock)
-        self._listings = Listings(root=root, ttl=ttl, clock=clock)
+        self._memory = NameMemory()  # where each file was shown: it keeps that path
+        self._listings = Listings(root=root, ttl=ttl, clock=clock, memory=self._memory)
         self._by_id: TTLCache[ContainerId, Container | None] = TTLCache(1024, ttl, timer=clock)
         # the containers last seen expired, kept past the TTL: asked for every stat
         self._expired: set[ContainerId] = set()
@@ -184,8 +186,12 @@ class Namespace:
                 return cached
             listed = [c async for c in self.client.list_containers()]
             self._stats.container_listings += 1
-            visible = [c for c in listed if self.show_expired or not c.expired]
-            by_name = names.container_dir_names(visible)
+            # named among all listed: a container's name does not change as others expire
+            by_name = {
+                name: c
+                for name, c in names.container_dir_names(listed).items()
+                if self.show_expired or not c.expired
+            }
             self._containers["all"] = by_name
             for c in listed:
                 self._saw(c.id, c)
@@ -261,7 +267,9 @@ class Namespace:
         if parent.kind is Kind.ROOT:
             by_name = await self.containers()
             c = by_name.get(name)
-            if c is None and name.startswith("cntr_"):
+            # no directory is named like another container's id: an id always resolves to
+            # its own container, listed or not
+            if c is None and names.looks_like_container_id(name):
                 c = await self.container(ContainerId(name))
                 if c is not None and c.expired and not self.show_expired:
                     c = None
@@ -387,15 +395,18 @@ class Namespace:
         cid = node.cid
         shown = names.relative_path(new.path, self.root)
         aliases = self._aliases.setdefault(cid, {})
-        if shown != node.path:
+        # recorded when the rules alone would show the file elsewhere after a remount
+        if shown != node.path or names.reserved_file_name(node.name):
             aliases[new.id] = node.path
             await in_thread(lambda: self.state.set_alias(cid, new.id, node.path))
         node.remote = new
         node.size_hint = None
+        self._memory.claim(cid, new.id, node.path)
         self._listings.added(cid, new)
 
     async def file_deleted(self, cid: ContainerId, fid: FileId) -> None:
-        self._listings.removed(cid, fid)
+        self._listings.removed(cid, fid)  # before the memory forgets where it was
+        self._memory.forget(cid, fid)
         if self._aliases.get(cid, {}).pop(fid, None) is not None:
             await in_thread(lambda: self.state.drop_alias(fid))
 
@@ -417,6 +428,7 @@ class Namespace:
     def show_at(self, node: Node, remote: ContainerFile, path: str) -> None:
         """Show a server file at ``path`` for this mount's life only (not recorded on disk)."""
         self._aliases.setdefault(remote.container_id, {})[remote.id] = path
+        self._memory.claim(remote.container_id, remote.id, path)
         self._listings.refile(remote.container_id, remote.id)
 
     async def descendant_files(self, node: Node) -> list[Node]:
@@ -483,6 +495,7 @@ class Namespace:
         self.invalidate_containers()
         self._listings.invalidate(cid)
         self._aliases.pop(cid, None)
+        self._memory.drop(cid)
         self._loaded.discard(cid)
         self._overlay.forget_dirs(cid)
         await in_thread(lambda: self.state.forget_container(cid))
