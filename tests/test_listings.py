@@ -50,8 +50,9 @@ def _shown(listing: Listing, dirs: set[str]) -> dict[str, ContainerFile]:
     """Display path -> file, read back directory by directory through the index."""
     out: dict[str, ContainerFile] = {}
     for d in dirs:
-        for name, f in listing.placed(d).items():
-            out[posixpath.join(d, name)] = f
+        for path, f in listing.placed(d).items():
+            assert posixpath.dirname(path) == d
+            out[path] = f
     return out
 
 

@@ -48,7 +48,9 @@ class Listing:
         self._aliases = aliases
         self._memory = memory
         self._files: dict[FileId, ContainerFile] = {f.id: f for f in files}
-        # directory -> name -> file, and the directories the files imply; None: to be placed
+        # directory -> display path -> file, and the directories the files imply; None: to be
+        # placed. Keyed by the whole path, the very string the name memory and the file's
+        # node hold: 100,000 files need one copy of their paths, not three
         self._index: dict[str, dict[str, ContainerFile]] | None = None
         self._dirs = DirTree()
 
@@ -68,8 +70,8 @@ class Listing:
         if self._index is None:
             return
         if path is not None and self._free(path):
-            parent, name = posixpath.split(path)
-            self._index.setdefault(parent, {})[name] = f  # cp -r into a large directory
+            parent = posixpath.dirname(path)
+            self._index.setdefault(parent, {})[path] = f  # cp -r into a large directory
             self._dirs.add(parent)
         else:
             self._unplace()
@@ -81,12 +83,12 @@ class Listing:
         if f is None or self._index is None:
             return f
         path = self._memory.shown(self._cid).get(fid)
-        parent, name = posixpath.split(path) if path is not None else ("", "")
+        parent = posixpath.dirname(path) if path is not None else ""
         entries = self._index.get(parent)
-        if path is None or entries is None or entries.get(name) is not f:
+        if path is None or entries is None or entries.get(path) is not f:
             self._unplace()  # not where the memory says: place everything again
             return f
-        del entries[name]
+        del entries[path]
         if not entries:
             del self._index[parent]
         self._dirs.remove(parent)
@@ -105,10 +107,10 @@ class Listing:
         """Whether a file can take ``path`` without moving any other: its directory exists
         (so nothing above it is a file), and no file or directory is there."""
         assert self._index is not None
-        parent, name = posixpath.split(path)
+        parent = posixpath.dirname(path)
         return (
             parent in self._dirs
-            and name not in self._index.get(parent, {})
+            and path not in self._index.get(parent, {})
             and (path not in self._dirs)
         )
 
@@ -124,8 +126,8 @@ class Listing:
             self._memory.remember(self._cid, placed)
             index: dict[str, dict[str, ContainerFile]] = {}
             for path, f in placed.items():
-                parent, name = posixpath.split(path)
-                index.setdefault(parent, {})[name] = f
+                parent = posixpath.dirname(path)
+                index.setdefault(parent, {})[path] = f
                 self._dirs.add(parent)
             self._index = index
         return self._index
@@ -137,8 +139,7 @@ class Listing:
 
     def file(self, path: str) -> ContainerFile | None:
         """The file shown at display path ``path``, if any."""
-        parent, name = posixpath.split(path)
-        return self._placed().get(parent, {}).get(name)
+        return self._placed().get(posixpath.dirname(path), {}).get(path)
 
     def subdirs(self, path: str) -> set[str]:
         """The names of the directories directly under ``path`` (do not modify)."""
@@ -146,7 +147,7 @@ class Listing:
         return self._dirs.subdirs(path)
 
     def placed(self, path: str) -> Mapping[str, ContainerFile]:
-        """Name -> file of the files shown in directory ``path`` (do not modify)."""
+        """Display path -> file of the files shown in directory ``path`` (do not modify)."""
         return self._placed().get(path, {})
 
 

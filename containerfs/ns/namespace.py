@@ -320,8 +320,8 @@ class Namespace:
         for names_of in (listing.subdirs, lambda d: self._overlay.subdirs(cid, d)):
             for name in names_of(node.path):
                 entries[name] = self._get_or_make(Kind.DIR, cid, prefix + name)
-        for name, f in listing.placed(node.path).items():
-            entries[name] = self._file_node(cid, prefix + name, f)
+        for path, f in listing.placed(node.path).items():
+            entries[path[len(prefix) :]] = self._file_node(cid, path, f)
         entries.update(self._overlay.files_in(cid, node.path))
         return sorted(entries.items())
 
