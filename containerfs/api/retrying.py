@@ -1,5 +1,6 @@
 """Retry policy for the API client: backoff with full jitter, `retry-after` parsing, a
-client-side request-rate limiter, and the rules for recognising what an ambiguous create
+client-side request-rate limiter, what counts as progress and how long a call may go without
+it (``ProgressPolicy``, ``Patience``), and the rules for recognising what an ambiguous create
 left on the server. Pure policy over injected clocks; no HTTP, no FUSE.
 """
 
@@ -9,7 +10,8 @@ import email.utils
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,83 @@ class Backoff:
         if last is None:
             return self.base
         return min(max(last, self.base) * 2, self.cap)
+
+
+@dataclass(frozen=True)
+class ProgressPolicy:
+    """What counts as progress, and how long a call may go without it.
+
+    A transfer makes progress while at least ``window * min_rate`` bytes move (up or down) in
+    every ``window`` seconds: a server that sends nothing is cut after ``window`` seconds, and
+    so is one that trickles (1 byte every 20 s never fills a window), while a transfer of any
+    size at any rate above ``min_rate`` is never cut. A rate over a window, rather than an
+    overall deadline proportional to the size, because the size is often unknown (files
+    listed with ``bytes: null``) and a deadline sized for a slow link would let a stall on a
+    fast one run for ever.
+
+    ``budget``: how long one call, its retries and their delays included, may go without
+    progress before it gives up, so that retries never multiply the wait.
+    """
+
+    window: float
+    min_rate: float  # bytes a second
+    budget: float
+
+    @property
+    def quota(self) -> int:
+        """Bytes that must move in one window."""
+        return max(1, int(self.window * self.min_rate))
+
+
+class Patience:
+    """The progress deadline of one logical call: a request with its retries, a paginated
+    listing, a download with its resumes. Not shared between concurrent tasks.
+
+    Each attempt (``begin``) gets a window; bytes moved count towards the window's quota
+    (``moved``), and a full quota opens a new window and renews the budget. ``time_left`` is
+    what the attempt in flight may still wait; ``remaining`` what is left of the budget, which
+    a retry must not outlast.
+    """
+
+    def __init__(self, policy: ProgressPolicy, *, clock: Callable[[], float]) -> None:
+        self.policy = policy
+        self._clock = clock
+        now = clock()
+        self._mark = now  # the last progress (or the start): the budget runs from here
+        self._window = now  # the start of the current window of the attempt in flight
+        self._moved = 0  # bytes moved in the current window
+
+    def begin(self) -> None:
+        """An attempt starts, or its answer arrived: a new window (the budget runs on)."""
+        self._window = self._clock()
+        self._moved = 0
+
+    def moved(self, n: int) -> None:
+        self._moved += n
+        if self._moved >= self.policy.quota:
+            self._mark = self._window = self._clock()
+            self._moved = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """The caller holds the transfer (a chunk waits for the disk): that time is not the
+        server's, and the window and the budget are moved on by it."""
+        start = self._clock()
+        try:
+            yield
+        finally:
+            held = self._clock() - start
+            self._window += held
+            self._mark += held
+
+    def time_left(self) -> float:
+        """Seconds the attempt in flight may wait for its next quota of bytes."""
+        end = min(self._window + self.policy.window, self._mark + self.policy.budget)
+        return end - self._clock()
+
+    def remaining(self) -> float:
+        """Seconds left of the budget (<= 0: the call gives up)."""
+        return self._mark + self.policy.budget - self._clock()
 
 
 @dataclass(frozen=True)
