@@ -16,7 +16,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from containerfs.api.retrying import Backoff
+from containerfs.api.retrying import Backoff, Patience
 from containerfs.errors import ApiConnectionError, ApiError, NotFound
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import entry_name
@@ -99,7 +99,12 @@ class FakeSource:
         yield FakeStream(self, file_id, start, data)
 
     def download(
-        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
+        self,
+        container_id: ContainerId,
+        file_id: FileId,
+        *,
+        offset: int = 0,
+        patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[DownloadStream]:
         return self._download(file_id, offset)
 

@@ -48,6 +48,7 @@ async def build_layers(
         max_size=cfg.cache_max_size,
         nursery=nursery,
         retry=download_retry,
+        progress=cfg.api.progress,
     )
     ns = Namespace(
         client,
