@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from containerfs.config import IO_TIMEOUT
 from containerfs.errors import ApiConnectionError, AuthenticationError, ContainerFsError
 
 if TYPE_CHECKING:
@@ -131,6 +132,14 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long unmount waits for pending uploads",
     )
+    p.add_argument(
+        "--io-timeout",
+        type=_positive,
+        default=IO_TIMEOUT,
+        metavar="SECONDS",
+        help="cut a request that moves less than 1 KiB/s for this long; an operation waiting"
+        f" on the server fails with EIO after at most twice this (default {IO_TIMEOUT:g})",
+    )
     p.add_argument("--allow-other", action="store_true")
     p.add_argument(
         "-o",
@@ -190,7 +199,7 @@ def _setup_logging(level: str) -> None:
 def _mount_config(args: argparse.Namespace) -> Any:
     from containerfs.config import DEFAULT_LOCAL_ONLY, ApiConfig, MountConfig
 
-    api = ApiConfig.from_env(rate_limit_per_minute=args.rate_limit)
+    api = ApiConfig.from_env(rate_limit_per_minute=args.rate_limit, io_timeout=args.io_timeout)
     state_dir = args.state_dir or default_state_dir()
     options = tuple(o for opts in args.options for o in opts.split(",") if o)
     return MountConfig(
