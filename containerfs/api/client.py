@@ -49,8 +49,8 @@ class ApiClient:
 
     Every call is retried (backoff with full jitter, or the server's ``retry-after-ms`` /
     ``retry-after``) on 408/409/429/5xx answers and on connection failures and timeouts, up
-    to ``max_retries``, and never past its ``Patience``: a call (a listing with all its pages,
-    a download with its resumes) that goes two io-timeouts without progress gives up, its
+    to ``max_retries``, and never past its ``Patience``: a call (a download with its resumes,
+    an upload with its recovery) that goes two io-timeouts without progress gives up, its
     retries and their delays included; a transfer that makes progress is never cut.
     Creates (``create_container``, ``upload_file``) are not idempotent:
     they are retried freely when the server refused (an error status) or nothing was sent
@@ -128,16 +128,15 @@ class ApiClient:
     async def list_containers(
         self, *, name: str | None = None, order: str = "asc", patience: Patience | None = None
     ) -> AsyncGenerator[Container, None]:
-        """Every container (optionally only those named ``name``), following ``after``; all
-        pages within one ``patience``.
+        """Every container (optionally only those named ``name``), following ``after``. Each
+        page is a call of its own, unless they share the caller's ``patience``.
 
         A caller that stops early should close the generator (``contextlib.aclosing``).
         """
-        shared = patience or self.patience()
 
         async def page(after: str | None) -> Page[Container]:
             return await self.list_containers_page(
-                after=after, order=order, name=name, patience=shared
+                after=after, order=order, name=name, patience=patience
             )
 
         async with aclosing(_paginate(page)) as items:
@@ -216,15 +215,16 @@ class ApiClient:
     async def list_files(
         self, container_id: ContainerId, *, order: str = "asc", patience: Patience | None = None
     ) -> AsyncGenerator[ContainerFile, None]:
-        """Every file of a container, following ``after``; all pages within one ``patience``.
+        """Every file of a container, following ``after``. Each page is a call of its own
+        (a page is smaller than a window's quota: pages are not progress of one another),
+        unless they share the caller's ``patience``.
 
         A caller that stops early should close the generator (``contextlib.aclosing``).
         """
-        shared = patience or self.patience()
 
         async def page(after: str | None) -> Page[ContainerFile]:
             return await self.list_files_page(
-                container_id, after=after, order=order, patience=shared
+                container_id, after=after, order=order, patience=patience
             )
 
         async with aclosing(_paginate(page)) as items:

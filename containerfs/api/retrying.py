@@ -110,54 +110,67 @@ class ProgressPolicy:
 
 
 class Patience:
-    """The progress deadline of one logical call: a request with its retries, a paginated
-    listing, a download with its resumes. Not shared between concurrent tasks.
+    """The progress deadline of one logical call: a request with its retries, a download with
+    its resumes, an upload with the listing that looks for what a lost attempt left. Used by
+    one task at a time.
 
-    Each attempt (``begin``) gets a window; bytes moved count towards the window's quota
-    (``moved``), and a full quota opens a new window and renews the budget. ``time_left`` is
-    what the attempt in flight may still wait; ``remaining`` what is left of the budget, which
-    a retry must not outlast.
+    Time runs in periods. A period that moves a quota of bytes was productive: a new period
+    starts, and the budget is renewed when the bytes were new (an answer's, or a request's
+    beyond what an earlier attempt already sent: a resent upload keeps its attempt alive but
+    is no progress of the call). A period that ends otherwise (an attempt cut, an answer
+    arriving, a delay before a retry) was spent waiting: it counts against the budget.
     """
 
     def __init__(self, policy: ProgressPolicy, *, clock: Callable[[], float]) -> None:
         self.policy = policy
         self._clock = clock
-        now = clock()
-        self._mark = now  # the last progress (or the start): the budget runs from here
-        self._window = now  # the start of the current window of the attempt in flight
-        self._moved = 0  # bytes moved in the current window
+        self._period = clock()  # the start of the current period
+        self._moved = 0  # bytes moved in the current period
+        self._waited = 0.0  # time spent without progress in earlier periods
+        self._sent = 0  # request bytes the attempt in flight has sent
+        self._sent_before = 0  # the most an earlier attempt sent
 
-    def begin(self) -> None:
-        """An attempt starts, or its answer arrived: a new window (the budget runs on)."""
-        self._window = self._clock()
-        self._moved = 0
+    def begin(self, *, attempt: bool = False) -> None:
+        """A new period: an ``attempt`` starts, its request was sent, or its answer came."""
+        now = self._clock()
+        self._waited += now - self._period
+        self._period, self._moved = now, 0
+        if attempt:
+            self._sent_before = max(self._sent_before, self._sent)
+            self._sent = 0
 
-    def moved(self, n: int) -> None:
+    def sent(self, n: int) -> None:
+        self._sent += n
+        self._count(n, new=self._sent > self._sent_before)
+
+    def received(self, n: int) -> None:
+        self._count(n, new=True)
+
+    def _count(self, n: int, *, new: bool) -> None:
         self._moved += n
         if self._moved >= self.policy.quota:
-            self._mark = self._window = self._clock()
-            self._moved = 0
+            self._period, self._moved = self._clock(), 0
+            if new:
+                self._waited = 0.0
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        """The caller holds the transfer (a chunk waits for the disk): that time is not the
-        server's, and the window and the budget are moved on by it."""
+        """The caller holds the transfer (a chunk waits for the disk): that time is neither
+        the server's nor a wait, and the current period is moved on by it."""
         start = self._clock()
         try:
             yield
         finally:
-            held = self._clock() - start
-            self._window += held
-            self._mark += held
+            self._period += self._clock() - start
 
     def time_left(self) -> float:
         """Seconds the attempt in flight may wait for its next quota of bytes."""
-        end = min(self._window + self.policy.window, self._mark + self.policy.budget)
-        return end - self._clock()
+        allowed = min(self.policy.window, self.policy.budget - self._waited)
+        return allowed - (self._clock() - self._period)
 
     def remaining(self) -> float:
         """Seconds left of the budget (<= 0: the call gives up)."""
-        return self._mark + self.policy.budget - self._clock()
+        return self.policy.budget - self._waited - (self._clock() - self._period)
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,7 @@ class _RequestBody(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self.started = True
         async for chunk in self._inner:
-            self._patience.moved(len(chunk))
+            self._patience.sent(len(chunk))
             self._renew()
             yield chunk
         self.done = True
@@ -200,7 +200,7 @@ class _ResponseBody(httpx.AsyncByteStream):
                         return
                 if scope.cancelled_caught:
                     raise self._deadlines.cut(self._patience, httpx.ReadTimeout)
-                self._patience.moved(len(chunk))
+                self._patience.received(len(chunk))
                 with self._patience.held():
                     yield chunk
         finally:
@@ -350,7 +350,7 @@ class Transport:
         self.bytes_up += int(length) if length and length.isdigit() else 0
         body = _RequestBody(request.stream, patience)
         request.stream = body
-        patience.begin()
+        patience.begin(attempt=True)
         with _api_errors(endpoint, now=self._wallclock):
             with self._deadlines.watch(patience) as scope:
                 body.scope = scope
