@@ -231,8 +231,9 @@ class Daemon:
                 log.error("unmounting with uploads still pending; the next mount resumes them")
         # a read or a listing waiting on a stalled server fails now (EIO), not at its deadline
         self.client.abort()
-        pyfuse3.terminate()
-        fuse.deadline = trio.current_time() + SHUTDOWN_GRACE
+        if not fuse.cancel_called:  # the FUSE loop still runs (not unmounted meanwhile)
+            pyfuse3.terminate()
+            fuse.deadline = trio.current_time() + SHUTDOWN_GRACE
 
     async def serve(self, *, ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
@@ -267,6 +268,7 @@ class Daemon:
                         if ready is not None:
                             ready()
                         await pyfuse3.main()
+                        fuse.cancel()  # ended (unmounted): a later shutdown leaves it alone
                     if fuse.cancelled_caught:
                         log.error("handlers still busy %g s after unmounting began", SHUTDOWN_GRACE)
                 finally:
