@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from containerfs.api.client import ApiClient, ApiConfig
 from containerfs.config import DOWNLOAD_BACKOFF, progress_policy
@@ -304,6 +305,15 @@ def stalled_content(*, headers: bool) -> Handler:
     return handler
 
 
+@pytest.fixture
+def patient_clock(mock_clock: trio.testing.MockClock) -> trio.testing.MockClock:
+    """Virtual time for the reader, which works in threads too (its cache files): the clock
+    jumps only after 0.3 s with nothing to do, never while a thread is at work,
+    which would make every deadline come at once."""
+    mock_clock.autojump_threshold = 0.3
+    return mock_clock
+
+
 async def make_reader(client: ApiClient, tmp_path: Path, nursery: trio.Nursery) -> Reader:
     return await Reader.create(
         client,
@@ -316,7 +326,7 @@ async def make_reader(client: ApiClient, tmp_path: Path, nursery: trio.Nursery) 
 
 
 async def test_a_read_waiting_on_a_stalled_download_fails_within_two_io_timeouts(
-    autojump_clock: trio.abc.Clock, tmp_path: Path
+    patient_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:
     async with make_client(stalled_content(headers=True)) as client, trio.open_nursery() as n:
         reader = await make_reader(client, tmp_path, n)
@@ -332,7 +342,7 @@ async def test_a_read_waiting_on_a_stalled_download_fails_within_two_io_timeouts
 
 
 async def test_learning_a_size_from_a_server_that_never_answers_fails_within_two_io_timeouts(
-    autojump_clock: trio.abc.Clock, tmp_path: Path
+    patient_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:
     async with make_client(stalled_content(headers=False)) as client, trio.open_nursery() as n:
         reader = await make_reader(client, tmp_path, n)
