@@ -468,7 +468,10 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
         child = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
-    deadline = time.monotonic() + 60
+    # the child's credentials check gives up after two io-timeouts on a stalled server: wait
+    # longer than that, so that its own one-line error is what the user reads
+    wait = max(60.0, 2 * args.io_timeout + 10)
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         entry = mounttable.find_mount(args.mountpoint)
         if entry is not None and entry.fstype == mounttable.FSTYPE:
@@ -482,7 +485,9 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
             raise CliError(f"{last or f'mount failed (exit {code})'} (log: {logfile})", code or 1)
         time.sleep(0.05)
     child.terminate()
-    raise CliError(f"mount of {args.mountpoint} did not come up within 60 s (log: {logfile})")
+    raise CliError(
+        f"mount of {args.mountpoint} did not come up within {wait:.0f} s (log: {logfile})"
+    )
 
 
 def _run_dir(mountpoint: Path, state_dir: Path | None) -> Path:

@@ -144,3 +144,22 @@ def test_unmount_while_requests_hang_ends_in_time_and_keeps_what_was_written(
         uploaded = [fid for name, fid in hostile.files(slow).items() if name.endswith("new.txt")]
     assert len(uploaded) == 1, again.log_text()[-2000:]
     assert hostile.content(slow, uploaded[0]) == b"n" * 1000
+
+
+def test_mounting_against_a_stalled_server_fails_with_one_line_in_time(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    hostile.proxy.add(Rule(r"^/v1/containers$", Stall(), method="GET"))  # the credentials check
+    mountpoint = tmp_path / "never"
+    mountpoint.mkdir()
+    env = mount_env(hostile.emu, OPENAI_BASE_URL=hostile.proxy.base_url)
+    dirs = ["--state-dir", str(tmp_path / "never-state"), "--cache-dir", str(tmp_path / "cache")]
+    argv = [sys.executable, "-m", "containerfs", "mount", str(mountpoint), "--io-timeout", IO]
+    try:
+        done = subprocess.run([*argv, *dirs], env=env, capture_output=True, text=True, timeout=30)
+    finally:
+        if is_mounted(mountpoint):
+            subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert "cannot mount" in lines[0] and "did not come up" not in lines[0], lines[0]
