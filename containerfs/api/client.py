@@ -410,7 +410,6 @@ class ApiClient:
         json: Any = None,
         gone_ok: bool = False,
         idempotent: bool = True,
-        patience: Patience | None = None,
     ) -> Any:
         return await self._call(
             endpoint,
@@ -418,7 +417,6 @@ class ApiClient:
             json_body,
             idempotent=idempotent,
             on_gone=(lambda: None) if gone_ok else None,
-            patience=patience,
         )
 
     async def _call(

@@ -1,6 +1,6 @@
 """The httpx edge of the API layer: the one ``httpx.AsyncClient``, request counters, the
 client-side rate limit, the server's clock skew, streaming download bodies, the progress
-deadlines of every request (``_Deadlines``, between httpx's client and its transport), and the
+deadlines of every request (``_Deadlines``, around each request's body and its answer), and the
 one boundary (``_api_errors``) where every httpx failure and error answer becomes a typed error
 of ``containerfs.errors`` (keeping the original as ``__cause__``).
 
@@ -147,13 +147,15 @@ class _Deadlines:
         finally:
             self._scopes.discard(scope)
 
-    def cut(self, patience: Patience, timeout: type[httpx.TimeoutException]) -> Exception:
+    def cut(
+        self, patience: Patience, timeout: type[httpx.TimeoutException], *, answered: bool
+    ) -> Exception:
         if self.aborted:
             return ApiAborted("the mount is ending: request cancelled")
         policy = patience.policy
-        if timeout is httpx.ReadTimeout:
+        if answered:
             return timeout(f"less than {policy.quota} bytes in {policy.window:g} s")
-        return timeout(f"no progress in {policy.window:g} s")
+        return timeout(f"no answer and no progress in {policy.window:g} s")
 
 
 class _RequestBody(httpx.AsyncByteStream):
@@ -200,7 +202,7 @@ class _ResponseBody(httpx.AsyncByteStream):
                     except StopAsyncIteration:
                         return
                 if scope.cancelled_caught:
-                    raise self._deadlines.cut(self._patience, httpx.ReadTimeout)
+                    raise self._deadlines.cut(self._patience, httpx.ReadTimeout, answered=True)
                 self._patience.received(len(chunk))
                 with self._patience.held():
                     yield chunk
@@ -385,8 +387,10 @@ class Transport:
                 response = await self._http.send(request, stream=True)
             if scope.cancelled_caught:
                 # nothing sent yet: safe to send again; else the server may have acted on it
-                kind = httpx.ReadTimeout if body.done else httpx.WriteTimeout
-                raise self._deadlines.cut(patience, kind if body.started else httpx.ConnectTimeout)
+                kind: type[httpx.TimeoutException] = httpx.ConnectTimeout
+                if body.started:
+                    kind = httpx.ReadTimeout if body.done else httpx.WriteTimeout
+                raise self._deadlines.cut(patience, kind, answered=False)
             patience.begin()  # the answer came: its body gets a window of its own
             response.stream = _ResponseBody(response.stream, self._deadlines, patience)
             self._note_date(response)
