@@ -15,10 +15,10 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
-import trio
 from cachetools import TTLCache
 
 from containerfs import paths
+from containerfs.aio import FetchGate
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.memory import NameMemory
 from containerfs.ns.overlay import DirTree
@@ -165,7 +165,8 @@ class Listings:
         self._root = root
         self._memory = memory
         self._cache: TTLCache[ContainerId, Listing] = TTLCache(4096, ttl, timer=clock)
-        self._locks: dict[ContainerId, trio.Lock] = {}
+        # one listing call at a time per container; a failed one fails its waiters too
+        self._fetching = FetchGate()
         # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
         self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
 
@@ -176,9 +177,9 @@ class Listings:
         *,
         aliases: Mapping[FileId, str],
     ) -> Listing:
-        """The cached listing of ``cid``, or a fresh one from ``fetch`` (held under the
-        container's fetch lock: concurrent lookups share one fetch)."""
-        async with self._locks.setdefault(cid, trio.Lock()):
+        """The cached listing of ``cid``, or a fresh one from ``fetch`` (behind the
+        container's fetch gate: concurrent lookups share one fetch, and its failure)."""
+        async with self._fetching(cid):
             listing = self._cache.get(cid)
             if listing is not None:
                 return listing
