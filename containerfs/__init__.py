@@ -10,10 +10,12 @@ walks the import graph, ``tests/test_layout.py``):
   ``pyfuse3.Operations``), ``handles`` (open files and directories), ``attrs`` (stat,
   xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
   any is shown). Only ``fs/`` and ``daemon/`` import pyfuse3.
-- ``ns/``: the namespace: ``inodes`` (``Node``, its key, ``Attrs``), ``listings`` (one
-  container's files as listed, patched by own changes), ``memory`` (the path each file was
-  shown at: it keeps it), ``namespace`` (lookups, readdir, TTL caches, names, aliases, the
-  local overlay).
+- ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, ``Attrs``), ``listings``
+  (one container's files as listed, placed once and indexed by directory, patched by own
+  changes), ``memory`` (the path each file was shown at: it keeps it), ``overlay`` (files
+  not on the server yet and directories made here, by directory), ``namespace`` (lookups,
+  readdir, TTL caches, names, aliases). A lookup or a readdir costs the entries of one
+  directory, not the files of the container.
 - ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
   ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``diskcache``.
 - ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local

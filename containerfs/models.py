@@ -10,6 +10,7 @@ bad ones aside, each with its reason, so that one bad item spoils only itself.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NewType, TypeVar
@@ -65,13 +66,13 @@ def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExpiresAfter:
     anchor: str
     minutes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Container:
     id: ContainerId
     name: str
@@ -115,7 +116,7 @@ class Container:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContainerFile:
     id: FileId
     container_id: ContainerId
@@ -134,16 +135,17 @@ class ContainerFile:
             raise ValueError(f"container_id {container_id!r} is not a plain id")
         return cls(
             id=FileId(_id(data)),
-            container_id=ContainerId(container_id or ""),
+            # one string per container and per source, however many files are listed
+            container_id=ContainerId(sys.intern(container_id or "")),
             path=path,
             bytes=_opt_int(data.get("bytes"), field="bytes", upper=MAX_LISTED_BYTES),
             created_at=_opt_int(data.get("created_at"), field="created_at", upper=MAX_TIMESTAMP)
             or 0,
-            source=_opt_str(data, "source") or "user",
+            source=sys.intern(_opt_str(data, "source") or "user"),
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     data: tuple[T, ...]
     first_id: str | None

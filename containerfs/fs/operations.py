@@ -123,9 +123,7 @@ class Operations(pyfuse3.Operations):
     def _listed_entry(self, node: Node) -> pyfuse3.EntryAttributes:
         """Attributes for readdirplus. A file whose size could not be learned (opendir tried)
         is listed with timeouts of 0, so that any stat of it asks again and gets the error."""
-        if self.sizes.unknown(node) is None:
-            return self._entry(node)
-        return self._to_entry(node, cache=False)
+        return self._to_entry(node, cache=self.sizes.unknown(node) is None)
 
     def _to_entry(self, node: Node, *, cache: bool = True) -> pyfuse3.EntryAttributes:
         return entry_attributes(
@@ -531,6 +529,10 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        if not name.startswith(b"user."):
+            # no security labels, no ACLs: "not supported" (not "no such attribute") lets ls
+            # -l stop asking after the first file of the mount, rather than twice per file
+            raise _fail(errno.EOPNOTSUPP)
         value = xattrs(self._node(inode)).get(os.fsdecode(name))
         if value is None:
             raise _fail(pyfuse3.ENOATTR)
