@@ -20,7 +20,7 @@ import logging
 import posixpath
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,14 +30,15 @@ from cachetools import TTLCache
 from containerfs import paths as names
 from containerfs.aio import in_thread
 from containerfs.errors import NotFound
-from containerfs.models import Container, ContainerFile, ContainerId, FileId
+from containerfs.models import Container, ContainerFile, ContainerId, FileId, NetworkPolicy
+from containerfs.ns.created import CreationLog
 from containerfs.ns.inodes import ROOT_INODE as ROOT_INODE
 from containerfs.ns.inodes import Attrs as Attrs
 from containerfs.ns.inodes import Kind as Kind
 from containerfs.ns.inodes import Node as Node
 from containerfs.ns.inodes import node_key
 from containerfs.ns.listings import Listing
-from containerfs.state import State
+from containerfs.state import CreatedWith, State
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ class ContainerSource(Protocol):
         *,
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
+        network_policy: NetworkPolicy | None = None,
+        file_ids: Sequence[str] = (),
+        skills: Sequence[str] = (),
     ) -> Container: ...
     async def delete_container(self, container_id: ContainerId) -> None: ...
 
@@ -108,6 +112,7 @@ class Namespace:
         # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
         self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
         self._stats = _Counters()
+        self.created = CreationLog(state)  # what the containers made here were made with
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
         self._add(self.root_node)
 
@@ -184,6 +189,30 @@ class Namespace:
 
     def invalidate_containers(self) -> None:
         self._containers.pop("all", None)
+
+    def _learn_container(self, c: Container) -> None:
+        """Show a container created here without listing again: the cached listing, if any,
+        gains it (names recomputed by the usual rules; its expiry time is kept)."""
+        self._by_id[c.id] = c
+        cached = self._containers.get("all")
+        if cached is not None:
+            renamed = names.container_dir_names([*cached.values(), c])
+            cached.clear()
+            cached.update(renamed)
+
+    def container_changed(self, cid: ContainerId) -> None:
+        """The server says the container changed (it expired): ask again before trusting the
+        cached container, its name or its files."""
+        self._by_id.pop(cid, None)
+        self.invalidate_containers()
+        self.invalidate_listing(cid)
+
+    async def container_dir(self, cid: ContainerId) -> str:
+        """The directory name a container is shown under (its id if it is not listed)."""
+        for name, c in (await self.containers()).items():
+            if c.id == cid:
+                return name
+        return cid
 
     async def container(self, cid: ContainerId) -> Container | None:
         """A container by id, listed or not (a ``cntr_…`` name always resolves)."""
@@ -383,14 +412,27 @@ class Namespace:
     async def file_uploaded(self, node: Node, new: ContainerFile) -> None:
         """``node`` now has server content ``new``; record where the server put it."""
         assert node.cid is not None
-        cid = node.cid
-        shown = names.relative_path(new.path, self.root)
-        aliases = self._aliases.setdefault(cid, {})
-        if shown != node.path:
-            aliases[new.id] = node.path
-            await in_thread(lambda: self.state.set_alias(cid, new.id, node.path))
+        await self._record_file(node.cid, node.path, new)
         node.remote = new
         node.size_hint = None
+
+    async def file_added(self, parent: Node, name: str, new: ContainerFile) -> Node:
+        """A server file made here without an upload (copied from the Files API) to be shown
+        as ``name`` in ``parent``: shown there at once, and kept there like an upload."""
+        assert parent.cid is not None
+        path = self.child_path(parent, name)
+        await self._listing(parent.cid)  # the container's recorded aliases are loaded first
+        await self._record_file(parent.cid, path, new)
+        return self._file_node(parent.cid, path, new)
+
+    async def _record_file(self, cid: ContainerId, path: str, new: ContainerFile) -> None:
+        """Show the new server file ``new`` at ``path``: an alias when the server's path
+        differs (kept in the state, so it survives cache expiry and remounts)."""
+        shown = names.relative_path(new.path, self.root)
+        aliases = self._aliases.setdefault(cid, {})
+        if shown != path:
+            aliases[new.id] = path
+            await in_thread(lambda: self.state.set_alias(cid, new.id, path))
         if cid in self._journal:
             self._journal[cid].append((new, new.id))
         listing = self._listings.get(cid)
@@ -480,13 +522,23 @@ class Namespace:
         *,
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
+        network_policy: NetworkPolicy | None = None,
+        file_ids: Sequence[str] = (),
+        skills: Sequence[str] = (),
     ) -> Node:
+        """Create a container (one call) and show it at once, without listing again."""
         c = await self.client.create_container(
-            name, expires_after_minutes=expires_after_minutes, memory_limit=memory_limit
+            name,
+            expires_after_minutes=expires_after_minutes,
+            memory_limit=memory_limit,
+            network_policy=network_policy,
+            file_ids=file_ids,
+            skills=skills,
         )
-        self._by_id[c.id] = c
-        self.invalidate_containers()
-        self._listings[c.id] = Listing({})
+        await self.created.record(c.id, CreatedWith(tuple(file_ids), tuple(skills)))
+        self._learn_container(c)
+        if not file_ids:  # known to be empty; with files, the first look lists them
+            self._listings[c.id] = Listing({})
         return self._container_node(c)
 
     async def delete_container(self, node: Node) -> None:
@@ -499,6 +551,7 @@ class Namespace:
         self._listings.pop(cid, None)
         self._aliases.pop(cid, None)
         self._dirs.pop(cid, None)
+        self.created.forget(cid)
         await in_thread(lambda: self.state.forget_container(cid))
         self.mark_gone(node)
 
