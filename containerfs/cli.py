@@ -1,4 +1,5 @@
-"""Command line: ``containerfs mount|unmount|status|emulator|demo``.
+"""Command line: ``containerfs mount|unmount|status|new|import|emulator|demo`` (``new`` and
+``import`` live in ``cli_control``).
 
 Every failure the user can cause (bad mountpoint, wrong key, unreachable endpoint, bad
 option) ends with one line on stderr and a non-zero exit: never a traceback.
@@ -20,6 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from containerfs import cli_control
+from containerfs.config import MEMORY_LIMITS
 from containerfs.errors import ApiConnectionError, AuthenticationError, ContainerFsError
 
 if TYPE_CHECKING:
@@ -116,7 +119,7 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MINUTES",
         help="expires_after for containers made with mkdir",
     )
-    p.add_argument("--container-memory", choices=["1g", "4g", "16g", "64g"], default=None)
+    p.add_argument("--container-memory", choices=MEMORY_LIMITS, default=None)
     p.add_argument(
         "--rate-limit",
         type=_positive,
@@ -165,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--state-dir", type=Path, default=None)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    cli_control.add_parsers(sub, default_state_dir=default_state_dir)
 
     # the emulator's own parser is built only when it runs: its server libraries are an
     # optional extra, and `mount` must not load them
