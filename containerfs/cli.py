@@ -1,5 +1,5 @@
 """Command line: ``containerfs mount|unmount|status|new|import|emulator|demo`` (``new`` and
-``import`` live in ``cli_control``).
+``import``, which act through a running mount, live in ``cli_control``).
 
 Every failure the user can cause (bad mountpoint, wrong key, unreachable endpoint, bad
 option) ends with one line on stderr and a non-zero exit: never a traceback.
@@ -8,30 +8,48 @@ option) ends with one line on stderr and a non-zero exit: never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from containerfs import cli_control
+from containerfs import __version__, cli_control, mounttable
+from containerfs.cliargs import (
+    COMMANDS,
+    OptionError,
+    expand_options,
+    expiry_minutes,
+    file_mode,
+    from_mount_helper,
+    non_negative_duration,
+    owner_id,
+    parse_size,
+    patterns,
+    positive_duration,
+    positive_number,
+)
 from containerfs.config import MEMORY_LIMITS
-from containerfs.errors import ApiConnectionError, AuthenticationError, ContainerFsError
+from containerfs.errors import (
+    ApiConnectionError,
+    AuthenticationError,
+    ContainerFsError,
+    NotFound,
+)
 
 if TYPE_CHECKING:
     from containerfs.daemon.status import Status
+    from containerfs.write.queue import PendingItem
 
 log = logging.getLogger("containerfs")
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 class CliError(Exception):
@@ -40,37 +58,6 @@ class CliError(Exception):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
-
-
-def parse_size(text: str) -> int:
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 512M, 10G)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive number: {text!r}")
-    return value
-
-
-def _patterns(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def _default_dir(env: str, fallback: str) -> Path:
@@ -86,90 +73,191 @@ def default_cache_dir() -> Path:
     return _default_dir("XDG_CACHE_HOME", ".cache")
 
 
-def _add_mount_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("mountpoint", type=Path)
-    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
-    p.add_argument("--read-only", action="store_true", help="answer every change with EROFS")
-    p.add_argument("--cache-dir", type=Path, default=None, help="disk cache of file contents")
-    p.add_argument("--cache-max-size", type=parse_size, default="2G", help="default 2G")
-    p.add_argument("--state-dir", type=Path, default=None, help="aliases, spools, pending uploads")
-    p.add_argument(
+_MOUNT_EPILOG = """\
+environment:
+  OPENAI_API_KEY     the API key (or --api-key-file FILE, or -o api_key_file=FILE)
+  OPENAI_BASE_URL    the endpoint (default https://api.openai.com/v1; or --base-url)
+  OPENAI_ORG_ID, OPENAI_PROJECT_ID   sent as the SDKs send them
+  XDG_STATE_HOME, XDG_CACHE_HOME     where the default state and cache directories live
+  NOTIFY_SOCKET      set by systemd (Type=notify): readiness is sent once mounted
+
+defaults: state in $XDG_STATE_HOME/containerfs (~/.local/state/containerfs), cache in
+$XDG_CACHE_HOME/containerfs (~/.cache/containerfs). Logs: stderr with --foreground; else
+STATE_DIR/mounts/<id>/log (the path is named in any error), or --log-file FILE.
+Durations take 30, 10s, 5m, 1h (a plain number is seconds). Every long option can be
+given as -o name=value (-o cache_dir=/var/cache/cfs,read_only); other -o options go to FUSE.
+As a mount helper: containerfs SOURCE MOUNTPOINT -o OPTIONS (fstab type fuse.containerfs).
+"""
+
+
+def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
+    """Add the mount options; returns each long option's name and whether it takes a value."""
+    names: dict[str, bool] = {}
+
+    def opt(*flags: str, **kw: Any) -> None:
+        p.add_argument(*flags, **kw)
+        long = next(f for f in flags if f.startswith("--"))
+        names[long[2:].replace("-", "_")] = kw.get("action") != "store_true"
+
+    p.add_argument("mountpoint", type=Path, help="an empty directory")
+    opt("-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
+    opt("--base-url", metavar="URL", help="the API endpoint, ending in /v1 ($OPENAI_BASE_URL)")
+    opt(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="read the API key from FILE (mode 600) instead of $OPENAI_API_KEY",
+    )
+    opt("--read-only", action="store_true", help="answer every change with EROFS")
+    opt("--cache-dir", type=Path, metavar="DIR", help="disk cache of file contents")
+    opt(
+        "--cache-max-size",
+        type=parse_size,
+        default="2G",
+        metavar="SIZE",
+        help="disk cache limit (default 2G)",
+    )
+    opt("--state-dir", type=Path, metavar="DIR", help="aliases, spools, pending uploads")
+    opt(
         "--metadata-ttl",
-        type=_non_negative,
+        type=non_negative_duration,
         default=10.0,
-        metavar="SECONDS",
-        help="how long listings are cached (default 10; 0: listed again at every lookup)",
+        metavar="DURATION",
+        help="how long listings are cached (default 10s; 0: listed again at every lookup)",
     )
-    p.add_argument("--negative-ttl", type=_positive, default=1.0, metavar="SECONDS")
-    p.add_argument("--root", default="/mnt/data", help="container path shown as the directory")
-    p.add_argument(
-        "--show-expired", action="store_true", help="show expired containers (read-only, empty)"
+    opt(
+        "--negative-ttl",
+        type=positive_duration,
+        default=1.0,
+        metavar="DURATION",
+        help="how long a missing name is remembered (default 1s)",
     )
-    p.add_argument(
+    opt("--root", default="/mnt/data", help="container path shown as the directory")
+    opt("--show-expired", action="store_true", help="show expired containers (read-only, empty)")
+    opt(
         "--local-only",
-        type=_patterns,
+        type=patterns,
         default=None,
         metavar="PATTERNS",
         help="comma-separated name patterns never uploaded ('' uploads everything)",
     )
-    p.add_argument(
+    opt(
         "--container-expiry",
-        type=int,
+        type=expiry_minutes,
         default=None,
         metavar="MINUTES",
-        help="expires_after for containers made with mkdir",
+        help="expires_after for containers made with mkdir (20, or 2h)",
     )
-    p.add_argument("--container-memory", choices=MEMORY_LIMITS, default=None)
-    p.add_argument(
+    opt(
+        "--container-memory",
+        choices=MEMORY_LIMITS,
+        default=None,
+        help="memory_limit for containers made with mkdir",
+    )
+    opt(
         "--rate-limit",
-        type=_positive,
+        type=positive_number,
         default=None,
         metavar="PER_MINUTE",
         help="client-side API request rate limit",
     )
-    p.add_argument(
+    opt(
         "--drain-timeout",
-        type=_positive,
+        type=positive_duration,
         default=60.0,
-        metavar="SECONDS",
-        help="how long unmount waits for pending uploads",
+        metavar="DURATION",
+        help="how long unmount waits for pending uploads (default 60s)",
     )
-    p.add_argument("--allow-other", action="store_true")
+    opt("--uid", type=owner_id, help="owner shown for every file (default: the mounting user)")
+    opt("--gid", type=owner_id, help="group shown for every file (default: the mounting user's)")
+    opt(
+        "--file-mode",
+        type=file_mode,
+        default=0o644,
+        metavar="MODE",
+        help="permission bits of files, octal (default 0644)",
+    )
+    opt(
+        "--dir-mode",
+        type=file_mode,
+        default=0o755,
+        metavar="MODE",
+        help="permission bits of directories, octal (default 0755)",
+    )
+    opt("--allow-other", action="store_true", help="let other users see the mount")
+    opt(
+        "--allow-non-empty",
+        action="store_true",
+        help="mount over a directory that has files (they are hidden while mounted)",
+    )
     p.add_argument(
         "-o",
         dest="options",
         action="append",
         default=[],
         metavar="OPTS",
-        help="extra FUSE mount options, comma-separated",
+        help="comma-separated options: name=value for any long option, else FUSE options",
     )
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    opt("--log-file", type=Path, metavar="FILE", help="append the log to FILE")
+    opt("--debug", action="store_true", help="log at debug level (same as --log-level debug)")
+    opt(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="default warning; info logs each upload and download",
+    )
+    return names
+
+
+def mount_long_options() -> dict[str, bool]:
+    return _add_mount_arguments(argparse.ArgumentParser())
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="containerfs",
         description="Mount the containers of an OpenAI-compatible Containers API as a drive.",
+        epilog="'containerfs COMMAND --help' describes each command and its options.",
     )
+    parser.add_argument("--version", action="version", version=f"containerfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    mount = sub.add_parser("mount", help="mount the containers at MOUNTPOINT")
+    mount = sub.add_parser(
+        "mount",
+        help="mount the containers at MOUNTPOINT",
+        description="Mount the containers at MOUNTPOINT; returns once mounted.",
+        epilog=_MOUNT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_mount_arguments(mount)
     mount.set_defaults(func=cmd_mount)
 
     unmount = sub.add_parser("unmount", help="finish pending uploads, then unmount")
-    unmount.add_argument("mountpoint", type=Path)
-    unmount.add_argument("--state-dir", type=Path, default=None)
-    unmount.add_argument("--timeout", type=_positive, default=120.0)
+    unmount.add_argument("mountpoint", type=Path, help="a containerfs mountpoint")
+    unmount.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
+    unmount.add_argument(
+        "--timeout",
+        type=positive_duration,
+        default=120.0,
+        metavar="DURATION",
+        help="how long to wait for the daemon to finish (default 120s)",
+    )
+    unmount.add_argument(
+        "--lazy",
+        action="store_true",
+        help="detach a busy mount now; it goes away once its users are done",
+    )
     unmount.set_defaults(func=cmd_unmount)
 
     status = sub.add_parser("status", help="pending uploads, cache use, API calls")
-    status.add_argument("mountpoint", type=Path)
-    status.add_argument("--state-dir", type=Path, default=None)
-    status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "mountpoint", type=Path, nargs="?", help="a containerfs mountpoint (default: every one)"
+    )
+    status.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
+    status.add_argument("--json", action="store_true", help="the full status as JSON")
     status.set_defaults(func=cmd_status)
 
-    cli_control.add_parsers(sub, default_state_dir=default_state_dir)
+    cli_control.add_parsers(sub, find_run_dir=_run_dir)
 
     # the emulator's own parser is built only when it runs: its server libraries are an
     # optional extra, and `mount` must not load them
@@ -179,23 +267,49 @@ def build_parser() -> argparse.ArgumentParser:
     emu.set_defaults(func=cmd_emulator)
 
     demo = sub.add_parser("demo", help="emulator with sample containers, mounted; Ctrl-C ends")
-    demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("mnt"))
+    demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("mnt"), help="default ./mnt")
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, log_file: Path | None) -> None:
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        try:
+            handler = logging.FileHandler(log_file)
+        except OSError as err:
+            raise CliError(f"cannot open log file {log_file}: {err.strerror or err}") from err
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o077:
+            raise CliError(
+                f"the key file {path} is open to group or others"
+                f" (mode {st.st_mode & 0o777:04o}): chmod 600 {path}"
+            )
+        key = path.read_text().strip()
+    except OSError as err:
+        raise CliError(f"cannot read the key file {path}: {err.strerror or err}") from err
+    if not key:
+        raise CliError(f"the key file {path} is empty")
+    return key
 
 
 def _mount_config(args: argparse.Namespace) -> Any:
     from containerfs.config import DEFAULT_LOCAL_ONLY, ApiConfig, MountConfig
 
-    api = ApiConfig.from_env(rate_limit_per_minute=args.rate_limit)
+    overrides: dict[str, Any] = {"rate_limit_per_minute": args.rate_limit}
+    if args.base_url:
+        overrides["base_url"] = args.base_url.rstrip("/")
+    if args.api_key_file is not None:
+        overrides["api_key"] = _read_key_file(args.api_key_file)
+    api = ApiConfig.from_env(**overrides)
     state_dir = args.state_dir or default_state_dir()
     options = tuple(o for opts in args.options for o in opts.split(",") if o)
     return MountConfig(
@@ -215,6 +329,10 @@ def _mount_config(args: argparse.Namespace) -> Any:
         allow_other=args.allow_other,
         drain_timeout=args.drain_timeout,
         fuse_options=options,
+        uid=args.uid,
+        gid=args.gid,
+        file_mode=args.file_mode,
+        dir_mode=args.dir_mode,
     )
 
 
@@ -223,34 +341,94 @@ def _explain(err: ContainerFsError, endpoint: str) -> str:
         return f"the API at {endpoint} rejected the credentials ({err})"
     if isinstance(err, ApiConnectionError):
         return f"cannot reach the API at {endpoint} ({err})"
+    if isinstance(err, NotFound):
+        hint = "" if endpoint.endswith("/v1") else f"; did you mean {endpoint}/v1 ?"
+        return f"the API at {endpoint} answered 404 Not Found to a container listing{hint}"
     return str(err)
+
+
+def _check_fuse_device() -> None:
+    device = Path("/dev/fuse")
+    if not device.exists():
+        raise CliError(
+            "/dev/fuse does not exist: load the fuse module (modprobe fuse), or give the"
+            " container the device (docker run --device /dev/fuse --cap-add SYS_ADMIN)"
+        )
+    if not os.access(device, os.R_OK | os.W_OK):
+        st = device.stat()
+        raise CliError(
+            f"no permission to open /dev/fuse (mode {st.st_mode & 0o777:04o}, owner uid"
+            f" {st.st_uid} gid {st.st_gid}): ask for read-write access to it"
+        )
+
+
+def _check_target(mountpoint: Path, *, allow_non_empty: bool) -> None:
+    """What is wrong with the mountpoint, said before any daemon starts."""
+    from containerfs.daemon.mount import check_mountpoint
+
+    entry = mounttable.find_mount(mountpoint)
+    if entry is not None and mounttable.is_dead(mountpoint):
+        raise CliError(
+            f"{mountpoint} is a {entry.fstype} mount whose daemon has died (transport endpoint"
+            f" is not connected); clear it with: containerfs unmount {mountpoint}"
+        )
+    if entry is not None and entry.fstype == mounttable.FSTYPE:
+        raise CliError(
+            f"{mountpoint} is already mounted by containerfs (see: containerfs status {mountpoint})"
+        )
+    check_mountpoint(mountpoint)
+    if not allow_non_empty:
+        try:
+            has_files = any(os.scandir(mountpoint))
+        except OSError as err:
+            raise CliError(f"cannot list {mountpoint}: {err.strerror or err}") from err
+        if has_files:
+            raise CliError(
+                f"{mountpoint} is not empty: its files would be hidden while mounted"
+                " (--allow-non-empty mounts over them anyway)"
+            )
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
     import trio
 
-    from containerfs.daemon.mount import check_mountpoint, run_dir, serve
+    from containerfs.daemon.mount import run_dir, serve
+    from containerfs.errors import MountError
 
     if isinstance(args.cache_max_size, str):
         args.cache_max_size = parse_size(args.cache_max_size)
+    level = "debug" if args.debug else args.log_level
     cfg = _mount_config(args)
-    check_mountpoint(cfg.mountpoint)
+    _check_fuse_device()
+    _check_target(cfg.mountpoint, allow_non_empty=args.allow_non_empty)
     _usable_dir("state", cfg.state_dir)
     _usable_dir("cache", cfg.cache_dir)
+    rdir = run_dir(cfg.state_dir, cfg.mountpoint)
     if not args.foreground:
-        return _spawn_daemon(args, run_dir(cfg.state_dir, cfg.mountpoint))
-    _setup_logging(args.log_level)
+        return _spawn_daemon(args, rdir)
+    _setup_logging(level, args.log_file)
+    where = f" (log: {args.log_file})" if args.log_file else ""
+
+    def ready() -> None:
+        mounttable.register(cfg.mountpoint, rdir)
+        mounttable.sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=mounted {cfg.mountpoint}")
+
     try:
-        return trio.run(serve, cfg)
+        return trio.run(partial(serve, cfg, ready=ready))
     except Exception as exc:
         err = _single(exc)
+        if isinstance(err, MountError):
+            raise CliError(f"{err}{where}") from exc
         if isinstance(err, ContainerFsError):
             explained = _explain(err, cfg.api.base_url)
-            raise CliError(f"cannot mount {cfg.mountpoint}: {explained}") from exc
+            raise CliError(f"cannot mount {cfg.mountpoint}: {explained}{where}") from exc
         if isinstance(err, OSError):
-            raise CliError(f"cannot mount {cfg.mountpoint}: {err}") from exc
+            raise CliError(f"cannot mount {cfg.mountpoint}: {err}{where}") from exc
         log.exception("the mount ended with an unexpected error")
-        raise CliError(f"the mount of {cfg.mountpoint} failed: {err!r}") from exc
+        raise CliError(f"the mount of {cfg.mountpoint} failed: {err!r}{where}") from exc
+    finally:
+        mounttable.unregister(cfg.mountpoint)
+        mounttable.sd_notify("STOPPING=1")
 
 
 def _usable_dir(kind: str, path: Path) -> None:
@@ -272,41 +450,61 @@ def _single(err: BaseException) -> BaseException:
 def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
     """Run the mount in a detached child; return once it is live or has failed."""
     rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    logfile = rdir / "log"
+    logfile = Path(os.path.abspath(args.log_file or rdir / "log"))
     argv = [sys.executable, "-m", "containerfs", *args.argv, "--foreground"]
-    with open(logfile, "ab") as out:
+    try:
+        out = open(logfile, "ab")  # noqa: SIM115 - handed to the child, closed right after
+    except OSError as err:
+        raise CliError(f"cannot open log file {logfile}: {err.strerror or err}") from err
+    with out:
         child = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if os.path.ismount(args.mountpoint):
+        entry = mounttable.find_mount(args.mountpoint)
+        if entry is not None and entry.fstype == mounttable.FSTYPE:
             return 0
         code = child.poll()
         if code is not None:
             lines = logfile.read_text(errors="replace").strip().splitlines()
             # the child's last line is its own one-line error, already "containerfs: "-prefixed
             last = lines[-1].removeprefix("containerfs: ") if lines else ""
-            raise CliError(last or f"mount failed (exit {code})", code or 1)
+            last = last.removesuffix(f" (log: {logfile})")
+            raise CliError(f"{last or f'mount failed (exit {code})'} (log: {logfile})", code or 1)
         time.sleep(0.05)
     child.terminate()
     raise CliError(f"mount of {args.mountpoint} did not come up within 60 s (log: {logfile})")
 
 
-def _read_status(mountpoint: Path, state_dir: Path | None) -> tuple[Path, Status | None]:
-    """The daemon's run directory and its last status snapshot (None: no readable one)."""
+def _run_dir(mountpoint: Path, state_dir: Path | None) -> Path:
+    """The daemon's run directory: its registration, else the one under the state dir."""
     from containerfs.daemon.mount import run_dir
+
+    found = mounttable.registration(mountpoint) if state_dir is None else None
+    if found is not None:
+        return found.run_dir
+    return run_dir(state_dir or default_state_dir(), Path(mounttable.absolute(mountpoint)))
+
+
+def _read_status(rdir: Path) -> Status | None:
     from containerfs.daemon.status import Status
     from containerfs.errors import StatusError
 
-    rdir = run_dir(state_dir or default_state_dir(), mountpoint)
     try:
-        return rdir, Status.from_json((rdir / "status.json").read_text())
+        return Status.from_json((rdir / "status.json").read_text())
     except (OSError, StatusError):  # none yet, or written by another version: no daemon
-        return rdir, None
+        return None
 
 
-def _alive(pid: int) -> bool:
+def _daemon_pid(rdir: Path) -> int:
+    try:
+        return int((rdir / "pid").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -316,66 +514,153 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def cmd_unmount(args: argparse.Namespace) -> int:
-    rdir, _ = _read_status(args.mountpoint, args.state_dir)
+def _alive(pid: int) -> bool:
+    if pid <= 0 or not _exists(pid):
+        return False
+    # a daemon that has exited but is not yet reaped by its parent is done too
     try:
-        pid = int((rdir / "pid").read_text())
-    except (OSError, ValueError):
-        pid = 0
-    if pid and _alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + args.timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            raise CliError(f"the daemon (pid {pid}) did not finish within {args.timeout:.0f} s")
-        _, status = _read_status(args.mountpoint, args.state_dir)
-        left = len(status.pending) if status else 0
-        if left:
-            raise CliError(
-                f"unmounted with {left} upload(s) pending; the next mount resumes them", 3
-            )
-        return 0
-    if not os.path.ismount(args.mountpoint):
-        raise CliError(f"{args.mountpoint} is not mounted")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def _human(n: object) -> str:
+    value = float(n) if isinstance(n, int | float) else 0.0
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _describe_pending(items: Sequence[PendingItem]) -> str:
+    shown = ", ".join(f"{i.container_id}/{i.path} ({_human(i.bytes)})" for i in items[:5])
+    more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+    return f"waiting for {len(items)} pending upload(s): {shown}{more}"
+
+
+def _refuse_busy(mountpoint: Path) -> None:
+    busy = mounttable.busy_processes(mountpoint)
+    if busy:
+        names = ", ".join(f"{b.name} (pid {b.pid})" for b in busy[:8])
+        more = f" and {len(busy) - 8} more" if len(busy) > 8 else ""
+        raise CliError(
+            f"{mountpoint} is busy, used by {names}{more}: leave it and close its files,"
+            " or detach it now with --lazy"
+        )
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    mp = args.mountpoint
+    entry = mounttable.find_mount(mp)
+    rdir = _run_dir(mp, args.state_dir)
+    pid = _daemon_pid(rdir)
+    if entry is None and not _alive(pid):
+        raise CliError(f"{mp} is not mounted")
+    if not args.lazy:
+        _refuse_busy(mp)
+    if _alive(pid):
+        return _stop_daemon(args, pid, rdir)
+    # no daemon: a mount whose daemon died (ENOTCONN) or one this user cannot signal
     tool = shutil.which("fusermount3") or "fusermount3"
-    result = subprocess.run([tool, "-u", str(args.mountpoint)], capture_output=True, text=True)
+    flags = "-uz" if args.lazy else "-u"
+    result = subprocess.run([tool, flags, str(mp)], capture_output=True, text=True)
     if result.returncode:
         raise CliError(result.stderr.strip() or f"fusermount3 failed ({result.returncode})")
+    mounttable.forget(mp)
     return 0
+
+
+def _stop_daemon(args: argparse.Namespace, pid: int, rdir: Path) -> int:
+    """SIGTERM: the daemon uploads what is pending, then unmounts; say what it waits for."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    said = ""
+    while _alive(pid) and time.monotonic() < deadline:
+        status = _read_status(rdir)
+        pending = status.pending if status else ()
+        line = _describe_pending(pending) if pending else ""
+        if line and line != said:
+            print(f"containerfs: {line}", file=sys.stderr, flush=True)
+            said = line
+        time.sleep(0.1)
+    if _alive(pid):
+        raise CliError(f"the daemon (pid {pid}) did not finish within {args.timeout:.0f} s")
+    # an exited daemon is reaped by its parent (init for a background mount) in a moment;
+    # one whose parent is busy elsewhere (a test, a supervisor) may stay a zombie for long
+    reaped = time.monotonic() + 2
+    while time.monotonic() < reaped and _exists(pid):
+        time.sleep(0.02)
+    status = _read_status(rdir)
+    left = len(status.pending) if status else 0
+    if left:
+        raise CliError(f"unmounted with {left} upload(s) pending; the next mount resumes them", 3)
+    return 0
+
+
+def _status_of(mountpoint: Path, state_dir: Path | None) -> tuple[Status | None, str]:
+    """The daemon's status snapshot, or None and why there is none."""
+    entry = mounttable.find_mount(mountpoint)
+    if entry is not None and mounttable.is_dead(mountpoint):
+        return None, f"{mountpoint}: the daemon has died; clear it with: containerfs unmount"
+    status = _read_status(_run_dir(mountpoint, state_dir))
+    if status is None or not _alive(status.pid):
+        return None, f"no containerfs daemon serves {mountpoint}"
+    return status, ""
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _, status = _read_status(args.mountpoint, args.state_dir)
-    if status is None or not _alive(status.pid):
-        raise CliError(f"no containerfs daemon serves {args.mountpoint}")
-    if args.json:
-        print(status.to_json())
+    if args.mountpoint is not None:
+        status, why = _status_of(args.mountpoint, args.state_dir)
+        if status is None:
+            raise CliError(why)
+        print(status.to_json() if args.json else _status_text(status))
         return 0
+    found = [Path(m.mountpoint) for m in mounttable.containerfs_mounts()]
+    results = [(mp, *_status_of(mp, args.state_dir)) for mp in found]
+    if args.json:
+        listing = [
+            json.loads(s.to_json()) if s is not None else {"mountpoint": str(mp), "error": why}
+            for mp, s, why in results
+        ]
+        print(json.dumps(listing, indent=1))
+        return 0
+    if not results:
+        print("no containerfs mounts")
+    texts = [_status_text(s) if s is not None else why for _, s, why in results]
+    print("\n\n".join(texts))
+    return 0
+
+
+def _status_text(status: Status) -> str:
     api = status.api
-    print(f"mountpoint   {status.mountpoint}  (pid {status.pid})")
-    print(f"endpoint     {status.endpoint}")
-    print(
+    lines = [
+        f"mountpoint   {status.mountpoint}  (pid {status.pid})",
+        f"endpoint     {status.endpoint}",
         f"api calls    {api.total_requests}  "
-        + " ".join(f"{k}={v}" for k, v in sorted(api.requests.items()))
-    )
-    print(f"transferred  up {api.bytes_up} B, down {api.bytes_down} B, retries {api.retries}")
+        + " ".join(f"{k}={v}" for k, v in sorted(api.requests.items())),
+        f"transferred  up {_human(api.bytes_up)}, down {_human(api.bytes_down)},"
+        f" retries {api.retries}",
+    ]
     if api.errors:
-        print("api errors   " + " ".join(f"{k}={v}" for k, v in sorted(api.errors.items())))
+        lines.append("api errors   " + " ".join(f"{k}={v}" for k, v in sorted(api.errors.items())))
     cache = status.cache
     if cache is not None:
-        print(
-            f"cache        {cache.cache_bytes_used} B in {cache.entries} entries,"
-            f" hits {cache.hits}, misses {cache.misses}"
+        lines.append(
+            f"cache        {_human(cache.cache_bytes_used)} of {_human(cache.cache_max_size)}"
+            f" in {cache.entries} entries, hits {cache.hits}, misses {cache.misses}"
         )
     writer = status.writer
     if writer is not None:
-        print(f"uploads      {writer.uploads} done, {writer.upload_failures} failed")
-    print(f"pending      {len(status.pending)}")
+        lines.append(f"uploads      {writer.uploads} done, {writer.upload_failures} failed")
+    lines.append(f"pending      {len(status.pending)}")
     for item in status.pending:
         error = f"  ({item.error})" if item.error else ""
-        print(f"  {item.container_id}/{item.path}  {item.bytes} B  {item.state}{error}")
-    return 0
+        lines.append(
+            f"  {item.container_id}/{item.path}  {_human(item.bytes)}  {item.state}{error}"
+        )
+    return "\n".join(lines)
 
 
 EMULATOR_LIBRARIES = frozenset({"starlette", "uvicorn", "multipart", "python_multipart"})
@@ -410,14 +695,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.mountpoint)
 
 
+def _translate(argv: list[str], prog: str) -> list[str]:
+    """mount.fuse's convention and ``-o name=value`` into the parser's own arguments."""
+    # mount.fuse3 always passes -o (it adds dev,suid); without one, a mistyped command
+    # must not be taken for a mountpoint
+    helper_call = any(a.startswith("-o") for a in argv[2:])
+    if prog.startswith("mount.fuse") or (
+        helper_call and not argv[0].startswith("-") and argv[0] not in COMMANDS
+    ):
+        argv = from_mount_helper(argv)
+    if argv and argv[0] == "mount":
+        argv = ["mount", *expand_options(argv[1:], mount_long_options())]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    prog = os.path.basename(sys.argv[0]) if argv is None else "containerfs"
+    try:
+        translated = _translate(raw, prog)
+    except OptionError as err:
+        print(f"containerfs: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(translated)
     if args.command == "emulator":
         args.rest = rest  # for the emulator's own parser
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = translated
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

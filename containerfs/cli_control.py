@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+from containerfs import mounttable
+from containerfs.cliargs import expiry_minutes, positive_duration
 from containerfs.config import CONTROL_TIMEOUT, MEMORY_LIMITS
 from containerfs.daemon.control import (
     ImportFile,
@@ -26,11 +27,14 @@ from containerfs.daemon.control import (
 )
 from containerfs.errors import ControlError
 
-FSTYPE = "fuse.containerfs"
-_ESCAPE = re.compile(r"\\([0-7]{3})")
+RunDirFinder = Callable[[Path, Path | None], Path]
 
 
-def add_parsers(sub: argparse._SubParsersAction, *, default_state_dir: Callable[[], Path]) -> None:  # type: ignore[type-arg]
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], *, find_run_dir: RunDirFinder
+) -> None:
+    """Add ``new`` and ``import``; ``find_run_dir(mountpoint, state_dir)`` is the daemon's
+    run directory, found as ``status`` finds it."""
     new = sub.add_parser(
         "new", help="create a container with options through the mount; print its directory"
     )
@@ -47,7 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction, *, default_state_dir: Callable[
     new.add_argument(
         "--expires-after",
         metavar="MINUTES",
-        help="minutes of inactivity before the container expires",
+        help="minutes of inactivity before the container expires (or 2h)",
     )
     new.add_argument("--network", metavar="disabled|allow:DOMAIN,DOMAIN")
     new.add_argument(
@@ -71,14 +75,14 @@ def add_parsers(sub: argparse._SubParsersAction, *, default_state_dir: Callable[
     )
     imp.set_defaults(func=cmd_import)
     for p in (new, imp):
+        p.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
         p.add_argument(
-            "--state-dir",
-            type=Path,
+            "--timeout",
             default=None,
-            help="the mount's --state-dir, if it was given one",
+            metavar="DURATION",
+            help=f"how long to wait for the daemon (default {CONTROL_TIMEOUT:.0f}s)",
         )
-        p.add_argument("--timeout", type=float, default=CONTROL_TIMEOUT, metavar="SECONDS")
-        p.set_defaults(default_state_dir=default_state_dir)
+        p.set_defaults(find_run_dir=find_run_dir)
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -90,6 +94,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         network_policy=parse_network(args.network) if args.network is not None else None,
         skills=tuple(args.skill),
     )
+    _timeout(args.timeout)
     mountpoint, parts = find_mount(args.mountpoint)
     if parts:
         raise ControlError(f"{args.mountpoint} is inside a mount: give its mountpoint {mountpoint}")
@@ -101,6 +106,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     check_file_id(args.file_id)
     if args.name is not None:
         check_file_name(args.name)
+    _timeout(args.timeout)
     mountpoint, parts = find_mount(args.directory)
     request = ImportFile(directory=parts, file_id=args.file_id, name=args.name)
     print(mountpoint / _ask(args, mountpoint, request))
@@ -111,38 +117,29 @@ def _minutes(text: str | None) -> int | None:
     if text is None:
         return None
     try:
-        value = int(text)
-    except ValueError:
-        raise ControlError(f"bad expiry {text!r}: a positive number of minutes") from None
-    if value < 1:
-        raise ControlError(f"bad expiry {text!r}: a positive number of minutes")
-    return value
+        return expiry_minutes(text)
+    except argparse.ArgumentTypeError:
+        raise ControlError(f"bad expiry {text!r}: a whole number of minutes (or 2h)") from None
+
+
+def _timeout(text: str | None) -> float:
+    if text is None:
+        return CONTROL_TIMEOUT
+    try:
+        return positive_duration(text)
+    except argparse.ArgumentTypeError as err:
+        raise ControlError(f"bad timeout: {err}") from None
 
 
 def _ask(args: argparse.Namespace, mountpoint: Path, request: Request) -> str:
-    from containerfs.daemon.mount import run_dir  # loads pyfuse3: only once it is needed
-
-    state_dir = args.state_dir or args.default_state_dir()
-    path = socket_path(run_dir(state_dir, mountpoint))
+    timeout = _timeout(args.timeout)
+    path = socket_path(args.find_run_dir(mountpoint, args.state_dir))
     if not path.exists():
         raise ControlError(
-            f"no containerfs daemon answers for {mountpoint} here"
+            f"no containerfs daemon answers for {mountpoint}"
             " (mounted with another --state-dir, or by an older version?)"
         )
-    if not args.timeout > 0:
-        raise ControlError(f"bad timeout {args.timeout!r}: a positive number of seconds")
-    return call(path, request, timeout=args.timeout)
-
-
-def _mounts() -> Iterator[tuple[Path, str]]:
-    """(mount point, filesystem type) of every mount this process sees."""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields, _, rest = line.partition(" - ")
-            parts = fields.split()
-            if len(parts) >= 5 and rest:
-                point = _ESCAPE.sub(lambda m: chr(int(m[1], 8)), parts[4])
-                yield Path(point), rest.split()[0]
+    return call(path, request, timeout=timeout)
 
 
 def find_mount(path: Path) -> tuple[Path, tuple[str, ...]]:
@@ -151,12 +148,13 @@ def find_mount(path: Path) -> tuple[Path, tuple[str, ...]]:
         real = Path(os.path.realpath(path, strict=True))
     except OSError as err:
         raise ControlError(f"{path}: {err.strerror or err}") from None
-    best: tuple[Path, str] | None = None
-    for point, fstype in _mounts():
+    best: mounttable.MountEntry | None = None
+    for entry in mounttable.mounts():  # the innermost mount wins; later lines are on top
+        point = Path(entry.mountpoint)
         if (point == real or point in real.parents) and (
-            best is None or len(point.parts) >= len(best[0].parts)
+            best is None or len(point.parts) >= len(Path(best.mountpoint).parts)
         ):
-            best = (point, fstype)
-    if best is None or best[1] != FSTYPE:
+            best = entry
+    if best is None or best.fstype != mounttable.FSTYPE:
         raise ControlError(f"{path} is not on a containerfs mount")
-    return best[0], real.relative_to(best[0]).parts
+    return Path(best.mountpoint), real.relative_to(best.mountpoint).parts

@@ -142,3 +142,7 @@ class MountConfig:
     allow_other: bool = False
     drain_timeout: float = 60.0
     fuse_options: tuple[str, ...] = field(default_factory=tuple)
+    uid: int | None = None  # owner shown for every file; None: the daemon's user
+    gid: int | None = None
+    file_mode: int = 0o644
+    dir_mode: int = 0o755

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -13,13 +15,16 @@ from pathlib import Path
 TRY = """
 containerfs demo: the built-in emulator, seeded with sample containers, is mounted at {mp}
 
-Try, in another terminal:
+In another shell, first paste:
+  export PATH={bindir}:$PATH OPENAI_BASE_URL={url} OPENAI_API_KEY=sk-demo
+
+then try:
   ls -l {mp}                         # one directory per container
   ls -lR {mp}/analysis               # files, nested assistant outputs in out/
   cat {mp}/analysis/data.csv
   cp /etc/hostname {mp}/scratch/     # uploads on close
   getfattr -d {mp}/analysis/data.csv # ids, server path, source
-  containerfs status {mp} --state-dir {state}
+  containerfs status                 # every containerfs mount: API calls, cache, uploads
 
 Ctrl-C unmounts and stops the emulator.
 """
@@ -82,7 +87,9 @@ def run_demo(mountpoint: Path) -> int:
                 if mount.poll() is not None:
                     return mount.returncode or 1
                 time.sleep(0.05)
-            print(TRY.format(mp=mountpoint, state=state), flush=True)
+            bindir = shlex.quote(sysconfig.get_path("scripts"))
+            mp = shlex.quote(str(mountpoint.resolve()))
+            print(TRY.format(mp=mp, url=url, bindir=bindir), flush=True)
             try:
                 mount.wait()
             except KeyboardInterrupt:

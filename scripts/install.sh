@@ -3,20 +3,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# the FUSE packages the mount needs, then the tools the end-to-end tests drive
 PKGS=(fuse3 libfuse3-dev pkg-config)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "installing system packages: ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "missing system packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
-        exit 1
-    fi
+TOOLS=(rsync vim emacs-nox git curl)
+missing() {
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+}
+mapfile -t need < <(missing "${PKGS[@]}")
+mapfile -t tools < <(missing "${TOOLS[@]}")
+if ((${#need[@]} + ${#tools[@]})) && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing system packages: ${need[*]} ${tools[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" "${tools[@]}" >/dev/null
+elif ((${#need[@]})); then
+    echo "missing system packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
+    exit 1
+elif ((${#tools[@]})); then
+    echo "the tests also drive: ${tools[*]} (run: sudo apt-get install ${tools[*]})" >&2
 fi
 
 PY=${PYTHON:-python3}

@@ -44,13 +44,21 @@ class MountProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout)
         for flags in ("-u", "-uz"):
-            if not os.path.ismount(self.mountpoint):
+            if not is_mounted(self.mountpoint):
                 break
             subprocess.run(["fusermount3", flags, str(self.mountpoint)], capture_output=True)
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
         return self.proc.returncode
+
+
+def is_mounted(path: Path) -> bool:
+    """Whether ``path`` is a mountpoint, from ``/proc/mounts``: ``os.path.ismount`` says no
+    for the mount of a daemon that died (``ENOTCONN``), which still needs unmounting."""
+    target = os.path.realpath(path)
+    with open("/proc/mounts") as mounts:
+        return any(line.split()[1] == target for line in mounts if len(line.split()) > 1)
 
 
 def mount_env(emulator: EmulatorProcess, **extra: str) -> dict[str, str]:

@@ -121,7 +121,7 @@ def test_status_shows_the_cache_use_the_daemon_reported(
     mountpoint = _write_status(tmp_path, _status(pid=os.getpid()).to_json())
     assert main(["status", str(mountpoint), "--state-dir", str(tmp_path / "state")]) == 0
     out = capsys.readouterr().out
-    assert "cache        4096 B in 3 entries, hits 5, misses 0" in out
+    assert "cache        4.0 KiB of 0 B in 3 entries, hits 5, misses 0" in out
     assert "api calls    2  list_files=2" in out
     assert "cntr_1/a.txt  7 B  failed  (HTTP 500)" in out
 

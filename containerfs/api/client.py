@@ -266,6 +266,7 @@ class ApiClient:
         """
         url = _url("containers", container_id, "files")
         started, wall = self._sightings.mark(), self._wallclock()
+        began = time.monotonic()
         with open(source, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
 
@@ -291,7 +292,14 @@ class ApiClient:
                 recover=recover,
             )
         self._claim(created.id)
-        log.debug("uploaded %r (%d bytes) as %s %r", filename, size, created.id, created.path)
+        log.info(
+            "uploaded %r (%d bytes) in %.2f s as %s %r",
+            filename,
+            size,
+            time.monotonic() - began,
+            created.id,
+            created.path,
+        )
         return created
 
     async def create_file_from_id(self, container_id: ContainerId, file_id: str) -> ContainerFile:

@@ -56,8 +56,10 @@ async def build_layers(
         ttl=cfg.metadata_ttl,
         show_expired=cfg.show_expired,
         read_only=cfg.read_only,
-        uid=os.getuid(),
-        gid=os.getgid(),
+        uid=os.getuid() if cfg.uid is None else cfg.uid,
+        gid=os.getgid() if cfg.gid is None else cfg.gid,
+        file_mode=cfg.file_mode,
+        dir_mode=cfg.dir_mode,
     )
     writer = await Writer.create(
         client,

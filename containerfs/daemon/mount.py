@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import logging
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +50,14 @@ def run_dir(state_dir: Path, mountpoint: Path) -> Path:
 
 
 def check_mountpoint(mountpoint: Path) -> None:
+    try:
+        os.stat(mountpoint)
+    except OSError as err:
+        if err.errno == errno.ENOTCONN:
+            raise MountError(
+                f"{mountpoint} is a mount whose daemon has died (transport endpoint is not"
+                f" connected); clear it with: containerfs unmount {mountpoint}"
+            ) from err
     if not mountpoint.exists():
         raise MountError(f"mountpoint {mountpoint} does not exist")
     if not mountpoint.is_dir():
@@ -116,6 +126,35 @@ class _DaemonOperations(Operations):
 async def _tune_readahead_soon(real: str) -> None:
     # started from init(): runs at the next checkpoint, once the INIT answer has been sent
     _tune_readahead(real)
+
+
+def _init_session(ops: Operations, mountpoint: Path, options: set[str]) -> None:
+    """``pyfuse3.init``, with libfuse's own reason in the error when the mount fails.
+
+    libfuse (and the fusermount3 it may run) explains a failure only on stderr, and
+    pyfuse3 raises a bare "fuse_session_mount failed": stderr is captured meanwhile, its
+    last line becomes the error, and it is passed on to the real stderr either way.
+    """
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            pyfuse3.init(ops, str(mountpoint), options)
+        except RuntimeError as err:
+            failure: RuntimeError | None = err
+        else:
+            failure = None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode(errors="replace")
+    if text and failure is None:
+        os.write(2, text.encode())
+    if failure is not None:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = lines[-1] if lines else str(failure)
+        raise MountError(f"cannot mount {mountpoint}: {reason}") from failure
 
 
 class Daemon:
@@ -216,10 +255,7 @@ class Daemon:
                     options.add("ro")
                 if cfg.allow_other:
                     options.add("allow_other")
-                try:
-                    pyfuse3.init(ops, str(cfg.mountpoint), options)
-                except RuntimeError as err:
-                    raise MountError(f"cannot mount {cfg.mountpoint}: {err}") from err
+                _init_session(ops, cfg.mountpoint, options)
                 try:
                     (self.run_dir / "pid").write_text(str(os.getpid()))
                     await nursery.start(

@@ -89,6 +89,8 @@ class Namespace:
         read_only: bool = False,
         uid: int = 0,
         gid: int = 0,
+        file_mode: int = 0o644,
+        dir_mode: int = 0o755,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -98,6 +100,8 @@ class Namespace:
         self.read_only = read_only
         self.uid = uid
         self.gid = gid
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
         self._nodes: dict[int, Node] = {}
         self._by_key: dict[tuple[str, ...], Node] = {}
         self._next_inode = ROOT_INODE + 1
@@ -372,11 +376,11 @@ class Namespace:
     def attrs(self, node: Node) -> Attrs:
         ro = not self.writable(node)
         if node.is_dir:
-            mode = stat.S_IFDIR | (node.mode if node.mode is not None else 0o755)
+            mode = stat.S_IFDIR | (node.mode if node.mode is not None else self.dir_mode)
             size, nlink = 4096, 2
             created = node.container.created_at if node.container else 0
         else:
-            mode = stat.S_IFREG | (node.mode if node.mode is not None else 0o644)
+            mode = stat.S_IFREG | (node.mode if node.mode is not None else self.file_mode)
             size, nlink = self.size(node), 1
             created = node.remote.created_at if node.remote else 0
         if ro:

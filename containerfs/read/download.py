@@ -14,6 +14,7 @@ import errno
 import itertools
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -154,6 +155,7 @@ class Download:
     async def _run(self) -> None:
         entry = self._entry
         failure: ContainerFsError | None = None
+        began = time.monotonic()
 
         async def stream(cancel: trio.CancelScope) -> None:
             nonlocal failure
@@ -193,7 +195,9 @@ class Download:
             await trio.to_thread.run_sync(DiskCache.write_sidecar, entry.cache, entry.fd)
         self._counters.completed += 1
         entry.settled.set()
-        log.debug("downloaded %s (%d bytes)", entry.file_id, size)
+        log.info(
+            "downloaded %s (%d bytes) in %.2f s", entry.file_id, size, time.monotonic() - began
+        )
 
     async def _stream(self) -> None:
         """Receive the whole content into the entry, resuming after retryable failures."""
