@@ -278,3 +278,16 @@ async def test_a_read_only_mount_refuses_both_commands(tmp_path: Path, app: obje
         finally:
             nursery.cancel_scope.cancel()
     await close_fs(fs)
+
+
+async def test_mkdir_of_a_container_shows_it_without_listing_again(fs: Fs) -> None:
+    await fs.container("before")
+    assert await fs.listing(ROOT_INODE) == ["before"]
+    listings = fs.ns.statistics().container_listings
+    await fs.ops.mkdir(ROOT_INODE, b"made", 0o755, CTX)
+    assert await fs.listing(ROOT_INODE) == ["before", "made"]
+    assert fs.ns.statistics().container_listings == listings
+    made = await fs.inode("made")
+    assert await _xattr(fs, made, "file_ids") == ""  # made here, with no files
+    assert await fs.listing(made) == []
+    assert fs.ns.statistics().file_listings == 0  # known empty: not listed either
