@@ -308,15 +308,23 @@ class ApiClient:
         url = _url("containers", container_id, "files")
         # not idempotent and nothing to recognise the copy by: no resend after an ambiguous failure
         body = {"file_id": file_id}
-        data = await self._json("upload_file", "POST", url, json=body, idempotent=False)
-        created = ContainerFile.from_json(data)
+        created = await self._call(
+            "upload_file",
+            lambda: self._transport.request("POST", url, json=body),
+            lambda r: ContainerFile.from_json(json_body(r)),  # malformed: an ApiError
+            idempotent=False,
+        )
         self._claim(created.id)
         return created
 
     async def retrieve_api_file(self, file_id: str) -> ApiFile:
         """A Files-API file's metadata (``GET /files/{id}``): its ``filename`` and size."""
-        data = await self._json("retrieve_api_file", "GET", _url("files", file_id))
-        return ApiFile.from_json(data)
+        url = _url("files", file_id)
+        return await self._call(
+            "retrieve_api_file",
+            lambda: self._transport.request("GET", url),
+            lambda r: ApiFile.from_json(json_body(r)),  # a malformed answer is an ApiError
+        )
 
     async def retrieve_file(self, container_id: ContainerId, file_id: FileId) -> ContainerFile:
         url = _url("containers", container_id, "files", file_id)
