@@ -253,3 +253,18 @@ def test_commands_need_the_daemon_of_the_mount(
     assert "no containerfs daemon answers" in line
     sock = next(mp.state_dir.glob("mounts/*/control"))
     assert sock.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_name_looked_up_before_it_existed_shows_once_made(
+    emu: EmulatorProcess, files_api: FilesApi, mount_factory: MountFactory
+) -> None:
+    fid = files_api.upload("late.txt", b"late\n")
+    # the kernel keeps "no such file" for a minute: only the daemon's notice can clear it
+    mp = mount_factory(emu, "--negative-ttl", "60")
+    assert not mp.path("later").exists()
+    assert cli(mp, "new", str(mp.mountpoint), "later").returncode == 0
+    assert mp.path("later").is_dir()
+    assert not mp.path("later", "x.txt").exists()
+    result = cli(mp, "import", str(mp.path("later")), "--file-id", fid, "--name", "x.txt")
+    assert result.returncode == 0, result.stderr
+    assert mp.path("later", "x.txt").read_bytes() == b"late\n"
