@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 from fs_harness import CTX, Fs, build_fs, close_fs
 
+from containerfs.api.client import ApiClient
 from containerfs.daemon.commands import MountCommands
 from containerfs.daemon.control import (
     ImportFile,
@@ -25,8 +28,9 @@ from containerfs.daemon.control import (
     socket_path,
 )
 from containerfs.errors import ControlError
-from containerfs.models import ContainerId, NetworkPolicy
+from containerfs.models import Container, ContainerId, NetworkPolicy
 from containerfs.ns.inodes import ROOT_INODE
+from containerfs.ns.namespace import Namespace
 
 # ---- requests ------------------------------------------------------------------------------
 
@@ -291,3 +295,49 @@ async def test_mkdir_of_a_container_shows_it_without_listing_again(fs: Fs) -> No
     assert await _xattr(fs, made, "file_ids") == ""  # made here, with no files
     assert await fs.listing(made) == []
     assert fs.ns.statistics().file_listings == 0  # known empty: not listed either
+
+
+class _HeldListing:
+    """The API, with listings of containers held back until ``release`` is set: a listing in
+    flight while a container is created."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+        self.fetched = trio.Event()
+        self.release = trio.Event()
+
+    async def list_containers(self) -> AsyncIterator[Container]:
+        listed = [c async for c in self.client.list_containers()]
+        self.fetched.set()
+        await self.release.wait()
+        for c in listed:
+            yield c
+
+    def list_files(self, container_id: ContainerId) -> Any:
+        return self.client.list_files(container_id)
+
+    async def retrieve_container(self, container_id: ContainerId) -> Container:
+        return await self.client.retrieve_container(container_id)
+
+    async def create_container(self, name: str, **options: Any) -> Container:
+        return await self.client.create_container(name, **options)
+
+    async def delete_container(self, container_id: ContainerId) -> None:
+        await self.client.delete_container(container_id)
+
+
+async def test_a_container_made_while_the_containers_are_listed_is_not_lost(fs: Fs) -> None:
+    held = _HeldListing(fs.client)
+    ns = Namespace(held, fs.ns.state)
+    shown: list[list[str]] = []
+    async with trio.open_nursery() as nursery:
+
+        async def list_root() -> None:
+            shown.append(sorted(await ns.containers()))
+
+        nursery.start_soon(list_root)
+        await held.fetched.wait()  # the listing was taken before the create
+        await ns.create_container("made-meanwhile")
+        held.release.set()
+    assert shown == [["made-meanwhile"]]
+    assert sorted(await ns.containers()) == ["made-meanwhile"]

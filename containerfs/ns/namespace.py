@@ -115,6 +115,7 @@ class Namespace:
         self._fetch_locks: dict[object, trio.Lock] = {}
         # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
         self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
+        self._created_meanwhile: dict[ContainerId, Container] | None = None
         self._stats = _Counters()
         self.created = CreationLog(state)  # what the containers made here were made with
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
@@ -182,7 +183,13 @@ class Namespace:
             cached = self._containers.get("all")
             if cached is not None:
                 return cached
-            listed = [c async for c in self.client.list_containers()]
+            # containers created here while the listing is fetched may be missing from it
+            self._created_meanwhile = {}
+            try:
+                listed = [c async for c in self.client.list_containers()]
+            finally:
+                made, self._created_meanwhile = self._created_meanwhile, None
+            listed += [c for c in made.values() if c.id not in {x.id for x in listed}]
             self._stats.container_listings += 1
             visible = [c for c in listed if self.show_expired or not c.expired]
             by_name = names.container_dir_names(visible)
@@ -198,6 +205,8 @@ class Namespace:
         """Show a container created here without listing again: the cached listing, if any,
         gains it (names recomputed by the usual rules; its expiry time is kept)."""
         self._by_id[c.id] = c
+        if self._created_meanwhile is not None:
+            self._created_meanwhile[c.id] = c
         cached = self._containers.get("all")
         if cached is not None:
             renamed = names.container_dir_names([*cached.values(), c])
