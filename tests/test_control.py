@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import trio
 from fs_harness import CTX, Fs, build_fs, close_fs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from containerfs.api.client import ApiClient
 from containerfs.daemon.commands import MountCommands
@@ -64,6 +66,7 @@ def test_requests_survive_their_json_form(request_: Request) -> None:
         {"command": "new"},
         {"command": "new", "name": 3},
         {"command": "new", "name": "a/b"},
+        {"command": "new", "name": "\ud800"},  # JSON can carry a lone surrogate
         {"command": "new", "name": "x", "memory_limit": "3g"},
         {"command": "new", "name": "x", "expires_after_minutes": True},
         {"command": "new", "name": "x", "expires_after_minutes": -5},
@@ -76,12 +79,40 @@ def test_requests_survive_their_json_form(request_: Request) -> None:
         {"command": "import", "directory": ["..", "x"], "file_id": "file-a"},
         {"command": "import", "directory": ["box"], "file_id": "file/a"},
         {"command": "import", "directory": ["box"], "file_id": "file-a", "name": "."},
+        {"command": "import", "directory": ["\udcff"], "file_id": "file-a", "name": "\ud800x"},
         {"command": "import", "directory": ["box"], "file_id": "file-a", "name": "x" * 256},
     ],
 )
 def test_malformed_requests_are_refused_with_a_control_error(data: object) -> None:
     with pytest.raises(ControlError):
         request_from_json(data)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_FIELDS = st.sampled_from(
+    ["name", "file_ids", "memory_limit", "expires_after_minutes", "network_policy", "skills",
+     "directory", "file_id"]
+)  # fmt: skip
+
+
+@given(
+    command=st.sampled_from(["new", "import", "other"]),
+    fields=st.dictionaries(_FIELDS, _JSON, max_size=8),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_json_request_is_a_valid_request_or_a_control_error(
+    command: str, fields: dict[str, object]
+) -> None:
+    try:
+        request = request_from_json({"command": command, **fields})
+    except ControlError as err:
+        assert str(err) and "\n" not in str(err)
+        return
+    assert request_from_json(request.to_json()) == request
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,11 @@ def check_file_id(fid: str) -> None:
 def check_file_name(name: str, *, what: str = "file name") -> None:
     if name in ("", ".", "..") or "/" in name or "\0" in name:
         raise ControlError(f"not a usable {what}: {name!r}")
-    if len(os.fsencode(name)) > NAME_MAX:
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:  # a lone surrogate that JSON can carry: no file name
+        raise ControlError(f"not a usable {what}: {name!r}") from None
+    if len(raw) > NAME_MAX:
         raise ControlError(f"{what} longer than {NAME_MAX} bytes: {name[:40]!r}…")
 
 
