@@ -69,10 +69,13 @@ def files_api(emu: EmulatorProcess) -> Iterator[FilesApi]:
     client.http.close()
 
 
-def cli(mp: MountProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    """``containerfs ARGS --state-dir …`` as a user runs it (no API credentials needed)."""
+def cli(mp: MountProcess, *args: str, state_dir: bool = True) -> subprocess.CompletedProcess[str]:
+    """``containerfs ARGS --state-dir …`` as a user runs it (no API credentials needed);
+    without ``state_dir``, the daemon is found through its registration, as ``status`` does."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    argv = [sys.executable, "-m", "containerfs", *args, "--state-dir", str(mp.state_dir)]
+    argv = [sys.executable, "-m", "containerfs", *args]
+    if state_dir:
+        argv += ["--state-dir", str(mp.state_dir)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -183,7 +186,7 @@ def test_import_without_a_name_takes_the_files_api_filename(
     mp = mount_factory(emu)
     os.listdir(mp.path("docs"))
     emu.reset_stats()
-    result = cli(mp, "import", str(mp.path("docs")), "--file-id", fid)
+    result = cli(mp, "import", str(mp.path("docs")), "--file-id", fid, state_dir=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{mp.path('docs', 'report.pdf')}\n"
     assert emu.requests() == {"retrieve_api_file": 1, "upload_file": 1}
