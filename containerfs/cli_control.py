@@ -11,21 +11,15 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from containerfs import mounttable
 from containerfs.cliargs import expiry_minutes, positive_duration
 from containerfs.config import CONTROL_TIMEOUT, MEMORY_LIMITS
-from containerfs.daemon.control import (
-    ImportFile,
-    NewContainer,
-    Request,
-    call,
-    check_file_id,
-    check_file_name,
-    parse_network,
-    socket_path,
-)
 from containerfs.errors import ControlError
+
+if TYPE_CHECKING:
+    from containerfs.daemon.control import Request
 
 RunDirFinder = Callable[[Path, Path | None], Path]
 
@@ -85,7 +79,13 @@ def add_parsers(
         p.set_defaults(find_run_dir=find_run_dir)
 
 
+# the control module (and trio with it) loads only when one of these commands runs: every
+# other command, `status` included, starts faster without it
+
+
 def cmd_new(args: argparse.Namespace) -> int:
+    from containerfs.daemon.control import NewContainer, parse_network
+
     request = NewContainer(
         name=args.name,
         file_ids=tuple(args.file_id),
@@ -103,6 +103,8 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from containerfs.daemon.control import ImportFile, check_file_id, check_file_name
+
     check_file_id(args.file_id)
     if args.name is not None:
         check_file_name(args.name)
@@ -132,6 +134,8 @@ def _timeout(text: str | None) -> float:
 
 
 def _ask(args: argparse.Namespace, mountpoint: Path, request: Request) -> str:
+    from containerfs.daemon.control import call, socket_path
+
     timeout = _timeout(args.timeout)
     path = socket_path(args.find_run_dir(mountpoint, args.state_dir))
     if not path.exists():
