@@ -372,3 +372,17 @@ async def test_a_container_made_while_the_containers_are_listed_is_not_lost(fs: 
         held.release.set()
     assert shown == [["made-meanwhile"]]
     assert sorted(await ns.containers()) == ["made-meanwhile"]
+
+
+async def test_a_server_failure_is_one_line_naming_what_failed(fs: Fs) -> None:
+    fid = await _api_file(fs, "in.txt", b"x")
+    c = await fs.container("box")
+    commands = MountCommands(fs.ns, fs.client)
+    await fs.faults([{"route": "upload_file", "action": "error", "status": 500, "count": 5}])
+    with pytest.raises(ControlError, match=rf"cannot import {fid} into box: HTTP 500"):
+        await commands.run(ImportFile(("box",), fid, name="x.txt"))
+    await fs.faults([{"route": "create_container", "action": "error", "status": 500, "count": 5}])
+    with pytest.raises(ControlError, match="cannot create other: HTTP 500"):
+        await commands.run(NewContainer("other"))
+    assert [f async for f in fs.client.list_files(c.id)] == []
+    assert "x.txt" not in await fs.listing(await fs.inode("box"))

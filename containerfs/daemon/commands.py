@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from containerfs.daemon.control import ImportFile, NewContainer, Request, check_file_name
-from containerfs.errors import ContainerExpired, ControlError, NotFound
+from containerfs.errors import ApiError, ContainerExpired, ControlError, NotFound
 from containerfs.models import ApiFile, ContainerFile, ContainerId
 from containerfs.ns.inodes import ROOT_INODE, Kind, Node
 from containerfs.ns.namespace import Namespace
@@ -77,6 +77,8 @@ class MountCommands:
             )
         except NotFound as err:  # the one 404 a create can get: a file id
             raise ControlError(f"cannot create {request.name}: unknown file id ({err})") from err
+        except ApiError as err:
+            raise ControlError(f"cannot create {request.name}: {err}", errno_=err.errno) from err
         assert node.cid is not None
         name = await self.ns.container_dir(node.cid)
         self._entry_added(ROOT_INODE, name)
@@ -103,6 +105,9 @@ class MountCommands:
             raise ControlError(f"{where}: the container has expired", errno_=err.errno) from err
         except NotFound as err:
             raise ControlError(f"unknown file id {request.file_id} ({err})") from err
+        except ApiError as err:
+            message = f"cannot import {request.file_id} into {where}: {err}"
+            raise ControlError(message, errno_=err.errno) from err
         if new.container_id not in ("", cid):
             raise ControlError(f"the server put {new.id} in another container ({new.container_id})")
         node = await self.ns.file_added(parent, name, new)
@@ -127,6 +132,8 @@ class MountCommands:
             meta = await self.client.retrieve_api_file(file_id)
         except NotFound as err:
             raise ControlError(f"unknown file id {file_id} ({err})") from err
+        except ApiError as err:
+            raise ControlError(f"cannot read {file_id}: {err}", errno_=err.errno) from err
         name = posixpath.basename(meta.filename)
         try:
             check_file_name(name)
