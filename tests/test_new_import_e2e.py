@@ -132,6 +132,9 @@ def test_new_container_shows_its_options_and_holds_its_files_byte_identical(
         "allowed_domains": ["example.com", "pypi.org"],
     }
     assert xattr(box, "id") == server["id"]
+    [made] = [c for c in emu.state()["containers"] if c["id"] == server["id"]]
+    assert made["created_with"]["file_ids"] == [big, small]
+    assert made["created_with"]["skills"] == [{"type": "skill_reference", "skill_id": "skill_abc"}]
 
 
 def test_container_made_elsewhere_shows_its_policy_but_no_creation_files(
