@@ -386,3 +386,14 @@ async def test_a_server_failure_is_one_line_naming_what_failed(fs: Fs) -> None:
         await commands.run(NewContainer("other"))
     assert [f async for f in fs.client.list_files(c.id)] == []
     assert "x.txt" not in await fs.listing(await fs.inode("box"))
+
+
+async def test_a_socket_that_cannot_be_made_leaves_the_daemon_serving(tmp_path: Path) -> None:
+    async def handle(request: Request) -> str:
+        raise AssertionError("no request can arrive")
+
+    missing = tmp_path / "gone" / "run"
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, socket_path(missing), handle)
+    assert not missing.exists()

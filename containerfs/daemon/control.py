@@ -239,15 +239,24 @@ async def serve_control(
     path: Path, handle: Handler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Answer requests on the socket at ``path`` until cancelled; ``handle`` carries one out
-    and returns the new path (relative to the mountpoint) or raises ``ContainerFsError``."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # left by a daemon that died: nothing listens there
+    and returns the new path (relative to the mountpoint) or raises ``ContainerFsError``.
+
+    Best effort: a socket that cannot be made is logged, and the mount serves on without it
+    (``new`` and ``import`` then say that no daemon answers)."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a daemon that died: nothing listens there
         with _addressable(path) as address:
             await sock.bind(address)
         os.chmod(path, 0o600)
         sock.listen(16)
+    except OSError as err:
+        log.error("no control socket at %s (%s): new and import cannot reach this mount", path, err)
+        sock.close()
+        task_status.started()
+        return
+    try:
         listeners = [trio.SocketListener(sock)]
         task_status.started()
         await trio.serve_listeners(functools.partial(_serve_one, handle=handle), listeners)
