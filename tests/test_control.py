@@ -397,3 +397,18 @@ async def test_a_socket_that_cannot_be_made_leaves_the_daemon_serving(tmp_path: 
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_control, socket_path(missing), handle)
     assert not missing.exists()
+
+
+async def test_import_into_a_container_deleted_elsewhere_says_it_is_gone(fs: Fs) -> None:
+    fid = await _api_file(fs, "in.txt", b"x")
+    commands = MountCommands(fs.ns, fs.client)
+    for files_cached in (False, True):  # gone at the listing of its files, or at the copy
+        c = await fs.container("box")
+        fs.ns.invalidate_containers()  # made by another client: seen at the next listing
+        assert await fs.listing(ROOT_INODE) == ["box"]
+        if files_cached:
+            assert await fs.listing(await fs.inode("box")) == []
+        await fs.client.delete_container(c.id)  # by another client: the mount still has it
+        with pytest.raises(ControlError, match="box: the container is gone"):
+            await commands.run(ImportFile(("box",), fid, name="x.txt"))
+        assert await fs.listing(ROOT_INODE) == []  # the mount asked again

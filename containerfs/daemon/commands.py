@@ -96,7 +96,11 @@ class MountCommands:
         if not self.ns.writable(parent):
             raise ControlError("the mount is read-only", errno_=errno.EROFS)
         name = request.name or await self._api_filename(request.file_id)
-        if await self.ns.lookup(parent, name) is not None:
+        try:
+            taken = await self.ns.lookup(parent, name) is not None
+        except NotFound as err:  # listing its files: the container is gone
+            raise self._gone(cid, where, err) from err
+        if taken:
             raise ControlError(f"{where}/{name}: name taken", errno_=errno.EEXIST)
         try:
             new = await self.client.create_file_from_id(cid, request.file_id)
@@ -104,7 +108,9 @@ class MountCommands:
             self.ns.container_changed(cid)
             raise ControlError(f"{where}: the container has expired", errno_=err.errno) from err
         except NotFound as err:
-            raise ControlError(f"unknown file id {request.file_id} ({err})") from err
+            if err.param == "file_id" or "file object" in err.message.lower():
+                raise ControlError(f"unknown file id {request.file_id} ({err})") from err
+            raise self._gone(cid, where, err) from err
         except ApiError as err:
             message = f"cannot import {request.file_id} into {where}: {err}"
             raise ControlError(message, errno_=err.errno) from err
@@ -114,6 +120,10 @@ class MountCommands:
         self._entry_added(parent.inode, name)
         log.info("imported %s into %s as %s %r", request.file_id, cid, new.id, node.path)
         return posixpath.join(where, name)
+
+    def _gone(self, cid: ContainerId, where: str, err: NotFound) -> ControlError:
+        self.ns.container_changed(cid)  # deleted elsewhere: the mount asks again
+        return ControlError(f"{where}: the container is gone ({err})", errno_=errno.ENOENT)
 
     async def _directory(self, parts: tuple[str, ...]) -> Node:
         node = self.ns.root_node
