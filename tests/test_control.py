@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,10 @@ from containerfs.daemon.control import (
 )
 from containerfs.errors import ControlError
 from containerfs.models import Container, ContainerId, NetworkPolicy
+from containerfs.ns.created import CreationLog
 from containerfs.ns.inodes import ROOT_INODE
 from containerfs.ns.namespace import Namespace
+from containerfs.state import CreatedWith, State
 
 # ---- requests ------------------------------------------------------------------------------
 
@@ -412,3 +415,21 @@ async def test_import_into_a_container_deleted_elsewhere_says_it_is_gone(fs: Fs)
         with pytest.raises(ControlError, match="box: the container is gone"):
             await commands.run(ImportFile(("box",), fid, name="x.txt"))
         assert await fs.listing(ROOT_INODE) == []  # the mount asked again
+
+
+async def test_a_creation_record_the_state_cannot_take_still_shows_while_mounted(
+    tmp_path: Path,
+) -> None:
+    class FullDisk(State):
+        def set_created_with(self, cid: ContainerId, created: CreatedWith) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    state = FullDisk(tmp_path, endpoint="http://x/v1")
+    try:
+        records = CreationLog(state)
+        made = CreatedWith(("file-a",), ("skill_1",))
+        await records.record(ContainerId("cntr_1"), made)  # the container exists: no error
+        assert await records.get(ContainerId("cntr_1")) == made
+        assert state.created_with(ContainerId("cntr_1")) is None
+    finally:
+        state.close()

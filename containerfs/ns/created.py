@@ -7,9 +7,14 @@ attributes; a container made elsewhere has no record. Layer: namespace; no FUSE,
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+
 from containerfs.aio import in_thread
 from containerfs.models import ContainerId
 from containerfs.state import CreatedWith, State
+
+log = logging.getLogger(__name__)
 
 
 class CreationLog:
@@ -20,8 +25,13 @@ class CreationLog:
         self._known: dict[ContainerId, CreatedWith | None] = {}
 
     async def record(self, cid: ContainerId, created: CreatedWith) -> None:
+        """Best effort: the container exists whatever happens here, so a state database that
+        cannot take the record (a full disk) costs only the xattrs after a remount."""
         self._known[cid] = created
-        await in_thread(self._state.set_created_with, cid, created)
+        try:
+            await in_thread(self._state.set_created_with, cid, created)
+        except (sqlite3.Error, OSError) as err:
+            log.warning("cannot record what %s was created with: %s", cid, err)
 
     async def get(self, cid: ContainerId) -> CreatedWith | None:
         """What ``cid`` was created with through this mount (or an earlier one on this
