@@ -359,6 +359,9 @@ class _HeldListing:
     async def delete_container(self, container_id: ContainerId) -> None:
         await self.client.delete_container(container_id)
 
+    async def holds_files(self, container_id: ContainerId) -> bool:
+        return await self.client.holds_files(container_id)
+
 
 async def test_a_container_made_while_the_containers_are_listed_is_not_lost(fs: Fs) -> None:
     held = _HeldListing(fs.client)

@@ -36,7 +36,7 @@ import trio
 
 from containerfs.config import MEMORY_LIMITS
 from containerfs.errors import ContainerFsError, ControlError
-from containerfs.models import NetworkPolicy
+from containerfs.models import NetworkPolicy, plain_id
 from containerfs.paths import NAME_MAX
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ SOCKET_NAME = "control"
 MAX_MESSAGE = 64 << 10
 READ_DEADLINE = 10.0  # a client that connects and says nothing is dropped after this
 _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes with the NUL; keep a margin
-_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 _SKILL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -123,7 +122,7 @@ Request = NewContainer | ImportFile
 
 def check_file_id(fid: str) -> None:
     # ids go into request bodies and URLs: plain tokens only (no '/', no '..')
-    if not _FILE_ID.fullmatch(fid):
+    if not plain_id(fid):
         raise ControlError(f"not a file id: {fid!r}")
 
 
