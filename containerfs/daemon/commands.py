@@ -114,8 +114,6 @@ class MountCommands:
         except ApiError as err:
             message = f"cannot import {request.file_id} into {where}: {err}"
             raise ControlError(message, errno_=err.errno) from err
-        if new.container_id not in ("", cid):
-            raise ControlError(f"the server put {new.id} in another container ({new.container_id})")
         node = await self.ns.file_added(parent, name, new)
         self._entry_added(parent.inode, name)
         log.info("imported %s into %s as %s %r", request.file_id, cid, new.id, node.path)
