@@ -8,7 +8,7 @@ import pytest
 
 from containerfs.errors import StateError
 from containerfs.models import ContainerId, FileId
-from containerfs.state import CreatedWith, State
+from containerfs.state import CreatedWith, State, StateLock
 
 CID = ContainerId("cntr_" + "a" * 48)
 FID = FileId("cfile_" + "b" * 32)
@@ -69,3 +69,27 @@ def test_what_a_container_was_created_with_survives_a_reopen_per_endpoint(
     again.forget_container(CID)
     assert again.created_with(CID) is None
     again.close()
+
+
+def test_a_locked_state_directory_refuses_a_second_lock_naming_the_first(tmp_path: Path) -> None:
+    first = StateLock.acquire(tmp_path, mountpoint="/m/one")
+    try:
+        with pytest.raises(StateError, match=r"in use by the mount of /m/one \(pid \d+\)"):
+            StateLock.acquire(tmp_path, mountpoint="/m/two")
+    finally:
+        first.release()
+    again = StateLock.acquire(tmp_path, mountpoint="/m/two")  # released: free again
+    again.release()
+
+
+def test_files_an_older_version_left_readable_are_made_private(tmp_path: Path) -> None:
+    for name in ("state.db", "mounts/abc/log", "mounts/abc/status.json", "spool/x"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        path.chmod(0o644)
+    (tmp_path / "mounts").chmod(0o755)
+    state = State(tmp_path, endpoint="e")
+    state.close()
+    loose = [p for p in [tmp_path, *tmp_path.rglob("*")] if p.stat().st_mode & 0o077]
+    assert loose == []
