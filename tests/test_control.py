@@ -69,6 +69,8 @@ def test_requests_survive_their_json_form(request_: Request) -> None:
         {"command": "new"},
         {"command": "new", "name": 3},
         {"command": "new", "name": "a/b"},
+        {"command": "new", "name": "cntr_0123"},  # looks like an id: never shown as itself
+        {"command": "new", "name": "box~cntr_0123"},
         {"command": "new", "name": "\ud800"},  # JSON can carry a lone surrogate
         {"command": "new", "name": "x", "memory_limit": "3g"},
         {"command": "new", "name": "x", "expires_after_minutes": True},

@@ -37,7 +37,7 @@ import trio
 from containerfs.config import MEMORY_LIMITS
 from containerfs.errors import ContainerFsError, ControlError
 from containerfs.models import NetworkPolicy, plain_id
-from containerfs.paths import NAME_MAX
+from containerfs.paths import NAME_MAX, reserved_container_name
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ def check_file_name(name: str, *, what: str = "file name") -> None:
 def check_container_name(name: str) -> None:
     # the directory shows the name as it is: refuse what it could not show unchanged
     check_file_name(name, what="container name")
+    if reserved_container_name(name):  # as mkdir refuses it: shown as NAME~ID, never as NAME
+        raise ControlError(f"not a usable container name: {name!r} looks like an id or NAME~ID")
 
 
 def parse_network(spec: str) -> NetworkPolicy:
