@@ -1,4 +1,5 @@
-"""Command line: ``containerfs mount|unmount|status|emulator|demo``.
+"""Command line: ``containerfs mount|unmount|status|new|import|emulator|demo`` (``new`` and
+``import``, which act through a running mount, live in ``cli_control``).
 
 Every failure the user can cause (bad mountpoint, wrong key, unreachable endpoint, bad
 option) ends with one line on stderr and a non-zero exit: never a traceback.
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from containerfs import __version__, mounttable
+from containerfs import __version__, cli_control, mounttable
 from containerfs.cliargs import (
     COMMANDS,
     OptionError,
@@ -36,7 +37,7 @@ from containerfs.cliargs import (
     positive_duration,
     positive_number,
 )
-from containerfs.config import IO_TIMEOUT
+from containerfs.config import IO_TIMEOUT, MEMORY_LIMITS
 from containerfs.errors import (
     ApiConnectionError,
     AuthenticationError,
@@ -150,7 +151,7 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
     )
     opt(
         "--container-memory",
-        choices=["1g", "4g", "16g", "64g"],
+        choices=MEMORY_LIMITS,
         default=None,
         help="memory_limit for containers made with mkdir",
     )
@@ -264,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
     status.add_argument("--json", action="store_true", help="the full status as JSON")
     status.set_defaults(func=cmd_status)
+
+    cli_control.add_parsers(sub, find_run_dir=_run_dir)
 
     # the emulator's own parser is built only when it runs: its server libraries are an
     # optional extra, and `mount` must not load them

@@ -25,6 +25,7 @@ ENDPOINTS = (
     "retrieve_file",
     "delete_file",
     "file_content",
+    "retrieve_api_file",  # GET /files/{id}: a Files-API file's metadata
 )
 
 
@@ -110,6 +111,11 @@ class ClientStats:
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
+
+#: The memory limits a container may have (``POST /containers``' ``memory_limit``).
+MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+#: How long ``containerfs new``/``import`` wait for the daemon's answer by default.
+CONTROL_TIMEOUT = 120.0
 
 # Editor swap/backup/lock files: kept on this machine, never uploaded.
 DEFAULT_LOCAL_ONLY: tuple[str, ...] = (

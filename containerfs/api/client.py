@@ -15,7 +15,14 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -34,7 +41,15 @@ from containerfs.api.transport import (
 )
 from containerfs.config import ApiConfig, ClientStats
 from containerfs.errors import ApiError, NotFound
-from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page
+from containerfs.models import (
+    ApiFile,
+    Container,
+    ContainerFile,
+    ContainerId,
+    FileId,
+    NetworkPolicy,
+    Page,
+)
 from containerfs.paths import upload_path_matches
 
 __all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
@@ -175,8 +190,12 @@ class ApiClient:
         *,
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
+        network_policy: NetworkPolicy | None = None,
+        file_ids: Sequence[str] = (),
+        skills: Sequence[str] = (),
     ) -> Container:
-        """Create a container. After an ambiguous failure, a container named ``name`` created
+        """Create a container, with Files-API files copied in (``file_ids``) and skills
+        referenced by id. After an ambiguous failure, a container named ``name`` created
         since the call started (server clock, ``ADOPT_MARGIN`` slack) that this client had not
         seen before and has not returned for another create is adopted instead of re-sent.
         """
@@ -185,6 +204,12 @@ class ApiClient:
             body["expires_after"] = {"anchor": "last_active_at", "minutes": expires_after_minutes}
         if memory_limit is not None:
             body["memory_limit"] = memory_limit
+        if network_policy is not None:
+            body["network_policy"] = network_policy.to_json()
+        if file_ids:
+            body["file_ids"] = list(file_ids)
+        if skills:
+            body["skills"] = [{"type": "skill_reference", "skill_id": s} for s in skills]
         started, wall = self._sightings.mark(), self._wallclock()
         patience = self.patience()  # the recovery's listing included
 
@@ -337,6 +362,8 @@ class ApiClient:
         return created
 
     async def create_file_from_id(self, container_id: ContainerId, file_id: str) -> ContainerFile:
+        """Copy the Files-API file ``file_id`` into the container: one call, no bytes sent.
+        The answer's ``path`` says where the server put it (its choice, from the filename)."""
         url = checks.url("containers", container_id, "files")
         # not idempotent and nothing to recognise the copy by: no resend after an ambiguous failure
         body = {"file_id": file_id}
@@ -346,6 +373,11 @@ class ApiClient:
         )
         self._claim(created.id)
         return created
+
+    async def retrieve_api_file(self, file_id: str) -> ApiFile:
+        """A Files-API file's metadata (``GET /files/{id}``): its ``filename`` and size."""
+        data = await self._json("retrieve_api_file", "GET", checks.url("files", file_id))
+        return checks.parsed("retrieve_api_file", lambda: ApiFile.from_json(data))
 
     async def retrieve_file(self, container_id: ContainerId, file_id: FileId) -> ContainerFile:
         url = checks.url("containers", container_id, "files", file_id)

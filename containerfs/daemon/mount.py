@@ -3,7 +3,8 @@
 ``serve`` runs in the foreground process; ``containerfs mount`` without ``--foreground`` starts
 it in a detached child and returns once the mountpoint is live (or prints the child's one-line
 error). The daemon leaves its pid, log and a status snapshot in a per-mount run directory
-under the state directory, which ``unmount`` and ``status`` read.
+under the state directory, which ``unmount`` and ``status`` read, and listens there on the
+control socket that ``new`` and ``import`` talk to (``control.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import trio
 from containerfs.api.client import ApiClient
 from containerfs.config import ApiConfig as ApiConfig
 from containerfs.config import MountConfig as MountConfig
+from containerfs.daemon.commands import MountCommands
+from containerfs.daemon.control import serve_control, socket_path
 from containerfs.daemon.layers import build_layers
 from containerfs.daemon.status import Status
 from containerfs.errors import MountError as MountError
@@ -236,6 +239,16 @@ class Daemon:
             pyfuse3.terminate()
             fuse.deadline = trio.current_time() + SHUTDOWN_GRACE
 
+    def _commands(self, ops: Operations) -> MountCommands:
+        assert self.ns is not None
+        defaults = {
+            "expires_after_minutes": self.cfg.container_expires_minutes,
+            "memory_limit": self.cfg.container_memory_limit,
+        }
+        return MountCommands(
+            self.ns, self.client, container_defaults=defaults, entry_added=ops.entry_added
+        )
+
     async def serve(self, *, ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
         # first: every file the daemon creates from here on is private to the user
@@ -275,6 +288,9 @@ class Daemon:
                 _init_session(ops, cfg.mountpoint, options)
                 try:
                     (self.run_dir / "pid").write_text(str(os.getpid()))
+                    await nursery.start(
+                        serve_control, socket_path(self.run_dir), self._commands(ops).run
+                    )
                     with trio.CancelScope() as fuse:
                         nursery.start_soon(self._signals, nursery, fuse)
                         nursery.start_soon(self._status_loop)

@@ -21,7 +21,7 @@ import logging
 import posixpath
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +30,8 @@ from cachetools import TTLCache
 from containerfs import paths as names
 from containerfs.aio import FetchGate, in_thread
 from containerfs.errors import ContainerFsError, NotFound
-from containerfs.models import Container, ContainerFile, ContainerId, FileId
+from containerfs.models import Container, ContainerFile, ContainerId, FileId, NetworkPolicy
+from containerfs.ns.created import CreationLog
 from containerfs.ns.inodes import ROOT_INODE as ROOT_INODE
 from containerfs.ns.inodes import Attrs as Attrs
 from containerfs.ns.inodes import Kind as Kind
@@ -39,7 +40,7 @@ from containerfs.ns.inodes import NodeIndex
 from containerfs.ns.listings import Listing, Listings
 from containerfs.ns.memory import NameMemory
 from containerfs.ns.overlay import Overlay
-from containerfs.state import State
+from containerfs.state import CreatedWith, State
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class ContainerSource(Protocol):
         *,
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
+        network_policy: NetworkPolicy | None = None,
+        file_ids: Sequence[str] = (),
+        skills: Sequence[str] = (),
     ) -> Container: ...
     async def delete_container(self, container_id: ContainerId) -> None: ...
     async def holds_files(self, container_id: ContainerId) -> bool: ...
@@ -118,7 +122,11 @@ class Namespace:
         self._overlay = Overlay()
         # one listing call at a time per key; a failed one fails its waiters too
         self._fetching = FetchGate()
+        # containers created here while the container listing is fetched (kept in it)
+        self._created_meanwhile: dict[ContainerId, Container] | None = None
+        self._listed: list[Container] = []  # the containers of the cached listing, expired too
         self._stats = _Counters()
+        self.created = CreationLog(state)  # what the containers made here were made with
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
         self._add(self.root_node)
 
@@ -181,14 +189,16 @@ class Namespace:
             cached = self._containers.get("all")
             if cached is not None:
                 return cached
-            listed = [c async for c in self.client.list_containers()]
+            # containers created here while the listing is fetched may be missing from it
+            self._created_meanwhile = {}
+            try:
+                listed = [c async for c in self.client.list_containers()]
+            finally:
+                made, self._created_meanwhile = self._created_meanwhile, None
+            listed += [c for c in made.values() if c.id not in {x.id for x in listed}]
             self._stats.container_listings += 1
-            # named among all listed: a container's name does not change as others expire
-            by_name = {
-                name: c
-                for name, c in names.container_dir_names(listed).items()
-                if self.show_expired or not c.expired
-            }
+            self._listed = listed
+            by_name = self._named(listed)
             self._containers["all"] = by_name
             for c in listed:
                 self._saw(c.id, c)
@@ -203,6 +213,41 @@ class Namespace:
 
     def invalidate_containers(self) -> None:
         self._containers.pop("all", None)
+
+    def _named(self, listed: list[Container]) -> dict[str, Container]:
+        # named among all listed: a container's name does not change as others expire
+        return {
+            name: c
+            for name, c in names.container_dir_names(listed).items()
+            if self.show_expired or not c.expired
+        }
+
+    def _learn_container(self, c: Container) -> None:
+        """Show a container created here without listing again: the cached listing, if any,
+        gains it (names recomputed by the usual rules; its expiry time is kept)."""
+        self._saw(c.id, c)
+        if self._created_meanwhile is not None:
+            self._created_meanwhile[c.id] = c
+        cached = self._containers.get("all")
+        if cached is not None:
+            self._listed = [*self._listed, c]
+            renamed = self._named(self._listed)
+            cached.clear()  # in place: the cached listing keeps its expiry time
+            cached.update(renamed)
+
+    def container_changed(self, cid: ContainerId) -> None:
+        """The server says the container changed (it expired): ask again before trusting the
+        cached container, its name or its files."""
+        self._by_id.pop(cid, None)
+        self.invalidate_containers()
+        self.invalidate_listing(cid)
+
+    async def container_dir(self, cid: ContainerId) -> str:
+        """The directory name a container is shown under (its id if it is not listed)."""
+        for name, c in (await self.containers()).items():
+            if c.id == cid:
+                return name
+        return cid
 
     async def container(self, cid: ContainerId) -> Container | None:
         """A container by id, listed or not (a ``cntr_…`` name always resolves)."""
@@ -389,16 +434,29 @@ class Namespace:
     async def file_uploaded(self, node: Node, new: ContainerFile) -> None:
         """``node`` now has server content ``new``; record where the server put it."""
         assert node.cid is not None
-        cid = node.cid
+        await self._record_file(node.cid, node.path, new)
+        node.remote = new
+        node.size_hint = None
+
+    async def file_added(self, parent: Node, name: str, new: ContainerFile) -> Node:
+        """A server file made here without an upload (copied from the Files API) to be shown
+        as ``name`` in ``parent``: shown there at once, and kept there like an upload."""
+        assert parent.cid is not None
+        path = self.child_path(parent, name)
+        await self._listing(parent.cid)  # the container's recorded aliases are loaded first
+        await self._record_file(parent.cid, path, new)
+        return self._file_node(parent.cid, path, new)
+
+    async def _record_file(self, cid: ContainerId, path: str, new: ContainerFile) -> None:
+        """Show the new server file ``new`` at ``path``: an alias when the server's path
+        differs (kept in the state, so it survives cache expiry and remounts)."""
         shown = names.relative_path(new.path, self.root)
         aliases = self._aliases.setdefault(cid, {})
         # recorded when the rules alone would show the file elsewhere after a remount
-        if shown != node.path or names.reserved_file_name(node.name):
-            aliases[new.id] = node.path
-            await in_thread(lambda: self.state.set_alias(cid, new.id, node.path))
-        node.remote = new
-        node.size_hint = None
-        self._memory.claim(cid, new.id, node.path)
+        if shown != path or names.reserved_file_name(posixpath.basename(path)):
+            aliases[new.id] = path
+            await in_thread(lambda: self.state.set_alias(cid, new.id, path))
+        self._memory.claim(cid, new.id, path)
         self._listings.added(cid, new)
 
     async def file_deleted(self, cid: ContainerId, fid: FileId) -> None:
@@ -470,13 +528,23 @@ class Namespace:
         *,
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
+        network_policy: NetworkPolicy | None = None,
+        file_ids: Sequence[str] = (),
+        skills: Sequence[str] = (),
     ) -> Node:
+        """Create a container (one call) and show it at once, without listing again."""
         c = await self.client.create_container(
-            name, expires_after_minutes=expires_after_minutes, memory_limit=memory_limit
+            name,
+            expires_after_minutes=expires_after_minutes,
+            memory_limit=memory_limit,
+            network_policy=network_policy,
+            file_ids=file_ids,
+            skills=skills,
         )
-        self._saw(c.id, c)
-        self.invalidate_containers()
-        self._listings.start_empty(c.id, aliases=self._aliases.setdefault(c.id, {}))
+        await self.created.record(c.id, CreatedWith(tuple(file_ids), tuple(skills)))
+        self._learn_container(c)
+        if not file_ids:  # known to be empty; with files, the first look lists them
+            self._listings.start_empty(c.id, aliases=self._aliases.setdefault(c.id, {}))
         return self._container_node(c)
 
     async def delete_container(self, node: Node) -> None:
@@ -495,6 +563,7 @@ class Namespace:
         self._memory.drop(cid)
         self._loaded.discard(cid)
         self._overlay.forget_dirs(cid)
+        self.created.forget(cid)
         await in_thread(lambda: self.state.forget_container(cid))
         self.mark_gone(node)
 
