@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -124,13 +124,20 @@ class Download:
         size: int | None,
         on_bytes: Callable[[int], None],
         now: Callable[[], float],
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         self.start = start
         self.size = size
         self.suspect = _suspect(response)
         self._response = response
         self._on_bytes = on_bytes
+        self._progress = progress
         self._now = now
+
+    def _arrived(self, n: int) -> None:
+        self._on_bytes(n)
+        if self._progress is not None:
+            self._progress(n)
 
     def __repr__(self) -> str:
         return f"<Download start={self.start} size={self.size}>"
@@ -139,13 +146,38 @@ class Download:
         """The raw body as it arrives; a broken stream raises ApiConnectionError/ApiTimeout."""
         if self._response.is_stream_consumed:  # a transport that answered with bytes in hand
             if self._response.content:
-                self._on_bytes(len(self._response.content))
+                self._arrived(len(self._response.content))
                 yield self._response.content
             return
         with _api_errors("file_content", now=self._now):
             async for chunk in self._response.aiter_raw():
-                self._on_bytes(len(chunk))
+                self._arrived(len(chunk))
                 yield chunk
+
+
+class _CountedBody(httpx.AsyncByteStream):
+    """A request body counted as httpx sends it, chunk by chunk: a large upload's bytes
+    show up as they go, not all at once when it starts."""
+
+    def __init__(self, body: httpx.AsyncByteStream, count: Callable[[int], None]) -> None:
+        self._body = body
+        self._count = count
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = aiter(self._body)
+        try:
+            async for chunk in chunks:
+                self._count(len(chunk))
+                yield chunk
+        finally:
+            # a body abandoned halfway (the server answered early) is closed now, not by
+            # the garbage collector
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
 
 
 # Content types of an error page or error envelope: file content is served as
@@ -264,8 +296,11 @@ class Transport:
         if self._limiter is not None:
             await self._limiter.acquire()
         self.requests[endpoint] += 1
-        length = request.headers.get("content-length")
-        self.bytes_up += int(length) if length and length.isdigit() else 0
+        if isinstance(request.stream, httpx.ByteStream):  # in memory: handed over at once
+            length = request.headers.get("content-length")
+            self.bytes_up += int(length) if length and length.isdigit() else 0
+        elif isinstance(request.stream, httpx.AsyncByteStream):
+            request.stream = _CountedBody(request.stream, self._count_up)
         with _api_errors(endpoint, now=self._wallclock):
             response = await self._http.send(request, stream=stream)
             self._note_date(response)
@@ -296,11 +331,19 @@ class Transport:
                 request_id=response.headers.get("x-request-id"),
             ) from exc
 
-    def download(self, response: Response, offset: int) -> Download:
-        """The body of a content answer to a request for the bytes from ``offset``."""
+    def download(
+        self, response: Response, offset: int, *, progress: Callable[[int], None] | None = None
+    ) -> Download:
+        """The body of a content answer to a request for the bytes from ``offset``;
+        ``progress`` is told each chunk's size as it arrives."""
         start, size = _download_window(response, offset)
         return Download(
-            response, start=start, size=size, on_bytes=self._count_down, now=self._wallclock
+            response,
+            start=start,
+            size=size,
+            on_bytes=self._count_down,
+            now=self._wallclock,
+            progress=progress,
         )
 
     def _note_date(self, response: Response) -> None:
@@ -311,6 +354,9 @@ class Transport:
 
     def _count_down(self, n: int) -> None:
         self.bytes_down += n
+
+    def _count_up(self, n: int) -> None:
+        self.bytes_up += n
 
 
 def _raise_read_size(size: int) -> None:
