@@ -108,6 +108,8 @@ class Namespace:
         self._by_id: TTLCache[ContainerId, Container | None] = TTLCache(1024, ttl, timer=clock)
         self._aliases: dict[ContainerId, dict[FileId, str]] = {}
         self._dirs: dict[ContainerId, set[str]] = {}
+        # the directory each container showed as at its last listing (kept past the TTL)
+        self._dir_names: dict[ContainerId, str] = {}
         # files not (or not yet) on the server: being written, pending, local-only
         self._local: dict[ContainerId, dict[str, Node]] = {}
         self._fetch_locks: dict[object, trio.Lock] = {}
@@ -184,6 +186,7 @@ class Namespace:
             visible = [c for c in listed if self.show_expired or not c.expired]
             by_name = names.container_dir_names(visible)
             self._containers["all"] = by_name
+            self._dir_names = {c.id: name for name, c in by_name.items()}
             for c in listed:
                 self._by_id[c.id] = c
             return by_name
@@ -237,9 +240,28 @@ class Namespace:
         self._listings.pop(cid, None)
 
     async def _view(self, cid: ContainerId) -> tuple[dict[str, ContainerFile], set[str]]:
-        listing = await self._listing(cid)
+        return self._placed(cid, await self._listing(cid))
+
+    def _placed(
+        self, cid: ContainerId, listing: Listing
+    ) -> tuple[dict[str, ContainerFile], set[str]]:
         aliases = self._aliases.get(cid, {})
         return listing.view(lambda files: names.place_files(files, root=self.root, aliases=aliases))
+
+    # ---- where things show in the mount (for the status: cached answers only) ----------
+    def shown_path(self, cid: ContainerId, path: str) -> str:
+        """Where a container's file ``path`` shows, relative to the mount: under the
+        directory the container showed as at its last listing, else under its id."""
+        top = self._dir_names.get(cid, str(cid))
+        return posixpath.join(top, path) if path else top
+
+    def file_path(self, cid: ContainerId, fid: FileId) -> str | None:
+        """The path in its container of a file by id, if a cached listing shows it."""
+        listing = self._listings.get(cid)
+        if listing is None:
+            return None
+        placed, _ = self._placed(cid, listing)
+        return next((path for path, f in placed.items() if f.id == fid), None)
 
     async def _dirs_of(self, cid: ContainerId) -> set[str]:
         _, remote_dirs = await self._view(cid)
