@@ -67,6 +67,7 @@ def status_text(status: Status) -> str:
         lines.append(
             f"cache        {human(cache.cache_bytes_used)} of {human(cache.cache_max_size)}"
             f" in {cache.entries} entries, hits {cache.hits}, misses {cache.misses}"
+            + (f", {cache.past_cache} read past the cache" if cache.past_cache else "")
         )
     writer = status.writer
     if writer is not None:
