@@ -148,6 +148,8 @@ DOWNLOAD_RETRIES = 3
 #: A failed upload is tried again after UPLOAD_RETRY_BASE seconds, doubling up to the max.
 UPLOAD_RETRY_BASE = 2.0
 UPLOAD_RETRY_MAX = 300.0
+#: The daemon rewrites its status snapshot this often (``containerfs status``, ``unmount``).
+STATUS_INTERVAL = 1.0
 
 
 @dataclass

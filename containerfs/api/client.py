@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import trio
 
 from containerfs.api import checks
+from containerfs.api.progress import ProgressFile, Transfers, TransferStats
 from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Patience, Sightings
 from containerfs.api.transport import (
     Download,
@@ -104,6 +105,7 @@ class ApiClient:
         self._adopted = 0
         self._sightings = Sightings()
         self._rejected: set[str] = set()
+        self._transfers = Transfers(clock=clock)
 
     def __repr__(self) -> str:
         return f"<ApiClient {self.config.base_url}>"
@@ -143,6 +145,10 @@ class ApiClient:
             rate_limit_waits=waits,
             rate_limit_wait_seconds=waited,
         )
+
+    def transfers(self) -> tuple[TransferStats, ...]:
+        """The uploads and downloads in flight, with their progress, oldest first."""
+        return self._transfers.snapshot()
 
     # -- containers ---------------------------------------------------------------------
 
@@ -325,8 +331,11 @@ class ApiClient:
         started, wall = self._sightings.mark(), self._wallclock()
         patience = self.patience()  # the recovery's listing included
         began = time.monotonic()
-        with open(source, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+        with (
+            self._transfers.track("upload", container_id, filename) as transfer,
+            ProgressFile(source, transfer) as fh,
+        ):
+            size = transfer.total = os.fstat(fh.fileno()).st_size
 
             async def recover() -> ContainerFile | None:
                 async with aclosing(self.list_files(container_id, patience=patience)) as files:
@@ -340,11 +349,15 @@ class ApiClient:
                             return f
                 return None
 
+            def attempt() -> Request:
+                transfer.restart(0)  # each attempt sends the whole body again
+                return self._transport.request("POST", url, files={"file": (filename, fh)})
+
             # httpx streams the file object (64 KiB reads; Content-Length from fstat) and
-            # seeks it back to 0 for every attempt
+            # seeks it back to 0 for every attempt; its reads are the upload's progress
             created = await self._call(
                 "upload_file",
-                lambda: self._transport.request("POST", url, files={"file": (filename, fh)}),
+                attempt,
                 lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
                 idempotent=False,
                 recover=recover,
@@ -418,17 +431,22 @@ class ApiClient:
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
         if offset > 0:
             headers["Range"] = f"bytes={offset}-"
-        response = await self._call(
-            "file_content",
-            lambda: self._transport.request("GET", url, headers=headers),
-            lambda r: r,
-            stream=True,
-            patience=patience,
-        )
-        try:
-            yield self._transport.download(response, offset)
-        finally:
-            await response.aclose()
+        # shown from the request on: a server slow to answer is what a user wants to see
+        with self._transfers.track("download", container_id, file_id, done=offset) as transfer:
+            response = await self._call(
+                "file_content",
+                lambda: self._transport.request("GET", url, headers=headers),
+                lambda r: r,
+                stream=True,
+                patience=patience,
+            )
+            try:
+                download = self._transport.download(response, offset, progress=transfer.add)
+                transfer.restart(download.start)
+                transfer.total = download.size
+                yield download
+            finally:
+                await response.aclose()
 
     # -- machinery ----------------------------------------------------------------------
 

@@ -25,12 +25,13 @@ import pyfuse3
 import trio
 
 from containerfs.api.client import ApiClient
+from containerfs.config import STATUS_INTERVAL
 from containerfs.config import ApiConfig as ApiConfig
 from containerfs.config import MountConfig as MountConfig
 from containerfs.daemon.commands import MountCommands
 from containerfs.daemon.control import serve_control, socket_path
 from containerfs.daemon.layers import build_layers
-from containerfs.daemon.status import Status
+from containerfs.daemon.status import Status, pending_in_mount, transfers_in_mount
 from containerfs.errors import MountError as MountError
 from containerfs.fs.operations import Operations
 from containerfs.fs.sizes import Sizes
@@ -182,17 +183,23 @@ class Daemon:
         await self.client.list_containers_page(limit=1)
 
     def status(self) -> Status:
+        ns, mountpoint = self.ns, self.real_mountpoint
         return Status(
             pid=os.getpid(),
-            mountpoint=self.real_mountpoint,
+            mountpoint=mountpoint,
             endpoint=self.cfg.api.base_url,
             started=self.started,
             api=self.client.statistics(),
             cache=self.reader.statistics() if self.reader else None,
             writer=self.writer.statistics() if self.writer else None,
-            namespace=self.ns.statistics() if self.ns else None,
+            namespace=ns.statistics() if ns else None,
             sizes=self.sizes.statistics() if self.sizes else None,
-            pending=tuple(self.writer.pending()) if self.writer else (),
+            pending=(
+                pending_in_mount(self.writer.pending(), ns, mountpoint)
+                if self.writer and ns
+                else ()
+            ),
+            in_flight=transfers_in_mount(self.client.transfers(), ns, mountpoint) if ns else (),
         )
 
     def write_status(self, text: str | None = None) -> None:
@@ -207,13 +214,19 @@ class Daemon:
         return self.status().to_json()
 
     async def _status_loop(self) -> None:
+        written = ""
         while True:
+            due = trio.current_time() + STATUS_INTERVAL  # a period, whatever the write took
             try:
-                # snapshot on the loop (the layers change under a thread); write in a thread
-                await trio.to_thread.run_sync(self.write_status, self.status_text())
+                # snapshot on the loop (the layers change under a thread); write in a thread,
+                # and only what changed: an idle mount does no disk writes
+                text = self.status_text()
+                if text != written:
+                    await trio.to_thread.run_sync(self.write_status, text)
+                    written = text
             except Exception:  # the status file is a convenience; never let it end the mount
                 log.exception("cannot write the status file")
-            await trio.sleep(1.0)
+            await trio.sleep_until(due)
 
     async def _signals(self, nursery: trio.Nursery, fuse: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:

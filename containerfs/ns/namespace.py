@@ -120,6 +120,8 @@ class Namespace:
         # files not (or not yet) on the server (being written, pending, local-only) and the
         # directories made here
         self._overlay = Overlay()
+        # the directory each container showed as at its last listing (kept past the TTL)
+        self._dir_names: dict[ContainerId, str] = {}
         # one listing call at a time per key; a failed one fails its waiters too
         self._fetching = FetchGate()
         # containers created here while the container listing is fetched (kept in it)
@@ -200,6 +202,7 @@ class Namespace:
             self._listed = listed
             by_name = self._named(listed)
             self._containers["all"] = by_name
+            self._dir_names = {c.id: name for name, c in by_name.items()}
             for c in listed:
                 self._saw(c.id, c)
             return by_name
@@ -234,6 +237,7 @@ class Namespace:
             renamed = self._named(self._listed)
             cached.clear()  # in place: the cached listing keeps its expiry time
             cached.update(renamed)
+            self._dir_names = {c.id: name for name, c in renamed.items()}
 
     def container_changed(self, cid: ContainerId) -> None:
         """The server says the container changed (it expired): ask again before trusting the
@@ -295,6 +299,17 @@ class Namespace:
 
     async def _is_dir(self, cid: ContainerId, path: str) -> bool:
         return (await self._listing(cid)).is_dir(path) or self._overlay.is_dir(cid, path)
+
+    # ---- where things show in the mount (for the status: cached answers only) ----------
+    def shown_path(self, cid: ContainerId, path: str) -> str:
+        """Where a container's file ``path`` shows, relative to the mount: under the
+        directory the container showed as at its last listing, else under its id."""
+        top = self._dir_names.get(cid, str(cid))
+        return posixpath.join(top, path) if path else top
+
+    def file_path(self, cid: ContainerId, fid: FileId) -> str | None:
+        """The path in its container of a file by id, where the mount last showed it."""
+        return self._memory.shown(cid).get(fid)
 
     # ---- lookups -----------------------------------------------------------------------
     async def lookup(self, parent: Node, name: str) -> Node | None:
