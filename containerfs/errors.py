@@ -242,3 +242,11 @@ class SizeUnknown(ContainerFsError):
     def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
         super().__init__(message)
         self.errno = errno_
+
+
+class CliError(Exception):
+    """A one-line message for the user of the command line; exit status 1 unless given."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
