@@ -55,9 +55,10 @@ class ApiClient:
     Every call is retried (backoff with full jitter, or the server's ``retry-after-ms`` /
     ``retry-after``) on 408/409/429/5xx answers and on connection failures and timeouts, up
     to ``max_retries``. Creates (``create_container``, ``upload_file``) are not idempotent:
-    they are retried freely when the server refused (an error status) or nothing was sent
-    (connect failure), but after an *ambiguous* failure — a timeout or broken connection once
-    the request was sent — the client first looks for what the lost attempt created and
+    they are sent again freely when the server said it did not process them (429, 409) or
+    nothing was sent (connect failure), but after an *ambiguous* failure — a timeout or broken
+    connection once the request was sent, or a 408/5xx answer, which a server or gateway can
+    give after the work was done — the client first looks for what the attempt created and
     adopts it (see ``upload_file``). A ``DELETE`` whose retry after an ambiguous failure
     answers 404 counts as done.
     """
@@ -247,9 +248,9 @@ class ApiClient:
         relative to the container root), streamed from disk. The returned ``path`` says where
         the server stored it.
 
-        No duplicate after an ambiguous failure (a timeout, or the connection broken after
-        the request was sent): before sending again, the container's files are listed and a
-        file is adopted as the lost attempt's result when all of these hold:
+        No duplicate after an ambiguous failure (a timeout, the connection broken after the
+        request was sent, or a 408/5xx answer): before sending again, the container's files
+        are listed and a file is adopted as the lost attempt's result when all of these hold:
 
         - its ``path`` is one the server gives such an upload (``upload_path_matches``:
           ``/mnt/data/<filename>``, or ``<32 hex>-<basename>`` in the root or the directory);
