@@ -1,4 +1,5 @@
-"""Command line: ``containerfs mount|unmount|status|emulator|demo``.
+"""Command line: ``containerfs mount|unmount|status|new|import|emulator|demo`` (``new`` and
+``import``, which act through a running mount, live in ``cli_control``).
 
 Every failure the user can cause (bad mountpoint, wrong key, unreachable endpoint, bad
 option) ends with one line on stderr and a non-zero exit: never a traceback.
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from containerfs import __version__, mounttable
+from containerfs import __version__, cli_control, mounttable
 from containerfs.cliargs import (
     COMMANDS,
     OptionError,
@@ -36,6 +37,7 @@ from containerfs.cliargs import (
     positive_duration,
     positive_number,
 )
+from containerfs.config import IO_TIMEOUT, MEMORY_LIMITS
 from containerfs.errors import (
     ApiConnectionError,
     AuthenticationError,
@@ -149,7 +151,7 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
     )
     opt(
         "--container-memory",
-        choices=["1g", "4g", "16g", "64g"],
+        choices=MEMORY_LIMITS,
         default=None,
         help="memory_limit for containers made with mkdir",
     )
@@ -166,6 +168,14 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
         default=60.0,
         metavar="DURATION",
         help="how long unmount waits for pending uploads (default 60s)",
+    )
+    opt(
+        "--io-timeout",
+        type=positive_duration,
+        default=IO_TIMEOUT,
+        metavar="DURATION",
+        help="cut a request that moves less than 1 KiB/s for this long; an operation waiting"
+        f" on the server fails (EIO) within twice this (default {IO_TIMEOUT:g}s)",
     )
     opt("--uid", type=owner_id, help="owner shown for every file (default: the mounting user)")
     opt("--gid", type=owner_id, help="group shown for every file (default: the mounting user's)")
@@ -256,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="the full status as JSON")
     status.set_defaults(func=cmd_status)
 
+    cli_control.add_parsers(sub, find_run_dir=_run_dir)
+
     # the emulator's own parser is built only when it runs: its server libraries are an
     # optional extra, and `mount` must not load them
     emu = sub.add_parser(
@@ -301,7 +313,10 @@ def _read_key_file(path: Path) -> str:
 def _mount_config(args: argparse.Namespace) -> Any:
     from containerfs.config import DEFAULT_LOCAL_ONLY, ApiConfig, MountConfig
 
-    overrides: dict[str, Any] = {"rate_limit_per_minute": args.rate_limit}
+    overrides: dict[str, Any] = {
+        "rate_limit_per_minute": args.rate_limit,
+        "io_timeout": args.io_timeout,
+    }
     if args.base_url:
         overrides["base_url"] = args.base_url.rstrip("/")
     if args.api_key_file is not None:
@@ -459,7 +474,10 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
         child = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
-    deadline = time.monotonic() + 60
+    # the child's credentials check gives up after two io-timeouts on a stalled server: wait
+    # longer than that, so that its own one-line error is what the user reads
+    wait = max(60.0, 2 * args.io_timeout + 10)
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         entry = mounttable.find_mount(args.mountpoint)
         if entry is not None and entry.fstype == mounttable.FSTYPE:
@@ -473,7 +491,9 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
             raise CliError(f"{last or f'mount failed (exit {code})'} (log: {logfile})", code or 1)
         time.sleep(0.05)
     child.terminate()
-    raise CliError(f"mount of {args.mountpoint} did not come up within 60 s (log: {logfile})")
+    raise CliError(
+        f"mount of {args.mountpoint} did not come up within {wait:.0f} s (log: {logfile})"
+    )
 
 
 def _run_dir(mountpoint: Path, state_dir: Path | None) -> Path:

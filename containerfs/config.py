@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from containerfs.api.retrying import Backoff
+from containerfs.api.retrying import Backoff, ProgressPolicy
 from containerfs.errors import ConfigError
 
 #: Endpoint names, as counted in ``ClientStats.requests``.
@@ -25,7 +25,18 @@ ENDPOINTS = (
     "retrieve_file",
     "delete_file",
     "file_content",
+    "retrieve_api_file",  # GET /files/{id}: a Files-API file's metadata
 )
+
+
+#: ``--io-timeout``: a request that moves (nearly) nothing for this long is cut (see
+#: ``ProgressPolicy``).
+IO_TIMEOUT = 30.0
+#: The slowest transfer that still counts as progress, in bytes a second over an io-timeout.
+MIN_TRANSFER_RATE = 1024.0
+#: A call with its retries gives up after this many io-timeouts without progress: the bound of
+#: every FUSE operation that waits on the server (a retry never starts past it).
+CALL_BUDGET_TIMEOUTS = 2.0
 
 
 @dataclass(frozen=True)
@@ -36,8 +47,9 @@ class ApiConfig:
     api_key: str = field(default="", repr=False)
     organization: str | None = None
     project: str | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    connect_timeout: float = 10.0  # at most io_timeout
+    io_timeout: float = IO_TIMEOUT
+    min_rate: float = MIN_TRANSFER_RATE
     max_retries: int = 5
     backoff_base: float = 0.5
     backoff_max: float = 30.0
@@ -67,6 +79,20 @@ class ApiConfig:
             raise ConfigError("OPENAI_API_KEY is not set: export the API key before mounting")
         return cls(**values)
 
+    @property
+    def progress(self) -> ProgressPolicy:
+        """The progress deadlines of every request (see ``ProgressPolicy``)."""
+        return progress_policy(self.io_timeout, min_rate=self.min_rate)
+
+
+def progress_policy(io_timeout: float, *, min_rate: float = MIN_TRANSFER_RATE) -> ProgressPolicy:
+    return ProgressPolicy(
+        window=io_timeout, min_rate=min_rate, budget=CALL_BUDGET_TIMEOUTS * io_timeout
+    )
+
+
+DEFAULT_PROGRESS = progress_policy(IO_TIMEOUT)
+
 
 @dataclass(frozen=True)
 class ClientStats:
@@ -85,6 +111,11 @@ class ClientStats:
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
+
+#: The memory limits a container may have (``POST /containers``' ``memory_limit``).
+MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+#: How long ``containerfs new``/``import`` wait for the daemon's answer by default.
+CONTROL_TIMEOUT = 120.0
 
 # Editor swap/backup/lock files: kept on this machine, never uploaded.
 DEFAULT_LOCAL_ONLY: tuple[str, ...] = (

@@ -139,10 +139,20 @@ class ApiTimeout(ApiError):
 
 
 class ApiConnectionError(ApiError):
-    """The endpoint could not be reached, or the connection broke mid-request."""
+    """The endpoint could not be reached, or the connection broke mid-request.
 
-    errno = _errno.EHOSTUNREACH
+    EIO, not a routing errno: "No route to host" for a reset connection would send a user
+    looking at the network, and programs treat EIO as the I/O failure it is.
+    """
+
+    errno = _errno.EIO
     retryable = True
+
+
+class ApiAborted(ApiConnectionError):
+    """The mount is ending: requests in flight were cancelled, and no new one is sent."""
+
+    retryable = False
 
 
 class MalformedAnswer(ApiError):
@@ -222,6 +232,15 @@ class StatusError(ContainerFsError):
 
 class StateError(ContainerFsError):
     """The state directory cannot be used."""
+
+
+class ControlError(ContainerFsError):
+    """A ``containerfs new``/``import`` request that cannot be carried out: a bad option, a
+    name taken, no daemon to ask. The message is the one line the user sees."""
+
+    def __init__(self, message: str, *, errno_: int = _errno.EINVAL) -> None:
+        super().__init__(message)
+        self.errno = errno_
 
 
 class SizeUnknown(ContainerFsError):
