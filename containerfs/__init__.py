@@ -14,9 +14,9 @@ walks the import graph, ``tests/test_layout.py``):
   ``pyfuse3.Operations``), ``handles`` (open files and directories), ``attrs`` (stat,
   xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
   any is shown). Only ``fs/`` and ``daemon/`` import pyfuse3.
-- ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, the ``InodeTable``, ``Attrs``), ``listings``
-  (one container's files as listed, placed once and indexed by directory, patched by own
-  changes), ``memory`` (the path each file was shown at: it keeps it), ``overlay`` (files
+- ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, the ``InodeTable``,
+  ``Attrs``), ``listings`` (one container's files as listed, placed once and indexed by
+  directory, patched by own changes), ``memory`` (the path each file was shown at: it keeps it), ``overlay`` (files
   not on the server yet and directories made here, by directory), ``containers`` (the cached
   container listing, directory names, containers by id, delete), ``aliases`` (where files
   made here show, kept in the state), ``attributes`` (what ``stat`` shows), ``namespace``
