@@ -16,13 +16,13 @@ walks the import graph, ``tests/test_layout.py``):
   any is shown). Only ``fs/`` and ``daemon/`` import pyfuse3.
 - ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, the ``InodeTable``,
   ``Attrs``), ``listings`` (one container's files as listed, placed once and indexed by
-  directory, patched by own changes), ``memory`` (the path each file was shown at: it keeps it), ``overlay`` (files
-  not on the server yet and directories made here, by directory), ``containers`` (the cached
-  container listing, directory names, containers by id, delete), ``aliases`` (where files
-  made here show, kept in the state), ``attributes`` (what ``stat`` shows), ``namespace``
-  (the facade: lookups, readdir, changes made here), ``created`` (what the containers made
-  here were created with). A lookup or a readdir costs the entries of one
-  directory, not the files of the container.
+  directory, patched by own changes), ``memory`` (the path each file was shown at: it keeps
+  it), ``overlay`` (files not on the server yet and directories made here, by directory),
+  ``containers`` (the cached container listing, directory names, containers by id,
+  delete), ``aliases`` (where files made here show, kept in the state), ``attributes``
+  (what ``stat`` shows), ``namespace`` (the facade: lookups, readdir, changes made here),
+  ``created`` (what the containers made here were created with). A lookup or a readdir
+  costs the entries of one directory, not the files of the container.
 - ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
   ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``diskcache``.
 - ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local
