@@ -46,7 +46,8 @@ class Seen:
 class WatchingSink(httpx.AsyncBaseTransport):
     """Consumes an upload body chunk by chunk, as a socket would, and records what
     ``client`` reports after each chunk; with ``fail_after``, the first attempt is answered
-    500 once that many bytes of it were read."""
+    429 once that many bytes of it were read (a refusal, sent again at once; a 5xx would be
+    ambiguous and send the client looking for the upload first)."""
 
     def __init__(self, fail_after: int = 0) -> None:
         self.client: ApiClient | None = None
@@ -65,7 +66,7 @@ class WatchingSink(httpx.AsyncBaseTransport):
                 sent = self.client.statistics().bytes_up
                 self.seen.append(Seen(self.attempts, self.client.transfers(), sent))
                 if self.attempts == 1 and self.fail_after and received >= self.fail_after:
-                    return httpx.Response(500, json={"error": {"message": "try again"}})
+                    return httpx.Response(429, json={"error": {"message": "try again"}})
         return _file_answer(received)
 
 
