@@ -90,8 +90,8 @@ def test_a_field_of_the_wrong_type_is_named(tmp_path: Path) -> None:
         Status.from_json(json.dumps(data))
 
 
-def _status(*, pid: int) -> Status:
-    zero = {f.name: 0 for f in dataclasses.fields(ReaderStats)}
+def _status(*, pid: int, **reader: int) -> Status:
+    zero = {f.name: 0 for f in dataclasses.fields(ReaderStats)} | reader
     return Status(
         pid=pid,
         mountpoint="/m",
@@ -124,6 +124,15 @@ def test_status_shows_the_cache_use_the_daemon_reported(
     assert "cache        4.0 KiB of 0 B in 3 entries, hits 5, misses 0" in out
     assert "api calls    2  list_files=2" in out
     assert "cntr_1/a.txt  7 B  failed  (HTTP 500)" in out
+
+
+def test_status_counts_the_files_prefetched_ahead_of_a_walk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = _status(pid=os.getpid(), prefetches=9, prefetches_used=7, prefetches_failed=1)
+    mountpoint = _write_status(tmp_path, status.to_json())
+    assert main(["status", str(mountpoint), "--state-dir", str(tmp_path / "state")]) == 0
+    assert "prefetch     9 files ahead of a walk, 7 used, 1 failed" in capsys.readouterr().out
 
 
 def test_status_with_a_damaged_file_says_no_daemon_in_one_line(

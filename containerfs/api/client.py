@@ -98,6 +98,10 @@ class ApiClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    def has_spare_requests(self) -> bool:
+        """Whether a request now would not wait for the rate limit (always, without one)."""
+        return self._transport.limiter_idle()
+
     def statistics(self) -> ClientStats:
         waits, waited = self._transport.rate_limit_waits
         return ClientStats(

@@ -245,6 +245,10 @@ class Transport:
         stats = self._limiter.statistics()
         return stats.waits, stats.waited_seconds
 
+    def limiter_idle(self) -> bool:
+        """Whether a request now would go without waiting for the rate limiter."""
+        return self._limiter is None or self._limiter.idle()
+
     def request(
         self,
         method: str,

@@ -25,6 +25,7 @@ import errno
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -41,6 +42,7 @@ from containerfs.read.download import ContentSource as ContentSource
 from containerfs.read.download import Download, DownloadCounters, DownloadSettings
 from containerfs.read.download import DownloadStream as DownloadStream
 from containerfs.read.entries import Deletions, Entry, LiveEntries
+from containerfs.read.prefetch import Prefetcher, PrefetchSettings
 from containerfs.read.ranges import RangeReads
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,10 @@ class ReaderStats:
     range_reads: int  # extra ranged GETs for reads far beyond the frontier
     size_probes: int  # downloads started to learn the size of a file listed without one
     size_probes_dropped: int  # ... and stopped once the headers gave the size
+    prefetches: int  # downloads started ahead of a directory walk's opens
+    prefetches_used: int  # ... whose file was then opened
+    prefetches_failed: int
+    prefetches_deferred: int  # files not prefetched: the rate limit had nothing to spare
     active_downloads: int
     open_handles: int
     bytes_fetched: int  # received from the API (including bytes skipped after a restart)
@@ -159,6 +165,8 @@ class Reader:
         recent_bytes: int = RECENT_BYTES,
         probe_keep_bytes: int = PROBE_KEEP_BYTES,
         probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
+        prefetch: PrefetchSettings | None = None,
+        spare_requests: Callable[[], bool] = lambda: True,
     ) -> None:
         self._client = client
         self._probe_keep_bytes = probe_keep_bytes
@@ -186,6 +194,9 @@ class Reader:
         self._started = 0
         self._bytes_served = 0
         self._probes = self._probes_dropped = 0
+        self._prefetcher = Prefetcher(
+            self._prefetch_start, nursery=nursery, settings=prefetch, spare=spare_requests
+        )
 
     @classmethod
     async def create(
@@ -203,6 +214,8 @@ class Reader:
         recent_bytes: int = RECENT_BYTES,
         probe_keep_bytes: int = PROBE_KEEP_BYTES,
         probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
+        prefetch: PrefetchSettings | None = None,
+        spare_requests: Callable[[], bool] = lambda: True,
     ) -> Reader:
         cache = await trio.to_thread.run_sync(partial(DiskCache.load, cache_dir, max_size=max_size))
         reader = cls(
@@ -217,6 +230,8 @@ class Reader:
             recent_bytes=recent_bytes,
             probe_keep_bytes=probe_keep_bytes,
             probe_keep_downloads=probe_keep_downloads,
+            prefetch=prefetch,
+            spare_requests=spare_requests,
         )
         reader._entries.evict()  # the limit may be lower than in the last run
         return reader
@@ -227,7 +242,20 @@ class Reader:
         self, container_id: ContainerId, file_id: FileId, size: int | None
     ) -> ReadHandle:
         entry = await self._acquire(container_id, file_id, size, pin=False)
+        self._prefetcher.opened(file_id)
         return ReadHandle(entry)
+
+    def prefetch(self, files: Iterable[tuple[ContainerId, FileId, int | None]]) -> None:
+        """Download ``files`` ahead of their opens (the next files of a directory walk), as
+        the prefetch bounds allow; nothing when prefetch is off. Never waits."""
+        self._prefetcher.want(files)
+
+    def _prefetch_start(
+        self, container_id: ContainerId, file_id: FileId, size: int
+    ) -> Entry | None:
+        if self._has(file_id):
+            return None
+        return self._start(container_id, file_id, size)
 
     async def read(self, handle: ReadHandle, offset: int, length: int) -> bytes:
         entry = handle.entry()
@@ -433,6 +461,7 @@ class Reader:
         self._announced.pop(file_id, None)
 
     def statistics(self) -> ReaderStats:
+        prefetched = self._prefetcher.statistics()
         return ReaderStats(
             hits=self._hits,
             misses=self._misses,
@@ -444,6 +473,10 @@ class Reader:
             range_reads=self._ranges.count,
             size_probes=self._probes,
             size_probes_dropped=self._probes_dropped,
+            prefetches=prefetched.started,
+            prefetches_used=prefetched.used,
+            prefetches_failed=prefetched.failed,
+            prefetches_deferred=prefetched.deferred,
             active_downloads=sum(1 for e in self._entries if e.downloading),
             open_handles=sum(e.opens for e in self._entries),
             bytes_fetched=self._downloads.bytes_fetched,
