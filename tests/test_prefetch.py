@@ -15,7 +15,7 @@ import trio.testing
 from fs_harness import CTX, Fs, build_fs, close_fs
 
 from containerfs.api.retrying import RateLimiter
-from containerfs.models import ContainerId
+from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry
 from containerfs.read.entries import Entry
 from containerfs.read.prefetch import Prefetcher, PrefetchSettings
@@ -157,22 +157,23 @@ async def test_a_prefetch_takes_only_the_rate_limit_nobody_uses() -> None:
     now[0] += 1.0  # one request a second
     assert limiter.idle()
 
-    started: list[str] = []
+    started: list[FileId] = []
 
-    def start(cid: ContainerId, fid: Any, size: int) -> None:
+    def start(cid: ContainerId, fid: FileId, size: int) -> None:
         started.append(fid)
 
     async with trio.open_nursery() as nursery:
         busy = Prefetcher(start, nursery=nursery, settings=PrefetchSettings(), spare=lambda: False)
-        busy.want([(ContainerId("c"), "a", 10), (ContainerId("c"), "b", 10)])
+        c = ContainerId("c")
+        busy.want([(c, FileId("a"), 10), (c, FileId("b"), 10)])
         assert started == [] and busy.statistics().deferred == 1
 
 
 async def test_prefetch_is_bounded_in_files_and_bytes_and_skips_large_files() -> None:
-    started: list[str] = []
-    entries: dict[str, Any] = {}
+    started: list[FileId] = []
+    entries: dict[FileId, Entry] = {}
 
-    def start(cid: ContainerId, fid: Any, size: int) -> Entry:
+    def start(cid: ContainerId, fid: FileId, size: int) -> Entry:
         started.append(fid)
         cached = CacheEntry(fid, Path(os.devnull), Path(os.devnull), complete=False, size=size)
         entry = Entry(cached, cid, size)
@@ -183,10 +184,24 @@ async def test_prefetch_is_bounded_in_files_and_bytes_and_skips_large_files() ->
     settings = PrefetchSettings(files=3, bytes=250, max_file=100)
     async with trio.open_nursery() as nursery:
         p = Prefetcher(start, nursery=nursery, settings=settings)
-        p.want([(c, "big", 101), (c, "a", 100), (c, "b", 100), (c, "c", 100)])
+        p.want(
+            [
+                (c, FileId("big"), 101),
+                (c, FileId("a"), 100),
+                (c, FileId("b"), 100),
+                (c, FileId("c"), 100),
+            ]
+        )
         assert started == ["a", "b"]  # "big" is too large; "c" would pass the byte bound
-        entries["a"].settled.set()
+        entries[FileId("a")].settled.set()
         await trio.testing.wait_all_tasks_blocked()
-        p.want([(c, "b", 100), (c, "c", 10), (c, "d", 10), (c, "e", 10)])
+        p.want(
+            [
+                (c, FileId("b"), 100),
+                (c, FileId("c"), 10),
+                (c, FileId("d"), 10),
+                (c, FileId("e"), 10),
+            ]
+        )
         assert started == ["a", "b", "c", "d"]  # three in flight at most
         nursery.cancel_scope.cancel()
