@@ -88,6 +88,25 @@ async def test_a_walk_in_listing_order_fetches_the_next_files_before_they_are_op
     assert stats.prefetches_failed == 0
 
 
+async def test_a_walk_in_inode_order_as_cp_r_makes_it_is_followed_too(fs: Fs) -> None:
+    c = await fs.container("shuffled")
+    order = [7, 2, 11, 0, 5, 9, 1, 4, 10, 3, 8, 6]  # created (and numbered) out of name order
+    for i in order:
+        await fs.add_file(c.id, f"/mnt/data/d/f{i:02d}.txt", _content(i))
+    d = await fs.inode("shuffled", "d")
+    await _opendir(fs, d)
+    inodes = {i: (await fs.lookup(d, f"f{i:02d}.txt")).st_ino for i in range(FILES)}
+    by_inode = sorted(range(FILES), key=inodes.__getitem__)
+    assert by_inode != list(range(FILES))
+    for i in by_inode[:2]:
+        assert await fs.read_file(inodes[i]) == _content(i)
+    assert (await _settled(fs)).prefetches >= 8
+    for i in by_inode[2:]:
+        assert await fs.read_file(inodes[i]) == _content(i)
+    stats = await _settled(fs)
+    assert stats.prefetches == stats.prefetches_used == FILES - 2
+
+
 async def test_opens_out_of_listing_order_fetch_nothing_ahead(fs: Fs) -> None:
     _, d = await _walk_dir(fs)
     await _opendir(fs, d)
