@@ -332,23 +332,31 @@ class ApiClient:
         await self._json("delete_file", "DELETE", url, gone_ok=True)
 
     def download(
-        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
+        self,
+        container_id: ContainerId,
+        file_id: FileId,
+        *,
+        offset: int = 0,
+        end: int | None = None,
     ) -> AbstractAsyncContextManager[Download]:
         """``async with client.download(c, f, offset=n) as dl: async for b in dl.chunks()``.
 
-        With ``offset`` > 0 a ``Range: bytes=offset-`` is sent; ``dl.start`` says whether the
-        server honoured it (206) or sent the whole file (200, ``start == 0``).
+        With ``offset`` > 0 a ``Range: bytes=offset-`` is sent (``bytes=offset-(end-1)`` with
+        ``end``, even from 0); ``dl.start`` and ``dl.end`` say whether the server honoured it
+        (206) or sent the whole file (200, ``start == 0``, ``end`` its length).
         """
-        return self._download(container_id, file_id, offset)
+        return self._download(container_id, file_id, offset, end)
 
     @asynccontextmanager
     async def _download(
-        self, container_id: ContainerId, file_id: FileId, offset: int
+        self, container_id: ContainerId, file_id: FileId, offset: int, end: int | None
     ) -> AsyncIterator[Download]:
         url = checks.url("containers", container_id, "files", file_id, "content")
         # identity: aiter_raw() must yield the file's bytes, not a compressed encoding
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
-        if offset > 0:
+        if end is not None and end > offset:
+            headers["Range"] = f"bytes={offset}-{end - 1}"
+        elif offset > 0:
             headers["Range"] = f"bytes={offset}-"
         response = await self._call(
             "file_content",

@@ -42,6 +42,7 @@ from containerfs.read.download import ContentSource as ContentSource
 from containerfs.read.download import Download, DownloadCounters, DownloadSettings
 from containerfs.read.download import DownloadStream as DownloadStream
 from containerfs.read.entries import Deletions, Entry, LiveEntries
+from containerfs.read.pieces import RangeSupport
 from containerfs.read.prefetch import Prefetcher, PrefetchSettings
 from containerfs.read.ranges import RangeReads
 
@@ -80,6 +81,7 @@ class ReaderStats:
     downloads_failed: int
     retries: int  # resumed or restarted streams after a failure
     range_reads: int  # extra ranged GETs for reads far beyond the frontier
+    pieces: int  # ranged GETs of large files downloaded in parallel pieces
     size_probes: int  # downloads started to learn the size of a file listed without one
     size_probes_dropped: int  # ... and stopped once the headers gave the size
     prefetches: int  # downloads started ahead of a directory walk's opens
@@ -167,6 +169,7 @@ class Reader:
         probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
         prefetch: PrefetchSettings | None = None,
         spare_requests: Callable[[], bool] = lambda: True,
+        parallel: bool = True,
     ) -> None:
         self._client = client
         self._probe_keep_bytes = probe_keep_bytes
@@ -180,6 +183,8 @@ class Reader:
         )
         self._downloads = DownloadCounters()
         self._ranges = RangeReads(client, ahead=range_ahead, counters=self._downloads)
+        # whether large files download as parallel ranged GETs (learnt from the server)
+        self._pieces = RangeSupport(enabled=parallel)
         self._cache = cache
         self._nursery = nursery
         self._pins: dict[FileId, list[Entry]] = {}
@@ -216,6 +221,7 @@ class Reader:
         probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
         prefetch: PrefetchSettings | None = None,
         spare_requests: Callable[[], bool] = lambda: True,
+        parallel: bool = True,
     ) -> Reader:
         cache = await trio.to_thread.run_sync(partial(DiskCache.load, cache_dir, max_size=max_size))
         reader = cls(
@@ -232,6 +238,7 @@ class Reader:
             probe_keep_downloads=probe_keep_downloads,
             prefetch=prefetch,
             spare_requests=spare_requests,
+            parallel=parallel,
         )
         reader._entries.evict()  # the limit may be lower than in the last run
         return reader
@@ -471,6 +478,7 @@ class Reader:
             downloads_failed=self._downloads.failed,
             retries=self._downloads.retries,
             range_reads=self._ranges.count,
+            pieces=self._pieces.pieces,
             size_probes=self._probes,
             size_probes_dropped=self._probes_dropped,
             prefetches=prefetched.started,
@@ -567,6 +575,7 @@ class Reader:
             host=self,
             settings=self._download_settings,
             counters=self._downloads,
+            ranges=self._pieces,
         )
         self._nursery.start_soon(download.run)
         return entry
