@@ -343,12 +343,9 @@ class Download:
             raise ApiConnectionError("content stream ended early")
         _check_content(entry)
 
-    async def _append(self, chunk: bytes) -> bool:
-        """Add a chunk to the in-memory tail; whether it had to wait for the disk first."""
+    async def _append(self, chunk: bytes) -> None:
         entry = self._entry
-        waited = False
         while entry.pending_bytes >= self._settings.max_pending:
-            waited = True
             entry.drained = trio.Event()
             await entry.drained.wait()
         entry.pending.append(chunk)
@@ -356,7 +353,6 @@ class Download:
         if entry.pending_bytes >= self._settings.flush_bytes:
             entry.flush_wanted.set()
         entry.wake()
-        return waited
 
     async def _flusher(self) -> None:
         """Move the in-memory tail to the cache file in large batches, until the stream ends."""

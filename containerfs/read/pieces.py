@@ -6,7 +6,8 @@ Whether it does is learned, never assumed: the first piece of a large file asks 
 no, and that answer is simply read to its end as the one stream it is (no request lost). Once
 known, a download keeps a window of pieces in flight ahead of the one being appended: the
 pieces grow from ``PIECE_MIN`` to ``PIECE_MAX`` and the window from one to ``WINDOW_MAX``
-while the data path keeps up (as mountpoint-s3's prefetcher does), bounded in bytes so the
+while the data path keeps up with them and waits for the network (as mountpoint-s3's
+prefetcher grows its window), bounded in bytes so the
 daemon's memory stays flat. The piece at the head streams straight into the entry as it
 arrives (the first byte costs one request, as with one stream); the others buffer their own
 bytes until their turn. Any failure ends the parallel attempt: the caller resumes with one
@@ -33,12 +34,12 @@ log = logging.getLogger(__name__)
 PARALLEL_MIN = 8 << 20
 #: The first piece, and the smallest: the head of the file arrives as fast as one stream's.
 PIECE_MIN = 1 << 20
-#: Pieces double up to this size while the reader keeps up.
-PIECE_MAX = 8 << 20
-#: Pieces in flight at most, the head included ...
-WINDOW_MAX = 4
-#: ... and bytes of pieces in flight at most (they buffer in memory until their turn).
-WINDOW_BYTES = 24 << 20
+#: Pieces double up to this size while the data path waits for the network ...
+PIECE_MAX = 4 << 20
+#: ... and so does the number in flight, the head included, up to this ...
+WINDOW_MAX = 8
+#: ... and this many bytes (they buffer in memory until their turn).
+WINDOW_BYTES = 32 << 20
 
 
 class RangeSupport:
@@ -84,7 +85,7 @@ class _Piece:
         self.changed.set()
 
 
-Append = Callable[[bytes], Awaitable[bool]]  # True when the append had to wait (backpressure)
+Append = Callable[[bytes], Awaitable[None]]  # waits while the tail is full (backpressure)
 
 
 class Pieces:
@@ -129,10 +130,11 @@ class Pieces:
             next_start = self._schedule(nursery, queue, next_start)
             if not queue:
                 return
-            waited = await self._drain(queue[0])
+            starved = await self._drain(queue[0])
             next_start = max(next_start, queue.popleft().end)  # a 200 took it all
-            if not waited and self._support.honoured:
-                # the data path kept up: larger pieces, more of them in flight
+            if starved and self._support.honoured:
+                # the data path waited for the network, not the other way round: larger
+                # pieces, more of them in flight
                 self._window = min(self._window * 2, WINDOW_MAX)
                 self._piece_len = min(self._piece_len * 2, PIECE_MAX)
 
@@ -152,15 +154,17 @@ class Pieces:
         return next_start
 
     async def _drain(self, piece: _Piece) -> bool:
-        """Append the head piece's bytes to the entry as they come; whether any append waited."""
-        waited = False
+        """Append the head piece's bytes to the entry as they come; whether it had to wait
+        for the network (the appends waiting for the disk do not count)."""
+        starved = False
         while True:
             while piece.chunks:
-                waited = await self._append(piece.chunks.popleft()) or waited
+                await self._append(piece.chunks.popleft())
             if piece.error is not None:
                 raise piece.error
             if piece.done:
-                return waited
+                return starved
+            starved = True
             piece.changed = trio.Event()
             await piece.changed.wait()
 
