@@ -36,12 +36,14 @@ from containerfs.cliargs import (
     positive_duration,
     positive_number,
 )
+from containerfs.config import IO_TIMEOUT
 from containerfs.errors import (
     ApiConnectionError,
     AuthenticationError,
     ContainerFsError,
     NotFound,
 )
+from containerfs.private import private_dir, private_umask
 
 if TYPE_CHECKING:
     from containerfs.daemon.status import Status
@@ -171,6 +173,14 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
         default=60.0,
         metavar="DURATION",
         help="how long unmount waits for pending uploads (default 60s)",
+    )
+    opt(
+        "--io-timeout",
+        type=positive_duration,
+        default=IO_TIMEOUT,
+        metavar="DURATION",
+        help="cut a request that moves less than 1 KiB/s for this long; an operation waiting"
+        f" on the server fails (EIO) within twice this (default {IO_TIMEOUT:g}s)",
     )
     opt("--uid", type=owner_id, help="owner shown for every file (default: the mounting user)")
     opt("--gid", type=owner_id, help="group shown for every file (default: the mounting user's)")
@@ -306,7 +316,10 @@ def _read_key_file(path: Path) -> str:
 def _mount_config(args: argparse.Namespace) -> Any:
     from containerfs.config import DEFAULT_LOCAL_ONLY, ApiConfig, MountConfig
 
-    overrides: dict[str, Any] = {"rate_limit_per_minute": args.rate_limit}
+    overrides: dict[str, Any] = {
+        "rate_limit_per_minute": args.rate_limit,
+        "io_timeout": args.io_timeout,
+    }
     if args.base_url:
         overrides["base_url"] = args.base_url.rstrip("/")
     if args.api_key_file is not None:
@@ -400,6 +413,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     if isinstance(args.cache_max_size, str):
         args.cache_max_size = parse_size(args.cache_max_size)
+    # before the state, cache and run directories and the daemon's log are made
+    private_umask()
     level = "debug" if args.debug else args.log_level
     cfg = _mount_config(args)
     _check_fuse_device()
@@ -452,7 +467,7 @@ def _single(err: BaseException) -> BaseException:
 
 def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
     """Run the mount in a detached child; return once it is live or has failed."""
-    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(rdir)
     logfile = Path(os.path.abspath(args.log_file or rdir / "log"))
     argv = [sys.executable, "-m", "containerfs", *args.argv, "--foreground"]
     try:
@@ -463,7 +478,10 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
         child = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
-    deadline = time.monotonic() + 60
+    # the child's credentials check gives up after two io-timeouts on a stalled server: wait
+    # longer than that, so that its own one-line error is what the user reads
+    wait = max(60.0, 2 * args.io_timeout + 10)
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         entry = mounttable.find_mount(args.mountpoint)
         if entry is not None and entry.fstype == mounttable.FSTYPE:
@@ -477,7 +495,9 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
             raise CliError(f"{last or f'mount failed (exit {code})'} (log: {logfile})", code or 1)
         time.sleep(0.05)
     child.terminate()
-    raise CliError(f"mount of {args.mountpoint} did not come up within 60 s (log: {logfile})")
+    raise CliError(
+        f"mount of {args.mountpoint} did not come up within {wait:.0f} s (log: {logfile})"
+    )
 
 
 def _run_dir(mountpoint: Path, state_dir: Path | None) -> Path:
@@ -653,6 +673,7 @@ def _status_text(status: Status) -> str:
         lines.append(
             f"cache        {_human(cache.cache_bytes_used)} of {_human(cache.cache_max_size)}"
             f" in {cache.entries} entries, hits {cache.hits}, misses {cache.misses}"
+            + (f", {cache.past_cache} read past the cache" if cache.past_cache else "")
         )
         if cache.prefetches:
             lines.append(

@@ -132,10 +132,20 @@ class ApiTimeout(ApiError):
 
 
 class ApiConnectionError(ApiError):
-    """The endpoint could not be reached, or the connection broke mid-request."""
+    """The endpoint could not be reached, or the connection broke mid-request.
 
-    errno = _errno.EHOSTUNREACH
+    EIO, not a routing errno: "No route to host" for a reset connection would send a user
+    looking at the network, and programs treat EIO as the I/O failure it is.
+    """
+
+    errno = _errno.EIO
     retryable = True
+
+
+class ApiAborted(ApiConnectionError):
+    """The mount is ending: requests in flight were cancelled, and no new one is sent."""
+
+    retryable = False
 
 
 class MalformedAnswer(ApiError):
@@ -183,6 +193,22 @@ def error_class_for(status: int, message: str = "") -> type[ApiError]:
 
 class CacheError(ContainerFsError):
     """The local cache failed (disk full, files removed behind our back, download abandoned)."""
+
+    def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
+class CacheFull(CacheError):
+    """The cache disk cannot hold a file even after evicting: it is read past the cache."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, errno_=_errno.ENOSPC)
+
+
+class SpoolError(ContainerFsError):
+    """A spool file could not be written (a full or failing state disk): the write, or the
+    close that would upload it, fails with the disk's errno (ENOSPC, EDQUOT, EIO)."""
 
     def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
         super().__init__(message)

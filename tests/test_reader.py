@@ -18,7 +18,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from containerfs.api.retrying import Backoff
+from containerfs.api.retrying import Backoff, Patience
 from containerfs.config import DOWNLOAD_RETRIES
 from containerfs.errors import ApiConnectionError, ApiError, ContentMismatch, NotFound
 from containerfs.models import ContainerId, FileId
@@ -117,6 +117,7 @@ class FakeSource:
         *,
         offset: int = 0,
         end: int | None = None,
+        patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[DownloadStream]:
         return self._download(file_id, offset, end)
 

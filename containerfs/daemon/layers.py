@@ -51,6 +51,7 @@ async def build_layers(
         retry=download_retry,
         prefetch=PrefetchSettings() if cfg.prefetch else None,
         spare_requests=client.has_spare_requests,
+        progress=cfg.api.progress,
     )
     ns = Namespace(
         client,
@@ -80,6 +81,7 @@ async def build_layers(
         entry_timeout=cfg.kernel_timeout,
         attr_timeout=cfg.kernel_timeout,
         negative_timeout=cfg.negative_ttl,
+        sizes_wait=cfg.api.progress.budget,
         container_defaults={
             "expires_after_minutes": cfg.container_expires_minutes,
             "memory_limit": cfg.container_memory_limit,

@@ -32,11 +32,16 @@ from containerfs.errors import MountError as MountError
 from containerfs.fs.operations import Operations
 from containerfs.fs.sizes import Sizes
 from containerfs.ns.namespace import Namespace
+from containerfs.private import make_private, private_dir, private_umask
 from containerfs.read.reader import Reader
-from containerfs.state import State
+from containerfs.state import State, StateLock
 from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
+
+#: After the requests in flight were cancelled, handlers answer at once; the FUSE main loop is
+#: cancelled if it has not returned within this many seconds (a handler stuck elsewhere).
+SHUTDOWN_GRACE = 5.0
 
 
 def run_dir(state_dir: Path, mountpoint: Path) -> Path:
@@ -167,6 +172,7 @@ class Daemon:
         self.writer: Writer | None = None
         self.ns: Namespace | None = None
         self.sizes: Sizes | None = None
+        self._stopping = False
 
     async def check_credentials(self) -> None:
         """One API call before mounting: a wrong key or endpoint fails here, cleanly."""
@@ -206,25 +212,49 @@ class Daemon:
                 log.exception("cannot write the status file")
             await trio.sleep(1.0)
 
-    async def _signals(self) -> None:
+    async def _signals(self, nursery: trio.Nursery, fuse: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
             async for signum in sigs:
-                log.info("signal %d: finishing uploads, then unmounting", signum)
-                if self.writer is not None:
-                    left = not await self.writer.drain(self.cfg.drain_timeout)
-                    if left:
-                        log.error(
-                            "unmounting with uploads still pending; the next mount resumes them"
-                        )
-                pyfuse3.terminate()
-                return
+                if not self._stopping:
+                    log.info("signal %d: finishing uploads, then unmounting", signum)
+                    self._stopping = True
+                    nursery.start_soon(self._shutdown, fuse)
+                elif self.writer is not None:
+                    log.info("signal %d again: not waiting for uploads any longer", signum)
+                    self.writer.stop_draining()
+
+    async def _shutdown(self, fuse: trio.CancelScope) -> None:
+        """Finish what uploads can (``--drain-timeout``), then end every request in flight and
+        the FUSE main loop. What is still pending stays queued in the state directory."""
+        if self.writer is not None:
+            left = not await self.writer.drain(self.cfg.drain_timeout)
+            if left:
+                log.error("unmounting with uploads still pending; the next mount resumes them")
+        # a read or a listing waiting on a stalled server fails now (EIO), not at its deadline
+        self.client.abort()
+        if not fuse.cancel_called:  # the FUSE loop still runs (not unmounted meanwhile)
+            pyfuse3.terminate()
+            fuse.deadline = trio.current_time() + SHUTDOWN_GRACE
 
     async def serve(self, *, ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
+        # first: every file the daemon creates from here on is private to the user
+        private_umask()
         check_mountpoint(cfg.mountpoint)
         real_mountpoint = self.real_mountpoint
+        # one mount per state directory: two would resume (and delete) each other's uploads
+        lock = StateLock.acquire(cfg.state_dir, mountpoint=real_mountpoint)
+        try:
+            await self._serve_locked(ready)
+        finally:
+            lock.release()
+
+    async def _serve_locked(self, ready: Callable[[], None] | None) -> None:
+        cfg = self.cfg
+        real_mountpoint = self.real_mountpoint
         await self.check_credentials()
-        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.run_dir)
+        make_private([self.run_dir.parent])  # mounts/
         state = State(cfg.state_dir, endpoint=cfg.api.base_url)
         try:
             async with trio.open_nursery() as nursery:
@@ -245,12 +275,16 @@ class Daemon:
                 _init_session(ops, cfg.mountpoint, options)
                 try:
                     (self.run_dir / "pid").write_text(str(os.getpid()))
-                    nursery.start_soon(self._signals)
-                    nursery.start_soon(self._status_loop)
-                    log.info("mounted %s on %s", cfg.api.base_url, cfg.mountpoint)
-                    if ready is not None:
-                        ready()
-                    await pyfuse3.main()
+                    with trio.CancelScope() as fuse:
+                        nursery.start_soon(self._signals, nursery, fuse)
+                        nursery.start_soon(self._status_loop)
+                        log.info("mounted %s on %s", cfg.api.base_url, cfg.mountpoint)
+                        if ready is not None:
+                            ready()
+                        await pyfuse3.main()
+                        fuse.cancel()  # ended (unmounted): a later shutdown leaves it alone
+                    if fuse.cancelled_caught:
+                        log.error("handlers still busy %g s after unmounting began", SHUTDOWN_GRACE)
                 finally:
                     pyfuse3.close(unmount=True)
                     log.info("unmounted %s", cfg.mountpoint)

@@ -19,7 +19,14 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from containerfs.errors import ApiError, ContainerExpired, ContainerFsError, PayloadTooLarge
+from containerfs.config import DEFAULT_PROGRESS
+from containerfs.errors import (
+    ApiError,
+    ContainerExpired,
+    ContainerFsError,
+    PayloadTooLarge,
+    SpoolError,
+)
 from containerfs.fs.attrs import entry_attributes, statfs_data, xattrs
 from containerfs.fs.handles import Handle, HandleTable
 from containerfs.fs.sizes import Sizes
@@ -75,13 +82,15 @@ class Operations(pyfuse3.Operations):
         entry_timeout: float = 1.0,
         attr_timeout: float = 1.0,
         negative_timeout: float = 1.0,
+        sizes_wait: float = DEFAULT_PROGRESS.budget,
         container_defaults: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.ns = namespace
         self.reader = reader
         self.writer = writer
-        self.sizes = Sizes(reader)
+        # a listing waits for its files' sizes no longer than one API call may stall
+        self.sizes = Sizes(reader, give_up_after=sizes_wait)
         self.walks = Walks()
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
@@ -435,7 +444,15 @@ class Operations(pyfuse3.Operations):
         if handle.spool is None:
             raise _fail(errno.EBADF)
         handle.changed = True
-        return await self.writer.write(handle.spool, off, buf, append=handle.append)
+        try:
+            return await self.writer.write(
+                handle.node, handle.spool, off, buf, append=handle.append
+            )
+        except SpoolError:
+            # the file is back to its content before this open: the size the kernel saw grow
+            # with the writes is wrong now
+            self._invalidate_attrs(handle.node.inode)
+            raise
 
     @guarded
     async def flush(self, fh: int) -> None:

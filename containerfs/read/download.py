@@ -15,19 +15,20 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
-from containerfs.api.retrying import Backoff
+from containerfs.api.retrying import Backoff, Patience, ProgressPolicy
 from containerfs.errors import (
     ApiConnectionError,
     ApiError,
     CacheError,
+    CacheFull,
     ContainerFsError,
     ContentMismatch,
 )
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
 _MAX_IOV = 512
+# What a full cache disk answers: evict, then read past the cache.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+T = TypeVar("T")
 
 
 class DownloadStream(Protocol):
@@ -78,6 +82,7 @@ class ContentSource(Protocol):
         *,
         offset: int = 0,
         end: int | None = None,
+        patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[DownloadStream]: ...
 
 
@@ -94,6 +99,11 @@ class DownloadHost(Protocol):
 
     def size_learned(self, file_id: FileId, size: int) -> None: ...
 
+    async def make_room(self, entry: Entry) -> bool:
+        """The cache disk is full: evict what is not in use to make room for the rest of
+        ``entry``; whether anything was freed (False: read it past the cache)."""
+        ...
+
     def download_ended(self, entry: Entry) -> None:
         """The download task is over (whatever its outcome): close and evict what is unused."""
         ...
@@ -103,6 +113,7 @@ class DownloadHost(Protocol):
 class DownloadSettings:
     backoff: Backoff  # the delays between attempts of a broken stream
     retries: int  # attempts after a failure without progress
+    progress: ProgressPolicy  # what counts as progress; how long the download goes without
     flush_bytes: int
     max_pending: int
     recent_bytes: int
@@ -119,7 +130,9 @@ class DownloadCounters:
 
 
 class Download:
-    """One file version's download into its live entry."""
+    """One file version's download into its live entry: into its cache file, or, with
+    ``to_disk=False``, into memory only, where the reader drops what it has read (``Entry.
+    forget_before``) and the stream waits while ``max_pending`` bytes are unread."""
 
     def __init__(
         self,
@@ -129,6 +142,7 @@ class Download:
         host: DownloadHost,
         settings: DownloadSettings,
         counters: DownloadCounters,
+        to_disk: bool = True,
         ranges: RangeSupport | None = None,
     ) -> None:
         self._entry = entry
@@ -138,6 +152,10 @@ class Download:
         self._host = host
         self._settings = settings
         self._counters = counters
+        self._to_disk = to_disk
+        # one budget for all the resumes: a stalled server fails the download (and with it
+        # every read waiting on it) two io-timeouts after its last progress, not per attempt
+        self._patience = Patience(settings.progress, clock=trio.current_time)
 
     async def run(self) -> None:
         """Download the entry (in the reader's nursery); every failure ends here."""
@@ -200,23 +218,30 @@ class Download:
                 pending_delete = self._host.deletion_of(entry.file_id)
                 if pending_delete is not None:
                     await pending_delete.wait()
-                entry.fd = await trio.to_thread.run_sync(_create_data_file, entry.cache.data_path)
+                entry.fd = await self._on_disk(_create_data_file, entry.cache.data_path)
                 entry.fd_ready.set()
                 await self._flusher()
+            except CacheFull as exc:
+                failure = exc
+                cancel.cancel()
             except OSError as exc:
                 failure = CacheError(f"cache write failed: {exc}", errno_=exc.errno or errno.EIO)
                 cancel.cancel()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream, nursery.cancel_scope)
-            nursery.start_soon(flush, nursery.cancel_scope)
+            if self._to_disk:
+                nursery.start_soon(flush, nursery.cancel_scope)
         if failure is not None:
             raise failure
         size = entry.arrived
-        entry.cache.size = entry.cache.stored = size
-        entry.cache.complete = True
+        if self._to_disk:
+            entry.cache.size = entry.cache.stored = size
+            entry.cache.complete = True
         self._host.size_learned(entry.file_id, size)
-        if entry.suspect is not None and entry.expected_size is None:
+        if not self._to_disk:
+            pass  # memory only: nothing to keep
+        elif entry.suspect is not None and entry.expected_size is None:
             # nothing vouches for these bytes: serve them now, but a remount downloads again
             # (a data file without its sidecar is discarded when the cache is loaded)
             log.warning("%s: content %s, not kept across a remount", entry.file_id, entry.suspect)
@@ -243,6 +268,8 @@ class Download:
                 if not exc.retryable or failures >= self._settings.retries:
                     raise
                 delay = self._settings.backoff.next_delay(delay if failures else None)
+                if delay >= self._patience.remaining():
+                    raise
                 failures += 1
                 self._counters.retries += 1
                 log.info(
@@ -290,7 +317,9 @@ class Download:
         entry.sized.set()
 
         def open_range(start: int, end: int) -> AbstractAsyncContextManager[DownloadStream]:
-            return self._source.download(entry.container_id, entry.file_id, offset=start, end=end)
+            return self._source.download(
+                entry.container_id, entry.file_id, offset=start, end=end, patience=self._patience
+            )
 
         def count(n: int) -> None:
             self._counters.bytes_fetched += n
@@ -309,7 +338,7 @@ class Download:
         """One GET of the content from ``offset`` to its end, into the entry."""
         entry = self._entry
         async with self._source.download(
-            entry.container_id, entry.file_id, offset=offset
+            entry.container_id, entry.file_id, offset=offset, patience=self._patience
         ) as download:
             # the server may ignore Range (start 0): skip what we already have
             skip = offset - download.start
@@ -345,6 +374,8 @@ class Download:
 
     async def _append(self, chunk: bytes) -> None:
         entry = self._entry
+        if not self._to_disk:
+            entry.forget_before(entry.keep_from)  # a reader far ahead needs none of this
         while entry.pending_bytes >= self._settings.max_pending:
             entry.drained = trio.Event()
             await entry.drained.wait()
@@ -367,7 +398,7 @@ class Download:
                 batch = list(itertools.islice(entry.pending, _MAX_IOV))
                 entry.io += 1
                 try:
-                    await trio.to_thread.run_sync(_pwritev_all, fd, batch, entry.disk_end)
+                    await self._on_disk(_pwritev_all, fd, batch, entry.disk_end)
                 finally:
                     entry.io -= 1
                 written = sum(len(seg) for seg in batch)
@@ -393,6 +424,18 @@ class Download:
             else:
                 entry.flush_wanted = trio.Event()
                 await entry.flush_wanted.wait()
+
+    async def _on_disk(self, write: Callable[..., T], *args: Any) -> T:
+        """Run a cache-file write in a thread; a full disk first evicts what is not in use
+        (``make_room``), and when nothing more can go, raises ``CacheFull``."""
+        while True:
+            try:
+                return await trio.to_thread.run_sync(write, *args)
+            except OSError as exc:
+                if exc.errno not in _DISK_FULL:
+                    raise
+                if not await self._host.make_room(self._entry):
+                    raise CacheFull(f"the cache disk is full ({exc.strerror})") from exc
 
 
 def _check_content(entry: Entry) -> None:
