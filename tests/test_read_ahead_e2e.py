@@ -8,6 +8,7 @@ import filecmp
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,13 +57,28 @@ def test_cp_r_of_small_files_is_byte_exact_and_prefetched_unless_turned_off(
     match, mismatch, errors = filecmp.cmpfiles(src, tmp_path / "out", names, shallow=False)
     assert (len(match), mismatch, errors) == (30, [], [])
     assert emu.requests()["file_content"] == 30  # each file fetched once, prefetched or not
-    status = _status(mp)
     if prefetch:
-        line = next(line for line in status.splitlines() if line.startswith("prefetch"))
-        started, used = int(line.split()[1]), int(line.split(",")[1].split()[0])
+        started, used = _prefetch_counts(mp)
         assert started >= 20 and used == started
     else:
-        assert "prefetch" not in status
+        time.sleep(1.5)  # the daemon writes its status every second
+        assert "prefetch" not in _status(mp)
+
+
+def _prefetch_counts(mp: MountProcess) -> tuple[int, int]:
+    """(started, used) from the status line, once the daemon wrote one where all were used
+    (it writes its status every second)."""
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [line for line in _status(mp).splitlines() if line.startswith("prefetch")]
+        if lines:
+            words = lines[0].replace(",", " ").split()
+            started, used = int(words[1]), int(words[7])
+            if used == started or time.monotonic() > deadline:
+                return started, used
+        elif time.monotonic() > deadline:
+            return 0, 0
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("honoured", [True, False], ids=["range", "no-range"])
