@@ -1,4 +1,5 @@
-"""Command line: ``containerfs mount|unmount|status|emulator|demo``.
+"""Command line: ``containerfs mount|unmount|status|new|import|emulator|demo`` (``new`` and
+``import``, which act through a running mount, live in ``cli_control``).
 
 Every failure the user can cause (bad mountpoint, wrong key, unreachable endpoint, bad
 option) ends with one line on stderr and a non-zero exit: never a traceback.
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from containerfs import __version__, mounttable
+from containerfs import __version__, cli_control, mounttable
 from containerfs.cliargs import (
     COMMANDS,
     OptionError,
@@ -36,7 +37,7 @@ from containerfs.cliargs import (
     positive_duration,
     positive_number,
 )
-from containerfs.config import IO_TIMEOUT
+from containerfs.config import IO_TIMEOUT, MEMORY_LIMITS
 from containerfs.errors import (
     ApiConnectionError,
     AuthenticationError,
@@ -47,7 +48,6 @@ from containerfs.private import private_dir, private_umask
 
 if TYPE_CHECKING:
     from containerfs.daemon.status import Status
-    from containerfs.write.queue import PendingItem
 
 log = logging.getLogger("containerfs")
 
@@ -156,7 +156,7 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
     )
     opt(
         "--container-memory",
-        choices=["1g", "4g", "16g", "64g"],
+        choices=MEMORY_LIMITS,
         default=None,
         help="memory_limit for containers made with mkdir",
     )
@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
     status.add_argument("--json", action="store_true", help="the full status as JSON")
     status.set_defaults(func=cmd_status)
+
+    cli_control.add_parsers(sub, find_run_dir=_run_dir)
 
     # the emulator's own parser is built only when it runs: its server libraries are an
     # optional extra, and `mount` must not load them
@@ -548,21 +550,6 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _human(n: object) -> str:
-    value = float(n) if isinstance(n, int | float) else 0.0
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def _describe_pending(items: Sequence[PendingItem]) -> str:
-    shown = ", ".join(f"{i.container_id}/{i.path} ({_human(i.bytes)})" for i in items[:5])
-    more = f" and {len(items) - 5} more" if len(items) > 5 else ""
-    return f"waiting for {len(items)} pending upload(s): {shown}{more}"
-
-
 def _refuse_busy(mountpoint: Path) -> None:
     busy = mounttable.busy_processes(mountpoint)
     if busy:
@@ -597,16 +584,16 @@ def cmd_unmount(args: argparse.Namespace) -> int:
 
 def _stop_daemon(args: argparse.Namespace, pid: int, rdir: Path) -> int:
     """SIGTERM: the daemon uploads what is pending, then unmounts; say what it waits for."""
+    from containerfs.clistatus import WaitReport
+
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
-    said = ""
+    report = WaitReport()
     while _alive(pid) and time.monotonic() < deadline:
-        status = _read_status(rdir)
-        pending = status.pending if status else ()
-        line = _describe_pending(pending) if pending else ""
-        if line and line != said:
-            print(f"containerfs: {line}", file=sys.stderr, flush=True)
-            said = line
+        for line in report.lines(_read_status(rdir), time.monotonic()):
+            # a heading says who speaks; the items under it are indented
+            print(line if line.startswith(" ") else f"containerfs: {line}", file=sys.stderr)
+        sys.stderr.flush()
         time.sleep(0.1)
     if _alive(pid):
         raise CliError(f"the daemon (pid {pid}) did not finish within {args.timeout:.0f} s")
@@ -634,11 +621,13 @@ def _status_of(mountpoint: Path, state_dir: Path | None) -> tuple[Status | None,
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from containerfs.clistatus import status_text
+
     if args.mountpoint is not None:
         status, why = _status_of(args.mountpoint, args.state_dir)
         if status is None:
             raise CliError(why)
-        print(status.to_json() if args.json else _status_text(status))
+        print(status.to_json() if args.json else status_text(status))
         return 0
     found = [Path(m.mountpoint) for m in mounttable.containerfs_mounts()]
     results = [(mp, *_status_of(mp, args.state_dir)) for mp in found]
@@ -651,45 +640,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if not results:
         print("no containerfs mounts")
-    texts = [_status_text(s) if s is not None else why for _, s, why in results]
+    texts = [status_text(s) if s is not None else why for _, s, why in results]
     print("\n\n".join(texts))
     return 0
-
-
-def _status_text(status: Status) -> str:
-    api = status.api
-    lines = [
-        f"mountpoint   {status.mountpoint}  (pid {status.pid})",
-        f"endpoint     {status.endpoint}",
-        f"api calls    {api.total_requests}  "
-        + " ".join(f"{k}={v}" for k, v in sorted(api.requests.items())),
-        f"transferred  up {_human(api.bytes_up)}, down {_human(api.bytes_down)},"
-        f" retries {api.retries}",
-    ]
-    if api.errors:
-        lines.append("api errors   " + " ".join(f"{k}={v}" for k, v in sorted(api.errors.items())))
-    cache = status.cache
-    if cache is not None:
-        lines.append(
-            f"cache        {_human(cache.cache_bytes_used)} of {_human(cache.cache_max_size)}"
-            f" in {cache.entries} entries, hits {cache.hits}, misses {cache.misses}"
-            + (f", {cache.past_cache} read past the cache" if cache.past_cache else "")
-        )
-        if cache.prefetches:
-            lines.append(
-                f"prefetch     {cache.prefetches} files ahead of a walk,"
-                f" {cache.prefetches_used} used, {cache.prefetches_failed} failed"
-            )
-    writer = status.writer
-    if writer is not None:
-        lines.append(f"uploads      {writer.uploads} done, {writer.upload_failures} failed")
-    lines.append(f"pending      {len(status.pending)}")
-    for item in status.pending:
-        error = f"  ({item.error})" if item.error else ""
-        lines.append(
-            f"  {item.container_id}/{item.path}  {_human(item.bytes)}  {item.state}{error}"
-        )
-    return "\n".join(lines)
 
 
 EMULATOR_LIBRARIES = frozenset({"starlette", "uvicorn", "multipart", "python_multipart"})

@@ -70,19 +70,32 @@ OpenRange = Callable[[int, int], AbstractAsyncContextManager[RangedStream]]
 
 
 class _Piece:
-    """One ranged GET's bytes [start, end), as they arrive."""
+    """One ranged GET's bytes [start, end), as they arrive: at most ``PIECE_MAX`` of them wait
+    in memory (a 200 answer makes the head piece the whole file: it must not outrun the disk)."""
 
     def __init__(self, start: int, end: int) -> None:
         self.start = start
         self.end = end
         self.chunks: deque[bytes] = deque()
+        self.buffered = 0
         self.done = False
         self.error: BaseException | None = None
         self.changed = trio.Event()
+        self.room = trio.Event()
 
-    def put(self, chunk: bytes) -> None:
+    async def put(self, chunk: bytes) -> None:
+        while self.buffered >= PIECE_MAX:
+            self.room = trio.Event()
+            await self.room.wait()
         self.chunks.append(chunk)
+        self.buffered += len(chunk)
         self.changed.set()
+
+    def take(self) -> bytes:
+        chunk = self.chunks.popleft()
+        self.buffered -= len(chunk)
+        self.room.set()
+        return chunk
 
 
 Append = Callable[[bytes], Awaitable[None]]  # waits while the tail is full (backpressure)
@@ -159,7 +172,7 @@ class Pieces:
         starved = False
         while True:
             while piece.chunks:
-                await self._append(piece.chunks.popleft())
+                await self._append(piece.take())
             if piece.error is not None:
                 raise piece.error
             if piece.done:
@@ -202,6 +215,6 @@ class Pieces:
                 if got + len(chunk) > piece.end - piece.start:
                     raise ApiConnectionError("an answer longer than the range asked")
                 got += len(chunk)
-                piece.put(chunk)
+                await piece.put(chunk)
             if got != piece.end - piece.start:
                 raise ApiConnectionError("a ranged answer ended early")
