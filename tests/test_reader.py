@@ -22,7 +22,9 @@ from containerfs.api.retrying import Backoff, Patience
 from containerfs.config import DOWNLOAD_RETRIES
 from containerfs.errors import ApiConnectionError, ApiError, ContentMismatch, NotFound
 from containerfs.models import ContainerId, FileId
-from containerfs.read.diskcache import entry_name
+from containerfs.read.diskcache import CacheEntry, entry_name
+from containerfs.read.entries import Entry
+from containerfs.read.pieces import PIECE_MAX, Pieces, RangeSupport
 from containerfs.read.reader import ContentSource, DownloadStream, Reader, ReadHandle
 
 CID = ContainerId("cntr_1")
@@ -971,3 +973,37 @@ async def test_a_broken_piece_falls_back_to_one_stream_from_the_frontier(
         assert reader.statistics().retries >= 1
         # after the failure one open-ended stream from the frontier finished the file
         assert source.calls[-1][1] > 0
+
+
+async def test_a_whole_file_answer_to_the_first_piece_waits_for_the_disk_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(BIG)
+    source = FakeSource({FID: data}, chunk_size=256 * 1024)
+    source.honour_range = False
+    cached = CacheEntry(FID, tmp_path / "d", tmp_path / "m", complete=False, size=BIG)
+    entry = Entry(cached, CID, BIG)
+    appended = 0
+    disk = trio.Event()  # the disk takes 1 MiB, then nothing until set
+
+    async def append(chunk: bytes) -> None:
+        nonlocal appended
+        appended += len(chunk)
+        if appended >= 1 << 20:
+            await disk.wait()
+
+    pieces = Pieces(
+        entry,
+        BIG,
+        open_range=lambda start, end: source.download(CID, FID, offset=start, end=end),
+        append=append,
+        support=RangeSupport(),
+        on_bytes=lambda n: None,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pieces.run)
+        await trio.testing.wait_all_tasks_blocked()
+        # the answer is not read ahead of the disk by more than a piece's worth
+        assert 0 < source.yielded - appended <= PIECE_MAX + source.chunk_size
+        disk.set()
+    assert appended == BIG and source.calls == [(FID, 0)]
