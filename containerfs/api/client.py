@@ -73,10 +73,11 @@ class ApiClient:
     to ``max_retries``, and never past its ``Patience``: a call (a download with its resumes,
     an upload with its recovery) that goes two io-timeouts without progress gives up, its
     retries and their delays included; a transfer that makes progress is never cut.
-    Creates (``create_container``, ``upload_file``) are not idempotent:
-    they are retried freely when the server refused (an error status) or nothing was sent
+    Creates (``create_container``, ``upload_file``) are not idempotent: they are sent again
+    freely when the server said it did not process them (429, 409) or nothing was sent
     (connect failure), but after an *ambiguous* failure — a timeout or broken connection once
-    the request was sent — the client first looks for what the lost attempt created and
+    the request was sent, or a 408/5xx answer, which a server or gateway can give after the
+    work was done — the client first looks for what the attempt created and
     adopts it (see ``upload_file``). A ``DELETE`` whose retry after an ambiguous failure
     answers 404 counts as done.
     """
@@ -314,9 +315,9 @@ class ApiClient:
         relative to the container root), streamed from disk. The returned ``path`` says where
         the server stored it.
 
-        No duplicate after an ambiguous failure (a timeout, or the connection broken after
-        the request was sent): before sending again, the container's files are listed and a
-        file is adopted as the lost attempt's result when all of these hold:
+        No duplicate after an ambiguous failure (a timeout, the connection broken after the
+        request was sent, or a 408/5xx answer): before sending again, the container's files
+        are listed and a file is adopted as the lost attempt's result when all of these hold:
 
         - its ``path`` is one the server gives such an upload (``upload_path_matches``:
           ``/mnt/data/<filename>``, or ``<32 hex>-<basename>`` in the root or the directory);
