@@ -98,6 +98,7 @@ def _mount_config(args: argparse.Namespace) -> Any:
         metadata_ttl=args.metadata_ttl,
         negative_ttl=args.negative_ttl,
         read_only=args.read_only,
+        prefetch=args.prefetch,
         root=args.root,
         show_expired=args.show_expired,
         local_only=DEFAULT_LOCAL_ONLY if args.local_only is None else args.local_only,

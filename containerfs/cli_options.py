@@ -72,6 +72,14 @@ MOUNT_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--read-only",), {**_FLAG, "help": "answer every change with EROFS"}),
     (("--cache-dir",), {"type": Path, "metavar": "DIR", "help": "disk cache of file contents"}),
     (
+        ("--no-prefetch",),
+        {
+            "dest": "prefetch",
+            "action": "store_false",
+            "help": "do not download the next files of a directory walk before they are opened",
+        },
+    ),
+    (
         ("--cache-max-size",),
         {
             "type": parse_size,
@@ -222,7 +230,7 @@ def add_mount_arguments(p: argparse.ArgumentParser) -> None:
 def mount_long_options() -> dict[str, bool]:
     """Each long option's name (as ``-o`` spells it) and whether it takes a value."""
     return {
-        long[2:].replace("-", "_"): kw.get("action") != "store_true"
+        long[2:].replace("-", "_"): kw.get("action") not in ("store_true", "store_false")
         for flags, kw in MOUNT_OPTIONS
         for long in flags
         if long.startswith("--")

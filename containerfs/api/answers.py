@@ -54,13 +54,21 @@ def suspect(headers: Mapping[str, str], *, http_version: str, consumed: bool) ->
     return None
 
 
-def download_window(status: int, headers: Mapping[str, str], offset: int) -> tuple[int, int | None]:
-    """(start, size) of a content answer: 206 honours our Range, 200 starts at byte 0."""
+def download_window(
+    status: int, headers: Mapping[str, str], offset: int
+) -> tuple[int, int | None, int | None]:
+    """(start, end, size) of a content answer: 206 honours our Range, 200 starts at byte 0.
+    ``end`` is the offset just past the body (None when not said)."""
     length = headers.get("content-length")
+    body = int(length) if length and length.isdigit() else None
     if status == 206:
         match = _CONTENT_RANGE.fullmatch(headers.get("content-range", "").strip())
         if match:
             total = match["total"]
-            return int(match["start"]), (int(total) if total != "*" else None)
-        return offset, (int(length) + offset if length and length.isdigit() else None)
-    return 0, (int(length) if length and length.isdigit() else None)
+            return (
+                int(match["start"]),
+                int(match["end"]) + 1,
+                int(total) if total != "*" else None,
+            )
+        return offset, None, (body + offset if body is not None else None)
+    return 0, body, body

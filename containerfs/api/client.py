@@ -129,6 +129,10 @@ class ApiClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    def has_spare_requests(self) -> bool:
+        """Whether a request now would not wait for the rate limit (always, without one)."""
+        return self._transport.limiter_idle()
+
     def statistics(self) -> ClientStats:
         waits, waited = self._transport.rate_limit_waits
         return ClientStats(
@@ -426,24 +430,33 @@ class ApiClient:
         file_id: FileId,
         *,
         offset: int = 0,
+        end: int | None = None,
         patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[Download]:
         """``async with client.download(c, f, offset=n) as dl: async for b in dl.chunks()``.
 
-        With ``offset`` > 0 a ``Range: bytes=offset-`` is sent; ``dl.start`` says whether the
-        server honoured it (206) or sent the whole file (200, ``start == 0``). The body's
+        With ``offset`` > 0 a ``Range: bytes=offset-`` is sent (``bytes=offset-(end-1)`` with
+        ``end``, even from 0); ``dl.start`` and ``dl.end`` say whether the server honoured it
+        (206) or sent the whole file (200, ``start == 0``, ``end`` its length). The body's
         reads wait at most what ``patience`` allows (a fresh one if None).
         """
-        return self._download(container_id, file_id, offset, patience or self.patience())
+        return self._download(container_id, file_id, offset, end, patience or self.patience())
 
     @asynccontextmanager
     async def _download(
-        self, container_id: ContainerId, file_id: FileId, offset: int, patience: Patience
+        self,
+        container_id: ContainerId,
+        file_id: FileId,
+        offset: int,
+        end: int | None,
+        patience: Patience,
     ) -> AsyncIterator[Download]:
         url = checks.url("containers", container_id, "files", file_id, "content")
         # identity: aiter_raw() must yield the file's bytes, not a compressed encoding
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
-        if offset > 0:
+        if end is not None and end > offset:
+            headers["Range"] = f"bytes={offset}-{end - 1}"
+        elif offset > 0:
             headers["Range"] = f"bytes={offset}-"
         # shown from the request on: a server slow to answer is what a user wants to see
         with self._transfers.track("download", container_id, file_id, done=offset) as transfer:

@@ -185,9 +185,11 @@ class Download:
         size: int | None,
         on_bytes: Callable[[int], None],
         now: Callable[[], float],
+        end: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.start = start
+        self.end = end  # just past the body's last byte, when the answer said
         self.size = size
         self.suspect = suspect(
             response.headers,
@@ -286,6 +288,10 @@ class Transport:
         stats = self._limiter.statistics()
         return stats.waits, stats.waited_seconds
 
+    def limiter_idle(self) -> bool:
+        """Whether a request now would go without waiting for the rate limiter."""
+        return self._limiter is None or self._limiter.idle()
+
     def request(
         self,
         method: str,
@@ -358,10 +364,11 @@ class Transport:
     ) -> Download:
         """The body of a content answer to a request for the bytes from ``offset``;
         ``progress`` is told each chunk's size as it arrives."""
-        start, size = download_window(response.status_code, response.headers, offset)
+        start, end, size = download_window(response.status_code, response.headers, offset)
         return Download(
             response,
             start=start,
+            end=end,
             size=size,
             on_bytes=self._count_down,
             now=self._wallclock,
