@@ -3,7 +3,10 @@
 Layers, top to bottom (imports point down only, none back up, even for type checking; a test
 walks the import graph, ``tests/test_layout.py``):
 
-- ``cli``, ``cli_control`` (``new`` and ``import``), ``demo``: the command line; ``daemon/``:
+- ``cli``, ``cli_control`` (``new`` and ``import``), ``cliargs`` (sizes, durations, ``-o``
+  and mount.fuse's convention), ``clistatus`` (``status`` and the unmount report as text),
+  ``mounttable`` (``/proc/mounts``, dead and busy mounts, the daemons' registry, sd_notify),
+  ``demo``, ``__main__``: the command line; ``daemon/``:
   ``mount`` (lifecycle, signals, unmount), ``layers`` (the one function that builds the
   layers below, used by the tests too), ``status`` (the typed snapshot the daemon writes and
   the CLI reads), ``control`` (the socket ``new`` and ``import`` ask the daemon through) and
@@ -20,17 +23,21 @@ walks the import graph, ``tests/test_layout.py``):
   created with). A lookup or a readdir costs the entries of one
   directory, not the files of the container.
 - ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
-  ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``diskcache``.
+  ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``ranges``
+  (ranged GETs for reads far ahead of the stream), ``passthrough`` (reads past the cache,
+  nothing kept), ``diskcache``.
 - ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local
   content, and the ports to the client and reader), ``queue`` (``UploadQueue``: deferred and
   failed uploads, backoff, resume, drain), ``renames`` (``Renamer``).
 - ``api/``: ``client`` (``ApiClient``: endpoints, the retry loop, duplicate rules),
   ``checks`` (the one URL builder, which refuses ids that are not plain tokens, and the one
   pagination, which ends a loop), ``transport`` (the only httpx user: errors mapped to ``errors``),
-  ``retrying`` (the one ``Backoff``, the rate limiter, what an ambiguous create left).
+  ``retrying`` (the one ``Backoff``, the rate limiter, what an ambiguous create left),
+  ``progress`` (the transfers in flight, counted as their bytes move).
 - Shared by all: ``errors``, ``models``, ``config`` (settings and name policies, one
   source), ``paths`` (names and server-path rules, one prefix regex), ``aio`` (trio helpers),
-  ``state`` (the SQLite state database).
+  ``state`` (the SQLite state database), ``private`` (the umask and modes that keep local
+  files private).
 
 Lock order (take them in this order, never the reverse):
 
