@@ -14,7 +14,8 @@ walks the import graph, ``tests/test_layout.py``):
 - ``fs/``: the pyfuse3 adapter: ``operations`` (inode <-> node, errors -> errno, the only
   ``pyfuse3.Operations``), ``handles`` (open files and directories), ``attrs`` (stat,
   xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
-  any is shown). Only ``fs/`` and ``daemon/`` import pyfuse3.
+  any is shown), ``walks`` (directory walks noticed from the order of opens, for prefetch).
+  Only ``fs/`` and ``daemon/`` import pyfuse3.
 - ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, ``Attrs``), ``listings``
   (one container's files as listed, placed once and indexed by directory, patched by own
   changes), ``memory`` (the path each file was shown at: it keeps it), ``overlay`` (files
@@ -24,8 +25,9 @@ walks the import graph, ``tests/test_layout.py``):
   directory, not the files of the container.
 - ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
   ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``ranges``
-  (ranged GETs for reads far ahead of the stream), ``passthrough`` (reads past the cache,
-  nothing kept), ``diskcache``.
+  (ranged GETs for reads far ahead of the stream), ``pieces`` (a large file in parallel ranged
+  pieces when the server honours ``Range``), ``prefetch`` (the next small files of a walk),
+  ``passthrough`` (reads past the cache, nothing kept), ``diskcache``.
 - ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local
   content, and the ports to the client and reader), ``queue`` (``UploadQueue``: deferred and
   failed uploads, backoff, resume, drain), ``renames`` (``Renamer``).
