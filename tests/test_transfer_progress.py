@@ -58,8 +58,8 @@ class WatchingSink(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert self.client is not None
         if request.method == "GET":
-            empty = {"object": "list", "data": [], "first_id": None, "last_id": None}
-            return httpx.Response(200, json={**empty, "has_more": False})
+            empty = {"object": "list", "data": [], "has_more": False}
+            return httpx.Response(200, json=empty)
         self.attempts += 1
         received = 0
         assert isinstance(request.stream, httpx.AsyncByteStream)
