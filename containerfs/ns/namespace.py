@@ -474,6 +474,16 @@ class Namespace:
         self._memory.claim(cid, new.id, path)
         self._listings.added(cid, new)
 
+    def deleting(self, cid: ContainerId, fid: FileId) -> None:
+        """This mount is deleting ``fid`` (or will retry it): no listing shows it any more,
+        even one fetched while the delete is on its way, until ``file_deleted`` confirms it
+        or ``delete_abandoned`` gives it up."""
+        self._listings.deleting(cid, fid)
+
+    def delete_abandoned(self, cid: ContainerId, fid: FileId) -> None:
+        """The delete of ``fid`` failed for good: listings show it again."""
+        self._listings.delete_abandoned(cid, fid)
+
     async def file_deleted(self, cid: ContainerId, fid: FileId) -> None:
         self._listings.removed(cid, fid)  # before the memory forgets where it was
         self._memory.forget(cid, fid)

@@ -452,11 +452,17 @@ class Writer:
             self._queue.orphan(cid, fid, err)
 
     async def delete_remote(self, cid: ContainerId, fid: FileId) -> None:
+        self.ns.deleting(cid, fid)  # hidden while the delete is on its way
         try:
             await self.client.delete_file(cid, fid)
             self._stats.deletes += 1
         except NotFound:
             pass  # already gone: the goal of a delete
+        except ApiError:
+            raise  # still hidden: the caller queues it as an orphan or gives it up
+        except BaseException:
+            self.ns.delete_abandoned(cid, fid)  # cancelled, or a bug: it may still be there
+            raise
         self.reader.invalidate(fid)
         await self.ns.file_deleted(cid, fid)
 
@@ -471,7 +477,11 @@ class Writer:
             if spool is not None:
                 ids += [f for f in spool.replaces if f not in ids]
             for owner, fid in ids:
-                await self.delete_remote(owner, fid)
+                try:
+                    await self.delete_remote(owner, fid)
+                except ApiError:
+                    self.ns.delete_abandoned(owner, fid)  # the unlink fails: the file stays
+                    raise
             self.ns.mark_gone(node)
             self.ns.drop_remote(node)
             self._queue.forget(node)
