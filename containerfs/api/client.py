@@ -14,7 +14,14 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+)
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -271,6 +278,62 @@ class ApiClient:
             "uploaded %r (%d bytes) in %.2f s as %s %r",
             filename,
             size,
+            time.monotonic() - began,
+            created.id,
+            created.path,
+        )
+        return created
+
+    async def upload_stream(
+        self,
+        container_id: ContainerId,
+        body: Callable[[], AsyncIterable[bytes]],
+        *,
+        filename: str,
+        size: Callable[[], int | None],
+    ) -> ContainerFile:
+        """Upload the bytes ``body()`` yields as multipart ``file`` named ``filename``, sent
+        while they are still being produced (chunked; no size needed up front).
+
+        Every attempt calls ``body()`` afresh, so a retry sends the content from its start.
+        ``size()`` is the content's size once the body has ended (None before): an
+        ambiguous failure adopts a file the lost attempt created as ``upload_file`` does. An
+        exception raised by the body (``StreamAborted``) breaks the request off and is raised
+        as is: a body that never ended creates nothing on the server.
+        """
+        url = _url("containers", container_id, "files")
+        started, wall = self._sightings.mark(), self._wallclock()
+        began = time.monotonic()
+
+        async def recover() -> ContainerFile | None:
+            sent = size()
+            if sent is None:  # the body never ended: the server cannot have stored it
+                return None
+            async with aclosing(self.list_files(container_id)) as files:
+                async for f in files:
+                    if (
+                        upload_path_matches(f.path, filename)
+                        and f.bytes in (sent, None)
+                        and self._created_after(f.created_at, wall)
+                        and self._sightings.adoptable(f.id, started)
+                    ):
+                        return f
+            return None
+
+        created = await self._call(
+            "upload_file",
+            lambda: self._transport.multipart_request(
+                "POST", url, field="file", filename=filename, body=body()
+            ),
+            lambda r: ContainerFile.from_json(json_body(r)),
+            idempotent=False,
+            recover=recover,
+        )
+        self._claim(created.id)
+        log.info(
+            "streamed %r (%s bytes) in %.2f s as %s %r",
+            filename,
+            size(),
             time.monotonic() - began,
             created.id,
             created.path,

@@ -414,7 +414,9 @@ class Operations(pyfuse3.Operations):
         if handle.spool is None:
             raise _fail(errno.EBADF)
         handle.changed = True
-        return await self.writer.write(handle.spool, off, buf, append=handle.append)
+        return await self.writer.write(
+            handle.spool, off, buf, append=handle.append, node=handle.node
+        )
 
     @guarded
     async def flush(self, fh: int) -> None:

@@ -15,12 +15,13 @@ from typing import Protocol
 from containerfs.aio import in_thread
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.state import PendingUpload, State
+from containerfs.write.job import StreamSender, UploadJob
 
 # a server file: its container and id (a moved file may supersede ids of another container)
 ServerId = tuple[ContainerId, FileId]
 
 
-class Uploader(Protocol):
+class Uploader(StreamSender, Protocol):
     async def upload_file(
         self, container_id: ContainerId, source: str | os.PathLike[str], *, filename: str
     ) -> ContainerFile: ...
@@ -51,6 +52,12 @@ class Spool:
     replaces: list[ServerId] = field(default_factory=list)  # server files it supersedes
     writers: int = 0  # open handles writing to it
     closed: bool = False  # its fd is closed (discarded, or handed to the cache)
+    job: UploadJob | None = None  # the upload streaming from it while it is written
+
+    def abort_stream(self) -> None:
+        """Its content is no longer one straight write from offset 0: stop streaming it."""
+        if self.job is not None:
+            self.job.abort()
 
 
 class SpoolFiles:
@@ -87,6 +94,7 @@ class SpoolFiles:
         """
         if spool.closed:
             return None
+        spool.abort_stream()
         fd, spool.fd, spool.closed = spool.fd, -1, True
         self._open -= 1
         return fd
@@ -116,6 +124,7 @@ class SpoolFiles:
         return Spool(item.spool, fd, size, True, 1, item.id, replaces)
 
     async def truncate(self, spool: Spool, size: int) -> None:
+        spool.abort_stream()
         await in_thread(lambda: os.ftruncate(spool.fd, size))
         spool.size = size
         spool.dirty = True

@@ -27,6 +27,7 @@ from containerfs.config import (
     DEFAULT_DEFERRED,
     DEFAULT_LOCAL_ONLY,
     DEFER_SECONDS,
+    STREAM_AFTER,
     UPLOAD_RETRY_BASE,
     UPLOAD_RETRY_MAX,
 )
@@ -42,6 +43,7 @@ from containerfs.write.spool import ServerId as ServerId
 from containerfs.write.spool import Spool as Spool
 from containerfs.write.spool import SpoolFiles
 from containerfs.write.spool import Uploader as Uploader
+from containerfs.write.streaming import Streamer
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class WriterStats:
     pending: int  # failed uploads, and queued ones of a previous mount not resumed yet
     deferred: int
     orphans: int  # superseded server files not deleted yet
+    streamed: int  # uploads sent while their file was written
+    stream_fallbacks: int  # streams given up: their file was uploaded whole at flush
 
 
 class Writer:
@@ -80,6 +84,7 @@ class Writer:
         retry_base: float = UPLOAD_RETRY_BASE,
         retry_max: float = UPLOAD_RETRY_MAX,
         max_dir_rename: int = 1000,
+        stream_after: int | None = STREAM_AFTER,
     ) -> None:
         self.client = client
         self.ns = namespace
@@ -90,6 +95,7 @@ class Writer:
         self.max_dir_rename = max_dir_rename
         self._stats = _Counters()
         self._spools = SpoolFiles(state)
+        self._streamer = Streamer(client, stream_after=stream_after)
         self._queue = UploadQueue(
             self,
             namespace,
@@ -115,6 +121,7 @@ class Writer:
         writer = cls(client, namespace, state, reader, **options)  # type: ignore[arg-type]
         await writer._queue.resume()
         nursery.start_soon(writer._queue.run)
+        writer._streamer.run_in(nursery)
         return writer
 
     # ---- naming ------------------------------------------------------------------------
@@ -161,6 +168,7 @@ class Writer:
                 spool = node.spool = await self.new_spool(node, copy=not truncate, source=fetched)
                 self.ns.keep_local(node)
             elif shared.writers > 0:
+                shared.abort_stream()  # two writers: the content is known only at the close
                 spool = await self._spools.create(shared.path if not truncate else None)
             else:
                 spool = shared
@@ -198,8 +206,21 @@ class Writer:
         """The spool of an upload a previous mount queued: dirty, and recorded as ``item``."""
         return await self._spools.reopen(item, replaces)
 
-    async def write(self, spool: Spool, offset: int, data: bytes, *, append: bool = False) -> int:
-        return await self._spools.write(spool, offset, data, append=append)
+    async def write(
+        self,
+        spool: Spool,
+        offset: int,
+        data: bytes,
+        *,
+        append: bool = False,
+        node: Node | None = None,
+    ) -> int:
+        """Write to a writer's spool (``node``'s, for its upload to stream while written)."""
+        job = self._streamer.before_write(node, spool, spool.size if append else offset)
+        try:
+            return await self._spools.write(spool, offset, data, append=append)
+        finally:
+            self._streamer.after_write(spool, job)
 
     async def read(self, spool: Spool, offset: int, size: int) -> bytes:
         return await self._spools.read(spool, offset, size)
@@ -306,6 +327,8 @@ class Writer:
         spool = node.spool
         if spool is None or not spool.dirty or node.local_only or node.gone:
             self._queue.uploaded(node)  # nothing (left) to upload
+            if spool is not None:
+                await self._streamer.cancel(spool)
             return
         assert node.cid is not None
         cid, path, version = node.cid, node.path, spool.version
@@ -316,16 +339,11 @@ class Writer:
             self._queue.defer(node)
             return
         self._queue.uploading(node)
-        if spool.pending_id is None:
-            old = next((f for c, f in spool.replaces if c == cid), None)
-            item = await in_thread(lambda: self.record(spool, cid, path, old))
-            spool.pending_id = item
-        else:
-            await in_thread(lambda: os.fsync(spool.fd))
-            pid = spool.pending_id
-            await in_thread(lambda: self.state.update_pending(pid, path=path))
+        await self._record_locked(spool, cid, path)
         try:
-            new = await self.client.upload_file(cid, spool.path, filename=path)
+            new = await self._streamer.finish(node, spool)
+            if new is None:
+                new = await self.client.upload_file(cid, spool.path, filename=path)
         except ApiError as err:
             self._stats.upload_failures += 1
             log.warning("upload of %s/%s failed: %s", cid, path, err)
@@ -334,6 +352,24 @@ class Writer:
             pid = spool.pending_id
             await in_thread(lambda: self.state.update_pending(pid, error=message))
             raise
+        await self._uploaded(node, spool, new, (cid, path, version))
+
+    async def _record_locked(self, spool: Spool, cid: ContainerId, path: str) -> None:
+        """The spool is on disk and queued before its upload: a crash leaves it to resume."""
+        if spool.pending_id is None:
+            old = next((f for c, f in spool.replaces if c == cid), None)
+            item = await in_thread(lambda: self.record(spool, cid, path, old))
+            spool.pending_id = item
+        else:
+            await in_thread(lambda: os.fsync(spool.fd))
+            pid = spool.pending_id
+            await in_thread(lambda: self.state.update_pending(pid, path=path))
+
+    async def _uploaded(
+        self, node: Node, spool: Spool, new: ContainerFile, sent: tuple[ContainerId, str, int]
+    ) -> None:
+        """The server holds ``new``: ``spool``'s content at a version, sent to ``cid/path``."""
+        cid, path, version = sent
         self._stats.uploads += 1
         self._stats.bytes_uploaded += spool.size
         await self.ns.file_uploaded(node, new)
@@ -343,9 +379,9 @@ class Writer:
         await self._renamer.retire_backup(cid, path)
         if spool.version == version:
             spool.dirty = False
-            pid = spool.pending_id
-            spool.pending_id = None
-            await in_thread(lambda: self.state.drop_pending(pid))
+            pid, spool.pending_id = spool.pending_id, None
+            if pid is not None:
+                await in_thread(self.state.drop_pending, pid)
         self._queue.uploaded(node)
 
     def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
@@ -373,6 +409,8 @@ class Writer:
         """Remove a file: its server copy (if any), then its spool and pending upload."""
         async with node.lock:
             spool = node.spool
+            if spool is not None:
+                spool.abort_stream()
             ids: list[ServerId] = []
             if node.remote is not None:
                 ids.append((node.remote.container_id, node.remote.id))
@@ -435,10 +473,13 @@ class Writer:
 
     def statistics(self) -> WriterStats:
         counts = self._queue.counts()
+        streams = self._streamer.statistics()
         return WriterStats(
             **vars(self._stats),
             spools_open=self._spools.open_count,
             pending=counts.pending,
             deferred=counts.deferred,
             orphans=counts.orphans,
+            streamed=streams.streamed,
+            stream_fallbacks=streams.fallbacks,
         )
