@@ -9,9 +9,9 @@ import os
 from typing import Any
 
 import trio
+from fs_harness import CTX, Fs, setattr_fields
 
 from containerfs.config import STREAM_AFTER
-from tests.fs_harness import CTX, Fs, setattr_fields
 
 CHUNK = 128 * 1024
 BIG = STREAM_AFTER * 3

@@ -136,6 +136,9 @@ class Hooked:
     async def delete_file(self, *args: Any, **kwargs: Any) -> Any:
         return await self._call("delete_file", *args, **kwargs)
 
+    async def upload_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("upload_stream", *args, **kwargs)
+
 
 def hook(fs: Fs) -> Hooked:
     hooked = Hooked(fs.writer.client)
