@@ -160,6 +160,12 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
         help="client-side API request rate limit",
     )
     opt(
+        "--write-back",
+        action="store_true",
+        help="close returns once the content is durable on disk; uploads follow in the "
+        "background ('containerfs sync' waits for them)",
+    )
+    opt(
         "--drain-timeout",
         type=positive_duration,
         default=60.0,
@@ -255,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="the full status as JSON")
     status.set_defaults(func=cmd_status)
 
+    sync = sub.add_parser(
+        "sync",
+        help="wait until every write (under PATH) is on the server",
+        description="Wait until every upload of the mount, or of the files under PATH, is on "
+        "the server (a --write-back mount uploads after close). Exits 1 naming what failed.",
+    )
+    sync.add_argument("mountpoint", type=Path, help="a containerfs mountpoint")
+    sync.add_argument("path", type=Path, nargs="?", help="a file or directory in the mount")
+    sync.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
+    sync.set_defaults(func=cmd_sync)
+
     # the emulator's own parser is built only when it runs: its server libraries are an
     # optional extra, and `mount` must not load them
     emu = sub.add_parser(
@@ -323,6 +340,7 @@ def _mount_config(args: argparse.Namespace) -> Any:
         container_expires_minutes=args.container_expiry,
         container_memory_limit=args.container_memory,
         allow_other=args.allow_other,
+        write_back=args.write_back,
         drain_timeout=args.drain_timeout,
         fuse_options=options,
         uid=args.uid,
@@ -604,6 +622,34 @@ def _status_of(mountpoint: Path, state_dir: Path | None) -> tuple[Status | None,
     if status is None or not _alive(status.pid):
         return None, f"no containerfs daemon serves {mountpoint}"
     return status, ""
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from containerfs.daemon.control import SOCKET_NAME, request
+
+    mountpoint = Path(os.path.abspath(args.mountpoint))
+    rel = ""
+    if args.path is not None:
+        rel = os.path.relpath(os.path.abspath(args.path), mountpoint)
+        if rel == ".":
+            rel = ""
+        elif rel.startswith(".."):
+            raise CliError(f"{args.path} is not inside the mount {args.mountpoint}", 2)
+    status, why = _status_of(args.mountpoint, args.state_dir)
+    if status is None:
+        raise CliError(why, 1)
+    sock = _run_dir(args.mountpoint, args.state_dir) / SOCKET_NAME
+    try:
+        answer = request(sock, {"op": "sync", "path": rel})
+    except (OSError, ValueError) as err:
+        raise CliError(f"cannot reach the daemon of {args.mountpoint}: {err}", 1) from None
+    failed = answer.get("failed")
+    for item in failed if isinstance(failed, list) else []:
+        if isinstance(item, dict):
+            print(f"failed: {item.get('path')}: {item.get('error')}", file=sys.stderr)
+    if answer.get("ok") is True:
+        return 0
+    raise CliError(str(answer.get("error") or "some uploads failed"), 1)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

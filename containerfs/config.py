@@ -111,6 +111,8 @@ DEFER_SECONDS = 5.0
 #: its body sent while it is written. Smaller files are uploaded whole at close: one request
 #: either way, and a request that waits for writes would hold a connection for nothing.
 STREAM_AFTER = 1 << 20
+#: Write-back uploads sent at once (each file's versions still one after another).
+WRITE_BACK_PARALLEL = 8
 #: The reads of a streamed spool: big enough for few thread hops, small enough for little RSS.
 STREAM_CHUNK = 1 << 20
 #: A broken download is resumed up to DOWNLOAD_RETRIES times in a row without progress,
@@ -140,6 +142,7 @@ class MountConfig:
     container_expires_minutes: int | None = None
     container_memory_limit: str | None = None
     allow_other: bool = False
+    write_back: bool = False  # close returns once the content is durable; uploads follow
     drain_timeout: float = 60.0
     fuse_options: tuple[str, ...] = field(default_factory=tuple)
     uid: int | None = None  # owner shown for every file; None: the daemon's user

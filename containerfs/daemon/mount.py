@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyfuse3
 import trio
@@ -26,12 +27,13 @@ import trio
 from containerfs.api.client import ApiClient
 from containerfs.config import ApiConfig as ApiConfig
 from containerfs.config import MountConfig as MountConfig
+from containerfs.daemon.control import SOCKET_NAME, serve_control
 from containerfs.daemon.layers import build_layers
 from containerfs.daemon.status import Status
 from containerfs.errors import MountError as MountError
 from containerfs.fs.operations import Operations
 from containerfs.fs.sizes import Sizes
-from containerfs.ns.namespace import Namespace
+from containerfs.ns.namespace import ROOT_INODE, Namespace
 from containerfs.read.reader import Reader
 from containerfs.state import State
 from containerfs.write.writer import Writer
@@ -206,6 +208,22 @@ class Daemon:
                 log.exception("cannot write the status file")
             await trio.sleep(1.0)
 
+    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A control request (``daemon/control.py``): ``sync`` of a path under the mount."""
+        if request.get("op") != "sync" or not isinstance(request.get("path", ""), str):
+            raise ValueError(f"unknown request {request.get('op')!r}")
+        assert self.ns is not None and self.writer is not None
+        node = self.ns.node(ROOT_INODE)
+        for part in (p for p in request.get("path", "").split("/") if p):
+            node = await self.ns.lookup(node, part) if node is not None else None
+        if node is None:
+            return {"ok": False, "error": f"no such file: {request.get('path')}", "failed": []}
+        failed = await self.writer.sync(node)
+        return {
+            "ok": not failed,
+            "failed": [{"path": f"{f.container_id}/{f.path}", "error": f.error} for f in failed],
+        }
+
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
             async for signum in sigs:
@@ -247,6 +265,7 @@ class Daemon:
                     (self.run_dir / "pid").write_text(str(os.getpid()))
                     nursery.start_soon(self._signals)
                     nursery.start_soon(self._status_loop)
+                    nursery.start_soon(serve_control, self.run_dir / SOCKET_NAME, self._control)
                     log.info("mounted %s on %s", cfg.api.base_url, cfg.mountpoint)
                     if ready is not None:
                         ready()

@@ -30,6 +30,7 @@ from containerfs.config import (
     STREAM_AFTER,
     UPLOAD_RETRY_BASE,
     UPLOAD_RETRY_MAX,
+    WRITE_BACK_PARALLEL,
 )
 from containerfs.errors import ApiError, NotFound
 from containerfs.models import ContainerFile, ContainerId, FileId
@@ -85,6 +86,8 @@ class Writer:
         retry_max: float = UPLOAD_RETRY_MAX,
         max_dir_rename: int = 1000,
         stream_after: int | None = STREAM_AFTER,
+        write_back: bool = False,
+        parallel: int = WRITE_BACK_PARALLEL,
     ) -> None:
         self.client = client
         self.ns = namespace
@@ -95,13 +98,16 @@ class Writer:
         self.max_dir_rename = max_dir_rename
         self._stats = _Counters()
         self._spools = SpoolFiles(state)
-        self._streamer = Streamer(client, stream_after=stream_after)
+        self.write_back = write_back
+        # a write-back close returns before any upload: nothing to stream while writing
+        self._streamer = Streamer(client, stream_after=None if write_back else stream_after)
         self._queue = UploadQueue(
             self,
             namespace,
             state,
             policy=Backoff(retry_base, retry_max),
             defer_seconds=defer_seconds,
+            parallel=parallel,
         )
         self._renamer = Renamer(
             self, namespace=namespace, state=state, client=client, reader=reader, queue=self._queue
@@ -122,6 +128,7 @@ class Writer:
         await writer._queue.resume()
         nursery.start_soon(writer._queue.run)
         writer._streamer.run_in(nursery)
+        writer._queue.run_in(nursery)
         return writer
 
     # ---- naming ------------------------------------------------------------------------
@@ -252,7 +259,7 @@ class Writer:
             # a failure stays queued and is retried; nobody is left to report it to (an
             # upload that already failed is retried by the background loop, at its time)
             with contextlib.suppress(ApiError):
-                await self.flush(node, spool)
+                await self.flush(node, spool, wait=False)
         if spool is not node.spool and spool.writers == 0 and not spool.closed:
             # a writer whose content another close superseded (an unlink or a rename over
             # the file may have discarded it meanwhile: then nothing is left to do)
@@ -295,17 +302,19 @@ class Writer:
         self.ns.release_local(node)
 
     # ---- uploads -----------------------------------------------------------------------
-    async def flush(self, node: Node, spool: Spool | None = None) -> None:
+    async def flush(self, node: Node, spool: Spool | None = None, *, wait: bool = True) -> None:
         """Upload ``spool`` (by default the node's) if it changed; it becomes the node's content.
 
-        Raises the ApiError if the upload failed; the upload stays queued.
+        Raises the ApiError if the upload failed; the upload stays queued. With write-back
+        and not ``wait`` (a close), the spool is made durable and queued, and only an earlier
+        failed upload of the file is raised.
         """
         async with node.lock:
             if spool is not None and spool is not node.spool:
                 if node.gone or not spool.dirty:
                     return
                 await self._adopt(node, spool)
-            await self.upload_locked(node)
+            await self.upload_locked(node, wait=wait)
 
     async def _adopt(self, node: Node, spool: Spool) -> None:
         """A concurrent writer's private spool closes last: it becomes the node's content."""
@@ -323,7 +332,7 @@ class Writer:
             pid, old.pending_id = old.pending_id, None
             await in_thread(self.state.drop_pending, pid)
 
-    async def upload_locked(self, node: Node, *, now: bool = False) -> None:
+    async def upload_locked(self, node: Node, *, now: bool = False, wait: bool = True) -> None:
         spool = node.spool
         if spool is None or not spool.dirty or node.local_only or node.gone:
             self._queue.uploaded(node)  # nothing (left) to upload
@@ -340,6 +349,12 @@ class Writer:
             return
         self._queue.uploading(node)
         await self._record_locked(spool, cid, path)
+        if self.write_back and not wait:
+            self._queue.enqueue(node)
+            failure = self._queue.failure(node)
+            if failure is not None:
+                raise ApiError(f"an earlier upload of {path} failed (retrying): {failure}")
+            return
         try:
             new = await self._streamer.finish(node, spool)
             if new is None:
@@ -383,6 +398,34 @@ class Writer:
             if pid is not None:
                 await in_thread(self.state.drop_pending, pid)
         self._queue.uploaded(node)
+
+    async def upload_queued(self, node: Node) -> bool:
+        """Upload ``node`` now (a write-back job); True if a close queued newer content."""
+        async with node.lock:
+            await self.upload_locked(node, now=True)
+        spool = node.spool
+        return (
+            spool is not None
+            and spool.dirty
+            and spool.writers == 0
+            and not node.gone
+            and not self._queue.is_failed(node)
+        )
+
+    async def sync(self, under: Node) -> list[PendingItem]:
+        """Wait until every upload of ``under`` (a file, or a directory's files) is on the
+        server, retrying failed ones once more; the uploads that still failed."""
+
+        def inside(node: Node) -> bool:
+            if under.cid is None:  # the mount's root
+                return True
+            if node.cid != under.cid:
+                return False
+            return (
+                not under.path or node.path == under.path or node.path.startswith(under.path + "/")
+            )
+
+        return await self._queue.sync(inside)
 
     def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
         os.fsync(spool.fd)

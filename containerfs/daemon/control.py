@@ -1,0 +1,95 @@
+"""The daemon's control channel: a unix socket in the mount's run directory, one JSON request
+and one JSON answer per connection, each a line.
+
+``{"op": "sync", "path": "box/dir"}`` (a path relative to the mountpoint, "" for all of it)
+waits until every upload under the path is on the server and answers
+``{"ok": true|false, "failed": [{"path": ..., "error": ...}], "error": ...}``. The server side
+runs on the daemon's trio loop (``serve_control``); the client side (``request``) is plain
+blocking code for the CLI. Layer: daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "control.sock"
+_MAX_REQUEST = 64 << 10
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def serve_control(path: Path, handler: Handler) -> None:
+    """Answer requests on the unix socket at ``path`` until cancelled."""
+    path.unlink(missing_ok=True)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    path.chmod(0o600)  # only the mounting user may ask the daemon anything
+    sock.listen(16)
+    listener = trio.SocketListener(sock)
+
+    async def answer(stream: trio.SocketStream) -> None:
+        await _answer(stream, handler)
+
+    try:
+        await trio.serve_listeners(answer, [listener])
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def _answer(stream: trio.abc.Stream, handler: Handler) -> None:
+    async with stream:
+        try:
+            request = await _read_line(stream)
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
+            answer = await handler(request)
+        except ValueError as err:
+            answer = {"ok": False, "error": f"bad request: {err}", "failed": []}
+        except Exception as err:  # one bad request must not end the channel
+            log.exception("control request failed")
+            answer = {"ok": False, "error": str(err), "failed": []}
+        # the asker may have gone away (a ^C of `containerfs sync`)
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(json.dumps(answer).encode() + b"\n")
+
+
+async def _read_line(stream: trio.abc.Stream) -> Any:
+    data = b""
+    while b"\n" not in data:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > _MAX_REQUEST:
+            raise ValueError("request too long")
+    return json.loads(data.split(b"\n", 1)[0] or b"null")
+
+
+def request(path: Path, message: dict[str, Any]) -> dict[str, Any]:
+    """Send ``message`` to the daemon listening at ``path``; its answer (waits for it).
+
+    Raises OSError if nobody listens there, ValueError if the answer is not a JSON object.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        sock.sendall(json.dumps(message).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    answer = json.loads(data or b"null")
+    if not isinstance(answer, dict):
+        raise ValueError("the daemon's answer is not a JSON object")
+    return answer
