@@ -340,6 +340,25 @@ class ApiClient:
         )
         return created
 
+    async def find_upload(
+        self, container_id: ContainerId, filename: str, *, size: int, since: float, old: str | None
+    ) -> ContainerFile | None:
+        """The file an upload of ``size`` bytes named ``filename``, begun at wall-clock time
+        ``since``, may have created though its answer never came (the daemon was killed):
+        the rules of an ambiguous ``upload_file``, ``old`` (the file it replaces) excluded."""
+        async with aclosing(self.list_files(container_id)) as files:
+            async for f in files:
+                if (
+                    f.id != old
+                    and upload_path_matches(f.path, filename)
+                    and f.bytes in (size, None)
+                    and self._created_after(f.created_at, since)
+                    and self._sightings.adoptable(f.id, self._sightings.mark())
+                ):
+                    self._claim(f.id)
+                    return f
+        return None
+
     async def create_file_from_id(self, container_id: ContainerId, file_id: str) -> ContainerFile:
         url = _url("containers", container_id, "files")
         # not idempotent and nothing to recognise the copy by: no resend after an ambiguous failure

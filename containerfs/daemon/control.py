@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,25 @@ _MAX_REQUEST = 64 << 10
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+@contextlib.contextmanager
+def _short(path: Path) -> Iterator[str]:
+    """A name for ``path`` short enough for a unix socket (108 bytes at most): through an fd
+    of its directory, as run directories under a deep state directory are longer."""
+    dirfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{dirfd}/{path.name}"
+    finally:
+        os.close(dirfd)
+
+
 async def serve_control(path: Path, handler: Handler) -> None:
-    """Answer requests on the unix socket at ``path`` until cancelled."""
-    path.unlink(missing_ok=True)
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    await sock.bind(str(path))
-    path.chmod(0o600)  # only the mounting user may ask the daemon anything
-    sock.listen(16)
-    listener = trio.SocketListener(sock)
+    """Answer requests on the unix socket at ``path`` until cancelled. The channel is a
+    convenience: a socket that cannot be made is logged, and the mount goes on without it."""
+    try:
+        listener = await _listen(path)
+    except OSError as err:
+        log.error("no control channel (containerfs sync will not work): %s", err)
+        return
 
     async def answer(stream: trio.SocketStream) -> None:
         await _answer(stream, handler)
@@ -75,13 +87,24 @@ async def _read_line(stream: trio.abc.Stream) -> Any:
     return json.loads(data.split(b"\n", 1)[0] or b"null")
 
 
+async def _listen(path: Path) -> trio.SocketListener:
+    path.unlink(missing_ok=True)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with _short(path) as name:
+        await sock.bind(name)
+    path.chmod(0o600)  # only the mounting user may ask the daemon anything
+    sock.listen(16)
+    return trio.SocketListener(sock)
+
+
 def request(path: Path, message: dict[str, Any]) -> dict[str, Any]:
     """Send ``message`` to the daemon listening at ``path``; its answer (waits for it).
 
     Raises OSError if nobody listens there, ValueError if the answer is not a JSON object.
     """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(str(path))
+        with _short(path) as name:
+            sock.connect(name)
         sock.sendall(json.dumps(message).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):

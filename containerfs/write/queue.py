@@ -58,6 +58,8 @@ class UploadHost(Protocol):
 
     async def upload_queued(self, node: Node) -> bool: ...
 
+    async def adopt_resumed(self, node: Node, item: PendingUpload) -> bool: ...
+
     async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None: ...
 
 
@@ -310,6 +312,9 @@ class UploadQueue:
         node.spool = await self._host.reopen(item, replaces)
         self._ns.keep_local(node)
         self._host.classify(node)
+        if await self._host.adopt_resumed(node, item):
+            await self._host.close_if_idle(node)
+            return
         self._failed[node] = Retry(self._policy.base, trio.current_time())
         log.info(
             "resuming upload of %s/%s (%d bytes)", item.container_id, item.path, node.spool.size

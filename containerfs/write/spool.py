@@ -28,6 +28,10 @@ class Uploader(StreamSender, Protocol):
 
     async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None: ...
 
+    async def find_upload(
+        self, container_id: ContainerId, filename: str, *, size: int, since: float, old: str | None
+    ) -> ContainerFile | None: ...
+
 
 class ContentFetcher(Protocol):
     async def fetch(self, container_id: ContainerId, file_id: FileId, size: int | None) -> Path: ...

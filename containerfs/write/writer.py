@@ -399,6 +399,28 @@ class Writer:
                 await in_thread(self.state.drop_pending, pid)
         self._queue.uploaded(node)
 
+    async def adopt_resumed(self, node: Node, item: PendingUpload) -> bool:
+        """A queued upload of a previous mount that was killed may have reached the server,
+        its answer lost: adopt the file it created rather than upload a duplicate."""
+        spool = node.spool
+        if spool is None or node.cid is None:
+            return False
+        try:
+            found = await self.client.find_upload(
+                node.cid, node.path, size=spool.size, since=item.created, old=item.old_file_id
+            )
+        except ApiError as err:
+            log.info("cannot check whether %s reached the server: %s", node.path, err)
+            return False
+        if found is None:
+            return False
+        log.info(
+            "adopting %s/%s: the previous mount's upload reached the server", node.cid, node.path
+        )
+        async with node.lock:
+            await self._uploaded(node, spool, found, (node.cid, node.path, spool.version))
+        return True
+
     async def upload_queued(self, node: Node) -> bool:
         """Upload ``node`` now (a write-back job); True if a close queued newer content."""
         async with node.lock:
