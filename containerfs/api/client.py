@@ -353,7 +353,8 @@ class ApiClient:
                     and upload_path_matches(f.path, filename)
                     and f.bytes in (size, None)
                     and self._created_after(f.created_at, since)
-                    and self._sightings.adoptable(f.id, self._sightings.mark())
+                    # seen in listings since, surely; only never returned by a create of ours
+                    and self._sightings.adoptable(f.id, 0)
                 ):
                     self._claim(f.id)
                     return f
