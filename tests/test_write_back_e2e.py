@@ -20,7 +20,8 @@ from mount_proc import MountProcess, is_mounted
 
 pytestmark = pytest.mark.mount
 MountFactory = Callable[..., MountProcess]
-FAIL_UPLOADS = [{"route": "upload_file", "action": "error", "status": 500, "count": None}]
+# refused at once (no retries by the client): the tests wait for no backoff
+FAIL_UPLOADS = [{"route": "upload_file", "action": "error", "status": 400, "count": None}]
 
 
 def api(emu: EmulatorProcess) -> httpx.Client:

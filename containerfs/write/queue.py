@@ -165,6 +165,10 @@ class UploadQueue:
             self._settled = trio.Event()
         await self._host.close_if_idle(node)
 
+    async def _retry_limited(self, node: Node) -> None:
+        async with self._limit:
+            await self.retry_now([node], orphans=False)
+
     async def sync(self, under: Callable[[Node], bool]) -> list[PendingItem]:
         """Wait until every upload of a node ``under`` is on the server; what failed."""
         await self.upload_due(everything=True)
@@ -174,7 +178,9 @@ class UploadQueue:
             failed = [n for n in self._failed if under(n)]
             if not failed:
                 return []
-            await self.retry_now(failed, orphans=False)
+            async with trio.open_nursery() as nursery:  # as many at once as the queue's jobs
+                for node in failed:
+                    nursery.start_soon(self._retry_limited, node)
             if not any(under(n) for n in self._queued):
                 break
         return [
