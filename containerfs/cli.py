@@ -493,7 +493,7 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
 
 def _run_dir(mountpoint: Path, state_dir: Path | None) -> Path:
     """The daemon's run directory: its registration, else the one under the state dir."""
-    from containerfs.daemon.mount import run_dir
+    from containerfs.daemon.rundir import run_dir
 
     found = mounttable.registration(mountpoint) if state_dir is None else None
     if found is not None:
@@ -625,7 +625,8 @@ def _status_of(mountpoint: Path, state_dir: Path | None) -> tuple[Status | None,
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from containerfs.daemon.control import SOCKET_NAME, request
+    # the daemon's light client side only: sync is timed by scripts, and the layers are heavy
+    from containerfs.daemon.rundir import SOCKET_NAME, control_request
 
     mountpoint = Path(os.path.abspath(args.mountpoint))
     rel = ""
@@ -633,14 +634,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         rel = os.path.relpath(os.path.abspath(args.path), mountpoint)
         if rel == ".":
             rel = ""
-        elif rel.startswith(".."):
+        elif rel == ".." or rel.startswith("../"):
             raise CliError(f"{args.path} is not inside the mount {args.mountpoint}", 2)
-    status, why = _status_of(args.mountpoint, args.state_dir)
-    if status is None:
-        raise CliError(why, 1)
     sock = _run_dir(args.mountpoint, args.state_dir) / SOCKET_NAME
     try:
-        answer = request(sock, {"op": "sync", "path": rel})
+        answer = control_request(sock, {"op": "sync", "path": rel})
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise CliError(f"no containerfs daemon serves {args.mountpoint}", 1) from None
     except (OSError, ValueError) as err:
         raise CliError(f"cannot reach the daemon of {args.mountpoint}: {err}", 1) from None
     failed = answer.get("failed")

@@ -115,6 +115,8 @@ STREAM_AFTER = 1 << 20
 WRITE_BACK_PARALLEL = 8
 #: The reads of a streamed spool: big enough for few thread hops, small enough for little RSS.
 STREAM_CHUNK = 1 << 20
+#: The latest written bytes a stream keeps in memory, to send them without reading them back.
+STREAM_MEMORY = 8 << 20
 #: A broken download is resumed up to DOWNLOAD_RETRIES times in a row without progress,
 #: after 0.5, 1 and 2 seconds (the same doubling ``Backoff`` as uploads and API calls).
 DOWNLOAD_BACKOFF = Backoff(base=0.5, cap=5.0)

@@ -4,8 +4,8 @@ and one JSON answer per connection, each a line.
 ``{"op": "sync", "path": "box/dir"}`` (a path relative to the mountpoint, "" for all of it)
 waits until every upload under the path is on the server and answers
 ``{"ok": true|false, "failed": [{"path": ..., "error": ...}], "error": ...}``. The server side
-runs on the daemon's trio loop (``serve_control``); the client side (``request``) is plain
-blocking code for the CLI. Layer: daemon.
+runs on the daemon's trio loop (``serve_control``); the client side (``rundir.control_request``)
+is plain blocking code for the CLI. Layer: daemon.
 """
 
 from __future__ import annotations
@@ -13,31 +13,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from containerfs.daemon.rundir import SOCKET_NAME as SOCKET_NAME
+from containerfs.daemon.rundir import short_name
+
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "control.sock"
 _MAX_REQUEST = 64 << 10
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-@contextlib.contextmanager
-def _short(path: Path) -> Iterator[str]:
-    """A name for ``path`` short enough for a unix socket (108 bytes at most): through an fd
-    of its directory, as run directories under a deep state directory are longer."""
-    dirfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{dirfd}/{path.name}"
-    finally:
-        os.close(dirfd)
 
 
 async def serve_control(path: Path, handler: Handler) -> None:
@@ -90,29 +80,8 @@ async def _read_line(stream: trio.abc.Stream) -> Any:
 async def _listen(path: Path) -> trio.SocketListener:
     path.unlink(missing_ok=True)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with _short(path) as name:
+    with short_name(path) as name:
         await sock.bind(name)
     path.chmod(0o600)  # only the mounting user may ask the daemon anything
     sock.listen(16)
     return trio.SocketListener(sock)
-
-
-def request(path: Path, message: dict[str, Any]) -> dict[str, Any]:
-    """Send ``message`` to the daemon listening at ``path``; its answer (waits for it).
-
-    Raises OSError if nobody listens there, ValueError if the answer is not a JSON object.
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        with _short(path) as name:
-            sock.connect(name)
-        sock.sendall(json.dumps(message).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    answer = json.loads(data or b"null")
-    if not isinstance(answer, dict):
-        raise ValueError("the daemon's answer is not a JSON object")
-    return answer

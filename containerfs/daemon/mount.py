@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from containerfs.config import ApiConfig as ApiConfig
 from containerfs.config import MountConfig as MountConfig
 from containerfs.daemon.control import SOCKET_NAME, serve_control
 from containerfs.daemon.layers import build_layers
+from containerfs.daemon.rundir import run_dir as run_dir
 from containerfs.daemon.status import Status
 from containerfs.errors import MountError as MountError
 from containerfs.fs.operations import Operations
@@ -39,13 +39,6 @@ from containerfs.state import State
 from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
-
-
-def run_dir(state_dir: Path, mountpoint: Path) -> Path:
-    """Where a mount keeps its pid, log and status: one directory per mountpoint."""
-    real = os.path.realpath(mountpoint)
-    slug = hashlib.sha256(real.encode()).hexdigest()[:16]
-    return state_dir / "mounts" / slug
 
 
 def check_mountpoint(mountpoint: Path) -> None:

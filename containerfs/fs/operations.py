@@ -292,7 +292,8 @@ class Operations(pyfuse3.Operations):
         node = self._open.dir_node(fh)
         if node is None:
             raise _fail(errno.EBADF)
-        failed = await self.writer.sync(node)
+        # a temp file's upload stays deferred: a tool that syncs its directory renames it next
+        failed = await self.writer.sync(node, deferred=False)
         if failed:
             log.warning("fsync of a directory: %d uploads failed", len(failed))
             raise _fail(errno.EIO)

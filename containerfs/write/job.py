@@ -11,6 +11,7 @@ FUSE or HTTP. Layer: write path.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Protocol
 import trio
 
 from containerfs.aio import in_thread
-from containerfs.config import STREAM_CHUNK
+from containerfs.config import STREAM_CHUNK, STREAM_MEMORY
 from containerfs.errors import ApiError, StreamAborted
 from containerfs.models import ContainerFile, ContainerId
 
@@ -52,6 +53,10 @@ class SpoolFeed:
         self._fd = -1  # a duplicate of the spool's fd, from ``attach`` until ``close``
         self._mark = 0  # bytes written contiguously from 0, and no write in flight below
         self._inflight = 0
+        # the latest writes' bytes (offset, data), so that a body keeping up with the writer
+        # sends them from memory, without reading them back; at most STREAM_MEMORY bytes
+        self._recent: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._recent_bytes = 0
         self._final: int | None = None
         self._aborted = False
         self._changed = trio.Event()
@@ -74,13 +79,38 @@ class SpoolFeed:
         self._inflight += 1
         return True
 
-    def written(self, size: int) -> None:
-        """A write ``writing`` accepted is on disk; the spool's size is now ``size``."""
+    def written(self, size: int, offset: int, data: bytes) -> None:
+        """A write ``writing`` accepted (``data`` at ``offset``) is on disk; the spool's size
+        is now ``size``."""
         self._inflight -= 1
+        if not self._aborted:
+            self._remember(offset, data)
         if self._inflight == 0 and not self._aborted:
             # writes overlap only while appending: with none in flight, all below size are done
             self._mark = size
             self._poke()
+
+    def _remember(self, offset: int, data: bytes) -> None:
+        if self._recent and self._recent[-1][0] + len(self._recent[-1][1]) != offset:
+            self._forget()  # writes finished out of order: read them back from the spool
+        if not data or len(data) > STREAM_MEMORY:
+            return
+        self._recent.append((offset, data))
+        self._recent_bytes += len(data)
+        while self._recent_bytes > STREAM_MEMORY:
+            self._recent_bytes -= len(self._recent.popleft()[1])
+
+    def _forget(self) -> None:
+        self._recent.clear()
+        self._recent_bytes = 0
+
+    def _from_memory(self, pos: int) -> bytes | None:
+        """The bytes at ``pos`` if a recent write holds them (older ones are dropped)."""
+        while self._recent and self._recent[0][0] + len(self._recent[0][1]) <= pos:
+            self._recent_bytes -= len(self._recent.popleft()[1])
+        if self._recent and self._recent[0][0] == pos:
+            return self._recent[0][1]
+        return None
 
     def end(self, size: int) -> bool:
         """The content is complete at ``size``: the body ends there. False (and the feed
@@ -94,6 +124,7 @@ class SpoolFeed:
 
     def abort(self) -> None:
         self._aborted = True
+        self._forget()
         self._poke()
 
     def _poke(self) -> None:
@@ -107,6 +138,11 @@ class SpoolFeed:
             if self._aborted:
                 raise StreamAborted("the streamed upload was given up")
             if pos < self._mark:
+                held = self._from_memory(pos)
+                if held is not None and pos + len(held) <= self._mark:
+                    pos += len(held)
+                    yield held
+                    continue
                 want = min(STREAM_CHUNK, self._mark - pos)
                 data = await in_thread(os.pread, self._fd, want, pos)
                 if len(data) != want:  # shrunk under us: not the content being written

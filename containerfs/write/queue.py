@@ -169,9 +169,13 @@ class UploadQueue:
         async with self._limit:
             await self.retry_now([node], orphans=False)
 
-    async def sync(self, under: Callable[[Node], bool]) -> list[PendingItem]:
-        """Wait until every upload of a node ``under`` is on the server; what failed."""
-        await self.upload_due(everything=True)
+    async def sync(
+        self, under: Callable[[Node], bool], *, deferred: bool = True
+    ) -> list[PendingItem]:
+        """Wait until every upload of a node ``under`` is on the server (the ``deferred``
+        ones too, uploaded now); the uploads that still failed."""
+        if deferred:
+            await self.upload_due(everything=True)
         while True:
             while any(under(n) for n in self._queued):
                 await self._settled.wait()

@@ -63,11 +63,11 @@ class Streamer:
             return None
         return job
 
-    def after_write(self, spool: Spool, job: UploadJob | None) -> None:
-        """The write ``before_write`` was told of is on disk."""
+    def after_write(self, spool: Spool, job: UploadJob | None, offset: int, data: bytes) -> None:
+        """The write ``before_write`` was told of (``data`` at ``offset``) is on disk."""
         if job is None or job.feed is None:
             return
-        job.feed.written(spool.size)
+        job.feed.written(spool.size, offset, data)
         if (
             job.state is JobState.SPOOLING
             and self._after is not None

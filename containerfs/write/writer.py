@@ -223,11 +223,16 @@ class Writer:
         node: Node | None = None,
     ) -> int:
         """Write to a writer's spool (``node``'s, for its upload to stream while written)."""
-        job = self._streamer.before_write(node, spool, spool.size if append else offset)
+        at = spool.size if append else offset
+        job = self._streamer.before_write(node, spool, at)
         try:
-            return await self._spools.write(spool, offset, data, append=append)
+            written = await self._spools.write(spool, offset, data, append=append)
+        except BaseException:
+            spool.abort_stream()  # the spool may not hold what was sent as written
+            raise
         finally:
-            self._streamer.after_write(spool, job)
+            self._streamer.after_write(spool, job, at, data)
+        return written
 
     async def read(self, spool: Spool, offset: int, size: int) -> bytes:
         return await self._spools.read(spool, offset, size)
@@ -434,9 +439,10 @@ class Writer:
             and not self._queue.is_failed(node)
         )
 
-    async def sync(self, under: Node) -> list[PendingItem]:
+    async def sync(self, under: Node, *, deferred: bool = True) -> list[PendingItem]:
         """Wait until every upload of ``under`` (a file, or a directory's files) is on the
-        server, retrying failed ones once more; the uploads that still failed."""
+        server, retrying failed ones once more; the uploads that still failed. Deferred
+        files (tool temp files) are uploaded now unless ``deferred`` is False."""
 
         def inside(node: Node) -> bool:
             if under.cid is None:  # the mount's root
@@ -447,7 +453,7 @@ class Writer:
                 not under.path or node.path == under.path or node.path.startswith(under.path + "/")
             )
 
-        return await self._queue.sync(inside)
+        return await self._queue.sync(inside, deferred=deferred)
 
     def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
         os.fsync(spool.fd)
