@@ -134,3 +134,30 @@ def test_a_daemon_killed_after_write_back_closes_loses_nothing_once_remounted(
     assert done.returncode == 0, done.stderr
     held: list[tuple[str, Any]] = server_files(emu, cid)
     assert held == sorted(wanted.items())  # each file once, byte-exact
+
+
+def test_sync_answers_bad_input_with_one_line_and_a_non_zero_exit(
+    emulator: EmulatorProcess, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    name, _ = container(emulator)
+    mp = mount_factory(emulator, "--write-back")
+    outside = sync(mp, tmp_path)
+    missing = sync(mp, mp.path(name, "no-such-file"))
+    argv = [
+        sys.executable,
+        "-m",
+        "containerfs",
+        "sync",
+        str(tmp_path),
+        "--state-dir",
+        str(tmp_path),
+    ]
+    nobody = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    for done, words in (
+        (outside, "not inside"),
+        (missing, "no such file"),
+        (nobody, "no containerfs"),
+    ):
+        assert done.returncode != 0
+        assert words in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
