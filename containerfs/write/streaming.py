@@ -43,9 +43,6 @@ class Streamer:
         """Streams run as tasks of ``nursery``; none starts before this is called."""
         self._nursery = nursery
 
-    def set_sender(self, sender: StreamSender) -> None:
-        self._sender = sender
-
     def statistics(self) -> StreamStats:
         return StreamStats(streamed=self._streamed, fallbacks=self._fallbacks)
 
