@@ -57,6 +57,7 @@ class Spool:
     writers: int = 0  # open handles writing to it
     closed: bool = False  # its fd is closed (discarded, or handed to the cache)
     job: UploadJob | None = None  # the upload streaming from it while it is written
+    durable: tuple[int, str, str] | None = None  # (version, cid, path) last fsync'd and queued
 
     def abort_stream(self) -> None:
         """Its content is no longer one straight write from offset 0: stop streaming it."""

@@ -376,14 +376,18 @@ class Writer:
 
     async def _record_locked(self, spool: Spool, cid: ContainerId, path: str) -> None:
         """The spool is on disk and queued before its upload: a crash leaves it to resume."""
+        durable = (spool.version, cid, path)
         if spool.pending_id is None:
             old = next((f for c, f in spool.replaces if c == cid), None)
             item = await in_thread(lambda: self.record(spool, cid, path, old))
             spool.pending_id = item
+        elif spool.durable == durable:
+            return  # a write-back close made exactly this durable: its queued upload follows
         else:
             await in_thread(lambda: os.fsync(spool.fd))
             pid = spool.pending_id
             await in_thread(lambda: self.state.update_pending(pid, path=path))
+        spool.durable = durable
 
     async def _uploaded(
         self, node: Node, spool: Spool, new: ContainerFile, sent: tuple[ContainerId, str, int]
