@@ -18,8 +18,9 @@ walks the import graph, ``tests/test_layout.py``):
 - ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local
   content, and the ports to the client and reader), ``queue`` (``UploadQueue``: deferred and
   failed uploads, backoff, resume, drain), ``renames`` (``Renamer``).
-- ``api/``: ``client`` (``ApiClient``: endpoints, one paginate helper, the retry loop,
-  duplicate rules), ``transport`` (the only httpx user: errors mapped to ``errors``),
+- ``api/``: ``client`` (``ApiClient``: endpoints, the retry loop, duplicate rules),
+  ``checks`` (the one URL builder, which refuses ids that are not plain tokens, and the one
+  pagination, which ends a loop), ``transport`` (the only httpx user: errors mapped to ``errors``),
   ``retrying`` (the one ``Backoff``, the rate limiter, what an ambiguous create left).
 - Shared by all: ``errors``, ``models``, ``config`` (settings and name policies, one
   source), ``paths`` (names and server-path rules, one prefix regex), ``aio`` (trio helpers),

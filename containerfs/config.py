@@ -42,6 +42,9 @@ class ApiConfig:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     rate_limit_per_minute: float | None = None
+    # pages one listing may take before it is taken for a server that paginates forever
+    # (EIO): 10,000 pages of 100 is a million files, far past any real container
+    max_pages: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ApiConfig:

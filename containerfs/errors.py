@@ -138,6 +138,27 @@ class ApiConnectionError(ApiError):
     retryable = True
 
 
+class MalformedAnswer(ApiError):
+    """A successful status with a body that breaks the API's rules: not the object asked for,
+    a list answer without a list, a pagination that loops or never ends."""
+
+    errno = _errno.EIO
+
+
+class UnsafeId(ApiError):
+    """An id that is not a plain token: no URL is built with it, so no request is sent."""
+
+    errno = _errno.EIO
+
+
+class ContentMismatch(ApiError):
+    """A content body that disagrees with the size listed or announced for it, or that looks
+    like an error page rather than the file; worth another attempt."""
+
+    errno = _errno.EIO
+    retryable = True
+
+
 STATUS_ERRORS: dict[int, type[ApiError]] = {
     400: BadRequest,
     401: AuthenticationError,

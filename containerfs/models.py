@@ -1,7 +1,15 @@
-"""API data: frozen dataclasses for containers, files and list pages. No I/O."""
+"""API data: frozen dataclasses for containers, files and list pages, and the rules an
+answer must meet before anything is built from it. No I/O. Shared by all layers.
+
+Every server answer is input: ``from_json`` raises ``ValueError`` (or ``KeyError``) for an
+object that breaks a rule (an id that is not a plain token, a size that is no size, a field
+of the wrong type), and ``Page.from_json`` keeps the good items of a list while setting the
+bad ones aside, each with its reason, so that one bad item spoils only itself.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NewType, TypeVar
@@ -11,9 +19,50 @@ FileId = NewType("FileId", str)
 
 T = TypeVar("T")
 
+#: What an id (container, file, page cursor) must look like before it goes into a URL: a
+#: plain token, so never ``.``/``..`` (which httpx would resolve as a dot segment), ``/``,
+#: ``%``, ``?`` or ``#``. Real ids are ``cntr_``/``cfile_`` + hex.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
-def _opt_int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+#: The largest size believed in a listing: 2**53 - 1, the largest integer JSON carries exactly
+#: (and far below st_size's 2**63); ``1e30`` or a negative size marks the item bad.
+MAX_LISTED_BYTES = (1 << 53) - 1
+#: The latest time (Unix seconds) believed: its nanoseconds still fit st_mtime's int64.
+MAX_TIMESTAMP = 9_000_000_000
+
+
+def plain_id(value: object) -> bool:
+    """Whether ``value`` is an id safe to put in a URL path segment."""
+    return isinstance(value, str) and _PLAIN_ID.fullmatch(value) is not None
+
+
+def _id(data: Mapping[str, Any], key: str = "id") -> str:
+    value = data[key]
+    if not plain_id(value):
+        raise ValueError(f"{key} {value!r} is not a plain id")
+    return str(value)
+
+
+def _opt_int(value: Any, *, field: str = "value", upper: int | None = None) -> int | None:
+    """An integer field: None when absent or null; ValueError when it is no integer, negative,
+    or past ``upper`` (an integral float such as ``5.0`` counts as the integer)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{field} {value!r} is not a number")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{field} {value!r} is not an integer")
+    number = int(value)
+    if number < 0 or (upper is not None and number > upper):
+        raise ValueError(f"{field} {value!r} is out of range")
+    return number
+
+
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key} {value!r} is not a string")
+    return value
 
 
 @dataclass(frozen=True)
@@ -42,11 +91,14 @@ class Container:
         exp = data.get("expires_after")
         policy = data.get("network_policy")
         return cls(
-            id=ContainerId(str(data["id"])),
-            name=str(data.get("name") or ""),
-            created_at=_opt_int(data.get("created_at")) or 0,
-            status=str(data.get("status") or "running"),
-            last_active_at=_opt_int(data.get("last_active_at")),
+            id=ContainerId(_id(data)),
+            name=_opt_str(data, "name") or "",
+            created_at=_opt_int(data.get("created_at"), field="created_at", upper=MAX_TIMESTAMP)
+            or 0,
+            status=_opt_str(data, "status") or "running",
+            last_active_at=_opt_int(
+                data.get("last_active_at"), field="last_active_at", upper=MAX_TIMESTAMP
+            ),
             expires_after=(
                 ExpiresAfter(str(exp.get("anchor", "last_active_at")), int(exp.get("minutes", 0)))
                 if isinstance(exp, Mapping)
@@ -74,13 +126,20 @@ class ContainerFile:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ContainerFile:
+        path = _opt_str(data, "path")
+        if not path:
+            raise ValueError("no path")
+        container_id = _opt_str(data, "container_id")
+        if container_id and not plain_id(container_id):
+            raise ValueError(f"container_id {container_id!r} is not a plain id")
         return cls(
-            id=FileId(str(data["id"])),
-            container_id=ContainerId(str(data.get("container_id") or "")),
-            path=str(data.get("path") or ""),
-            bytes=_opt_int(data.get("bytes")),
-            created_at=_opt_int(data.get("created_at")) or 0,
-            source=str(data.get("source") or "user"),
+            id=FileId(_id(data)),
+            container_id=ContainerId(container_id or ""),
+            path=path,
+            bytes=_opt_int(data.get("bytes"), field="bytes", upper=MAX_LISTED_BYTES),
+            created_at=_opt_int(data.get("created_at"), field="created_at", upper=MAX_TIMESTAMP)
+            or 0,
+            source=_opt_str(data, "source") or "user",
         )
 
 
@@ -88,20 +147,44 @@ class ContainerFile:
 class Page(Generic[T]):
     data: tuple[T, ...]
     first_id: str | None
-    last_id: str | None
+    last_id: str | None  # the cursor for the next page: the answer's, else its last item's id
     has_more: bool
+    rejected: tuple[str, ...] = ()  # one line per item set aside: its id (if any) and why
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], item: Callable[[Mapping[str, Any]], T]) -> Page[T]:
-        """A list answer (``{"data", "first_id", "last_id", "has_more"}``) with its items parsed."""
+        """A list answer (``{"data", "first_id", "last_id", "has_more"}``) with its items parsed.
+
+        ValueError when the answer is no list answer (no ``data`` list, as in an error
+        envelope sent with a 200; a ``has_more`` that is not a boolean; a cursor that is not
+        a plain id). An item that ``item`` refuses is set aside in ``rejected``.
+        """
         raw = data.get("data")
-        items = (
-            tuple(item(x) for x in raw if isinstance(x, Mapping)) if isinstance(raw, list) else ()
-        )
+        if not isinstance(raw, list):
+            raise ValueError("a list answer without a data list")
+        has_more = data.get("has_more", False)
+        if not isinstance(has_more, bool):
+            raise ValueError(f"has_more {has_more!r} is not a boolean")
+        items: list[T] = []
+        rejected: list[str] = []
+        for x in raw:
+            try:
+                if not isinstance(x, Mapping):
+                    raise ValueError(f"item {x!r:.60} is not an object")
+                items.append(item(x))
+            except (ValueError, KeyError, TypeError) as exc:
+                ident = x.get("id") if isinstance(x, Mapping) else None
+                rejected.append(f"{ident!r:.80}: {exc}")
         first, last = data.get("first_id"), data.get("last_id")
+        if last is None and raw and isinstance(raw[-1], Mapping):
+            last = raw[-1].get("id")
+        for cursor in (first, last):
+            if cursor is not None and not plain_id(cursor):
+                raise ValueError(f"cursor {cursor!r:.80} is not a plain id")
         return cls(
-            data=items,
-            first_id=str(first) if first is not None else None,
-            last_id=str(last) if last is not None else None,
-            has_more=bool(data.get("has_more")),
+            data=tuple(items),
+            first_id=first,
+            last_id=last,
+            has_more=has_more,
+            rejected=tuple(rejected),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -114,8 +115,10 @@ async def build_fs(
     *,
     read_only: bool = False,
     download_retry: Backoff = DOWNLOAD_BACKOFF,
+    wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
 ) -> Fs:
-    """The layers as the daemon builds them (``build_layers``), over the in-process app."""
+    """The layers as the daemon builds them (``build_layers``), over the in-process app
+    (seen through ``wrap``, when given: a transport that changes what the server says)."""
     config = ApiConfig(
         base_url="http://emulator/v1",
         api_key="sk-test",
@@ -123,7 +126,8 @@ async def build_fs(
         backoff_base=0.01,
         backoff_max=0.01,
     )
-    client = ApiClient(config, transport=httpx.ASGITransport(app=app))
+    transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
+    client = ApiClient(config, transport=wrap(transport) if wrap is not None else transport)
     cfg = MountConfig(
         mountpoint=tmp_path / "mnt",
         api=config,

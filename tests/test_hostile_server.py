@@ -170,7 +170,6 @@ def assert_failed_in_time(outcome: Outcome, allowed: set[int] = NETWORK_ERRNOS) 
 # -- the server lies ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a file listed with id '..' deletes its container")
 def test_a_file_listed_with_id_dotdot_never_deletes_its_container(hostile: Hostile) -> None:
     cid = hostile.container("dotdot", {"keep.txt": b"keep\n", "victim.txt": b"victim\n"})
 
@@ -190,7 +189,6 @@ def test_a_file_listed_with_id_dotdot_never_deletes_its_container(hostile: Hosti
     assert "keep.txt" in hostile.files(cid)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a listing without 'data' shows as empty")
 def test_a_listing_without_a_list_is_eio_and_rmdir_deletes_nothing(hostile: Hostile) -> None:
     cid = hostile.container("nolist", {f"f{i}.txt": f"{i}\n".encode() for i in range(8)})
     envelope = {"error": {"message": "internal", "type": "server_error", "code": None}}
@@ -206,7 +204,6 @@ def test_a_listing_without_a_list_is_eio_and_rmdir_deletes_nothing(hostile: Host
     assert listed.errno == errno.EIO, str(listed)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: an HTML page for content is cached as the file")
 def test_an_html_page_answered_for_content_is_not_kept_across_a_remount(
     hostile: Hostile,
 ) -> None:
@@ -229,10 +226,13 @@ def test_an_html_page_answered_for_content_is_not_kept_across_a_remount(
     contents = {name: hostile.content(cid, i) for name, i in after.items()}
     assert reread.report.get("sha256") == sha(real), f"{first}; after remount {reread}"
     assert appended.errno is None, str(appended)
-    assert contents == {"notes.txt": real + b"one more line\n"}, contents
+    # the server may store a replacement under a prefixed name (`<hex>-notes.txt`); the mount
+    # still shows it as notes.txt
+    assert list(contents.values()) == [real + b"one more line\n"], contents
+    shown = hostile.run("read", notes)
+    assert shown.report.get("sha256") == sha(real + b"one more line\n"), str(shown)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: endless pagination hangs ls")
 def test_endless_pagination_ends_ls_with_eio(hostile: Hostile) -> None:
     cid = hostile.container("endless", {"a.txt": b"a\n"})
     real = hostile.api.get(f"containers/{cid}/files").json()
@@ -248,7 +248,6 @@ def test_endless_pagination_ends_ls_with_eio(hostile: Hostile) -> None:
     assert_failed_in_time(listed, {errno.EIO})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: listed bytes smaller than the content")
 def test_a_listed_size_smaller_than_the_content_never_gives_a_short_read(
     hostile: Hostile,
 ) -> None:
@@ -268,7 +267,6 @@ def test_a_listed_size_smaller_than_the_content_never_gives_a_short_read(
         assert read.errno == errno.EIO, str(read)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: Content-Length shorter than the file")
 def test_a_content_length_shorter_than_the_listed_size_never_gives_a_short_read(
     hostile: Hostile,
 ) -> None:
@@ -285,7 +283,6 @@ def test_a_content_length_shorter_than_the_listed_size_never_gives_a_short_read(
         assert read.errno == errno.EIO, str(read)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: bytes 1e30 fails the whole listing")
 def test_an_absurd_listed_size_spoils_only_its_own_file(hostile: Hostile) -> None:
     cid = hostile.container("absurd", {"good.txt": b"good\n", "bad.bin": b"bad\n"})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -17,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from containerfs.api.retrying import Backoff
-from containerfs.errors import ApiConnectionError, ApiError, NotFound
+from containerfs.config import DOWNLOAD_RETRIES
+from containerfs.errors import ApiConnectionError, ApiError, ContentMismatch, NotFound
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import entry_name
 from containerfs.read.reader import ContentSource, DownloadStream, Reader, ReadHandle
@@ -38,6 +40,7 @@ class FakeStream:
         self._file_id = file_id
         self.start = start
         self.size: int | None = None if source.hide_size else len(data)
+        self.suspect = source.suspect
         self._data = data
 
     def chunks(self) -> AsyncIterator[bytes]:
@@ -82,6 +85,7 @@ class FakeSource:
         self.calls: list[tuple[FileId, int]] = []
         self.yielded = 0
         self.open_error: ApiError | None = None
+        self.suspect: str | None = None  # what every stream says about its own body
 
     def allow(self, limit: int | None) -> None:
         self.limit = limit
@@ -819,3 +823,83 @@ async def test_only_a_few_long_probe_downloads_run_unread(cache_dir: Path) -> No
         source.allow(None)
         await settle(reader)
         assert sum(reader.is_cached(fid, None) for fid in files) == 2
+
+
+# ---- bodies checked before they are trusted ----
+
+
+async def test_a_body_shorter_than_listed_is_retried_then_fails_never_a_short_read(
+    cache_dir: Path,
+) -> None:
+    data = payload(12)  # whole by its own framing (announced 12), but listed at 20
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 20)
+        with pytest.raises(ContentMismatch) as caught:
+            await read_all(reader, handle)
+        await reader.release(handle)
+        await settle(reader)
+        assert caught.value.errno == errno.EIO
+        # retried, resuming where the body ended
+        assert source.calls == [(FID, 0)] + [(FID, 12)] * DOWNLOAD_RETRIES
+        assert not reader.is_cached(FID, None) and reader.content_size(FID) is None
+
+
+async def test_a_body_longer_than_listed_wins_and_proves_the_size(cache_dir: Path) -> None:
+    data = payload(10)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 4)
+        assert reader.content_size(FID) is None  # nothing proved before the body ended
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        await settle(reader)
+        assert reader.content_size(FID) == 10 and reader.is_cached(FID, 10)
+
+
+async def test_an_error_page_longer_than_listed_is_refused(cache_dir: Path) -> None:
+    page = b"<html><body>502 Bad Gateway</body></html>"
+    source = FakeSource({FID: page})
+    source.suspect = "served as text/html"
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, 4)
+        with pytest.raises(ContentMismatch):
+            await read_all(reader, handle)
+        await reader.release(handle)
+        await settle(reader)
+        assert reader.content_size(FID) is None and not reader.is_cached(FID, None)
+
+
+async def test_a_suspect_body_of_the_listed_size_is_trusted(cache_dir: Path) -> None:
+    data = b"<html>a real page</html>"
+    source = FakeSource({FID: data})
+    source.suspect = "served as text/html"
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle) == data
+        await reader.release(handle)
+        await settle(reader)
+    async with make_reader(source, cache_dir) as again:
+        assert again.is_cached(FID, len(data))
+
+
+async def test_a_suspect_body_of_unknown_size_serves_now_but_is_not_kept_across_a_restart(
+    cache_dir: Path,
+) -> None:
+    page = b"<html><body>502 Bad Gateway</body></html>"
+    source = FakeSource({FID: page})
+    source.suspect = "served as text/html"
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, None)
+        assert await read_all(reader, handle) == page  # nothing tells it from the file
+        await reader.release(handle)
+        await settle(reader)
+    source.files[FID], source.suspect = b"the real notes", None
+    async with make_reader(source, cache_dir) as again:
+        assert not again.is_cached(FID, None)
+        handle = await again.open(CID, FID, None)
+        assert await read_all(again, handle) == b"the real notes"
+        await again.release(handle)
+        await settle(again)
+    async with make_reader(source, cache_dir) as third:
+        assert third.is_cached(FID, len(b"the real notes"))

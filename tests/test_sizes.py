@@ -48,6 +48,9 @@ class FakeReader:
     def known_size(self, file_id: FileId) -> int | None:
         return self.cached.get(file_id)
 
+    def content_size(self, file_id: FileId) -> int | None:
+        return self.cached.get(file_id)
+
     async def learn_size(self, container_id: ContainerId, file_id: FileId) -> int:
         self.calls.append(file_id)
         self.in_flight += 1

@@ -1,10 +1,11 @@
 """API client: ``ApiClient``, the endpoints of the Containers API, under trio.
 
-The lowest containerfs layer. It owns pagination (one helper for every listing), retries
-with the one backoff policy (``retrying.py``), and the duplicate rules for creates whose
-answer was lost; requests go through ``Transport`` (transport.py), the only code that touches
-httpx and where every failure becomes a typed error of ``containerfs.errors``. Knows nothing
-about FUSE, inodes or caches.
+The lowest containerfs layer. It owns pagination (``checks.paginate``, one helper for every
+listing), retries with the one backoff policy (``retrying.py``), and the duplicate rules for
+creates whose answer was lost; every answer is checked before it is believed (``models``
+``from_json`` and ``checks``: ids, list answers, sizes). Requests go through ``Transport``
+(transport.py), the only code that touches httpx and where every failure becomes a typed
+error of ``containerfs.errors``. Knows nothing about FUSE, inodes or caches.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from types import MappingProxyType
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import trio
 
+from containerfs.api import checks
 from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Sightings
 from containerfs.api.transport import (
     Download,
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Item = TypeVar("Item")
+
+# Distinct bad items logged at warning level once each; past that, each is logged every time
+# (a server sending ever new bad items must not grow the set without bound).
+_REJECTED_LOGGED = 4096
 
 
 class ApiClient:
@@ -86,6 +91,7 @@ class ApiClient:
         self._retries = 0
         self._adopted = 0
         self._sightings = Sightings()
+        self._rejected: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<ApiClient {self.config.base_url}>"
@@ -125,7 +131,7 @@ class ApiClient:
         async def page(after: str | None) -> Page[Container]:
             return await self.list_containers_page(after=after, order=order, name=name)
 
-        async with aclosing(_paginate(page)) as items:
+        async with aclosing(checks.paginate(page, max_pages=self.config.max_pages)) as items:
             async for item in items:
                 yield item
 
@@ -138,8 +144,12 @@ class ApiClient:
         name: str | None = None,
     ) -> Page[Container]:
         params = _params(limit=limit, after=after, order=order, name=name)
-        data = await self._json("list_containers", "GET", "containers", params=params)
-        page = Page.from_json(data, Container.from_json)
+        page = await self._call(
+            "list_containers",
+            lambda: self._transport.request("GET", "containers", params=params),
+            lambda r: Page.from_json(json_body(r), Container.from_json),
+        )
+        self._reject("list_containers", page.rejected)
         self._note(*(c.id for c in page.data))
         return page
 
@@ -180,14 +190,14 @@ class ApiClient:
         return container
 
     async def retrieve_container(self, container_id: ContainerId) -> Container:
-        data = await self._json("retrieve_container", "GET", _url("containers", container_id))
-        container = Container.from_json(data)
+        data = await self._json("retrieve_container", "GET", checks.url("containers", container_id))
+        container = checks.parsed("retrieve_container", lambda: Container.from_json(data))
         self._note(container.id)
         return container
 
     async def delete_container(self, container_id: ContainerId) -> None:
         await self._json(
-            "delete_container", "DELETE", _url("containers", container_id), gone_ok=True
+            "delete_container", "DELETE", checks.url("containers", container_id), gone_ok=True
         )
 
     # -- files --------------------------------------------------------------------------
@@ -203,7 +213,7 @@ class ApiClient:
         async def page(after: str | None) -> Page[ContainerFile]:
             return await self.list_files_page(container_id, after=after, order=order)
 
-        async with aclosing(_paginate(page)) as items:
+        async with aclosing(checks.paginate(page, max_pages=self.config.max_pages)) as items:
             async for item in items:
                 yield item
 
@@ -215,12 +225,27 @@ class ApiClient:
         after: str | None = None,
         order: str = "asc",
     ) -> Page[ContainerFile]:
-        url = _url("containers", container_id, "files")
+        url = checks.url("containers", container_id, "files")
         params = _params(limit=limit, after=after, order=order)
-        data = await self._json("list_files", "GET", url, params=params)
-        page = Page.from_json(data, ContainerFile.from_json)
+
+        def item(data: Mapping[str, Any]) -> ContainerFile:
+            return checks.in_container(ContainerFile.from_json(data), container_id)
+
+        page = await self._call(
+            "list_files",
+            lambda: self._transport.request("GET", url, params=params),
+            lambda r: Page.from_json(json_body(r), item),
+        )
+        self._reject("list_files", page.rejected)
         self._note(*(f.id for f in page.data))
         return page
+
+    async def holds_files(self, container_id: ContainerId) -> bool:
+        """Whether a fresh answer shows any file in the container: the check made right
+        before deleting it. An item set aside as bad counts as a file (the server holds
+        something there); a malformed answer raises ``MalformedAnswer``, never "empty"."""
+        page = await self.list_files_page(container_id, limit=1)
+        return bool(page.data or page.rejected or page.has_more)
 
     async def upload_file(
         self, container_id: ContainerId, source: str | os.PathLike[str], *, filename: str
@@ -246,7 +271,7 @@ class ApiClient:
         Limits: two concurrent uploads of the same name and size into one container can
         cross-adopt, and a listing that lags behind the create would miss the file.
         """
-        url = _url("containers", container_id, "files")
+        url = checks.url("containers", container_id, "files")
         started, wall = self._sightings.mark(), self._wallclock()
         began = time.monotonic()
         with open(source, "rb") as fh:
@@ -269,7 +294,7 @@ class ApiClient:
             created = await self._call(
                 "upload_file",
                 lambda: self._transport.request("POST", url, files={"file": (filename, fh)}),
-                lambda r: ContainerFile.from_json(json_body(r)),
+                lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
                 idempotent=False,
                 recover=recover,
             )
@@ -361,22 +386,28 @@ class ApiClient:
         return None
 
     async def create_file_from_id(self, container_id: ContainerId, file_id: str) -> ContainerFile:
-        url = _url("containers", container_id, "files")
+        url = checks.url("containers", container_id, "files")
         # not idempotent and nothing to recognise the copy by: no resend after an ambiguous failure
         body = {"file_id": file_id}
         data = await self._json("upload_file", "POST", url, json=body, idempotent=False)
-        created = ContainerFile.from_json(data)
+        created = checks.parsed(
+            "upload_file", lambda: checks.in_container(ContainerFile.from_json(data), container_id)
+        )
         self._claim(created.id)
         return created
 
     async def retrieve_file(self, container_id: ContainerId, file_id: FileId) -> ContainerFile:
-        url = _url("containers", container_id, "files", file_id)
-        found = ContainerFile.from_json(await self._json("retrieve_file", "GET", url))
+        url = checks.url("containers", container_id, "files", file_id)
+        data = await self._json("retrieve_file", "GET", url)
+        found = checks.parsed(
+            "retrieve_file",
+            lambda: checks.in_container(ContainerFile.from_json(data), container_id),
+        )
         self._note(found.id)
         return found
 
     async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None:
-        url = _url("containers", container_id, "files", file_id)
+        url = checks.url("containers", container_id, "files", file_id)
         await self._json("delete_file", "DELETE", url, gone_ok=True)
 
     def download(
@@ -393,7 +424,7 @@ class ApiClient:
     async def _download(
         self, container_id: ContainerId, file_id: FileId, offset: int
     ) -> AsyncIterator[Download]:
-        url = _url("containers", container_id, "files", file_id, "content")
+        url = checks.url("containers", container_id, "files", file_id, "content")
         # identity: aiter_raw() must yield the file's bytes, not a compressed encoding
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
         if offset > 0:
@@ -491,6 +522,15 @@ class ApiClient:
         """
         return created_at >= wall + self._transport.skew - ADOPT_MARGIN
 
+    def _reject(self, endpoint: str, rejected: tuple[str, ...]) -> None:
+        """Log each item a listing set aside, once per mount (a listing is fetched often)."""
+        for reason in rejected:
+            if reason not in self._rejected:
+                if len(self._rejected) < _REJECTED_LOGGED:
+                    self._rejected.add(reason)
+                log.warning("%s: skipped an item the server listed: %s", endpoint, reason)
+            self._errors["BadItem"] += 1
+
     def _note(self, *idents: str) -> None:
         for ident in idents:
             self._sightings.note(ident)
@@ -499,33 +539,5 @@ class ApiClient:
         self._sightings.claim(ident)
 
 
-def _url(*parts: str) -> str:
-    return "/".join(quote(p, safe="") for p in parts)
-
-
 def _params(**values: str | int | None) -> dict[str, str | int]:
     return {k: v for k, v in values.items() if v is not None}
-
-
-async def _paginate(
-    fetch: Callable[[str | None], Awaitable[Page[Item]]],
-) -> AsyncGenerator[Item, None]:
-    """Every item of a listing, page after page, following ``after`` (the one pagination)."""
-    after: str | None = None
-    while True:
-        page = await fetch(after)
-        for item in page.data:
-            yield item
-        after = _next_cursor(page, after)
-        if after is None:
-            return
-
-
-def _next_cursor(page: Page[Any], after: str | None) -> str | None:
-    """The ``after`` for the next page, or None when the listing is complete."""
-    if not page.has_more or not page.data:
-        return None
-    cursor = page.last_id or getattr(page.data[-1], "id", None)
-    if cursor is None or cursor == after:
-        raise ApiError(f"listing cursor did not advance past {after!r}")
-    return str(cursor)

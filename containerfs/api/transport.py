@@ -33,7 +33,13 @@ import trio
 from containerfs import __version__
 from containerfs.api.retrying import RateLimiter, parse_http_date, parse_retry_after
 from containerfs.config import ENDPOINTS, ApiConfig
-from containerfs.errors import ApiConnectionError, ApiError, ApiTimeout, error_class_for
+from containerfs.errors import (
+    ApiConnectionError,
+    ApiError,
+    ApiTimeout,
+    MalformedAnswer,
+    error_class_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +122,8 @@ def _status_error(response: httpx.Response, *, now: float) -> ApiError:
 
 
 class Download:
-    """One streaming ``GET …/content``: where its body starts, the file's size, its chunks."""
+    """One streaming ``GET …/content``: where its body starts, the file's size, its chunks,
+    and ``suspect``: why the body cannot vouch for itself (None when it can)."""
 
     def __init__(
         self,
@@ -129,6 +136,7 @@ class Download:
     ) -> None:
         self.start = start
         self.size = size
+        self.suspect = _suspect(response)
         self._response = response
         self._on_bytes = on_bytes
         self._now = now
@@ -147,6 +155,31 @@ class Download:
             async for chunk in self._response.aiter_raw():
                 self._on_bytes(len(chunk))
                 yield chunk
+
+
+# Content types of an error page or error envelope: file content is served as
+# application/octet-stream, so a body of these types may be a proxy's or gateway's page.
+_ERROR_PAGE_TYPES = ("text/html", "application/json", "application/problem+json")
+
+
+def _suspect(response: httpx.Response) -> str | None:
+    """Why a content answer cannot vouch for its body, or None: served as an error page
+    would be, or with no framing that would show a truncated body (no Content-Length, not
+    chunked: the body simply ends when the connection closes)."""
+    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in _ERROR_PAGE_TYPES:
+        return f"served as {media}"
+    framed = (
+        "content-length" in response.headers
+        or "chunked" in response.headers.get("transfer-encoding", "").lower()
+    )
+    if (
+        response.http_version.startswith("HTTP/1")
+        and not framed
+        and not response.is_stream_consumed
+    ):
+        return "no length and no chunked framing"
+    return None
 
 
 def _download_window(response: httpx.Response, offset: int) -> tuple[int, int | None]:
@@ -276,7 +309,7 @@ class Transport:
         try:
             return parse(response)
         except (ValueError, KeyError, TypeError) as exc:
-            raise ApiError(
+            raise MalformedAnswer(
                 f"{endpoint}: malformed answer: {exc}",
                 status=response.status_code,
                 request_id=response.headers.get("x-request-id"),

@@ -353,7 +353,10 @@ class Operations(pyfuse3.Operations):
                 handle.spool = await self.writer.open(node, truncate=bool(flags & os.O_TRUNC))
             remote = node.remote
             if node.spool is None and remote is not None:
-                handle.read = await self.reader.open(remote.container_id, remote.id, remote.bytes)
+                # a listed size the content proved wrong: expect the proved one, or every
+                # open would take the cached copy for stale and download it again
+                size = remote.bytes if remote.bytes is None else self.ns.size(node)
+                handle.read = await self.reader.open(remote.container_id, remote.id, size)
         except BaseException:
             node.opens -= 1
             raise

@@ -52,6 +52,7 @@ class SizeSource(Protocol):
     """The part of ``Reader`` this module uses."""
 
     def known_size(self, file_id: FileId) -> int | None: ...
+    def content_size(self, file_id: FileId) -> int | None: ...
     async def learn_size(self, container_id: ContainerId, file_id: FileId) -> int: ...
 
 
@@ -129,14 +130,21 @@ class Sizes:
                 nursery.start_soon(one, node)
 
     def refresh(self, node: Node) -> bool:
-        """Take a size the content proved (a download ended); True if a size shown changed."""
+        """Take a size the content proved (a download ended); True if a size shown changed.
+
+        A listed size gives way only to the content itself (a download that ended whole by
+        its own framing, ``content_size``), never to a size merely announced in headers.
+        """
         remote = node.remote
-        if remote is None or remote.bytes is not None or node.spool is not None:
+        if remote is None or node.spool is not None:
             return False
-        fresh = self._reader.known_size(remote.id)
-        if fresh is None or fresh == node.size_hint:
+        if remote.bytes is None:
+            fresh = self._reader.known_size(remote.id)
+        else:
+            fresh = self._reader.content_size(remote.id)
+        shown = node.size_hint if node.size_hint is not None else remote.bytes
+        if fresh is None or fresh == shown:
             return False
-        shown = node.size_hint
         node.size_hint = fresh
         if shown is None:
             return False

@@ -8,7 +8,7 @@ Who writes which field of a ``Node`` (the lock order is in ``containerfs/__init_
   ``settling``;
 - the FUSE adapter: ``opens`` (open handles), the local attributes ``mode``, ``mtime_ns``,
   ``atime_ns`` (``setattr``, ``create``), and ``size_hint`` once a read learnt the size of a
-  file listed without one.
+  file listed without one, or proved a listed size wrong.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Node:
     mode: int | None = None
     mtime_ns: int | None = None
     atime_ns: int | None = None
-    size_hint: int | None = None  # the real size once a download of a `bytes: null` file ends
+    size_hint: int | None = None  # the size the content proved (bytes: null, or listed wrong)
     # write path state, owned by the writer
     spool: Any = None
     local_only: bool = False  # never uploaded (editor swap and backup files)

@@ -16,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import posixpath
 import stat
@@ -29,7 +30,7 @@ from cachetools import TTLCache
 
 from containerfs import paths as names
 from containerfs.aio import in_thread
-from containerfs.errors import NotFound
+from containerfs.errors import ContainerFsError, NotFound
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
 from containerfs.ns.inodes import ROOT_INODE as ROOT_INODE
 from containerfs.ns.inodes import Attrs as Attrs
@@ -54,6 +55,7 @@ class ContainerSource(Protocol):
         memory_limit: str | None = None,
     ) -> Container: ...
     async def delete_container(self, container_id: ContainerId) -> None: ...
+    async def holds_files(self, container_id: ContainerId) -> bool: ...
 
 
 @dataclass
@@ -334,9 +336,9 @@ class Namespace:
     def _known_size(self, node: Node) -> int | None:
         if node.spool is not None:
             return int(node.spool.size)
-        if node.remote is not None and node.remote.bytes is not None:
-            return node.remote.bytes
-        return node.size_hint
+        if node.size_hint is not None:  # learned from the content: it wins over the listing
+            return node.size_hint
+        return node.remote.bytes if node.remote is not None else None
 
     def size(self, node: Node) -> int:
         return self._known_size(node) or 0
@@ -496,6 +498,10 @@ class Namespace:
     async def delete_container(self, node: Node) -> None:
         assert node.cid is not None
         cid = node.cid
+        # deleting a container deletes its files: only on a fresh, well-formed answer that
+        # shows none (a file the listing skipped as malformed still counts)
+        if await self.client.holds_files(cid):
+            raise ContainerFsError.with_errno(errno.ENOTEMPTY, f"{cid} still holds files")
         with contextlib.suppress(NotFound):
             await self.client.delete_container(cid)
         self._by_id[cid] = None

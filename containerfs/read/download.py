@@ -24,7 +24,13 @@ from typing import Protocol
 import trio
 
 from containerfs.api.retrying import Backoff
-from containerfs.errors import ApiConnectionError, ApiError, CacheError, ContainerFsError
+from containerfs.errors import (
+    ApiConnectionError,
+    ApiError,
+    CacheError,
+    ContainerFsError,
+    ContentMismatch,
+)
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import DiskCache
 from containerfs.read.entries import Entry
@@ -46,6 +52,11 @@ class DownloadStream(Protocol):
     @property
     def size(self) -> int | None:
         """Total size of the file, when the server said."""
+        ...
+
+    @property
+    def suspect(self) -> str | None:
+        """Why the body cannot vouch for itself (an error page's content type, no framing)."""
         ...
 
     def chunks(self) -> AsyncIterator[bytes]: ...
@@ -191,7 +202,11 @@ class Download:
         entry.cache.size = entry.cache.stored = size
         entry.cache.complete = True
         self._host.size_learned(entry.file_id, size)
-        if not entry.detached:
+        if entry.suspect is not None and entry.expected_size is None:
+            # nothing vouches for these bytes: serve them now, but a remount downloads again
+            # (a data file without its sidecar is discarded when the cache is loaded)
+            log.warning("%s: content %s, not kept across a remount", entry.file_id, entry.suspect)
+        elif not entry.detached:
             await trio.to_thread.run_sync(DiskCache.write_sidecar, entry.cache, entry.fd)
         self._counters.completed += 1
         entry.settled.set()
@@ -229,8 +244,10 @@ class Download:
             entry.final_size = entry.arrived
             entry.sized.set()
             if entry.expected_size is not None and entry.expected_size != entry.final_size:
-                log.info(
-                    "%s: listed %d bytes, received %d",
+                # the content (whole by its own framing) wins over the listing: the size
+                # shown is corrected from it (``Reader.content_size``)
+                log.warning(
+                    "%s: listed %d bytes, the content has %d",
                     entry.file_id,
                     entry.expected_size,
                     entry.final_size,
@@ -253,6 +270,7 @@ class Download:
             if download.size is not None:
                 entry.stream_size = download.size
                 entry.sized.set()  # a caller learning the size needs no more than this
+            entry.suspect = entry.suspect or download.suspect  # a resumed body stays suspect
             chunks = download.chunks()
             try:
                 async for chunk in chunks:
@@ -273,6 +291,7 @@ class Download:
                     await aclose()
         if skip or (entry.stream_size is not None and entry.arrived < entry.stream_size):
             raise ApiConnectionError("content stream ended early")
+        _check_content(entry)
 
     async def _append(self, chunk: bytes) -> None:
         entry = self._entry
@@ -324,6 +343,25 @@ class Download:
             else:
                 entry.flush_wanted = trio.Event()
                 await entry.flush_wanted.wait()
+
+
+def _check_content(entry: Entry) -> None:
+    """A body that ended by its own framing against the size listed for it.
+
+    Shorter than listed: perhaps cut by a proxy that re-framed it, so worth another attempt
+    (resumed from where it ended; ``ContentMismatch`` is retryable, and when attempts run
+    out the read fails with EIO rather than ending early). Longer than listed: the content
+    wins, unless it looks like an error page, whose bytes must not pass for the file's.
+    """
+    listed, arrived = entry.expected_size, entry.arrived
+    if listed is None or arrived == listed:
+        return
+    if arrived < listed:
+        raise ContentMismatch(f"content ended at {arrived} of the {listed} bytes listed")
+    if entry.suspect is not None:
+        err = ContentMismatch(f"{arrived} bytes {entry.suspect} for a file listed at {listed}")
+        err.retryable = False  # its bytes already went to the entry: no resuming past them
+        raise err
 
 
 def _create_data_file(path: Path) -> int:

@@ -32,6 +32,9 @@ class Entry:
         self.expected_size = expected
         self.final_size: int | None = None  # known once the stream ended (or from the cache)
         self.stream_size: int | None = None  # total size the server announced
+        # why the content cannot vouch for itself (an error page's type, no framing): such a
+        # download serves this mount but is not kept in the disk cache across a remount
+        self.suspect: str | None = None
         self.fd: int | None = None
         self.fd_ready = trio.Event()
         self.needs_fd = False  # a complete cache entry whose fd the first opener opens

@@ -351,6 +351,14 @@ class Reader:
         known = self._known_sizes.get(file_id)
         return known if known is not None else self._announced.get(file_id)
 
+    def content_size(self, file_id: FileId) -> int | None:
+        """The size the content itself proved: a download that ended whole by its own
+        framing, a complete cache entry, or our own upload; never a size only announced."""
+        entry = self._entries.get(file_id)
+        if entry is not None and entry.final_size is not None:
+            return entry.final_size
+        return self._known_sizes.get(file_id)
+
     async def learn_size(self, container_id: ContainerId, file_id: FileId) -> int:
         """The exact size of a file version the listing gave none for.
 
