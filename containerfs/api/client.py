@@ -326,7 +326,7 @@ class ApiClient:
         exception raised by the body (``StreamAborted``) breaks the request off and is raised
         as is: a body that never ended creates nothing on the server.
         """
-        url = _url("containers", container_id, "files")
+        url = checks.url("containers", container_id, "files")
         started, wall = self._sightings.mark(), self._wallclock()
         began = time.monotonic()
 
@@ -350,7 +350,7 @@ class ApiClient:
             lambda: self._transport.multipart_request(
                 "POST", url, field="file", filename=filename, body=body()
             ),
-            lambda r: ContainerFile.from_json(json_body(r)),
+            lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
             idempotent=False,
             recover=recover,
         )
