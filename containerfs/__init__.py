@@ -11,8 +11,9 @@ walks the import graph, ``tests/test_layout.py``):
   xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
   any is shown). Only ``fs/`` and ``daemon/`` import pyfuse3.
 - ``ns/``: the namespace: ``inodes`` (``Node``, its key, ``Attrs``), ``listings`` (one
-  container's files as listed, patched by own changes), ``namespace`` (lookups, readdir, TTL
-  caches, names, aliases, the local overlay).
+  container's files as listed, patched by own changes), ``memory`` (the path each file was
+  shown at: it keeps it), ``namespace`` (lookups, readdir, TTL caches, names, aliases, the
+  local overlay).
 - ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
   ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``diskcache``.
 - ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local

@@ -42,6 +42,7 @@ from containerfs.errors import (
     ContainerFsError,
     NotFound,
 )
+from containerfs.private import private_dir, private_umask
 
 if TYPE_CHECKING:
     from containerfs.daemon.status import Status
@@ -411,6 +412,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     if isinstance(args.cache_max_size, str):
         args.cache_max_size = parse_size(args.cache_max_size)
+    # before the state, cache and run directories and the daemon's log are made
+    private_umask()
     level = "debug" if args.debug else args.log_level
     cfg = _mount_config(args)
     _check_fuse_device()
@@ -463,7 +466,7 @@ def _single(err: BaseException) -> BaseException:
 
 def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
     """Run the mount in a detached child; return once it is live or has failed."""
-    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(rdir)
     logfile = Path(os.path.abspath(args.log_file or rdir / "log"))
     argv = [sys.executable, "-m", "containerfs", *args.argv, "--foreground"]
     try:
@@ -692,6 +695,7 @@ def _status_text(status: Status) -> str:
         lines.append(
             f"cache        {_human(cache.cache_bytes_used)} of {_human(cache.cache_max_size)}"
             f" in {cache.entries} entries, hits {cache.hits}, misses {cache.misses}"
+            + (f", {cache.past_cache} read past the cache" if cache.past_cache else "")
         )
     writer = status.writer
     if writer is not None:

@@ -189,6 +189,22 @@ class CacheError(ContainerFsError):
         self.errno = errno_
 
 
+class CacheFull(CacheError):
+    """The cache disk cannot hold a file even after evicting: it is read past the cache."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, errno_=_errno.ENOSPC)
+
+
+class SpoolError(ContainerFsError):
+    """A spool file could not be written (a full or failing state disk): the write, or the
+    close that would upload it, fails with the disk's errno (ENOSPC, EDQUOT, EIO)."""
+
+    def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
 class MountError(ContainerFsError):
     """The mount cannot start: a bad mountpoint, credentials or endpoint."""
 

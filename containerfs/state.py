@@ -9,6 +9,10 @@ FUSE or HTTP.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -21,6 +25,7 @@ from typing import TypeVar
 
 from containerfs.errors import StateError as StateError
 from containerfs.models import ContainerId, FileId
+from containerfs.private import make_tree_private, private_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +44,58 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 
+class StateLock:
+    """What makes a state directory one mount's: an exclusive ``flock`` on ``DIR/lock``, held
+    for the daemon's life. The kernel drops it when the process ends, however it ends (a
+    ``kill -9`` leaves no stale lock). The file names its holder, for the message a second
+    mount gets; it is never deleted (a deletion would race with the next mount's lock).
+    """
+
+    NAME = "lock"
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self.path = path
+
+    @classmethod
+    def acquire(cls, directory: Path, *, mountpoint: str) -> StateLock:
+        """Lock ``directory`` for the mount at ``mountpoint``, or raise ``StateError`` naming
+        the mount that holds it."""
+        private_dir(directory)
+        path = directory / cls.NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise StateError(
+                f"the state directory {directory} is in use by {holder};"
+                " give each mount its own --state-dir"
+            ) from None
+        except OSError as err:
+            os.close(fd)
+            raise StateError(f"cannot lock the state directory {directory}: {err}") from None
+        owner = json.dumps({"pid": os.getpid(), "mountpoint": mountpoint}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, owner, 0)
+        return cls(fd, path)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)  # closing the only descriptor drops the lock
+
+
+def _holder(fd: int) -> str:
+    """The mount a lock file names, as a message fragment."""
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0))
+        return f"the mount of {owner['mountpoint']} (pid {int(owner['pid'])})"
+    except (OSError, ValueError, KeyError, TypeError):  # written by another version, or torn
+        return "another mount"
+
+
 @dataclass(frozen=True)
 class PendingUpload:
     id: str
@@ -55,10 +112,8 @@ class State:
     def __init__(self, directory: Path, *, endpoint: str) -> None:
         self.directory = directory
         self.endpoint = endpoint
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.spool_dir = directory / "spool"
-        self.spool_dir.mkdir(exist_ok=True, mode=0o700)
-        os.chmod(directory, 0o700)
+        private_dir(directory)
+        self.spool_dir = private_dir(directory / "spool")
         self._lock = threading.Lock()
         path = directory / "state.db"
         try:
@@ -70,6 +125,8 @@ class State:
             raise StateError(
                 f"the state database {path} is unusable ({err}); move it aside to start afresh"
             ) from err
+        # an older version left the database, its sidecars, logs and mounts/ readable by all
+        make_tree_private(directory)
 
     def close(self) -> None:
         with self._lock:
@@ -77,8 +134,18 @@ class State:
 
     def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-            self._db.commit()
+            try:
+                rows = self._db.execute(sql, args).fetchall()
+                self._db.commit()
+            except sqlite3.Error as err:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                # a full disk is ENOSPC where it surfaces (a close that could not queue its
+                # upload), not an unexpected error
+                full = "full" in str(err).lower()
+                raise StateError.with_errno(
+                    errno.ENOSPC if full else errno.EIO, f"the state database failed: {err}"
+                ) from err
             return rows
 
     # aliases: file id -> display path chosen through the mount

@@ -362,7 +362,6 @@ def test_a_download_that_trickles_fails_with_eio_in_time(hostile: Hostile) -> No
 # -- names ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a container named like an id wins the id")
 def test_a_container_id_resolves_to_that_container_even_when_another_is_named_it(
     hostile: Hostile,
 ) -> None:
@@ -376,7 +375,6 @@ def test_a_container_id_resolves_to_that_container_even_when_another_is_named_it
     assert listed.report.get("names") == ["real.txt"], str(listed)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a file named like a suffix moves a name")
 def test_a_file_keeps_its_displayed_name_when_a_file_named_like_it_appears(
     hostile: Hostile,
 ) -> None:

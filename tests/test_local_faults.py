@@ -105,7 +105,6 @@ def files_in(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file()] if directory.exists() else []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a cache too small for a file fails the read")
 def test_a_cache_too_small_for_a_file_still_serves_it_and_leaves_nothing(
     tmpfs: Callable[[str, str], Path],
     mounts: Callable[..., MountProcess],
@@ -127,7 +126,6 @@ def test_a_cache_too_small_for_a_file_still_serves_it_and_leaves_nothing(
     assert "unexpected error" not in mp.log_text()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a full state disk is EIO with partial bytes")
 def test_a_full_state_disk_is_enospc_and_the_file_keeps_its_content(
     tmpfs: Callable[[str, str], Path],
     mounts: Callable[..., MountProcess],
@@ -149,7 +147,6 @@ def test_a_full_state_disk_is_enospc_and_the_file_keeps_its_content(
     assert not spools, f"left behind: {spools}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: two mounts share one state directory")
 def test_a_second_mount_on_one_state_dir_is_refused_with_one_line(
     mounts: Callable[..., MountProcess], tmp_path: Path
 ) -> None:
@@ -162,7 +159,56 @@ def test_a_second_mount_on_one_state_dir_is_refused_with_one_line(
     assert "state" in message.lower(), message
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: state and cache files are 0644")
+def test_a_file_read_past_a_full_cache_reads_again_after_a_remount_and_nothing_is_kept(
+    tmpfs: Callable[[str, str], Path],
+    mounts: Callable[..., MountProcess],
+    api: httpx.Client,
+    ops: BoundedOps,
+    tmp_path: Path,
+) -> None:
+    cache = tmpfs("full-cache", "5m")
+    cid, name = new_container(api, "reread")
+    data = os.urandom(12 * MiB)
+    upload(api, cid, "big.bin", data)
+    digest = hashlib.sha256(data).hexdigest()
+    state = tmp_path / "reread-state"
+    reads = []
+    for run in ("one", "two"):  # the second mount finds what the first left
+        mp = mounts("--cache-dir", str(cache), "--state-dir", str(state), name=run)
+        path = mp.path(name, "big.bin")
+        reads += [ops.run("read", path, timeout=60), ops.run("read", path, timeout=60)]
+        mp.unmount(timeout=15)
+        assert "unexpected error" not in mp.log_text()
+        assert "Traceback" not in mp.log_text()
+
+    assert [r.report.get("sha256") for r in reads] == [digest] * 4, [str(r) for r in reads]
+    kept = {p.name: p.stat().st_size for p in files_in(cache)}
+    assert not {n: size for n, size in kept.items() if size >= MiB}, kept
+    assert not [p for p in files_in(state) if p.stat().st_size >= MiB]
+
+
+def test_the_first_mount_keeps_working_and_loses_nothing_when_a_second_is_refused(
+    mounts: Callable[..., MountProcess], api: httpx.Client, tmp_path: Path
+) -> None:
+    cid, name = new_container(api, "first")
+    shared = tmp_path / "shared-state"
+    first = mounts("--state-dir", str(shared), name="first")
+    (first.path(name, "before.txt")).write_bytes(b"written before\n")
+    with pytest.raises(MountError) as refused:
+        mounts("--state-dir", str(shared), name="second")
+    assert "in use by the mount of" in str(refused.value) and str(first.mountpoint) in str(
+        refused.value
+    )
+    (first.path(name, "after.txt")).write_bytes(b"written after\n")
+
+    assert sorted(os.listdir(first.path(name))) == ["after.txt", "before.txt"]
+    assert first.path(name, "before.txt").read_bytes() == b"written before\n"
+    listed = api.get(f"containers/{cid}/files").json()["data"]
+    assert sorted(f["path"].rsplit("-", 1)[-1] for f in listed) == ["after.txt", "before.txt"]
+    assert first.unmount(timeout=15) == 0
+    assert "Traceback" not in first.log_text()
+
+
 def test_state_and_cache_files_are_private_to_the_user(
     mounts: Callable[..., MountProcess], api: httpx.Client, tmp_path: Path
 ) -> None:

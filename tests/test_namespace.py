@@ -73,3 +73,43 @@ async def test_listing_is_cached_and_one_listing_serves_every_lookup(tmp_path: P
         assert await ns.lookup(d, f"f{i}") is not None
     assert await ns.lookup(d, "missing") is None
     assert client.listed == 1
+
+
+async def test_an_upload_over_a_shown_file_takes_its_name_before_the_old_one_is_deleted(
+    tmp_path: Path,
+) -> None:
+    old = cfile(1, "/mnt/data/a.txt")
+    client = FakeClient([old])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    assert [name for name, _ in await ns.list_dir(box)] == ["a.txt"]
+    # an overwrite: the new content is uploaded; the old id is still listed until deleted
+    new = cfile(2, "/mnt/data/a.txt")
+    await ns.file_uploaded(ns.new_file(box, "a.txt"), new)
+    client.files = [old, new]
+    ns.invalidate_listing(CID)
+
+    found = await ns.lookup(box, "a.txt")
+
+    assert found is not None and found.remote == new
+    assert [name for name, _ in await ns.list_dir(box)] == ["a.txt", f"a.txt~{old.id}"]
+
+
+async def test_a_file_keeps_its_name_when_a_newer_one_of_that_name_appears_elsewhere(
+    tmp_path: Path,
+) -> None:
+    old = cfile(1, "/mnt/data/a.txt")
+    client = FakeClient([old])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    assert [name for name, _ in await ns.list_dir(box)] == ["a.txt"]
+    newer = cfile(2, "/mnt/data/a.txt")  # uploaded by another client
+    client.files = [old, newer]
+    ns.invalidate_listing(CID)
+
+    found = await ns.lookup(box, "a.txt")
+
+    assert found is not None and found.remote == old
+    assert [name for name, _ in await ns.list_dir(box)] == ["a.txt", f"a.txt~{newer.id}"]

@@ -516,7 +516,12 @@ def test_a_duplicate_never_takes_the_name_of_another_file() -> None:
 
     placed = {p: f.id for p, f in names.place_files(files).items()}
 
-    assert placed == {"a": "cfile_new", "a~cfile_old": "cfile_lit", "a~cfile_old~2": "cfile_old"}
+    # the literal name looks like a disambiguated one: it gets its own ~ID, never old's name
+    assert placed == {
+        "a": "cfile_new",
+        "a~cfile_old": "cfile_old",
+        "a~cfile_old~cfile_lit": "cfile_lit",
+    }
 
 
 def _valid_display_path(path: str) -> bool:

@@ -8,7 +8,7 @@ import pytest
 
 from containerfs.errors import StateError
 from containerfs.models import ContainerId, FileId
-from containerfs.state import State
+from containerfs.state import State, StateLock
 
 CID = ContainerId("cntr_" + "a" * 48)
 FID = FileId("cfile_" + "b" * 32)
@@ -49,3 +49,27 @@ def test_a_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "state.db").write_text("not a database")
     with pytest.raises(StateError, match="unusable"):
         State(tmp_path, endpoint="e")
+
+
+def test_a_locked_state_directory_refuses_a_second_lock_naming_the_first(tmp_path: Path) -> None:
+    first = StateLock.acquire(tmp_path, mountpoint="/m/one")
+    try:
+        with pytest.raises(StateError, match=r"in use by the mount of /m/one \(pid \d+\)"):
+            StateLock.acquire(tmp_path, mountpoint="/m/two")
+    finally:
+        first.release()
+    again = StateLock.acquire(tmp_path, mountpoint="/m/two")  # released: free again
+    again.release()
+
+
+def test_files_an_older_version_left_readable_are_made_private(tmp_path: Path) -> None:
+    for name in ("state.db", "mounts/abc/log", "mounts/abc/status.json", "spool/x"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        path.chmod(0o644)
+    (tmp_path / "mounts").chmod(0o755)
+    state = State(tmp_path, endpoint="e")
+    state.close()
+    loose = [p for p in [tmp_path, *tmp_path.rglob("*")] if p.stat().st_mode & 0o077]
+    assert loose == []

@@ -34,8 +34,9 @@ from containerfs.errors import MountError as MountError
 from containerfs.fs.operations import Operations
 from containerfs.fs.sizes import Sizes
 from containerfs.ns.namespace import ROOT_INODE, Namespace
+from containerfs.private import make_private, private_dir, private_umask
 from containerfs.read.reader import Reader
-from containerfs.state import State
+from containerfs.state import State, StateLock
 from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -232,10 +233,23 @@ class Daemon:
 
     async def serve(self, *, ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
+        # first: every file the daemon creates from here on is private to the user
+        private_umask()
         check_mountpoint(cfg.mountpoint)
         real_mountpoint = self.real_mountpoint
+        # one mount per state directory: two would resume (and delete) each other's uploads
+        lock = StateLock.acquire(cfg.state_dir, mountpoint=real_mountpoint)
+        try:
+            await self._serve_locked(ready)
+        finally:
+            lock.release()
+
+    async def _serve_locked(self, ready: Callable[[], None] | None) -> None:
+        cfg = self.cfg
+        real_mountpoint = self.real_mountpoint
         await self.check_credentials()
-        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.run_dir)
+        make_private([self.run_dir.parent])  # mounts/
         state = State(cfg.state_dir, endpoint=cfg.api.base_url)
         try:
             async with trio.open_nursery() as nursery:

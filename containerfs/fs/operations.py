@@ -19,13 +19,19 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from containerfs.errors import ApiError, ContainerExpired, ContainerFsError, PayloadTooLarge
+from containerfs.errors import (
+    ApiError,
+    ContainerExpired,
+    ContainerFsError,
+    PayloadTooLarge,
+    SpoolError,
+)
 from containerfs.fs.attrs import entry_attributes, statfs_data, xattrs
 from containerfs.fs.handles import Handle, HandleTable
 from containerfs.fs.sizes import Sizes
 from containerfs.ns.inodes import Kind, Node
 from containerfs.ns.namespace import Namespace
-from containerfs.paths import NAME_MAX
+from containerfs.paths import NAME_MAX, reserved_container_name
 from containerfs.read.reader import Reader
 from containerfs.write.writer import Writer
 
@@ -308,6 +314,9 @@ class Operations(pyfuse3.Operations):
         if await self.ns.lookup(parent, text) is not None:
             raise _fail(errno.EEXIST)
         if parent.kind is Kind.ROOT:
+            if reserved_container_name(text):
+                # it would be shown as NAME~ID, never at the name just made: refused
+                raise _fail(errno.EINVAL)
             node = await self.ns.create_container(text, **self.container_defaults)
         else:
             node = await self.ns.add_dir(parent, text)
@@ -425,9 +434,15 @@ class Operations(pyfuse3.Operations):
         if handle.spool is None:
             raise _fail(errno.EBADF)
         handle.changed = True
-        return await self.writer.write(
-            handle.spool, off, buf, append=handle.append, node=handle.node
-        )
+        try:
+            return await self.writer.write(
+                handle.node, handle.spool, off, buf, append=handle.append
+            )
+        except SpoolError:
+            # the file is back to its content before this open: the size the kernel saw grow
+            # with the writes is wrong now
+            self._invalidate_attrs(handle.node.inode)
+            raise
 
     @guarded
     async def flush(self, fh: int) -> None:

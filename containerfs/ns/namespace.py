@@ -38,6 +38,7 @@ from containerfs.ns.inodes import Kind as Kind
 from containerfs.ns.inodes import Node as Node
 from containerfs.ns.inodes import node_key
 from containerfs.ns.listings import Listing
+from containerfs.ns.memory import NameMemory
 from containerfs.state import State
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Namespace:
         self._by_id: TTLCache[ContainerId, Container | None] = TTLCache(1024, ttl, timer=clock)
         self._aliases: dict[ContainerId, dict[FileId, str]] = {}
         self._dirs: dict[ContainerId, set[str]] = {}
+        self._memory = NameMemory()  # where each file was shown: it keeps that path
         # files not (or not yet) on the server: being written, pending, local-only
         self._local: dict[ContainerId, dict[str, Node]] = {}
         self._fetch_locks: dict[object, trio.Lock] = {}
@@ -181,8 +183,12 @@ class Namespace:
                 return cached
             listed = [c async for c in self.client.list_containers()]
             self._stats.container_listings += 1
-            visible = [c for c in listed if self.show_expired or not c.expired]
-            by_name = names.container_dir_names(visible)
+            # named among all listed: a container's name does not change as others expire
+            by_name = {
+                name: c
+                for name, c in names.container_dir_names(listed).items()
+                if self.show_expired or not c.expired
+            }
             self._containers["all"] = by_name
             for c in listed:
                 self._by_id[c.id] = c
@@ -239,7 +245,14 @@ class Namespace:
     async def _view(self, cid: ContainerId) -> tuple[dict[str, ContainerFile], set[str]]:
         listing = await self._listing(cid)
         aliases = self._aliases.get(cid, {})
-        return listing.view(lambda files: names.place_files(files, root=self.root, aliases=aliases))
+
+        def place(files: Iterable[ContainerFile]) -> dict[str, ContainerFile]:
+            shown = self._memory.shown(cid)
+            placed = names.place_files(files, root=self.root, aliases=aliases, shown=shown)
+            self._memory.remember(cid, placed)
+            return placed
+
+        return listing.view(place)
 
     async def _dirs_of(self, cid: ContainerId) -> set[str]:
         _, remote_dirs = await self._view(cid)
@@ -263,7 +276,9 @@ class Namespace:
         if parent.kind is Kind.ROOT:
             by_name = await self.containers()
             c = by_name.get(name)
-            if c is None and name.startswith("cntr_"):
+            # no directory is named like another container's id: an id always resolves to
+            # its own container, listed or not
+            if c is None and names.looks_like_container_id(name):
                 c = await self.container(ContainerId(name))
                 if c is not None and c.expired and not self.show_expired:
                     c = None
@@ -392,13 +407,15 @@ class Namespace:
         cid = node.cid
         shown = names.relative_path(new.path, self.root)
         aliases = self._aliases.setdefault(cid, {})
-        if shown != node.path:
+        # recorded when the rules alone would show the file elsewhere after a remount
+        if shown != node.path or names.reserved_file_name(node.name):
             aliases[new.id] = node.path
             await in_thread(lambda: self.state.set_alias(cid, new.id, node.path))
         node.remote = new
         node.size_hint = None
         if cid in self._journal:
             self._journal[cid].append((new, new.id))
+        self._memory.claim(cid, new.id, node.path)
         listing = self._listings.get(cid)
         if listing is not None:
             listing.files[new.id] = new
@@ -410,6 +427,7 @@ class Namespace:
         listing = self._listings.get(cid)
         if listing is not None and listing.files.pop(fid, None) is not None:
             listing.changed()
+        self._memory.forget(cid, fid)
         if self._aliases.get(cid, {}).pop(fid, None) is not None:
             await in_thread(lambda: self.state.drop_alias(fid))
             if listing is not None:
@@ -439,6 +457,7 @@ class Namespace:
     def show_at(self, node: Node, remote: ContainerFile, path: str) -> None:
         """Show a server file at ``path`` for this mount's life only (not recorded on disk)."""
         self._aliases.setdefault(remote.container_id, {})[remote.id] = path
+        self._memory.claim(remote.container_id, remote.id, path)
         listing = self._listings.get(remote.container_id)
         if listing is not None:
             listing.changed()
@@ -508,6 +527,7 @@ class Namespace:
         self.invalidate_containers()
         self._listings.pop(cid, None)
         self._aliases.pop(cid, None)
+        self._memory.drop(cid)
         self._dirs.pop(cid, None)
         await in_thread(lambda: self.state.forget_container(cid))
         self.mark_gone(node)

@@ -4,7 +4,8 @@ Part of the read path (``reader`` is its only user). It decides where a file's b
 which entries survive a restart and which to evict; it never downloads, never waits for
 content, and knows nothing about FUSE or HTTP.
 
-Layout of ``cache_dir`` (mode 0700), two files per entry, named from the file id only:
+Layout of ``cache_dir`` (mode 0700), two files per entry (mode 0600), named from the file id
+only:
 
 - ``<name>.data``: the content, written from offset 0 as the download advances.
 - ``<name>.json``: ``{"version": 1, "file_id": ..., "size": N, "complete": true}``, written
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from containerfs.models import FileId
+from containerfs.private import FILE_MODE, make_tree_private, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +90,9 @@ class DiskCache:
         Interrupted downloads (a ``.data`` without a matching complete sidecar), temporary
         sidecars and sidecars whose data is missing or of the wrong size are deleted.
         """
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # a pre-existing directory keeps its mode otherwise; file content is private
-        os.chmod(directory, 0o700)
+        # a pre-existing directory (and its files) keeps its mode otherwise; content is private
+        private_dir(directory)
+        make_tree_private(directory)
         cache = cls(directory, max_size=max_size)
         found: list[tuple[float, CacheEntry]] = []
         names = set(os.listdir(directory))
@@ -133,7 +135,8 @@ class DiskCache:
                 "complete": True,
             }
         )
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        with open(fd, "w", encoding="utf-8") as fh:
             fh.write(body)
             fh.flush()
             os.fsync(fh.fileno())
@@ -219,6 +222,30 @@ class DiskCache:
             victims.append(entry)
             self.evictions += 1
             log.debug("cache: evicting %s (%d bytes)", entry.file_id, entry.stored)
+        return victims
+
+    def evict_bytes(
+        self, busy: Callable[[CacheEntry], bool], needed: int | None
+    ) -> list[CacheEntry]:
+        """Remove least-recently-used complete, non-busy entries holding ``needed`` bytes (None:
+        all of them), for a disk that is full below ``max_size``. Nothing is removed when
+        they cannot free that much: the cache is not emptied for nothing."""
+        candidates = sorted(
+            (e for e in self._entries.values() if e.complete and not busy(e)),
+            key=lambda e: e.last_used,
+        )
+        if needed is not None and sum(e.stored for e in candidates) < needed:
+            return []
+        victims: list[CacheEntry] = []
+        freed = 0
+        for entry in candidates:
+            if needed is not None and freed >= needed:
+                break
+            freed += entry.stored
+            del self._entries[entry.file_id]
+            victims.append(entry)
+            self.evictions += 1
+            log.debug("cache: evicting %s (%d bytes) for room", entry.file_id, entry.stored)
         return victims
 
 

@@ -15,11 +15,11 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -28,6 +28,7 @@ from containerfs.errors import (
     ApiConnectionError,
     ApiError,
     CacheError,
+    CacheFull,
     ContainerFsError,
     ContentMismatch,
 )
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
 _MAX_IOV = 512
+# What a full cache disk answers: evict, then read past the cache.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+T = TypeVar("T")
 
 
 class DownloadStream(Protocol):
@@ -83,6 +87,11 @@ class DownloadHost(Protocol):
 
     def size_learned(self, file_id: FileId, size: int) -> None: ...
 
+    async def make_room(self, entry: Entry) -> bool:
+        """The cache disk is full: evict what is not in use to make room for the rest of
+        ``entry``; whether anything was freed (False: read it past the cache)."""
+        ...
+
     def download_ended(self, entry: Entry) -> None:
         """The download task is over (whatever its outcome): close and evict what is unused."""
         ...
@@ -108,7 +117,9 @@ class DownloadCounters:
 
 
 class Download:
-    """One file version's download into its live entry."""
+    """One file version's download into its live entry: into its cache file, or, with
+    ``to_disk=False``, into memory only, where the reader drops what it has read (``Entry.
+    forget_before``) and the stream waits while ``max_pending`` bytes are unread."""
 
     def __init__(
         self,
@@ -118,12 +129,14 @@ class Download:
         host: DownloadHost,
         settings: DownloadSettings,
         counters: DownloadCounters,
+        to_disk: bool = True,
     ) -> None:
         self._entry = entry
         self._source = source
         self._host = host
         self._settings = settings
         self._counters = counters
+        self._to_disk = to_disk
 
     async def run(self) -> None:
         """Download the entry (in the reader's nursery); every failure ends here."""
@@ -186,23 +199,30 @@ class Download:
                 pending_delete = self._host.deletion_of(entry.file_id)
                 if pending_delete is not None:
                     await pending_delete.wait()
-                entry.fd = await trio.to_thread.run_sync(_create_data_file, entry.cache.data_path)
+                entry.fd = await self._on_disk(_create_data_file, entry.cache.data_path)
                 entry.fd_ready.set()
                 await self._flusher()
+            except CacheFull as exc:
+                failure = exc
+                cancel.cancel()
             except OSError as exc:
                 failure = CacheError(f"cache write failed: {exc}", errno_=exc.errno or errno.EIO)
                 cancel.cancel()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream, nursery.cancel_scope)
-            nursery.start_soon(flush, nursery.cancel_scope)
+            if self._to_disk:
+                nursery.start_soon(flush, nursery.cancel_scope)
         if failure is not None:
             raise failure
         size = entry.arrived
-        entry.cache.size = entry.cache.stored = size
-        entry.cache.complete = True
+        if self._to_disk:
+            entry.cache.size = entry.cache.stored = size
+            entry.cache.complete = True
         self._host.size_learned(entry.file_id, size)
-        if entry.suspect is not None and entry.expected_size is None:
+        if not self._to_disk:
+            pass  # memory only: nothing to keep
+        elif entry.suspect is not None and entry.expected_size is None:
             # nothing vouches for these bytes: serve them now, but a remount downloads again
             # (a data file without its sidecar is discarded when the cache is loaded)
             log.warning("%s: content %s, not kept across a remount", entry.file_id, entry.suspect)
@@ -295,6 +315,8 @@ class Download:
 
     async def _append(self, chunk: bytes) -> None:
         entry = self._entry
+        if not self._to_disk:
+            entry.forget_before(entry.keep_from)  # a reader far ahead needs none of this
         while entry.pending_bytes >= self._settings.max_pending:
             entry.drained = trio.Event()
             await entry.drained.wait()
@@ -317,7 +339,7 @@ class Download:
                 batch = list(itertools.islice(entry.pending, _MAX_IOV))
                 entry.io += 1
                 try:
-                    await trio.to_thread.run_sync(_pwritev_all, fd, batch, entry.disk_end)
+                    await self._on_disk(_pwritev_all, fd, batch, entry.disk_end)
                 finally:
                     entry.io -= 1
                 written = sum(len(seg) for seg in batch)
@@ -343,6 +365,18 @@ class Download:
             else:
                 entry.flush_wanted = trio.Event()
                 await entry.flush_wanted.wait()
+
+    async def _on_disk(self, write: Callable[..., T], *args: Any) -> T:
+        """Run a cache-file write in a thread; a full disk first evicts what is not in use
+        (``make_room``), and when nothing more can go, raises ``CacheFull``."""
+        while True:
+            try:
+                return await trio.to_thread.run_sync(write, *args)
+            except OSError as exc:
+                if exc.errno not in _DISK_FULL:
+                    raise
+                if not await self._host.make_room(self._entry):
+                    raise CacheFull(f"the cache disk is full ({exc.strerror})") from exc
 
 
 def _check_content(entry: Entry) -> None:

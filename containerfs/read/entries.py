@@ -63,6 +63,7 @@ class Entry:
         # bytes fetched by a ranged GET far beyond the frontier: (offset, content)
         self.window: tuple[int, bytes] = (0, b"")
         self.window_lock = trio.Lock()
+        self.keep_from = 0  # memory only: what lies before it no reader needs
 
     @property
     def arrived(self) -> int:
@@ -99,6 +100,22 @@ class Entry:
     def mem_start(self) -> int:
         return self.disk_end - self.recent_bytes
 
+    def forget_before(self, offset: int) -> None:
+        """Memory only (no cache file): drop the arrived segments that end before ``offset``,
+        the lowest offset a reader still needs, now and as more arrive (the download calls
+        ``forget_before(keep_from)``), letting a stream held back by ``max_pending`` go on.
+        ``arrived`` does not move."""
+        self.keep_from = offset
+        dropped = False
+        while self.pending and self.disk_end + len(self.pending[0]) <= offset:
+            size = len(self.pending.popleft())
+            # disk_end is where memory starts here: both move together, arrived stays
+            self.disk_end += size
+            self.pending_bytes -= size
+            dropped = True
+        if dropped:
+            self.drained.set()
+
     def copy_memory(self, start: int, end: int) -> bytes:
         """Bytes [start, end) from memory (mem_start <= start, end <= arrived)."""
         pos = self.mem_start
@@ -132,6 +149,11 @@ class Deletions:
 
     def pending(self) -> bool:
         return bool(self._running)
+
+    async def wait_all(self) -> None:
+        """Until the deletions running now have finished."""
+        for done in list(self._running.values()):
+            await done.wait()
 
     def schedule(self, file_id: FileId, paths: tuple[Path, ...]) -> None:
         """Delete ``paths`` in a worker thread, after any earlier deletion of the id."""
@@ -204,6 +226,15 @@ class LiveEntries:
         """Evict complete cache files beyond the cache size, least recently used first."""
         for victim in self._cache.evict(self._busy):
             self._deletions.schedule(victim.file_id, (victim.data_path, victim.meta_path))
+
+    def make_room(self, needed: int | None) -> bool:
+        """The cache disk is full: evict unused complete entries, least recently used first,
+        until ``needed`` bytes are freed (None: all of them). Nothing is evicted when that
+        cannot free enough. Whether anything was (its deletion is under way)."""
+        victims = self._cache.evict_bytes(self._busy, needed)
+        for victim in victims:
+            self._deletions.schedule(victim.file_id, (victim.data_path, victim.meta_path))
+        return bool(victims)
 
     def _busy(self, cached: CacheEntry) -> bool:
         entry = self._live.get(cached.file_id)

@@ -34,13 +34,14 @@ from cachetools import LRUCache
 
 from containerfs.api.retrying import Backoff
 from containerfs.config import DOWNLOAD_BACKOFF, DOWNLOAD_RETRIES
-from containerfs.errors import CacheError
+from containerfs.errors import CacheError, CacheFull
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry, DiskCache
 from containerfs.read.download import ContentSource as ContentSource
 from containerfs.read.download import Download, DownloadCounters, DownloadSettings
 from containerfs.read.download import DownloadStream as DownloadStream
 from containerfs.read.entries import Deletions, Entry, LiveEntries
+from containerfs.read.passthrough import PassThrough
 from containerfs.read.ranges import RangeReads
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class ReaderStats:
     downloads_failed: int
     retries: int  # resumed or restarted streams after a failure
     range_reads: int  # extra ranged GETs for reads far beyond the frontier
+    past_cache: int  # opens read past the cache (too large for it, or its disk full)
     size_probes: int  # downloads started to learn the size of a file listed without one
     size_probes_dropped: int  # ... and stopped once the headers gave the size
     active_downloads: int
@@ -91,14 +93,21 @@ class ReaderStats:
 
 
 class ReadHandle:
-    """An open file of the read path; ``size`` is updated when the download finishes."""
+    """An open file of the read path; ``size`` is updated when the download finishes.
 
-    __slots__ = ("_ahead", "_ahead_at", "_entry", "_next", "_released", "file_id")
+    It reads its live entry (the cache), or, once it reads past the cache, its own stream
+    (``past``); a handle opened past the cache has no entry at all.
+    """
 
-    def __init__(self, entry: Entry) -> None:
+    __slots__ = ("_ahead", "_ahead_at", "_entry", "_next", "_past", "_released", "file_id")
+
+    def __init__(self, entry: Entry | None, *, past: PassThrough | None = None) -> None:
         self._entry = entry
+        self._past = past
         self._released = False
-        self.file_id = entry.file_id
+        source = past if past is not None else entry
+        assert source is not None, "a handle reads an entry or its own stream"
+        self.file_id = source.file_id
         # read-ahead block from the cache file: bytes on disk never change for a file id
         self._ahead = b""
         self._ahead_at = 0
@@ -106,23 +115,35 @@ class ReadHandle:
 
     @property
     def size(self) -> int | None:
-        return self._entry.size
+        if self._past is not None:
+            return self._past.size
+        return self._entry.size if self._entry is not None else None
 
     def __repr__(self) -> str:
         return f"ReadHandle({self.file_id!r}, size={self.size})"
 
-    def entry(self) -> Entry:
-        """The live entry this handle reads (EBADF once released)."""
+    def entry(self) -> Entry | None:
+        """The live entry this handle reads, None past the cache (EBADF once released)."""
         if self._released:
             raise CacheError("read on a released handle", errno_=errno.EBADF)
-        return self._entry
+        return self._entry if self._past is None else None
 
-    def close(self) -> Entry | None:
-        """Mark the handle released: its entry, or None if it already was."""
+    @property
+    def past(self) -> PassThrough | None:
+        """The handle's own stream, once it reads past the cache."""
+        return self._past
+
+    def go_past(self, past: PassThrough) -> PassThrough:
+        """Read past the cache from now on (the cache disk could not hold the file)."""
+        self._past = past
+        return past
+
+    def close(self) -> tuple[Entry | None, PassThrough | None] | None:
+        """Mark the handle released: its entry and stream, or None if it already was."""
         if self._released:
             return None
         self._released = True
-        return self._entry
+        return self._entry, self._past
 
     def from_ahead(self, offset: int, end: int) -> bytes | None:
         """Bytes [offset, end) from the last read-ahead block, if it holds them all."""
@@ -186,6 +207,9 @@ class Reader:
         self._started = 0
         self._bytes_served = 0
         self._probes = self._probes_dropped = 0
+        # files whose download found the cache disk full: read past the cache from then on
+        self._too_big: LRUCache[FileId, bool] = LRUCache(maxsize=1 << 12)
+        self._past_count = 0
 
     @classmethod
     async def create(
@@ -226,14 +250,52 @@ class Reader:
     async def open(
         self, container_id: ContainerId, file_id: FileId, size: int | None
     ) -> ReadHandle:
+        too_big = size is not None and size > self._cache.max_size
+        if (too_big or file_id in self._too_big) and not self.is_cached(file_id, size):
+            # it could not stay in the cache: don't push everything else out for it
+            return ReadHandle(None, past=self._pass_through(container_id, file_id, size))
         entry = await self._acquire(container_id, file_id, size, pin=False)
         return ReadHandle(entry)
+
+    def _pass_through(
+        self, container_id: ContainerId, file_id: FileId, size: int | None
+    ) -> PassThrough:
+        self._past_count += 1
+        return PassThrough(
+            container_id,
+            file_id,
+            size,
+            source=self._client,
+            nursery=self._nursery,
+            settings=self._download_settings,
+            counters=self._downloads,
+            on_size=self.size_learned,
+        )
 
     async def read(self, handle: ReadHandle, offset: int, length: int) -> bytes:
         entry = handle.entry()
         if offset < 0 or length <= 0:
             return b""
         end = offset + length
+        past = handle.past
+        if entry is not None:
+            try:
+                return await self._read_cached(handle, entry, offset, end)
+            except CacheFull:
+                # the cache disk is full even after evicting: this file is read past it
+                self._too_big[entry.file_id] = True
+                past = handle.past  # a concurrent read of the handle may have switched it
+                if past is None:
+                    log.info("cache disk full: reading %s past the cache", entry.file_id)
+                    past = handle.go_past(
+                        self._pass_through(entry.container_id, entry.file_id, entry.size)
+                    )
+        assert past is not None
+        data = await past.read(offset, end)
+        self._bytes_served += len(data)
+        return data
+
+    async def _read_cached(self, handle: ReadHandle, entry: Entry, offset: int, end: int) -> bytes:
         if self._ranges.far_ahead(entry, offset):
             data = await self._ranges.read(entry, offset, end)
             if data is not None:
@@ -257,7 +319,12 @@ class Reader:
         return data
 
     async def release(self, handle: ReadHandle) -> None:
-        entry = handle.close()
+        closed = handle.close()
+        if closed is None:
+            return
+        entry, past = closed
+        if past is not None:
+            past.close()
         if entry is None:
             return
         entry.opens -= 1
@@ -431,6 +498,7 @@ class Reader:
             self._deletions.schedule(file_id, (cached.data_path, cached.meta_path))
         self._known_sizes.pop(file_id, None)
         self._announced.pop(file_id, None)
+        self._too_big.pop(file_id, None)
 
     def statistics(self) -> ReaderStats:
         return ReaderStats(
@@ -442,6 +510,7 @@ class Reader:
             downloads_failed=self._downloads.failed,
             retries=self._downloads.retries,
             range_reads=self._ranges.count,
+            past_cache=self._past_count,
             size_probes=self._probes,
             size_probes_dropped=self._probes_dropped,
             active_downloads=sum(1 for e in self._entries if e.downloading),
@@ -557,6 +626,14 @@ class Reader:
     def download_ended(self, entry: Entry) -> None:
         self._entries.maybe_drop(entry)
         self._entries.evict()
+
+    async def make_room(self, entry: Entry) -> bool:
+        size = entry.size if entry.size is not None else entry.stream_size
+        needed = None if size is None else max(size - entry.disk_end, 1)
+        if not self._entries.make_room(needed):
+            return False
+        await self._deletions.wait_all()
+        return True
 
     # ---- reads ----
 

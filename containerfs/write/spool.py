@@ -6,6 +6,7 @@ write path.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from containerfs.aio import in_thread
+from containerfs.errors import SpoolError
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.state import PendingUpload, State
 from containerfs.write.job import StreamSender, UploadJob
@@ -64,6 +66,15 @@ class Spool:
         if self.job is not None:
             self.job.abort()
 
+    # a write to it failed (the state disk is full): its content is incomplete, never
+    # uploaded, and it is no longer the node's content; the errno its writer gets
+    failed: int | None = None
+
+    def check(self) -> None:
+        """Raise the error of a failed spool (``SpoolError``), so its handle gets it again."""
+        if self.failed is not None:
+            raise SpoolError(f"the spool {self.path.name} could not be written", errno_=self.failed)
+
 
 class SpoolFiles:
     """The spool files in the state directory: made, copied, reopened, written, discarded."""
@@ -78,13 +89,17 @@ class SpoolFiles:
         return self._open
 
     async def create(self, source: Path | None) -> Spool:
-        """A new spool file, empty or a copy of ``source``."""
+        """A new spool file, empty or a copy of ``source`` (``SpoolError``: none is left)."""
         path = self._state.new_spool_path()
 
         def make() -> tuple[int, int]:
-            if source is not None:
-                shutil.copyfile(source, path)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if source is not None:
+                    shutil.copyfile(source, path)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as err:
+                path.unlink(missing_ok=True)  # a partial copy on a full disk
+                raise _spool_error("cannot make a spool file", err) from err
             return fd, os.fstat(fd).st_size
 
         fd, size = await in_thread(make)
@@ -130,20 +145,39 @@ class SpoolFiles:
 
     async def truncate(self, spool: Spool, size: int) -> None:
         spool.abort_stream()
-        await in_thread(lambda: os.ftruncate(spool.fd, size))
+        spool.check()
+        try:
+            await in_thread(lambda: os.ftruncate(spool.fd, size))
+        except OSError as err:
+            raise self._failed(spool, err) from err
         spool.size = size
         spool.dirty = True
         spool.version += 1
 
     async def write(self, spool: Spool, offset: int, data: bytes, *, append: bool = False) -> int:
+        spool.check()
         if append:
             offset = spool.size  # O_APPEND: the end of this writer's content
         # grow before the await, so that concurrent appends get distinct offsets
         spool.size = max(spool.size, offset + len(data))
-        written = await in_thread(lambda: os.pwrite(spool.fd, data, offset))
+        try:
+            written = await in_thread(lambda: os.pwrite(spool.fd, data, offset))
+        except OSError as err:
+            raise self._failed(spool, err) from err
         spool.dirty = True
         spool.version += 1
         return written
 
     async def read(self, spool: Spool, offset: int, size: int) -> bytes:
         return await in_thread(lambda: os.pread(spool.fd, size, offset))
+
+    @staticmethod
+    def _failed(spool: Spool, err: OSError) -> SpoolError:
+        """A write to ``spool`` failed: it is broken for good (see ``Spool.failed``)."""
+        error = _spool_error(f"cannot write the spool {spool.path.name}", err)
+        spool.failed = error.errno
+        return error
+
+
+def _spool_error(what: str, err: OSError) -> SpoolError:
+    return SpoolError(f"{what}: {err.strerror or err}", errno_=err.errno or errno.EIO)

@@ -12,6 +12,7 @@ reach it through narrow interfaces. Knows nothing about FUSE or HTTP. Layer: wri
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import logging
 import os
@@ -32,7 +33,7 @@ from containerfs.config import (
     UPLOAD_RETRY_MAX,
     WRITE_BACK_PARALLEL,
 )
-from containerfs.errors import ApiError, NotFound
+from containerfs.errors import ApiError, NotFound, SpoolError, StateError
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
@@ -174,7 +175,9 @@ class Writer:
                 fetched = source if node.remote is remote else None
                 spool = node.spool = await self.new_spool(node, copy=not truncate, source=fetched)
                 self.ns.keep_local(node)
-            elif shared.writers > 0:
+            elif shared.writers > 0 or shared.dirty:
+                # another writer's, or content not on the server yet (queued, local-only):
+                # a private copy, so that a write failing on a full disk never damages it
                 shared.abort_stream()  # two writers: the content is known only at the close
                 spool = await self._spools.create(shared.path if not truncate else None)
             else:
@@ -214,25 +217,45 @@ class Writer:
         return await self._spools.reopen(item, replaces)
 
     async def write(
-        self,
-        spool: Spool,
-        offset: int,
-        data: bytes,
-        *,
-        append: bool = False,
-        node: Node | None = None,
+        self, node: Node, spool: Spool, offset: int, data: bytes, *, append: bool = False
     ) -> int:
-        """Write to a writer's spool (``node``'s, for its upload to stream while written)."""
+        """Write to a handle's spool (``node``'s upload streams while it is written); on a
+        full disk (``SpoolError``) the spool is given up."""
         at = spool.size if append else offset
         job = self._streamer.before_write(node, spool, at)
         try:
             written = await self._spools.write(spool, offset, data, append=append)
+        except SpoolError:
+            spool.abort_stream()
+            async with node.lock:
+                await self._forsake_locked(node, spool)
+            raise
         except BaseException:
             spool.abort_stream()  # the spool may not hold what was sent as written
             raise
         finally:
             self._streamer.after_write(spool, job, at, data)
         return written
+
+    async def _forsake_locked(self, node: Node, spool: Spool) -> None:
+        """A write to ``spool`` failed (a full state disk): the content it was making is given
+        up, and the file is what it was before that open: its server copy, or nothing for a
+        file that open created. Nothing of it is uploaded; the spool file goes at its
+        handle's release. Content closed earlier and still queued is never in such a spool:
+        a writer of it gets a private copy (``_open_locked``)."""
+        if spool is not node.spool:
+            return  # a private copy: it never was the node's content
+        node.spool = None
+        self._queue.forget(node)
+        if spool.pending_id is not None:
+            pid, spool.pending_id = spool.pending_id, None
+            with contextlib.suppress(StateError):  # the same full disk: resume finds no spool
+                await in_thread(self.state.drop_pending, pid)
+        spool.replaces = []
+        if node.remote is None:
+            self.ns.mark_gone(node)
+        else:
+            self.ns.release_local(node)
 
     async def read(self, spool: Spool, offset: int, size: int) -> bytes:
         return await self._spools.read(spool, offset, size)
@@ -260,7 +283,13 @@ class Writer:
         """
         spool.writers -= 1
         retrying = spool is node.spool and self._queue.is_failed(node)
-        if spool.writers == 0 and spool.dirty and not node.gone and not retrying:
+        if (
+            spool.writers == 0
+            and spool.dirty
+            and spool.failed is None
+            and not node.gone
+            and not retrying
+        ):
             # a failure stays queued and is retried; nobody is left to report it to (an
             # upload that already failed is retried by the background loop, at its time)
             with contextlib.suppress(ApiError):
@@ -312,18 +341,34 @@ class Writer:
 
         Raises the ApiError if the upload failed; the upload stays queued. With write-back
         and not ``wait`` (a close), the spool is made durable and queued, and only an earlier
-        failed upload of the file is raised.
+        failed upload of the file is raised. A handle's spool that cannot be made durable (a
+        full state disk) raises ``SpoolError`` and is given up.
         """
         async with node.lock:
-            if spool is not None and spool is not node.spool:
-                if node.gone or not spool.dirty:
-                    return
-                await self._adopt(node, spool)
-            await self.upload_locked(node, wait=wait)
+            if spool is not None:
+                spool.check()
+            try:
+                if spool is not None and spool is not node.spool:
+                    if node.gone or not spool.dirty:
+                        return
+                    await self._adopt(node, spool)
+                await self.upload_locked(node, wait=wait)
+            except SpoolError as err:
+                if spool is not None:
+                    spool.failed = err.errno
+                    await self._forsake_locked(node, spool)
+                raise
 
     async def _adopt(self, node: Node, spool: Spool) -> None:
-        """A concurrent writer's private spool closes last: it becomes the node's content."""
+        """A writer's private spool closes last: it becomes the node's content."""
         old = node.spool
+        if old is not None and old.pending_id is not None and not node.local_only:
+            # the older content is queued: the newer must be durable before that goes (a
+            # full disk leaves the older content queued, untouched)
+            assert node.cid is not None
+            known = [*old.replaces, *spool.replaces]
+            replaced = None if node.deferred else next((f for c, f in known if c == node.cid), None)
+            spool.pending_id = await self._record(spool, node.cid, node.path, replaced)
         node.spool = spool
         self.ns.keep_local(node)
         if old is None:
@@ -349,7 +394,7 @@ class Writer:
         # a deferred file whose upload already failed once is past its grace period
         if node.deferred and not now and not self._queue.is_failed(node):
             if spool.pending_id is None:
-                spool.pending_id = await in_thread(self.record, spool, cid, path, None)
+                spool.pending_id = await self._record(spool, cid, path, None)
             self._queue.defer(node)
             return
         self._queue.uploading(node)
@@ -379,8 +424,7 @@ class Writer:
         durable = (spool.version, cid, path)
         if spool.pending_id is None:
             old = next((f for c, f in spool.replaces if c == cid), None)
-            item = await in_thread(lambda: self.record(spool, cid, path, old))
-            spool.pending_id = item
+            spool.pending_id = await self._record(spool, cid, path, old)
         elif spool.durable == durable:
             return  # a write-back close made exactly this durable: its queued upload follows
         else:
@@ -462,6 +506,14 @@ class Writer:
     def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
         os.fsync(spool.fd)
         return self.state.add_pending(cid, path, spool.path, old).id
+
+    async def _record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
+        """``record`` in a thread; a disk that cannot take it is ``SpoolError`` (ENOSPC)."""
+        try:
+            return await in_thread(self.record, spool, cid, path, old)
+        except (OSError, StateError) as err:
+            code = err.errno if isinstance(err.errno, int) and err.errno else errno.EIO
+            raise SpoolError(f"cannot queue the upload of {path}: {err}", errno_=code) from err
 
     async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None:
         try:
