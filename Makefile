@@ -1,4 +1,4 @@
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench soak clean
 
 install: .venv/.installed
 
@@ -17,6 +17,9 @@ lint: install
 
 bench: install
 	scripts/bench.sh
+
+soak: install
+	scripts/soak.sh
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -36,6 +36,7 @@ from containerfs.cliargs import (
     positive_duration,
     positive_number,
 )
+from containerfs.config import IO_TIMEOUT
 from containerfs.errors import (
     ApiConnectionError,
     AuthenticationError,
@@ -172,6 +173,14 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
         default=60.0,
         metavar="DURATION",
         help="how long unmount waits for pending uploads (default 60s)",
+    )
+    opt(
+        "--io-timeout",
+        type=positive_duration,
+        default=IO_TIMEOUT,
+        metavar="DURATION",
+        help="cut a request that moves less than 1 KiB/s for this long; an operation waiting"
+        f" on the server fails (EIO) within twice this (default {IO_TIMEOUT:g}s)",
     )
     opt("--uid", type=owner_id, help="owner shown for every file (default: the mounting user)")
     opt("--gid", type=owner_id, help="group shown for every file (default: the mounting user's)")
@@ -318,7 +327,10 @@ def _read_key_file(path: Path) -> str:
 def _mount_config(args: argparse.Namespace) -> Any:
     from containerfs.config import DEFAULT_LOCAL_ONLY, ApiConfig, MountConfig
 
-    overrides: dict[str, Any] = {"rate_limit_per_minute": args.rate_limit}
+    overrides: dict[str, Any] = {
+        "rate_limit_per_minute": args.rate_limit,
+        "io_timeout": args.io_timeout,
+    }
     if args.base_url:
         overrides["base_url"] = args.base_url.rstrip("/")
     if args.api_key_file is not None:
@@ -477,7 +489,10 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
         child = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
-    deadline = time.monotonic() + 60
+    # the child's credentials check gives up after two io-timeouts on a stalled server: wait
+    # longer than that, so that its own one-line error is what the user reads
+    wait = max(60.0, 2 * args.io_timeout + 10)
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         entry = mounttable.find_mount(args.mountpoint)
         if entry is not None and entry.fstype == mounttable.FSTYPE:
@@ -491,7 +506,9 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
             raise CliError(f"{last or f'mount failed (exit {code})'} (log: {logfile})", code or 1)
         time.sleep(0.05)
     child.terminate()
-    raise CliError(f"mount of {args.mountpoint} did not come up within 60 s (log: {logfile})")
+    raise CliError(
+        f"mount of {args.mountpoint} did not come up within {wait:.0f} s (log: {logfile})"
+    )
 
 
 def _run_dir(mountpoint: Path, state_dir: Path | None) -> Path:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from containerfs.api.retrying import Backoff
+from containerfs.api.retrying import Backoff, ProgressPolicy
 from containerfs.errors import ConfigError
 
 #: Endpoint names, as counted in ``ClientStats.requests``.
@@ -28,6 +28,16 @@ ENDPOINTS = (
 )
 
 
+#: ``--io-timeout``: a request that moves (nearly) nothing for this long is cut (see
+#: ``ProgressPolicy``).
+IO_TIMEOUT = 30.0
+#: The slowest transfer that still counts as progress, in bytes a second over an io-timeout.
+MIN_TRANSFER_RATE = 1024.0
+#: A call with its retries gives up after this many io-timeouts without progress: the bound of
+#: every FUSE operation that waits on the server (a retry never starts past it).
+CALL_BUDGET_TIMEOUTS = 2.0
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     """Where and how to reach the API. The key never appears in ``repr`` or logs."""
@@ -36,8 +46,9 @@ class ApiConfig:
     api_key: str = field(default="", repr=False)
     organization: str | None = None
     project: str | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    connect_timeout: float = 10.0  # at most io_timeout
+    io_timeout: float = IO_TIMEOUT
+    min_rate: float = MIN_TRANSFER_RATE
     max_retries: int = 5
     backoff_base: float = 0.5
     backoff_max: float = 30.0
@@ -66,6 +77,20 @@ class ApiConfig:
         if not values["api_key"]:
             raise ConfigError("OPENAI_API_KEY is not set: export the API key before mounting")
         return cls(**values)
+
+    @property
+    def progress(self) -> ProgressPolicy:
+        """The progress deadlines of every request (see ``ProgressPolicy``)."""
+        return progress_policy(self.io_timeout, min_rate=self.min_rate)
+
+
+def progress_policy(io_timeout: float, *, min_rate: float = MIN_TRANSFER_RATE) -> ProgressPolicy:
+    return ProgressPolicy(
+        window=io_timeout, min_rate=min_rate, budget=CALL_BUDGET_TIMEOUTS * io_timeout
+    )
+
+
+DEFAULT_PROGRESS = progress_policy(IO_TIMEOUT)
 
 
 @dataclass(frozen=True)

@@ -132,10 +132,20 @@ class ApiTimeout(ApiError):
 
 
 class ApiConnectionError(ApiError):
-    """The endpoint could not be reached, or the connection broke mid-request."""
+    """The endpoint could not be reached, or the connection broke mid-request.
 
-    errno = _errno.EHOSTUNREACH
+    EIO, not a routing errno: "No route to host" for a reset connection would send a user
+    looking at the network, and programs treat EIO as the I/O failure it is.
+    """
+
+    errno = _errno.EIO
     retryable = True
+
+
+class ApiAborted(ApiConnectionError):
+    """The mount is ending: requests in flight were cancelled, and no new one is sent."""
+
+    retryable = False
 
 
 class MalformedAnswer(ApiError):

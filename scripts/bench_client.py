@@ -74,7 +74,7 @@ def mbps(size: int, seconds: float) -> float:
 async def bench(em: EmulatorProcess, work: Path, *, size: int, runs: int) -> None:
     src = work / "blob.bin"
     make_file(src, size)
-    async with ApiClient(ApiConfig(base_url=em.base_url, api_key=KEY, read_timeout=120)) as client:
+    async with ApiClient(ApiConfig(base_url=em.base_url, api_key=KEY, io_timeout=120)) as client:
         box = await client.create_container("bench")
         start = time.perf_counter()
         f = await client.upload_file(box.id, src, filename="blob.bin")

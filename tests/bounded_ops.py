@@ -9,7 +9,7 @@ left (after the mount's daemon is gone, a stuck child wakes with ``ENOTCONN``).
 Operations print one JSON line: ``{"errno": N or null, "stage": ..., ...}``:
 ``read PATH`` (size and sha256 of everything read), ``list PATH`` (names),
 ``write PATH NBYTES`` (open with O_TRUNC, write 1 MiB chunks, close: the stage that failed),
-``append PATH TEXT``, ``unlink PATH``, ``rmdir PATH``.
+``append PATH TEXT``, ``unlink PATH``, ``rmdir PATH``, ``stat PATH`` (size), ``mkdir PATH``.
 """
 
 from __future__ import annotations
@@ -152,6 +152,11 @@ def main(argv: list[str]) -> None:
             report = _append(args[0], args[1])
         elif op == "unlink":
             os.unlink(args[0])
+            report = {}
+        elif op == "stat":
+            report = {"size": os.stat(args[0]).st_size}
+        elif op == "mkdir":
+            os.mkdir(args[0])
             report = {}
         elif op == "rmdir":
             os.rmdir(args[0])

@@ -366,7 +366,8 @@ async def test_transport_failures_map_to_timeout_and_connection_errors(
             await client.retrieve_container(CID)
     assert info.value.__cause__ is exc
     assert info.value.ambiguous is ambiguous and info.value.retryable
-    assert info.value.errno in (errno.ETIMEDOUT, errno.EHOSTUNREACH)
+    # a timeout is ETIMEDOUT; a refused or broken connection EIO, never a routing errno
+    assert info.value.errno == (errno.ETIMEDOUT if cls is ApiTimeout else errno.EIO)
 
 
 async def test_malformed_success_answer_is_an_api_error() -> None:
@@ -553,14 +554,14 @@ def test_config_from_env_reads_the_sdk_variables() -> None:
         "OPENAI_ORG_ID": "org-1",
         "OPENAI_PROJECT_ID": "proj_1",
     }
-    cfg = ApiConfig.from_env(env, read_timeout=5.0)
+    cfg = ApiConfig.from_env(env, io_timeout=5.0)
     assert (cfg.base_url, cfg.api_key, cfg.organization, cfg.project) == (
         "http://127.0.0.1:9/v1",
         KEY,
         "org-1",
         "proj_1",
     )
-    assert cfg.read_timeout == 5.0
+    assert cfg.io_timeout == 5.0
     default = ApiConfig.from_env({"OPENAI_API_KEY": "k"})
     assert default.base_url == "https://api.openai.com/v1" and default.organization is None
 

@@ -198,11 +198,11 @@ async def test_upload_answer_dropped_after_storing_leaves_one_file(
     assert em.requests()["upload_file"] == 1
 
 
-async def test_upload_stalled_past_the_read_timeout_leaves_one_file(
+async def test_upload_stalled_past_the_io_timeout_leaves_one_file(
     emulator_factory: Factory, tmp_path: Path
 ) -> None:
     em = emulator_factory()
-    async with make_client(em, read_timeout=0.3) as client:
+    async with make_client(em, io_timeout=0.3) as client:
         box = await new_container(client)
         em.faults([{"route": "upload_file", "action": "stall", "seconds": 1, "after_body": True}])
         with trio.fail_after(10):

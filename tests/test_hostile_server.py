@@ -299,7 +299,6 @@ def test_an_absurd_listed_size_spoils_only_its_own_file(hostile: Hostile) -> Non
     assert read.report.get("sha256") == sha(b"good\n"), str(read)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a dropped connection is EHOSTUNREACH")
 def test_a_connection_dropped_on_every_try_fails_with_eio_not_a_routing_errno(
     hostile: Hostile,
 ) -> None:
@@ -314,7 +313,6 @@ def test_a_connection_dropped_on_every_try_fails_with_eio_not_a_routing_errno(
 # -- the server stalls ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a stalled server hangs cat, ls and close")
 def test_a_stalled_server_fails_each_waiting_call_in_time_and_spares_the_others(
     hostile: Hostile,
 ) -> None:
@@ -349,7 +347,6 @@ def test_a_stalled_server_fails_each_waiting_call_in_time_and_spares_the_others(
         pytest.fail("SIGTERM ignored while a request hangs")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a trickling download blocks cat")
 def test_a_download_that_trickles_fails_with_eio_in_time(hostile: Hostile) -> None:
     cid = hostile.container("trickle", {"slow.txt": b"x" * 64})
     fid = hostile.files(cid)["slow.txt"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import trio
 
+from containerfs.errors import ApiTimeout
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
 from containerfs.ns.namespace import Namespace
 from containerfs.state import State
@@ -23,6 +24,7 @@ class FakeClient:
         self.files = files
         self.listed = 0
         self.gate: trio.Event | None = None
+        self.failure: Exception | None = None  # raised once the gate opens
 
     async def list_containers(self) -> AsyncIterator[Container]:
         yield Container(CID, "box", 1, "running")
@@ -32,6 +34,8 @@ class FakeClient:
         snapshot = list(self.files)  # the server's answer is taken before the gate opens
         if self.gate is not None:
             await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
         for f in snapshot:
             yield f
 
@@ -73,6 +77,37 @@ async def test_listing_is_cached_and_one_listing_serves_every_lookup(tmp_path: P
         assert await ns.lookup(d, f"f{i}") is not None
     assert await ns.lookup(d, "missing") is None
     assert client.listed == 1
+
+
+async def test_lookups_queued_behind_a_failed_listing_fail_with_it_without_listing_again(
+    tmp_path: Path,
+) -> None:
+    client = FakeClient([cfile(1, "/mnt/data/a.txt")])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    client.gate, client.failure = trio.Event(), ApiTimeout("no progress")
+    failed: list[BaseException] = []
+
+    async def look(name: str) -> None:
+        try:
+            await ns.lookup(box, name)
+        except ApiTimeout as err:
+            failed.append(err)
+
+    async with trio.open_nursery() as nursery:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            nursery.start_soon(look, name)
+        while client.listed == 0:
+            await trio.sleep(0.001)
+        await trio.sleep(0.01)  # the other two are queued behind the listing in flight
+        client.gate.set()
+    # one stalled listing costs every queued lookup one wait, not one wait each in turn
+    assert len(failed) == 3 and client.listed == 1
+    assert len({id(err) for err in failed}) == 3  # each task raised its own exception
+    client.failure = None
+    assert await ns.lookup(box, "a.txt") is not None  # a later lookup lists afresh
+    assert client.listed == 2
 
 
 async def test_an_upload_over_a_shown_file_takes_its_name_before_the_old_one_is_deleted(

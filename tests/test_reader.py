@@ -17,7 +17,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from containerfs.api.retrying import Backoff
+from containerfs.api.retrying import Backoff, Patience
 from containerfs.config import DOWNLOAD_RETRIES
 from containerfs.errors import ApiConnectionError, ApiError, ContentMismatch, NotFound
 from containerfs.models import ContainerId, FileId
@@ -103,7 +103,12 @@ class FakeSource:
         yield FakeStream(self, file_id, start, data)
 
     def download(
-        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
+        self,
+        container_id: ContainerId,
+        file_id: FileId,
+        *,
+        offset: int = 0,
+        patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[DownloadStream]:
         return self._download(file_id, offset)
 

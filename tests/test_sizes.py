@@ -44,6 +44,7 @@ class FakeReader:
         self.in_flight = 0
         self.peak = 0
         self.gate: trio.Event | None = None
+        self.held: set[FileId] | None = None  # only these wait for the gate (None: all)
 
     def known_size(self, file_id: FileId) -> int | None:
         return self.cached.get(file_id)
@@ -56,7 +57,7 @@ class FakeReader:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
-            if self.gate is not None:
+            if self.gate is not None and (self.held is None or file_id in self.held):
                 await self.gate.wait()
             await trio.lowlevel.checkpoint()
             if file_id in self.failing:
@@ -95,6 +96,37 @@ async def test_learning_sizes_keeps_to_its_concurrency_bound() -> None:
     await Sizes(reader, concurrency=3).ensure_all(nodes)
     assert reader.peak == 3
     assert sorted(reader.calls) == sorted(n.remote.id for n in nodes if n.remote)
+
+
+async def test_a_listing_waits_for_stalled_sizes_at_most_one_budget_not_one_per_round(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    nodes = [remote_node(i) for i in range(2, 102)]
+    reader = fake_reader(nodes)
+    reader.gate = trio.Event()  # the server never answers
+    sizes = Sizes(reader, concurrency=10, give_up_after=4.0)
+    start = trio.current_time()
+    with trio.fail_after(100):
+        await sizes.ensure_all(nodes)
+    assert trio.current_time() - start == pytest.approx(4.0)  # not 10 rounds of it
+    assert all(Sizes.unknown(n) is not None for n in nodes)  # a stat of each asks again
+
+
+async def test_a_stat_does_not_queue_behind_a_listing_learning_its_sizes() -> None:
+    listed = [remote_node(i) for i in range(2, 6)]
+    alone = remote_node(9)
+    reader = fake_reader([*listed, alone])
+    reader.gate = trio.Event()
+    reader.held = {n.remote.id for n in listed if n.remote}
+    sizes = Sizes(reader, concurrency=2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sizes.ensure_all, listed)
+        await trio.testing.wait_all_tasks_blocked()
+        assert reader.in_flight == 2  # the listing's slots are taken, by stalled requests
+        with trio.fail_after(10):  # only a stat that queued would wait at all
+            await sizes.ensure(alone)
+        assert alone.size_hint == 19
+        reader.gate.set()
 
 
 async def test_known_sizes_cost_no_request() -> None:

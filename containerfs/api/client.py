@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import trio
 
 from containerfs.api import checks
-from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Sightings
+from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Patience, Sightings
 from containerfs.api.transport import (
     Download,
     HttpTransport,
@@ -61,7 +61,10 @@ class ApiClient:
 
     Every call is retried (backoff with full jitter, or the server's ``retry-after-ms`` /
     ``retry-after``) on 408/409/429/5xx answers and on connection failures and timeouts, up
-    to ``max_retries``. Creates (``create_container``, ``upload_file``) are not idempotent:
+    to ``max_retries``, and never past its ``Patience``: a call (a download with its resumes,
+    an upload with its recovery) that goes two io-timeouts without progress gives up, its
+    retries and their delays included; a transfer that makes progress is never cut.
+    Creates (``create_container``, ``upload_file``) are not idempotent:
     they are retried freely when the server refused (an error status) or nothing was sent
     (connect failure), but after an *ambiguous* failure — a timeout or broken connection once
     the request was sent — the client first looks for what the lost attempt created and
@@ -81,6 +84,7 @@ class ApiClient:
     ) -> None:
         self.config = config
         self._sleep = sleep
+        self._clock = clock
         self._wallclock = wallclock or time.time
         self._rng = rng or random.Random()
         self._backoff = Backoff(config.backoff_base, config.backoff_max)
@@ -98,6 +102,20 @@ class ApiClient:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+    def abort(self) -> None:
+        """The mount is ending: cancel every request in flight (they fail with
+        ``ApiAborted``, EIO) and refuse new ones."""
+        self._transport.abort()
+
+    @property
+    def aborted(self) -> bool:
+        return self._transport.aborted
+
+    def patience(self) -> Patience:
+        """A fresh progress deadline for one logical call (see ``ProgressPolicy``); pass it to
+        the calls that make it up (a download's resumes) so that they share one budget."""
+        return Patience(self.config.progress, clock=self._clock)
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -121,15 +139,18 @@ class ApiClient:
     # -- containers ---------------------------------------------------------------------
 
     async def list_containers(
-        self, *, name: str | None = None, order: str = "asc"
+        self, *, name: str | None = None, order: str = "asc", patience: Patience | None = None
     ) -> AsyncGenerator[Container, None]:
-        """Every container (optionally only those named ``name``), following ``after``.
+        """Every container (optionally only those named ``name``), following ``after``. Each
+        page is a call of its own, unless they share the caller's ``patience``.
 
         A caller that stops early should close the generator (``contextlib.aclosing``).
         """
 
         async def page(after: str | None) -> Page[Container]:
-            return await self.list_containers_page(after=after, order=order, name=name)
+            return await self.list_containers_page(
+                after=after, order=order, name=name, patience=patience
+            )
 
         async with aclosing(checks.paginate(page, max_pages=self.config.max_pages)) as items:
             async for item in items:
@@ -142,12 +163,14 @@ class ApiClient:
         after: str | None = None,
         order: str = "asc",
         name: str | None = None,
+        patience: Patience | None = None,
     ) -> Page[Container]:
         params = _params(limit=limit, after=after, order=order, name=name)
         page = await self._call(
             "list_containers",
             lambda: self._transport.request("GET", "containers", params=params),
             lambda r: Page.from_json(json_body(r), Container.from_json),
+            patience=patience,
         )
         self._reject("list_containers", page.rejected)
         self._note(*(c.id for c in page.data))
@@ -170,9 +193,11 @@ class ApiClient:
         if memory_limit is not None:
             body["memory_limit"] = memory_limit
         started, wall = self._sightings.mark(), self._wallclock()
+        patience = self.patience()  # the recovery's listing included
 
         async def recover() -> Container | None:
-            async with aclosing(self.list_containers(name=name)) as containers:
+            listing = self.list_containers(name=name, patience=patience)
+            async with aclosing(listing) as containers:
                 async for c in containers:
                     adoptable = self._sightings.adoptable(c.id, started)
                     if c.name == name and self._created_after(c.created_at, wall) and adoptable:
@@ -185,6 +210,7 @@ class ApiClient:
             lambda r: Container.from_json(json_body(r)),
             idempotent=False,
             recover=recover,
+            patience=patience,
         )
         self._claim(container.id)
         return container
@@ -203,15 +229,19 @@ class ApiClient:
     # -- files --------------------------------------------------------------------------
 
     async def list_files(
-        self, container_id: ContainerId, *, order: str = "asc"
+        self, container_id: ContainerId, *, order: str = "asc", patience: Patience | None = None
     ) -> AsyncGenerator[ContainerFile, None]:
-        """Every file of a container, following ``after``.
+        """Every file of a container, following ``after``. Each page is a call of its own
+        (a page is smaller than a window's quota: pages are not progress of one another),
+        unless they share the caller's ``patience``.
 
         A caller that stops early should close the generator (``contextlib.aclosing``).
         """
 
         async def page(after: str | None) -> Page[ContainerFile]:
-            return await self.list_files_page(container_id, after=after, order=order)
+            return await self.list_files_page(
+                container_id, after=after, order=order, patience=patience
+            )
 
         async with aclosing(checks.paginate(page, max_pages=self.config.max_pages)) as items:
             async for item in items:
@@ -224,6 +254,7 @@ class ApiClient:
         limit: int = 100,
         after: str | None = None,
         order: str = "asc",
+        patience: Patience | None = None,
     ) -> Page[ContainerFile]:
         url = checks.url("containers", container_id, "files")
         params = _params(limit=limit, after=after, order=order)
@@ -235,6 +266,7 @@ class ApiClient:
             "list_files",
             lambda: self._transport.request("GET", url, params=params),
             lambda r: Page.from_json(json_body(r), item),
+            patience=patience,
         )
         self._reject("list_files", page.rejected)
         self._note(*(f.id for f in page.data))
@@ -273,12 +305,13 @@ class ApiClient:
         """
         url = checks.url("containers", container_id, "files")
         started, wall = self._sightings.mark(), self._wallclock()
+        patience = self.patience()  # the recovery's listing included
         began = time.monotonic()
         with open(source, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
 
             async def recover() -> ContainerFile | None:
-                async with aclosing(self.list_files(container_id)) as files:
+                async with aclosing(self.list_files(container_id, patience=patience)) as files:
                     async for f in files:
                         if (
                             upload_path_matches(f.path, filename)
@@ -297,6 +330,7 @@ class ApiClient:
                 lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
                 idempotent=False,
                 recover=recover,
+                patience=patience,
             )
         self._claim(created.id)
         log.info(
@@ -411,18 +445,24 @@ class ApiClient:
         await self._json("delete_file", "DELETE", url, gone_ok=True)
 
     def download(
-        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
+        self,
+        container_id: ContainerId,
+        file_id: FileId,
+        *,
+        offset: int = 0,
+        patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[Download]:
         """``async with client.download(c, f, offset=n) as dl: async for b in dl.chunks()``.
 
         With ``offset`` > 0 a ``Range: bytes=offset-`` is sent; ``dl.start`` says whether the
-        server honoured it (206) or sent the whole file (200, ``start == 0``).
+        server honoured it (206) or sent the whole file (200, ``start == 0``). The body's
+        reads wait at most what ``patience`` allows (a fresh one if None).
         """
-        return self._download(container_id, file_id, offset)
+        return self._download(container_id, file_id, offset, patience or self.patience())
 
     @asynccontextmanager
     async def _download(
-        self, container_id: ContainerId, file_id: FileId, offset: int
+        self, container_id: ContainerId, file_id: FileId, offset: int, patience: Patience
     ) -> AsyncIterator[Download]:
         url = checks.url("containers", container_id, "files", file_id, "content")
         # identity: aiter_raw() must yield the file's bytes, not a compressed encoding
@@ -434,6 +474,7 @@ class ApiClient:
             lambda: self._transport.request("GET", url, headers=headers),
             lambda r: r,
             stream=True,
+            patience=patience,
         )
         try:
             yield self._transport.download(response, offset)
@@ -471,25 +512,30 @@ class ApiClient:
         idempotent: bool = True,
         recover: Callable[[], Awaitable[T | None]] | None = None,
         on_gone: Callable[[], T] | None = None,
+        patience: Patience | None = None,
     ) -> T:
         """Send with retries and ``parse`` the successful answer.
 
         Not ``idempotent``: after an ambiguous failure, ``recover`` finds what the lost
         attempt created (None: nothing, send again); without ``recover``, no resend.
         ``on_gone``: the result when a retry after an ambiguous attempt answers 404.
+        ``patience``: the call's progress deadline; no retry starts past its budget.
         """
+        patience = patience or self.patience()
         attempt = 0
         was_ambiguous = False
         while True:
             try:
-                response = await self._transport.send(endpoint, build(), stream=stream)
+                response = await self._transport.send(
+                    endpoint, build(), stream=stream, patience=patience
+                )
                 return self._transport.parse(endpoint, response, parse)
             except ApiError as err:
                 error = err
             if on_gone is not None and was_ambiguous and isinstance(error, NotFound):
                 log.info("%s: gone after an ambiguous attempt; taking it as done", endpoint)
                 return on_gone()
-            if error.ambiguous and not idempotent and recover is not None:
+            if error.ambiguous and not idempotent and recover is not None and not self.aborted:
                 # even with no retries left: finding the result beats reporting a failure
                 found = await recover()
                 if found is not None:
@@ -497,23 +543,29 @@ class ApiClient:
                     log.info("%s: %s; adopted what the lost attempt created", endpoint, error)
                     return found
             resend = not (error.ambiguous and not idempotent and recover is None)
-            if error.retryable and resend and attempt < self.config.max_retries:
-                was_ambiguous = was_ambiguous or error.ambiguous
-                delay = self._backoff.delay(attempt, self._rng, retry_after=error.retry_after)
-                attempt += 1
-                self._retries += 1
-                log.info(
-                    "%s: %s; retry %d/%d in %.2f s",
-                    endpoint,
-                    error,
-                    attempt,
-                    self.config.max_retries,
-                    delay,
-                )
-                await self._sleep(delay)
-                continue
-            self._errors[type(error).__name__] += 1
-            raise error
+            delay = self._retry_delay(endpoint, error, attempt, patience, resend=resend)
+            if delay is None:
+                self._errors[type(error).__name__] += 1
+                raise error
+            was_ambiguous = was_ambiguous or error.ambiguous
+            attempt += 1
+            self._retries += 1
+            await self._sleep(delay)
+
+    def _retry_delay(
+        self, endpoint: str, error: ApiError, attempt: int, patience: Patience, *, resend: bool
+    ) -> float | None:
+        """The wait before the next attempt, or None: no retry (the error is final, the
+        retries are used up, or the wait would outlast the call's patience)."""
+        if not (error.retryable and resend and attempt < self.config.max_retries):
+            return None
+        delay = self._backoff.delay(attempt, self._rng, retry_after=error.retry_after)
+        if delay >= patience.remaining():
+            log.info("%s: %s; no retry: no progress for too long", endpoint, error)
+            return None
+        retries = self.config.max_retries
+        log.info("%s: %s; retry %d/%d in %.2f s", endpoint, error, attempt + 1, retries, delay)
+        return delay
 
     def _created_after(self, created_at: int, wall: float) -> bool:
         """Whether a ``created_at`` (server clock) is no earlier than our wall-clock time

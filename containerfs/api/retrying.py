@@ -1,5 +1,6 @@
 """Retry policy for the API client: backoff with full jitter, `retry-after` parsing, a
-client-side request-rate limiter, and the rules for recognising what an ambiguous create
+client-side request-rate limiter, what counts as progress and how long a call may go without
+it (``ProgressPolicy``, ``Patience``), and the rules for recognising what an ambiguous create
 left on the server. Pure policy over injected clocks; no HTTP, no FUSE.
 """
 
@@ -9,7 +10,8 @@ import email.utils
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,96 @@ class Backoff:
         if last is None:
             return self.base
         return min(max(last, self.base) * 2, self.cap)
+
+
+@dataclass(frozen=True)
+class ProgressPolicy:
+    """What counts as progress, and how long a call may go without it.
+
+    A transfer makes progress while at least ``window * min_rate`` bytes move (up or down) in
+    every ``window`` seconds: a server that sends nothing is cut after ``window`` seconds, and
+    so is one that trickles (1 byte every 20 s never fills a window), while a transfer of any
+    size at any rate above ``min_rate`` is never cut. A rate over a window, rather than an
+    overall deadline proportional to the size, because the size is often unknown (files
+    listed with ``bytes: null``) and a deadline sized for a slow link would let a stall on a
+    fast one run for ever.
+
+    ``budget``: how long one call, its retries and their delays included, may go without
+    progress before it gives up, so that retries never multiply the wait.
+    """
+
+    window: float
+    min_rate: float  # bytes a second
+    budget: float
+
+    @property
+    def quota(self) -> int:
+        """Bytes that must move in one window."""
+        return max(1, int(self.window * self.min_rate))
+
+
+class Patience:
+    """The progress deadline of one logical call: a request with its retries, a download with
+    its resumes, an upload with the listing that looks for what a lost attempt left. Used by
+    one task at a time.
+
+    Time runs in periods. A period that moves a quota of bytes was productive: a new period
+    starts, and the budget is renewed when the bytes were new (an answer's, or a request's
+    beyond what an earlier attempt already sent: a resent upload keeps its attempt alive but
+    is no progress of the call). A period that ends otherwise (an attempt cut, an answer
+    arriving, a delay before a retry) was spent waiting: it counts against the budget.
+    """
+
+    def __init__(self, policy: ProgressPolicy, *, clock: Callable[[], float]) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._period = clock()  # the start of the current period
+        self._moved = 0  # bytes moved in the current period
+        self._waited = 0.0  # time spent without progress in earlier periods
+        self._sent = 0  # request bytes the attempt in flight has sent
+        self._sent_before = 0  # the most an earlier attempt sent
+
+    def begin(self, *, attempt: bool = False) -> None:
+        """A new period: an ``attempt`` starts, its request was sent, or its answer came."""
+        now = self._clock()
+        self._waited += now - self._period
+        self._period, self._moved = now, 0
+        if attempt:
+            self._sent_before = max(self._sent_before, self._sent)
+            self._sent = 0
+
+    def sent(self, n: int) -> None:
+        self._sent += n
+        self._count(n, new=self._sent > self._sent_before)
+
+    def received(self, n: int) -> None:
+        self._count(n, new=True)
+
+    def _count(self, n: int, *, new: bool) -> None:
+        self._moved += n
+        if self._moved >= self.policy.quota:
+            self._period, self._moved = self._clock(), 0
+            if new:
+                self._waited = 0.0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """The caller holds the transfer (a chunk waits for the disk): that time is neither
+        the server's nor a wait, and the current period is moved on by it."""
+        start = self._clock()
+        try:
+            yield
+        finally:
+            self._period += self._clock() - start
+
+    def time_left(self) -> float:
+        """Seconds the attempt in flight may wait for its next quota of bytes."""
+        allowed = min(self.policy.window, self.policy.budget - self._waited)
+        return allowed - (self._clock() - self._period)
+
+    def remaining(self) -> float:
+        """Seconds left of the budget (<= 0: the call gives up)."""
+        return self.policy.budget - self._waited - (self._clock() - self._period)
 
 
 @dataclass(frozen=True)

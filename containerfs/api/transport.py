@@ -1,7 +1,8 @@
 """The httpx edge of the API layer: the one ``httpx.AsyncClient``, request counters, the
-client-side rate limit, the server's clock skew, streaming download bodies, and the one
-boundary (``_api_errors``) where every httpx failure and error answer becomes a typed error of
-``containerfs.errors`` (keeping the original as ``__cause__``).
+client-side rate limit, the server's clock skew, streaming download bodies, the progress
+deadlines of every request (``_Deadlines``, around each request's body and its answer), and the
+one boundary (``_api_errors``) where every httpx failure and error answer becomes a typed error
+of ``containerfs.errors`` (keeping the original as ``__cause__``).
 
 The only module of containerfs that imports httpx; ``ApiClient`` (client.py) builds requests
 through it and never sees an httpx type at run time. Knows nothing about FUSE, inodes or caches.
@@ -31,9 +32,10 @@ import httpx
 import trio
 
 from containerfs import __version__
-from containerfs.api.retrying import RateLimiter, parse_http_date, parse_retry_after
+from containerfs.api.retrying import Patience, RateLimiter, parse_http_date, parse_retry_after
 from containerfs.config import ENDPOINTS, ApiConfig
 from containerfs.errors import (
+    ApiAborted,
     ApiConnectionError,
     ApiError,
     ApiTimeout,
@@ -119,6 +121,107 @@ def _status_error(response: httpx.Response, *, now: float) -> ApiError:
         request_id=response.headers.get("x-request-id"),
         retry_after=parse_retry_after(response.headers, now=now),
     )
+
+
+class _Deadlines:
+    """The progress deadlines of every request, and the switch that cancels them all.
+
+    A request runs in a cancel scope until its answer arrives, whose deadline moves on as its
+    body is sent; then every read of the answer's body waits at most what the call's
+    ``Patience`` allows. A request cut there fails like an httpx timeout (connect: nothing was
+    sent; write; read), so that the one error boundary maps it. ``abort`` cancels every wait
+    in flight and refuses new requests.
+    """
+
+    def __init__(self) -> None:
+        self._scopes: set[trio.CancelScope] = set()
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    @contextmanager
+    def watch(self, patience: Patience) -> Iterator[trio.CancelScope]:
+        """A cancel scope for one wait of a request, cut at the patience's deadline or by
+        ``abort``; the caller checks ``cancelled_caught`` and raises ``cut``."""
+        if self.aborted:
+            raise ApiAborted("the mount is ending: no new requests")
+        scope = trio.CancelScope(deadline=trio.current_time() + patience.time_left())
+        self._scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._scopes.discard(scope)
+
+    def cut(
+        self, patience: Patience, timeout: type[httpx.TimeoutException], *, answered: bool
+    ) -> Exception:
+        if self.aborted:
+            return ApiAborted("the mount is ending: request cancelled")
+        policy = patience.policy
+        if answered:
+            return timeout(f"less than {policy.quota} bytes in {policy.window:g} s")
+        return timeout(f"no answer and no progress in {policy.window:g} s")
+
+
+class _RequestBody(httpx.AsyncByteStream):
+    """A request's body, counted as progress; each chunk sent moves the attempt's deadline."""
+
+    def __init__(self, inner: Any, patience: Patience) -> None:
+        self._inner = inner
+        self._patience = patience
+        self.scope: trio.CancelScope | None = None
+        self.started = False  # connected, and the request is being sent
+        self.done = False  # the whole request is sent: the answer is awaited
+
+    def _renew(self) -> None:
+        if self.scope is not None:
+            self.scope.deadline = trio.current_time() + self._patience.time_left()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        async for chunk in self._inner:
+            self._patience.sent(len(chunk))
+            self._renew()
+            yield chunk
+        self.done = True
+        self._patience.begin()  # the server has one window to start answering
+        self._renew()
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """An answer's body: each read waits at most what the call's patience allows."""
+
+    def __init__(self, inner: Any, deadlines: _Deadlines, patience: Patience) -> None:
+        self._inner = inner
+        self._deadlines = deadlines
+        self._patience = patience
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = self._inner.__aiter__()
+        try:
+            while True:
+                # the scope ends before the yield: a consumer's own awaits are not timed
+                with self._deadlines.watch(self._patience) as scope:
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        return
+                if scope.cancelled_caught:
+                    raise self._deadlines.cut(self._patience, httpx.ReadTimeout, answered=True)
+                self._patience.received(len(chunk))
+                with self._patience.held():
+                    yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class Download:
@@ -223,12 +326,10 @@ class Transport:
             headers["OpenAI-Organization"] = config.organization
         if config.project:
             headers["OpenAI-Project"] = config.project
-        timeout = httpx.Timeout(
-            connect=config.connect_timeout,
-            read=config.read_timeout,
-            write=config.read_timeout,
-            pool=config.read_timeout,
-        )
+        # httpx's own timeouts are a backstop; _Deadlines cuts a stall or a trickle first
+        io = config.io_timeout
+        timeout = httpx.Timeout(connect=min(config.connect_timeout, io), read=io, write=io, pool=io)
+        self._deadlines = _Deadlines()
         self._http = httpx.AsyncClient(
             base_url=config.base_url.rstrip("/") + "/",
             headers=headers,
@@ -245,6 +346,14 @@ class Transport:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def abort(self) -> None:
+        """Cancel every request in flight (they fail with ``ApiAborted``) and refuse new ones."""
+        self._deadlines.abort()
+
+    @property
+    def aborted(self) -> bool:
+        return self._deadlines.aborted
 
     @property
     def rate_limit_waits(self) -> tuple[int, float]:
@@ -278,29 +387,42 @@ class Transport:
         content = _multipart_stream(boundary, field, filename, body, on_bytes=self._count_up)
         return self._http.build_request(method, url, headers=headers, content=content)
 
-    async def send(self, endpoint: str, request: Request, *, stream: bool) -> Response:
-        """One attempt; an error answer or a transport failure raises its ``ApiError``."""
+    async def send(
+        self, endpoint: str, request: Request, *, stream: bool, patience: Patience
+    ) -> Response:
+        """One attempt within ``patience``; an error answer or a transport failure (a cut
+        included) raises its ``ApiError``."""
         if self._limiter is not None:
             await self._limiter.acquire()
         self.requests[endpoint] += 1
         length = request.headers.get("content-length")
         self.bytes_up += int(length) if length and length.isdigit() else 0
+        body = _RequestBody(request.stream, patience)
+        request.stream = body
+        patience.begin(attempt=True)
         with _api_errors(endpoint, now=self._wallclock):
-            response = await self._http.send(request, stream=stream)
+            with self._deadlines.watch(patience) as scope:
+                body.scope = scope
+                response = await self._http.send(request, stream=True)
+            if scope.cancelled_caught:
+                # nothing sent yet: safe to send again; else the server may have acted on it
+                kind: type[httpx.TimeoutException] = httpx.ConnectTimeout
+                if body.started:
+                    kind = httpx.ReadTimeout if body.done else httpx.WriteTimeout
+                raise self._deadlines.cut(patience, kind, answered=False)
+            patience.begin()  # the answer came: its body gets a window of its own
+            response.stream = _ResponseBody(response.stream, self._deadlines, patience)
             self._note_date(response)
             log.debug(
                 "%s %s %s -> %d", endpoint, request.method, request.url.path, response.status_code
             )
-            if not response.is_success:
-                if stream:
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
+            if not stream or not response.is_success:
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
                 self.bytes_down += len(response.content)
-                response.raise_for_status()
-            if not stream:
-                self.bytes_down += len(response.content)
+            response.raise_for_status()
         return response
 
     @staticmethod

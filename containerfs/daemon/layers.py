@@ -48,6 +48,7 @@ async def build_layers(
         max_size=cfg.cache_max_size,
         nursery=nursery,
         retry=download_retry,
+        progress=cfg.api.progress,
     )
     ns = Namespace(
         client,
@@ -78,6 +79,7 @@ async def build_layers(
         entry_timeout=cfg.kernel_timeout,
         attr_timeout=cfg.kernel_timeout,
         negative_timeout=cfg.negative_ttl,
+        sizes_wait=cfg.api.progress.budget,
         container_defaults={
             "expires_after_minutes": cfg.container_expires_minutes,
             "memory_limit": cfg.container_memory_limit,

@@ -41,6 +41,10 @@ from containerfs.write.writer import Writer
 
 log = logging.getLogger(__name__)
 
+#: After the requests in flight were cancelled, handlers answer at once; the FUSE main loop is
+#: cancelled if it has not returned within this many seconds (a handler stuck elsewhere).
+SHUTDOWN_GRACE = 5.0
+
 
 def check_mountpoint(mountpoint: Path) -> None:
     try:
@@ -163,6 +167,7 @@ class Daemon:
         self.writer: Writer | None = None
         self.ns: Namespace | None = None
         self.sizes: Sizes | None = None
+        self._stopping = False
 
     async def check_credentials(self) -> None:
         """One API call before mounting: a wrong key or endpoint fails here, cleanly."""
@@ -218,18 +223,29 @@ class Daemon:
             "failed": [{"path": f"{f.container_id}/{f.path}", "error": f.error} for f in failed],
         }
 
-    async def _signals(self) -> None:
+    async def _signals(self, nursery: trio.Nursery, fuse: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
             async for signum in sigs:
-                log.info("signal %d: finishing uploads, then unmounting", signum)
-                if self.writer is not None:
-                    left = not await self.writer.drain(self.cfg.drain_timeout)
-                    if left:
-                        log.error(
-                            "unmounting with uploads still pending; the next mount resumes them"
-                        )
-                pyfuse3.terminate()
-                return
+                if not self._stopping:
+                    log.info("signal %d: finishing uploads, then unmounting", signum)
+                    self._stopping = True
+                    nursery.start_soon(self._shutdown, fuse)
+                elif self.writer is not None:
+                    log.info("signal %d again: not waiting for uploads any longer", signum)
+                    self.writer.stop_draining()
+
+    async def _shutdown(self, fuse: trio.CancelScope) -> None:
+        """Finish what uploads can (``--drain-timeout``), then end every request in flight and
+        the FUSE main loop. What is still pending stays queued in the state directory."""
+        if self.writer is not None:
+            left = not await self.writer.drain(self.cfg.drain_timeout)
+            if left:
+                log.error("unmounting with uploads still pending; the next mount resumes them")
+        # a read or a listing waiting on a stalled server fails now (EIO), not at its deadline
+        self.client.abort()
+        if not fuse.cancel_called:  # the FUSE loop still runs (not unmounted meanwhile)
+            pyfuse3.terminate()
+            fuse.deadline = trio.current_time() + SHUTDOWN_GRACE
 
     async def serve(self, *, ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
@@ -270,13 +286,17 @@ class Daemon:
                 _init_session(ops, cfg.mountpoint, options)
                 try:
                     (self.run_dir / "pid").write_text(str(os.getpid()))
-                    nursery.start_soon(self._signals)
-                    nursery.start_soon(self._status_loop)
-                    nursery.start_soon(serve_control, self.run_dir / SOCKET_NAME, self._control)
-                    log.info("mounted %s on %s", cfg.api.base_url, cfg.mountpoint)
-                    if ready is not None:
-                        ready()
-                    await pyfuse3.main()
+                    with trio.CancelScope() as fuse:
+                        nursery.start_soon(self._signals, nursery, fuse)
+                        nursery.start_soon(self._status_loop)
+                        nursery.start_soon(serve_control, self.run_dir / SOCKET_NAME, self._control)
+                        log.info("mounted %s on %s", cfg.api.base_url, cfg.mountpoint)
+                        if ready is not None:
+                            ready()
+                        await pyfuse3.main()
+                        fuse.cancel()  # ended (unmounted): a later shutdown leaves it alone
+                    if fuse.cancelled_caught:
+                        log.error("handlers still busy %g s after unmounting began", SHUTDOWN_GRACE)
                 finally:
                     pyfuse3.close(unmount=True)
                     log.info("unmounted %s", cfg.mountpoint)

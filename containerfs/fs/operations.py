@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
+from containerfs.config import DEFAULT_PROGRESS
 from containerfs.errors import (
     ApiError,
     ContainerExpired,
@@ -80,13 +81,15 @@ class Operations(pyfuse3.Operations):
         entry_timeout: float = 1.0,
         attr_timeout: float = 1.0,
         negative_timeout: float = 1.0,
+        sizes_wait: float = DEFAULT_PROGRESS.budget,
         container_defaults: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.ns = namespace
         self.reader = reader
         self.writer = writer
-        self.sizes = Sizes(reader)
+        # a listing waits for its files' sizes no longer than one API call may stall
+        self.sizes = Sizes(reader, give_up_after=sizes_wait)
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout

@@ -16,10 +16,14 @@ Where a size comes from, cheapest first:
    (``Content-Length``/``Content-Range``); its body goes on into the disk cache for the read
    that usually follows. Only a server that announces no size makes this a whole download.
 
-Requests of step 3 run concurrently, at most ``concurrency`` at a time (the client's rate
-limiter paces them further). A size that cannot be learned is an error (``EIO``; ``ENOENT``
-when the file is gone), remembered for ``failure_ttl`` seconds so that the ``stat`` calls of
-one ``ls -l`` do not each wait for the server again.
+The requests of step 3 for a listing run concurrently, at most ``concurrency`` at a time (the
+client's rate limiter paces them further), and for at most ``give_up_after`` seconds in all
+(the client's budget for one call: a stalled server must not cost one budget per round of
+``concurrency`` files); what is not learned by then stays unknown, and a ``stat`` of it asks
+again. A single ``ensure`` (one ``stat``) does not queue behind a listing's requests. A size
+that cannot be learned is an error (``EIO``; ``ENOENT`` when the file is gone), remembered for
+``failure_ttl`` seconds so that the ``stat`` calls of one ``ls -l`` do not each wait for the
+server again.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Protocol
 import trio
 from cachetools import TTLCache
 
+from containerfs.config import DEFAULT_PROGRESS
 from containerfs.errors import ContainerFsError, NotFound
 from containerfs.errors import SizeUnknown as SizeUnknown
 from containerfs.models import ContainerFile, ContainerId, FileId
@@ -73,10 +78,12 @@ class Sizes:
         *,
         concurrency: int = CONCURRENCY,
         failure_ttl: float = FAILURE_TTL,
+        give_up_after: float = DEFAULT_PROGRESS.budget,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reader = reader
         self._limiter = trio.CapacityLimiter(concurrency)
+        self._give_up_after = give_up_after
         self._failures: TTLCache[FileId, SizeUnknown] = TTLCache(4096, failure_ttl, timer=clock)
         self._learned = self._known = self._failed = self._corrected = 0
 
@@ -90,6 +97,9 @@ class Sizes:
 
     async def ensure(self, node: Node) -> None:
         """Learn the size of ``node`` if it is unknown; raises ``SizeUnknown`` if it cannot."""
+        await self._ensure(node, None)
+
+    async def _ensure(self, node: Node, limiter: trio.CapacityLimiter | None) -> None:
         remote = self.unknown(node)
         if remote is None:
             return
@@ -100,22 +110,29 @@ class Sizes:
             failed = self._failures.get(remote.id)
             if failed is not None:
                 raise failed
-            async with self._limiter:
-                try:
-                    size = await self._reader.learn_size(remote.container_id, remote.id)
-                except ContainerFsError as err:
-                    self._failed += 1
-                    code = errno.ENOENT if isinstance(err, NotFound) else errno.EIO
-                    failure = SizeUnknown(f"size of {remote.id} unknown: {err}", errno_=code)
-                    self._failures[remote.id] = failure
-                    log.warning("%s", failure)
-                    raise failure from err
+            if limiter is None:
+                size = await self._learn(remote)
+            else:
+                async with limiter:
+                    size = await self._learn(remote)
             self._learned += 1
         if node.remote is remote:  # still the version the size was learned for
             node.size_hint = size
 
+    async def _learn(self, remote: ContainerFile) -> int:
+        try:
+            return await self._reader.learn_size(remote.container_id, remote.id)
+        except ContainerFsError as err:
+            self._failed += 1
+            code = errno.ENOENT if isinstance(err, NotFound) else errno.EIO
+            failure = SizeUnknown(f"size of {remote.id} unknown: {err}", errno_=code)
+            self._failures[remote.id] = failure
+            log.warning("%s", failure)
+            raise failure from err
+
     async def ensure_all(self, nodes: Iterable[Node]) -> None:
-        """``ensure`` every node concurrently; a failure leaves that node's size unknown."""
+        """``ensure`` every node concurrently, within ``give_up_after`` seconds; a failure, or
+        the end of that time, leaves a node's size unknown."""
         pending = [node for node in nodes if self.unknown(node) is not None]
         if not pending:
             return
@@ -123,11 +140,13 @@ class Sizes:
         async def one(node: Node) -> None:
             # already logged; lookup and getattr of this node will report it
             with contextlib.suppress(SizeUnknown):
-                await self.ensure(node)
+                await self._ensure(node, self._limiter)
 
-        async with trio.open_nursery() as nursery:
-            for node in pending:
-                nursery.start_soon(one, node)
+        # a cancelled wait leaves its download running in the reader: a later stat joins it
+        with trio.move_on_after(self._give_up_after):
+            async with trio.open_nursery() as nursery:
+                for node in pending:
+                    nursery.start_soon(one, node)
 
     def refresh(self, node: Node) -> bool:
         """Take a size the content proved (a download ended); True if a size shown changed.

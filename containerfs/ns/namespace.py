@@ -25,11 +25,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import trio
 from cachetools import TTLCache
 
 from containerfs import paths as names
-from containerfs.aio import in_thread
+from containerfs.aio import FetchGate, in_thread
 from containerfs.errors import ContainerFsError, NotFound
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
 from containerfs.ns.inodes import ROOT_INODE as ROOT_INODE
@@ -112,7 +111,8 @@ class Namespace:
         self._memory = NameMemory()  # where each file was shown: it keeps that path
         # files not (or not yet) on the server: being written, pending, local-only
         self._local: dict[ContainerId, dict[str, Node]] = {}
-        self._fetch_locks: dict[object, trio.Lock] = {}
+        # one listing call at a time per listing; a failed one fails its waiters too
+        self._fetching = FetchGate()
         # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
         self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
         self._stats = _Counters()
@@ -172,12 +172,9 @@ class Namespace:
         return NamespaceStats(**vars(self._stats), inodes=len(self._nodes))
 
     # ---- cached listings ---------------------------------------------------------------
-    def _lock(self, key: object) -> trio.Lock:
-        return self._fetch_locks.setdefault(key, trio.Lock())
-
     async def containers(self) -> dict[str, Container]:
         """Directory name -> container, from one cached, paginated listing."""
-        async with self._lock("containers"):
+        async with self._fetching("containers"):
             cached = self._containers.get("all")
             if cached is not None:
                 return cached
@@ -201,7 +198,7 @@ class Namespace:
         """A container by id, listed or not (a ``cntr_…`` name always resolves)."""
         if cid in self._by_id:
             return self._by_id[cid]
-        async with self._lock(("container", cid)):
+        async with self._fetching(("container", cid)):
             if cid in self._by_id:
                 return self._by_id[cid]
             try:
@@ -212,7 +209,7 @@ class Namespace:
             return found
 
     async def _listing(self, cid: ContainerId) -> Listing:
-        async with self._lock(("files", cid)):
+        async with self._fetching(("files", cid)):
             listing = self._listings.get(cid)
             if listing is not None:
                 return listing

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from containerfs.api.retrying import Backoff
+from containerfs.api.retrying import Backoff, Patience, ProgressPolicy
 from containerfs.errors import (
     ApiConnectionError,
     ApiError,
@@ -70,7 +70,12 @@ class ContentSource(Protocol):
     """The part of ``ApiClient`` the read path uses."""
 
     def download(
-        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
+        self,
+        container_id: ContainerId,
+        file_id: FileId,
+        *,
+        offset: int = 0,
+        patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[DownloadStream]: ...
 
 
@@ -101,6 +106,7 @@ class DownloadHost(Protocol):
 class DownloadSettings:
     backoff: Backoff  # the delays between attempts of a broken stream
     retries: int  # attempts after a failure without progress
+    progress: ProgressPolicy  # what counts as progress; how long the download goes without
     flush_bytes: int
     max_pending: int
     recent_bytes: int
@@ -137,6 +143,9 @@ class Download:
         self._settings = settings
         self._counters = counters
         self._to_disk = to_disk
+        # one budget for all the resumes: a stalled server fails the download (and with it
+        # every read waiting on it) two io-timeouts after its last progress, not per attempt
+        self._patience = Patience(settings.progress, clock=trio.current_time)
 
     async def run(self) -> None:
         """Download the entry (in the reader's nursery); every failure ends here."""
@@ -249,6 +258,8 @@ class Download:
                 if not exc.retryable or failures >= self._settings.retries:
                     raise
                 delay = self._settings.backoff.next_delay(delay if failures else None)
+                if delay >= self._patience.remaining():
+                    raise
                 failures += 1
                 self._counters.retries += 1
                 log.info(
@@ -279,7 +290,7 @@ class Download:
         """One GET of the content from ``offset`` to its end, into the entry."""
         entry = self._entry
         async with self._source.download(
-            entry.container_id, entry.file_id, offset=offset
+            entry.container_id, entry.file_id, offset=offset, patience=self._patience
         ) as download:
             # the server may ignore Range (start 0): skip what we already have
             skip = offset - download.start

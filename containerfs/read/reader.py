@@ -32,8 +32,8 @@ from pathlib import Path
 import trio
 from cachetools import LRUCache
 
-from containerfs.api.retrying import Backoff
-from containerfs.config import DOWNLOAD_BACKOFF, DOWNLOAD_RETRIES
+from containerfs.api.retrying import Backoff, ProgressPolicy
+from containerfs.config import DEFAULT_PROGRESS, DOWNLOAD_BACKOFF, DOWNLOAD_RETRIES
 from containerfs.errors import CacheError, CacheFull
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry, DiskCache
@@ -174,6 +174,7 @@ class Reader:
         nursery: trio.Nursery,
         retry: Backoff = DOWNLOAD_BACKOFF,
         retries: int = DOWNLOAD_RETRIES,
+        progress: ProgressPolicy = DEFAULT_PROGRESS,
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
@@ -187,6 +188,7 @@ class Reader:
         self._download_settings = DownloadSettings(
             backoff=retry,
             retries=retries,
+            progress=progress,
             flush_bytes=flush_bytes,
             max_pending=max(max_pending, flush_bytes),
             recent_bytes=recent_bytes,
@@ -221,6 +223,7 @@ class Reader:
         nursery: trio.Nursery,
         retry: Backoff = DOWNLOAD_BACKOFF,
         retries: int = DOWNLOAD_RETRIES,
+        progress: ProgressPolicy = DEFAULT_PROGRESS,
         flush_bytes: int = FLUSH_BYTES,
         max_pending: int = MAX_PENDING,
         range_ahead: int | None = RANGE_AHEAD_BYTES,
@@ -235,6 +238,7 @@ class Reader:
             nursery=nursery,
             retry=retry,
             retries=retries,
+            progress=progress,
             flush_bytes=flush_bytes,
             max_pending=max_pending,
             range_ahead=range_ahead,

@@ -111,6 +111,7 @@ class UploadQueue:
         self._limit = trio.CapacityLimiter(max(1, parallel))
         self._settled = trio.Event()  # set whenever a queued upload ends
         self._nursery: trio.Nursery | None = None
+        self._draining: trio.CancelScope | None = None
 
     @property
     def policy(self) -> Backoff:
@@ -427,8 +428,9 @@ class UploadQueue:
             entry.due = now + max(entry.delay, self._policy.base)
 
     async def drain(self, timeout: float) -> bool:
-        """Upload what is pending now, retrying until ``timeout``; True if nothing is left."""
-        with trio.move_on_after(timeout):
+        """Upload what is pending now, retrying until ``timeout`` (or ``stop_draining``);
+        True if nothing is left."""
+        with trio.move_on_after(timeout) as self._draining:
             while True:
                 await self._resume_due(everything=True)
                 await self.upload_due(everything=True)
@@ -436,8 +438,14 @@ class UploadQueue:
                 if not (self._left() or self._orphans):
                     break
                 await trio.sleep(min(1.0, self._policy.base))
+        self._draining = None
         await self._queue_unsaved()
         return not self._left()
+
+    def stop_draining(self) -> None:
+        """End a ``drain`` now (an upload in flight is cut); what is left stays queued."""
+        if self._draining is not None:
+            self._draining.cancel()
 
     def _left(self) -> bool:
         return bool(self._failed or self._unresumed or self._queued or self._closed_deferred())

@@ -581,6 +581,10 @@ class Writer:
         """Upload what is pending now, retrying until ``timeout``; True if nothing is left."""
         return await self._queue.drain(timeout)
 
+    def stop_draining(self) -> None:
+        """End a ``drain`` now; what is left stays queued for the next mount."""
+        self._queue.stop_draining()
+
     async def discard_local_only(self) -> None:
         """The mount ended: local-only files (swap files, backups) end with it."""
         for node in list(self.ns.local_nodes()):
