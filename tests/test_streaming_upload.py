@@ -145,3 +145,17 @@ async def test_a_file_unlinked_while_streaming_leaves_nothing_on_the_server(fs: 
         while await receiving(fs):
             await trio.sleep(0.01)
     assert await fs.server_files(c.id) == {}
+
+
+async def test_a_stream_cut_once_is_not_sent_again_but_uploaded_whole_at_close(fs: Fs) -> None:
+    c = await fs.container("box")
+    await fs.faults([{"route": "upload_file", "action": "error", "status": 500, "count": 1}])
+    data = content(BIG)
+    fh, _ = await create(fs, "once.bin")
+    await write_all(fs, fh, data)
+    await close(fs, fh)
+    assert await fs.server_files(c.id) == {"once.bin": data}
+    stats = (await fs.admin.get("/_emulator/stats")).json()
+    # the failed stream, then the whole file: the stream is never restarted from byte 0
+    assert stats["requests"]["upload_file"] == 2
+    assert fs.writer.statistics().stream_fallbacks == 1

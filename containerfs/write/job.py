@@ -60,6 +60,7 @@ class SpoolFeed:
         self._final: int | None = None
         self._aborted = False
         self._changed = trio.Event()
+        self._attempts = 0
 
     @property
     def ended(self) -> int | None:
@@ -131,8 +132,19 @@ class SpoolFeed:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body of one attempt, from offset 0."""
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body of the one attempt, from offset 0. A second attempt is refused: a stream
+        cut while it waited for writes (a writer pausing past the I/O timeout) or by the
+        network would send everything again and wait again; the flush's whole upload, with
+        its own retries, is the better second try."""
+        self._attempts += 1  # counted when an attempt asks for its body, read or not
+        if self._attempts > 1:
+            self.abort()
+            # raised while the retry builds its request: nothing of it is sent
+            raise StreamAborted("a streamed upload is not sent twice")
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         pos = 0
         while True:
             if self._aborted:
