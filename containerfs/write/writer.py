@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import fnmatch
 import logging
 import os
@@ -33,7 +34,7 @@ from containerfs.config import (
     UPLOAD_RETRY_MAX,
     WRITE_BACK_PARALLEL,
 )
-from containerfs.errors import ApiError, NotFound, SpoolError, StateError
+from containerfs.errors import ApiError, ContainerFsError, NotFound, SpoolError, StateError
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
@@ -465,7 +466,7 @@ class Writer:
         except ApiError as err:
             log.info("cannot check whether %s reached the server: %s", node.path, err)
             return False
-        if found is None:
+        if found is None or not await self._same_content(found, spool):
             return False
         log.info(
             "adopting %s/%s: the previous mount's upload reached the server", node.cid, node.path
@@ -473,6 +474,22 @@ class Writer:
         async with node.lock:
             await self._uploaded(node, spool, found, (node.cid, node.path, spool.version))
         return True
+
+    async def _same_content(self, found: ContainerFile, spool: Spool) -> bool:
+        """Whether the server file ``found`` holds the spool's bytes: name, size and time
+        alone could take an older file of the same size for the lost upload, and adopting it
+        would lose the new content."""
+        try:
+            source = await self.reader.fetch(found.container_id, found.id, found.bytes)
+        except ContainerFsError as err:
+            log.info("cannot compare %s with the queued upload: %s", found.path, err)
+            return False
+        try:
+            return await in_thread(filecmp.cmp, source, spool.path, False)
+        except OSError:
+            return False
+        finally:
+            self.reader.unpin(found.id)
 
     async def upload_queued(self, node: Node) -> bool:
         """Upload ``node`` now (a write-back job); True if a close queued newer content."""
