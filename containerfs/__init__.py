@@ -3,17 +3,22 @@
 Layers, top to bottom (imports point down only, none back up, even for type checking; a test
 walks the import graph, ``tests/test_layout.py``):
 
-- ``cli``, ``demo``: the command line; ``daemon/``: ``mount`` (lifecycle, signals, unmount),
-  ``layers`` (the one function that builds the layers below, used by the tests too),
-  ``status`` (the typed snapshot the daemon writes and the CLI reads).
+- ``cli``, ``cli_control`` (``new`` and ``import``), ``demo``: the command line; ``daemon/``:
+  ``mount`` (lifecycle, signals, unmount), ``layers`` (the one function that builds the
+  layers below, used by the tests too), ``status`` (the typed snapshot the daemon writes and
+  the CLI reads), ``control`` (the socket ``new`` and ``import`` ask the daemon through) and
+  ``commands`` (what the daemon does for them).
 - ``fs/``: the pyfuse3 adapter: ``operations`` (inode <-> node, errors -> errno, the only
   ``pyfuse3.Operations``), ``handles`` (open files and directories), ``attrs`` (stat,
   xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
   any is shown). Only ``fs/`` and ``daemon/`` import pyfuse3.
-- ``ns/``: the namespace: ``inodes`` (``Node``, its key, ``Attrs``), ``listings`` (one
-  container's files as listed, patched by own changes), ``memory`` (the path each file was
-  shown at: it keeps it), ``namespace`` (lookups, readdir, TTL caches, names, aliases, the
-  local overlay).
+- ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, ``Attrs``), ``listings``
+  (one container's files as listed, placed once and indexed by directory, patched by own
+  changes), ``memory`` (the path each file was shown at: it keeps it), ``overlay`` (files
+  not on the server yet and directories made here, by directory), ``namespace`` (lookups,
+  readdir, TTL caches, names, aliases), ``created`` (what the containers made here were
+  created with). A lookup or a readdir costs the entries of one
+  directory, not the files of the container.
 - ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
   ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``diskcache``.
 - ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local

@@ -1,4 +1,5 @@
-"""Command line: ``containerfs mount|unmount|status|emulator|demo``.
+"""Command line: ``containerfs mount|unmount|status|new|import|emulator|demo`` (``new`` and
+``import``, which act through a running mount, live in ``cli_control``).
 
 Every failure the user can cause (bad mountpoint, wrong key, unreachable endpoint, bad
 option) ends with one line on stderr and a non-zero exit: never a traceback.
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from containerfs import __version__, mounttable
+from containerfs import __version__, cli_control, mounttable
 from containerfs.cliargs import (
     COMMANDS,
     OptionError,
@@ -36,7 +37,7 @@ from containerfs.cliargs import (
     positive_duration,
     positive_number,
 )
-from containerfs.config import IO_TIMEOUT
+from containerfs.config import IO_TIMEOUT, MEMORY_LIMITS
 from containerfs.errors import (
     ApiConnectionError,
     AuthenticationError,
@@ -47,7 +48,6 @@ from containerfs.private import private_dir, private_umask
 
 if TYPE_CHECKING:
     from containerfs.daemon.status import Status
-    from containerfs.write.queue import PendingItem
 
 log = logging.getLogger("containerfs")
 
@@ -150,7 +150,7 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
     )
     opt(
         "--container-memory",
-        choices=["1g", "4g", "16g", "64g"],
+        choices=MEMORY_LIMITS,
         default=None,
         help="memory_limit for containers made with mkdir",
     )
@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="the full status as JSON")
     status.set_defaults(func=cmd_status)
 
+    cli_control.add_parsers(sub, find_run_dir=_run_dir)
     sync = sub.add_parser(
         "sync",
         help="wait until every write (under PATH) is on the server",
@@ -280,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("mountpoint", type=Path, help="a containerfs mountpoint")
     sync.add_argument("path", type=Path, nargs="?", help="a file or directory in the mount")
     sync.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
+    sync.add_argument(
+        "--timeout",
+        type=positive_duration,
+        default=SYNC_TIMEOUT,
+        metavar="DURATION",
+        help="how long to wait for the uploads (default 1h)",
+    )
     sync.set_defaults(func=cmd_sync)
 
     # the emulator's own parser is built only when it runs: its server libraries are an
@@ -322,6 +330,9 @@ def _read_key_file(path: Path) -> str:
     if not key:
         raise CliError(f"the key file {path} is empty")
     return key
+
+
+SYNC_TIMEOUT = 3600.0  # seconds containerfs sync waits for the daemon's answer
 
 
 def _mount_config(args: argparse.Namespace) -> Any:
@@ -559,21 +570,6 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _human(n: object) -> str:
-    value = float(n) if isinstance(n, int | float) else 0.0
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def _describe_pending(items: Sequence[PendingItem]) -> str:
-    shown = ", ".join(f"{i.container_id}/{i.path} ({_human(i.bytes)})" for i in items[:5])
-    more = f" and {len(items) - 5} more" if len(items) > 5 else ""
-    return f"waiting for {len(items)} pending upload(s): {shown}{more}"
-
-
 def _refuse_busy(mountpoint: Path) -> None:
     busy = mounttable.busy_processes(mountpoint)
     if busy:
@@ -608,16 +604,16 @@ def cmd_unmount(args: argparse.Namespace) -> int:
 
 def _stop_daemon(args: argparse.Namespace, pid: int, rdir: Path) -> int:
     """SIGTERM: the daemon uploads what is pending, then unmounts; say what it waits for."""
+    from containerfs.clistatus import WaitReport
+
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
-    said = ""
+    report = WaitReport()
     while _alive(pid) and time.monotonic() < deadline:
-        status = _read_status(rdir)
-        pending = status.pending if status else ()
-        line = _describe_pending(pending) if pending else ""
-        if line and line != said:
-            print(f"containerfs: {line}", file=sys.stderr, flush=True)
-            said = line
+        for line in report.lines(_read_status(rdir), time.monotonic()):
+            # a heading says who speaks; the items under it are indented
+            print(line if line.startswith(" ") else f"containerfs: {line}", file=sys.stderr)
+        sys.stderr.flush()
         time.sleep(0.1)
     if _alive(pid):
         raise CliError(f"the daemon (pid {pid}) did not finish within {args.timeout:.0f} s")
@@ -645,39 +641,31 @@ def _status_of(mountpoint: Path, state_dir: Path | None) -> tuple[Status | None,
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    # the daemon's light client side only: sync is timed by scripts, and the layers are heavy
-    from containerfs.daemon.rundir import SOCKET_NAME, control_request
+    from containerfs.daemon.control import SyncPath, call, socket_path
 
     mountpoint = Path(os.path.abspath(args.mountpoint))
-    rel = ""
+    parts: tuple[str, ...] = ()
     if args.path is not None:
         rel = os.path.relpath(os.path.abspath(args.path), mountpoint)
-        if rel == ".":
-            rel = ""
-        elif rel == ".." or rel.startswith("../"):
+        if rel == ".." or rel.startswith("../"):
             raise CliError(f"{args.path} is not inside the mount {args.mountpoint}", 2)
-    sock = _run_dir(args.mountpoint, args.state_dir) / SOCKET_NAME
-    try:
-        answer = control_request(sock, {"op": "sync", "path": rel})
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise CliError(f"no containerfs daemon serves {args.mountpoint}", 1) from None
-    except (OSError, ValueError) as err:
-        raise CliError(f"cannot reach the daemon of {args.mountpoint}: {err}", 1) from None
-    failed = answer.get("failed")
-    for item in failed if isinstance(failed, list) else []:
-        if isinstance(item, dict):
-            print(f"failed: {item.get('path')}: {item.get('error')}", file=sys.stderr)
-    if answer.get("ok") is True:
-        return 0
-    raise CliError(str(answer.get("error") or "some uploads failed"), 1)
+        parts = tuple(p for p in rel.split("/") if p not in ("", "."))
+    sock = socket_path(_run_dir(args.mountpoint, args.state_dir))
+    if not sock.exists():
+        raise CliError(f"no containerfs daemon serves {args.mountpoint}", 1)
+    # waits as long as the uploads take; a failure is one line naming each failed file
+    call(sock, SyncPath(parts), timeout=args.timeout)
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from containerfs.clistatus import status_text
+
     if args.mountpoint is not None:
         status, why = _status_of(args.mountpoint, args.state_dir)
         if status is None:
             raise CliError(why)
-        print(status.to_json() if args.json else _status_text(status))
+        print(status.to_json() if args.json else status_text(status))
         return 0
     found = [Path(m.mountpoint) for m in mounttable.containerfs_mounts()]
     results = [(mp, *_status_of(mp, args.state_dir)) for mp in found]
@@ -690,40 +678,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if not results:
         print("no containerfs mounts")
-    texts = [_status_text(s) if s is not None else why for _, s, why in results]
+    texts = [status_text(s) if s is not None else why for _, s, why in results]
     print("\n\n".join(texts))
     return 0
-
-
-def _status_text(status: Status) -> str:
-    api = status.api
-    lines = [
-        f"mountpoint   {status.mountpoint}  (pid {status.pid})",
-        f"endpoint     {status.endpoint}",
-        f"api calls    {api.total_requests}  "
-        + " ".join(f"{k}={v}" for k, v in sorted(api.requests.items())),
-        f"transferred  up {_human(api.bytes_up)}, down {_human(api.bytes_down)},"
-        f" retries {api.retries}",
-    ]
-    if api.errors:
-        lines.append("api errors   " + " ".join(f"{k}={v}" for k, v in sorted(api.errors.items())))
-    cache = status.cache
-    if cache is not None:
-        lines.append(
-            f"cache        {_human(cache.cache_bytes_used)} of {_human(cache.cache_max_size)}"
-            f" in {cache.entries} entries, hits {cache.hits}, misses {cache.misses}"
-            + (f", {cache.past_cache} read past the cache" if cache.past_cache else "")
-        )
-    writer = status.writer
-    if writer is not None:
-        lines.append(f"uploads      {writer.uploads} done, {writer.upload_failures} failed")
-    lines.append(f"pending      {len(status.pending)}")
-    for item in status.pending:
-        error = f"  ({item.error})" if item.error else ""
-        lines.append(
-            f"  {item.container_id}/{item.path}  {_human(item.bytes)}  {item.state}{error}"
-        )
-    return "\n".join(lines)
 
 
 EMULATOR_LIBRARIES = frozenset({"starlette", "uvicorn", "multipart", "python_multipart"})

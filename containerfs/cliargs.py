@@ -34,7 +34,7 @@ IGNORED_OPTIONS = frozenset(
 IGNORED_PREFIXES = ("x-", "comment=", "_")
 
 #: the first words the program accepts; anything else is mount.fuse's ``SOURCE MOUNTPOINT``
-COMMANDS = frozenset({"mount", "unmount", "status", "emulator", "demo"})
+COMMANDS = frozenset({"mount", "unmount", "status", "new", "import", "emulator", "demo"})
 
 
 def parse_size(text: str) -> int:

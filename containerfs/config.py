@@ -25,6 +25,7 @@ ENDPOINTS = (
     "retrieve_file",
     "delete_file",
     "file_content",
+    "retrieve_api_file",  # GET /files/{id}: a Files-API file's metadata
 )
 
 
@@ -111,6 +112,11 @@ class ClientStats:
         return sum(self.requests.values())
 
 
+#: The memory limits a container may have (``POST /containers``' ``memory_limit``).
+MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+#: How long ``containerfs new``/``import`` wait for the daemon's answer by default.
+CONTROL_TIMEOUT = 120.0
+
 # Editor swap/backup/lock files: kept on this machine, never uploaded.
 DEFAULT_LOCAL_ONLY: tuple[str, ...] = (
     ".*.swp",
@@ -152,6 +158,8 @@ DOWNLOAD_RETRIES = 3
 #: A failed upload is tried again after UPLOAD_RETRY_BASE seconds, doubling up to the max.
 UPLOAD_RETRY_BASE = 2.0
 UPLOAD_RETRY_MAX = 300.0
+#: The daemon rewrites its status snapshot this often (``containerfs status``, ``unmount``).
+STATUS_INTERVAL = 1.0
 
 
 @dataclass

@@ -227,6 +227,15 @@ class StateError(ContainerFsError):
     """The state directory cannot be used."""
 
 
+class ControlError(ContainerFsError):
+    """A ``containerfs new``/``import`` request that cannot be carried out: a bad option, a
+    name taken, no daemon to ask. The message is the one line the user sees."""
+
+    def __init__(self, message: str, *, errno_: int = _errno.EINVAL) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
 class SizeUnknown(ContainerFsError):
     """The size of a file listed without one could not be learned."""
 

@@ -10,6 +10,7 @@ bad ones aside, each with its reason, so that one bad item spoils only itself.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NewType, TypeVar
@@ -65,13 +66,42 @@ def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExpiresAfter:
     anchor: str
     minutes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class NetworkPolicy:
+    """A container's outbound network access: ``disabled``, or an ``allowlist`` of domains."""
+
+    type: str
+    allowed_domains: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        if self.type == "allowlist":
+            return {"type": "allowlist", "allowed_domains": list(self.allowed_domains)}
+        return {"type": self.type}
+
+    def describe(self) -> str:
+        """``disabled``, or ``allowlist:a.com,b.org`` (the form ``containerfs new`` takes)."""
+        if self.type == "allowlist":
+            return "allowlist:" + ",".join(self.allowed_domains)
+        return self.type
+
+    @classmethod
+    def from_json(cls, data: object) -> NetworkPolicy | None:
+        """The policy of a container object; None when absent or without a string ``type``."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("type"), str):
+            return None
+        domains = data.get("allowed_domains")
+        if not isinstance(domains, list):
+            domains = []
+        return cls(str(data["type"]), tuple(d for d in domains if isinstance(d, str)))
+
+
+@dataclass(frozen=True, slots=True)
 class Container:
     id: ContainerId
     name: str
@@ -80,7 +110,7 @@ class Container:
     last_active_at: int | None = None
     expires_after: ExpiresAfter | None = None
     memory_limit: str | None = None
-    network_policy_type: str | None = None
+    network_policy: NetworkPolicy | None = None
 
     @property
     def expired(self) -> bool:
@@ -89,7 +119,6 @@ class Container:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Container:
         exp = data.get("expires_after")
-        policy = data.get("network_policy")
         return cls(
             id=ContainerId(_id(data)),
             name=_opt_str(data, "name") or "",
@@ -107,15 +136,11 @@ class Container:
             memory_limit=data.get("memory_limit")
             if isinstance(data.get("memory_limit"), str)
             else None,
-            network_policy_type=(
-                str(policy.get("type"))
-                if isinstance(policy, Mapping) and "type" in policy
-                else None
-            ),
+            network_policy=NetworkPolicy.from_json(data.get("network_policy")),
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContainerFile:
     id: FileId
     container_id: ContainerId
@@ -134,16 +159,42 @@ class ContainerFile:
             raise ValueError(f"container_id {container_id!r} is not a plain id")
         return cls(
             id=FileId(_id(data)),
-            container_id=ContainerId(container_id or ""),
+            # one string per container and per source, however many files are listed
+            container_id=ContainerId(sys.intern(container_id or "")),
             path=path,
             bytes=_opt_int(data.get("bytes"), field="bytes", upper=MAX_LISTED_BYTES),
             created_at=_opt_int(data.get("created_at"), field="created_at", upper=MAX_TIMESTAMP)
             or 0,
-            source=_opt_str(data, "source") or "user",
+            source=sys.intern(_opt_str(data, "source") or "user"),
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class ApiFile:
+    """A file of the Files API (``/v1/files``): what ``containerfs import`` copies in."""
+
+    id: str
+    filename: str
+    bytes: int | None
+    purpose: str
+    created_at: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ApiFile:
+        filename = data.get("filename")
+        if not isinstance(filename, str):
+            raise ValueError("a file object without a filename")
+        return cls(
+            id=_id(data),
+            filename=filename,
+            bytes=_opt_int(data.get("bytes"), field="bytes", upper=MAX_LISTED_BYTES),
+            purpose=_opt_str(data, "purpose") or "",
+            created_at=_opt_int(data.get("created_at"), field="created_at", upper=MAX_TIMESTAMP)
+            or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     data: tuple[T, ...]
     first_id: str | None

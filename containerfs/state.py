@@ -1,4 +1,5 @@
-"""The local state directory: aliases, local directories and the pending-upload queue.
+"""The local state directory: aliases, local directories, the pending-upload queue, and what
+the containers this mount created were created with.
 
 One SQLite database (``state.db``) plus the ``spool/`` directory of spool files, both private
 to the user (mode 0700/0600). Rows are keyed by the API endpoint, so two mounts of different
@@ -41,7 +42,21 @@ CREATE TABLE IF NOT EXISTS pending (
     id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, container_id TEXT NOT NULL,
     path TEXT NOT NULL, spool TEXT NOT NULL, old_file_id TEXT, created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+CREATE TABLE IF NOT EXISTS created_with (
+    endpoint TEXT NOT NULL, container_id TEXT NOT NULL, file_ids TEXT NOT NULL,
+    skills TEXT NOT NULL, PRIMARY KEY (endpoint, container_id));
 """
+
+_SEP = "\n"  # ids are plain tokens: a newline never occurs in one
+
+
+@dataclass(frozen=True)
+class CreatedWith:
+    """The Files-API files and skills a container was created with through this mount: the
+    container object does not carry them, so only the creator knows."""
+
+    file_ids: tuple[str, ...]
+    skills: tuple[str, ...]
 
 
 class StateLock:
@@ -180,8 +195,27 @@ class State:
             (self.endpoint, cid, path),
         )
 
+    # what a container made through the mount was created with
+    def set_created_with(self, cid: ContainerId, created: CreatedWith) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO created_with VALUES (?, ?, ?, ?)",
+            (self.endpoint, cid, _SEP.join(created.file_ids), _SEP.join(created.skills)),
+        )
+
+    def created_with(self, cid: ContainerId) -> CreatedWith | None:
+        rows = self._run(
+            "SELECT file_ids, skills FROM created_with WHERE endpoint=? AND container_id=?",
+            (self.endpoint, cid),
+        )
+        if not rows:
+            return None
+        files, skills = (str(v) for v in rows[0])
+        return CreatedWith(
+            tuple(files.split(_SEP)) if files else (), tuple(skills.split(_SEP)) if skills else ()
+        )
+
     def forget_container(self, cid: ContainerId) -> None:
-        for table in ("aliases", "dirs", "pending"):
+        for table in ("aliases", "dirs", "pending", "created_with"):
             self._run(
                 f"DELETE FROM {table} WHERE endpoint=? AND container_id=?", (self.endpoint, cid)
             )

@@ -77,7 +77,8 @@ def scale(run: Run) -> None:
         for i in range(total)]}]}))  # fmt: skip
     run.note(f"{name}: seeding {total} files")
     began = time.perf_counter()
-    em = Emulator(run.work, seed, name="scale-emulator")
+    # seeding 100,000 files takes 20-30 s, longer on a loaded machine
+    em = Emulator(run.work, seed, name="scale-emulator", startup_timeout=180)
     seeded = time.perf_counter() - began
     with stopping(em):
         m = Mount(em.base_url, run.work / "scale-mnt", run.work / "scale-state",

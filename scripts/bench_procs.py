@@ -34,14 +34,14 @@ class BenchError(RuntimeError):
     pass
 
 
-def _first_line(proc: subprocess.Popen[str]) -> str:
-    """The first stdout line of a child, or "" if none comes within the startup timeout."""
+def _first_line(proc: subprocess.Popen[str], timeout: float = STARTUP_TIMEOUT) -> str:
+    """The first stdout line of a child, or "" if none comes within ``timeout``."""
     assert proc.stdout is not None
     out: list[str] = []
     stdout = proc.stdout
     reader = threading.Thread(target=lambda: out.append(stdout.readline()), daemon=True)
     reader.start()
-    reader.join(STARTUP_TIMEOUT)
+    reader.join(timeout)
     return out[0] if out else ""
 
 
@@ -87,7 +87,14 @@ def _tail(log: Path) -> str:
 class Emulator:
     """``containerfs emulator`` with extra options (``--range``, ``--latency-ms``, ...)."""
 
-    def __init__(self, work: Path, seed: Path | None, *extra: str, name: str = "emulator") -> None:
+    def __init__(
+        self,
+        work: Path,
+        seed: Path | None,
+        *extra: str,
+        name: str = "emulator",
+        startup_timeout: float = STARTUP_TIMEOUT,
+    ) -> None:
         self.log = work / f"{name}.log"
         self.data_dir = work / f"{name}-data"
         seeding = ["--seed", str(seed)] if seed is not None else []
@@ -100,7 +107,7 @@ class Emulator:
                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 start_new_session=True, text=True,
             )  # fmt: skip
-        line = _first_line(self.proc)
+        line = _first_line(self.proc, startup_timeout)
         if not line.startswith("listening on "):
             self.stop()
             raise BenchError(f"emulator did not start: {line!r}\n{_tail(self.log)}")

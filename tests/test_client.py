@@ -38,7 +38,7 @@ from containerfs.errors import (
     Unprocessable,
     UnsafeId,
 )
-from containerfs.models import ContainerId, FileId, Page
+from containerfs.models import ApiFile, Container, ContainerId, FileId, NetworkPolicy, Page
 from containerfs.paths import upload_path_matches
 
 KEY = "sk-test-SECRET-0123456789"
@@ -1079,3 +1079,72 @@ def test_client_module_is_the_only_httpx_importer() -> None:
         if "emulator" not in p.parts and re.search(r"^\s*(import|from) httpx", p.read_text(), re.M)
     )
     assert importers == ["api/transport.py"]
+
+
+# -- containers with options, and the Files API ------------------------------------------
+
+
+async def test_create_container_sends_files_network_policy_and_skills() -> None:
+    seen: list[httpx.Request] = []
+    policy = {"type": "allowlist", "allowed_domains": ["pypi.org", "example.com"]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=container_json(1) | {"network_policy": policy})
+
+    async with make_client(handler) as client:
+        created = await client.create_container(
+            "box",
+            network_policy=NetworkPolicy("allowlist", ("pypi.org", "example.com")),
+            file_ids=("file-a", "file-b"),
+            skills=("skill_1",),
+        )
+    assert json.loads(seen[0].content) == {
+        "name": "box",
+        "network_policy": policy,
+        "file_ids": ["file-a", "file-b"],
+        "skills": [{"type": "skill_reference", "skill_id": "skill_1"}],
+    }
+    assert created.network_policy == NetworkPolicy("allowlist", ("pypi.org", "example.com"))
+    assert created.network_policy.describe() == "allowlist:pypi.org,example.com"
+
+
+@pytest.mark.parametrize(
+    ("shown", "parsed"),
+    [
+        ({"type": "disabled"}, NetworkPolicy("disabled")),
+        (
+            {"type": "allowlist", "allowed_domains": ["a.io", 3]},
+            NetworkPolicy("allowlist", ("a.io",)),
+        ),
+        ({"type": "allowlist", "allowed_domains": "a.io"}, NetworkPolicy("allowlist")),
+        ({"allowed_domains": ["a.io"]}, None),
+        ("disabled", None),
+        (None, None),
+    ],
+)
+def test_a_container_network_policy_is_parsed_or_left_out(shown: Any, parsed: Any) -> None:
+    assert (
+        Container.from_json(container_json(1) | {"network_policy": shown}).network_policy == parsed
+    )
+
+
+async def test_retrieve_api_file_reads_the_files_api_and_checks_the_answer() -> None:
+    seen: list[httpx.Request] = []
+    answers = [
+        {"id": "file-abc", "object": "file", "bytes": 12, "created_at": 5, "filename": "in.csv",
+         "purpose": "user_data"},
+        {"id": "file-abc", "object": "file"},  # no filename: malformed
+    ]  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=answers[len(seen) - 1])
+
+    async with make_client(handler) as client:
+        found = await client.retrieve_api_file("file-abc")
+        with pytest.raises(ApiError, match="malformed"):
+            await client.retrieve_api_file("file-abc")
+    assert found == ApiFile("file-abc", "in.csv", 12, "user_data", 5)
+    assert [(r.method, r.url.path) for r in seen] == [("GET", "/v1/files/file-abc")] * 2
+    assert client.statistics().requests["retrieve_api_file"] == 2

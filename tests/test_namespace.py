@@ -148,3 +148,25 @@ async def test_a_file_keeps_its_name_when_a_newer_one_of_that_name_appears_elsew
 
     assert found is not None and found.remote == old
     assert [name for name, _ in await ns.list_dir(box)] == ["a.txt", f"a.txt~{newer.id}"]
+
+
+async def test_status_names_files_by_where_they_show_without_listing_again(
+    tmp_path: Path,
+) -> None:
+    listed = cfile(1, "/mnt/data/d/out.csv")
+    client = FakeClient([listed])
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    other = ContainerId("cntr_" + "2" * 48)
+    # nothing listed yet: a container shows under its id, a file id is not known
+    assert ns.shown_path(CID, "a.txt") == f"{CID}/a.txt"
+    assert ns.file_path(CID, listed.id) is None
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    await ns.list_dir(box)
+    assert client.listed == 1
+    assert ns.shown_path(CID, "d/out.csv") == "box/d/out.csv"
+    assert ns.shown_path(CID, "") == "box"
+    assert ns.file_path(CID, listed.id) == "d/out.csv"
+    assert ns.file_path(CID, FileId("cfile_unknown")) is None
+    assert ns.shown_path(other, "x") == f"{other}/x"
+    assert client.listed == 1  # answered from what was cached

@@ -335,6 +335,18 @@ async def test_xattrs_describe_files_and_containers(fs: Fs) -> None:
     assert errno_of(exc) == pyfuse3.ENOATTR
 
 
+@pytest.mark.parametrize("name", [b"security.selinux", b"system.posix_acl_access", b"trusted.x"])
+async def test_labels_and_acls_are_not_supported_so_ls_asks_only_once(fs: Fs, name: bytes) -> None:
+    # ls -l stops asking a filesystem for labels and ACLs after one "not supported"; an
+    # "absent" would make it ask twice per file listed, each a FUSE round trip
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/doc.txt", b"words")
+    for inode in (await fs.inode("box"), await fs.inode("box", "doc.txt")):
+        with pytest.raises(pyfuse3.FUSEError) as exc:
+            await fs.ops.getxattr(inode, name, CTX)
+        assert errno_of(exc) == errno.EOPNOTSUPP
+
+
 async def test_statfs_answers_with_room_and_the_name_limit(fs: Fs) -> None:
     s = await fs.ops.statfs(CTX)
 

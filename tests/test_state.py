@@ -8,7 +8,7 @@ import pytest
 
 from containerfs.errors import StateError
 from containerfs.models import ContainerId, FileId
-from containerfs.state import State, StateLock
+from containerfs.state import CreatedWith, State, StateLock
 
 CID = ContainerId("cntr_" + "a" * 48)
 FID = FileId("cfile_" + "b" * 32)
@@ -49,6 +49,26 @@ def test_a_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "state.db").write_text("not a database")
     with pytest.raises(StateError, match="unusable"):
         State(tmp_path, endpoint="e")
+
+
+def test_what_a_container_was_created_with_survives_a_reopen_per_endpoint(
+    tmp_path: Path,
+) -> None:
+    state = State(tmp_path, endpoint="http://one/v1")
+    state.set_created_with(CID, CreatedWith(("file-a", "file-b"), ("skill_1",)))
+    other = ContainerId("cntr_" + "c" * 48)
+    state.set_created_with(other, CreatedWith((), ()))
+    state.close()
+
+    again = State(tmp_path, endpoint="http://one/v1")
+    assert again.created_with(CID) == CreatedWith(("file-a", "file-b"), ("skill_1",))
+    assert again.created_with(other) == CreatedWith((), ())  # made here, with nothing
+    elsewhere = State(tmp_path, endpoint="http://two/v1")
+    assert elsewhere.created_with(CID) is None
+    elsewhere.close()
+    again.forget_container(CID)
+    assert again.created_with(CID) is None
+    again.close()
 
 
 def test_a_locked_state_directory_refuses_a_second_lock_naming_the_first(tmp_path: Path) -> None:

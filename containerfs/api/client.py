@@ -22,6 +22,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Mapping,
+    Sequence,
 )
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from types import MappingProxyType
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 import trio
 
 from containerfs.api import checks
+from containerfs.api.progress import ProgressFile, Transfers, TransferStats
 from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Patience, Sightings
 from containerfs.api.transport import (
     Download,
@@ -41,7 +43,15 @@ from containerfs.api.transport import (
 )
 from containerfs.config import ApiConfig, ClientStats
 from containerfs.errors import ApiError, NotFound
-from containerfs.models import Container, ContainerFile, ContainerId, FileId, Page
+from containerfs.models import (
+    ApiFile,
+    Container,
+    ContainerFile,
+    ContainerId,
+    FileId,
+    NetworkPolicy,
+    Page,
+)
 from containerfs.paths import upload_path_matches
 
 __all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
@@ -96,6 +106,7 @@ class ApiClient:
         self._adopted = 0
         self._sightings = Sightings()
         self._rejected: set[str] = set()
+        self._transfers = Transfers(clock=clock)
 
     def __repr__(self) -> str:
         return f"<ApiClient {self.config.base_url}>"
@@ -135,6 +146,10 @@ class ApiClient:
             rate_limit_waits=waits,
             rate_limit_wait_seconds=waited,
         )
+
+    def transfers(self) -> tuple[TransferStats, ...]:
+        """The uploads and downloads in flight, with their progress, oldest first."""
+        return self._transfers.snapshot()
 
     # -- containers ---------------------------------------------------------------------
 
@@ -182,8 +197,12 @@ class ApiClient:
         *,
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
+        network_policy: NetworkPolicy | None = None,
+        file_ids: Sequence[str] = (),
+        skills: Sequence[str] = (),
     ) -> Container:
-        """Create a container. After an ambiguous failure, a container named ``name`` created
+        """Create a container, with Files-API files copied in (``file_ids``) and skills
+        referenced by id. After an ambiguous failure, a container named ``name`` created
         since the call started (server clock, ``ADOPT_MARGIN`` slack) that this client had not
         seen before and has not returned for another create is adopted instead of re-sent.
         """
@@ -192,6 +211,12 @@ class ApiClient:
             body["expires_after"] = {"anchor": "last_active_at", "minutes": expires_after_minutes}
         if memory_limit is not None:
             body["memory_limit"] = memory_limit
+        if network_policy is not None:
+            body["network_policy"] = network_policy.to_json()
+        if file_ids:
+            body["file_ids"] = list(file_ids)
+        if skills:
+            body["skills"] = [{"type": "skill_reference", "skill_id": s} for s in skills]
         started, wall = self._sightings.mark(), self._wallclock()
         patience = self.patience()  # the recovery's listing included
 
@@ -307,8 +332,11 @@ class ApiClient:
         started, wall = self._sightings.mark(), self._wallclock()
         patience = self.patience()  # the recovery's listing included
         began = time.monotonic()
-        with open(source, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+        with (
+            self._transfers.track("upload", container_id, filename) as transfer,
+            ProgressFile(source, transfer) as fh,
+        ):
+            size = transfer.total = os.fstat(fh.fileno()).st_size
 
             async def recover() -> ContainerFile | None:
                 async with aclosing(self.list_files(container_id, patience=patience)) as files:
@@ -322,11 +350,15 @@ class ApiClient:
                             return f
                 return None
 
+            def attempt() -> Request:
+                transfer.restart(0)  # each attempt sends the whole body again
+                return self._transport.request("POST", url, files={"file": (filename, fh)})
+
             # httpx streams the file object (64 KiB reads; Content-Length from fstat) and
-            # seeks it back to 0 for every attempt
+            # seeks it back to 0 for every attempt; its reads are the upload's progress
             created = await self._call(
                 "upload_file",
-                lambda: self._transport.request("POST", url, files={"file": (filename, fh)}),
+                attempt,
                 lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
                 idempotent=False,
                 recover=recover,
@@ -420,6 +452,8 @@ class ApiClient:
         return None
 
     async def create_file_from_id(self, container_id: ContainerId, file_id: str) -> ContainerFile:
+        """Copy the Files-API file ``file_id`` into the container: one call, no bytes sent.
+        The answer's ``path`` says where the server put it (its choice, from the filename)."""
         url = checks.url("containers", container_id, "files")
         # not idempotent and nothing to recognise the copy by: no resend after an ambiguous failure
         body = {"file_id": file_id}
@@ -429,6 +463,11 @@ class ApiClient:
         )
         self._claim(created.id)
         return created
+
+    async def retrieve_api_file(self, file_id: str) -> ApiFile:
+        """A Files-API file's metadata (``GET /files/{id}``): its ``filename`` and size."""
+        data = await self._json("retrieve_api_file", "GET", checks.url("files", file_id))
+        return checks.parsed("retrieve_api_file", lambda: ApiFile.from_json(data))
 
     async def retrieve_file(self, container_id: ContainerId, file_id: FileId) -> ContainerFile:
         url = checks.url("containers", container_id, "files", file_id)
@@ -469,17 +508,22 @@ class ApiClient:
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
         if offset > 0:
             headers["Range"] = f"bytes={offset}-"
-        response = await self._call(
-            "file_content",
-            lambda: self._transport.request("GET", url, headers=headers),
-            lambda r: r,
-            stream=True,
-            patience=patience,
-        )
-        try:
-            yield self._transport.download(response, offset)
-        finally:
-            await response.aclose()
+        # shown from the request on: a server slow to answer is what a user wants to see
+        with self._transfers.track("download", container_id, file_id, done=offset) as transfer:
+            response = await self._call(
+                "file_content",
+                lambda: self._transport.request("GET", url, headers=headers),
+                lambda r: r,
+                stream=True,
+                patience=patience,
+            )
+            try:
+                download = self._transport.download(response, offset, progress=transfer.add)
+                transfer.restart(download.start)
+                transfer.total = download.size
+                yield download
+            finally:
+                await response.aclose()
 
     # -- machinery ----------------------------------------------------------------------
 

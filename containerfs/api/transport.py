@@ -168,11 +168,16 @@ class _Deadlines:
 
 
 class _RequestBody(httpx.AsyncByteStream):
-    """A request's body, counted as progress; each chunk sent moves the attempt's deadline."""
+    """A request's body, counted as progress; each chunk sent moves the attempt's deadline,
+    and is told to ``count`` as it goes (a large upload's bytes show up as they are sent,
+    not all at once when it starts)."""
 
-    def __init__(self, inner: Any, patience: Patience) -> None:
+    def __init__(
+        self, inner: Any, patience: Patience, *, count: Callable[[int], None] | None = None
+    ) -> None:
         self._inner = inner
         self._patience = patience
+        self._count = count
         self.scope: trio.CancelScope | None = None
         self.started = False  # connected, and the request is being sent
         self.done = False  # the whole request is sent: the answer is awaited
@@ -183,10 +188,20 @@ class _RequestBody(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self.started = True
-        async for chunk in self._inner:
-            self._patience.sent(len(chunk))
-            self._renew()
-            yield chunk
+        chunks = aiter(self._inner)
+        try:
+            async for chunk in chunks:
+                self._patience.sent(len(chunk))
+                if self._count is not None:
+                    self._count(len(chunk))
+                self._renew()
+                yield chunk
+        finally:
+            # a body abandoned halfway (the server answered early) is closed now, not by
+            # the garbage collector
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
         self.done = True
         self._patience.begin()  # the server has one window to start answering
         self._renew()
@@ -236,13 +251,20 @@ class Download:
         size: int | None,
         on_bytes: Callable[[int], None],
         now: Callable[[], float],
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         self.start = start
         self.size = size
         self.suspect = _suspect(response)
         self._response = response
         self._on_bytes = on_bytes
+        self._progress = progress
         self._now = now
+
+    def _arrived(self, n: int) -> None:
+        self._on_bytes(n)
+        if self._progress is not None:
+            self._progress(n)
 
     def __repr__(self) -> str:
         return f"<Download start={self.start} size={self.size}>"
@@ -251,12 +273,12 @@ class Download:
         """The raw body as it arrives; a broken stream raises ApiConnectionError/ApiTimeout."""
         if self._response.is_stream_consumed:  # a transport that answered with bytes in hand
             if self._response.content:
-                self._on_bytes(len(self._response.content))
+                self._arrived(len(self._response.content))
                 yield self._response.content
             return
         with _api_errors("file_content", now=self._now):
             async for chunk in self._response.aiter_raw():
-                self._on_bytes(len(chunk))
+                self._arrived(len(chunk))
                 yield chunk
 
 
@@ -395,9 +417,12 @@ class Transport:
         if self._limiter is not None:
             await self._limiter.acquire()
         self.requests[endpoint] += 1
-        length = request.headers.get("content-length")
-        self.bytes_up += int(length) if length and length.isdigit() else 0
-        body = _RequestBody(request.stream, patience)
+        count: Callable[[int], None] | None = self._count_up  # a streamed body (a file)
+        if isinstance(request.stream, httpx.ByteStream):  # in memory: handed over at once
+            length = request.headers.get("content-length")
+            self.bytes_up += int(length) if length and length.isdigit() else 0
+            count = None
+        body = _RequestBody(request.stream, patience, count=count)
         request.stream = body
         patience.begin(attempt=True)
         with _api_errors(endpoint, now=self._wallclock):
@@ -437,11 +462,19 @@ class Transport:
                 request_id=response.headers.get("x-request-id"),
             ) from exc
 
-    def download(self, response: Response, offset: int) -> Download:
-        """The body of a content answer to a request for the bytes from ``offset``."""
+    def download(
+        self, response: Response, offset: int, *, progress: Callable[[int], None] | None = None
+    ) -> Download:
+        """The body of a content answer to a request for the bytes from ``offset``;
+        ``progress`` is told each chunk's size as it arrives."""
         start, size = _download_window(response, offset)
         return Download(
-            response, start=start, size=size, on_bytes=self._count_down, now=self._wallclock
+            response,
+            start=start,
+            size=size,
+            on_bytes=self._count_down,
+            now=self._wallclock,
+            progress=progress,
         )
 
     def _note_date(self, response: Response) -> None:

@@ -3,7 +3,8 @@
 ``serve`` runs in the foreground process; ``containerfs mount`` without ``--foreground`` starts
 it in a detached child and returns once the mountpoint is live (or prints the child's one-line
 error). The daemon leaves its pid, log and a status snapshot in a per-mount run directory
-under the state directory, which ``unmount`` and ``status`` read.
+under the state directory, which ``unmount`` and ``status`` read, and listens there on the
+control socket that ``new`` and ``import`` talk to (``control.py``).
 """
 
 from __future__ import annotations
@@ -18,22 +19,23 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pyfuse3
 import trio
 
 from containerfs.api.client import ApiClient
+from containerfs.config import STATUS_INTERVAL
 from containerfs.config import ApiConfig as ApiConfig
 from containerfs.config import MountConfig as MountConfig
-from containerfs.daemon.control import SOCKET_NAME, serve_control
+from containerfs.daemon.commands import MountCommands
+from containerfs.daemon.control import serve_control, socket_path
 from containerfs.daemon.layers import build_layers
 from containerfs.daemon.rundir import run_dir as run_dir
-from containerfs.daemon.status import Status
+from containerfs.daemon.status import Status, pending_in_mount, transfers_in_mount
 from containerfs.errors import MountError as MountError
 from containerfs.fs.operations import Operations
 from containerfs.fs.sizes import Sizes
-from containerfs.ns.namespace import ROOT_INODE, Namespace
+from containerfs.ns.namespace import Namespace
 from containerfs.private import make_private, private_dir, private_umask
 from containerfs.read.reader import Reader
 from containerfs.state import State, StateLock
@@ -174,17 +176,23 @@ class Daemon:
         await self.client.list_containers_page(limit=1)
 
     def status(self) -> Status:
+        ns, mountpoint = self.ns, self.real_mountpoint
         return Status(
             pid=os.getpid(),
-            mountpoint=self.real_mountpoint,
+            mountpoint=mountpoint,
             endpoint=self.cfg.api.base_url,
             started=self.started,
             api=self.client.statistics(),
             cache=self.reader.statistics() if self.reader else None,
             writer=self.writer.statistics() if self.writer else None,
-            namespace=self.ns.statistics() if self.ns else None,
+            namespace=ns.statistics() if ns else None,
             sizes=self.sizes.statistics() if self.sizes else None,
-            pending=tuple(self.writer.pending()) if self.writer else (),
+            pending=(
+                pending_in_mount(self.writer.pending(), ns, mountpoint)
+                if self.writer and ns
+                else ()
+            ),
+            in_flight=transfers_in_mount(self.client.transfers(), ns, mountpoint) if ns else (),
         )
 
     def write_status(self, text: str | None = None) -> None:
@@ -199,29 +207,19 @@ class Daemon:
         return self.status().to_json()
 
     async def _status_loop(self) -> None:
+        written = ""
         while True:
+            due = trio.current_time() + STATUS_INTERVAL  # a period, whatever the write took
             try:
-                # snapshot on the loop (the layers change under a thread); write in a thread
-                await trio.to_thread.run_sync(self.write_status, self.status_text())
+                # snapshot on the loop (the layers change under a thread); write in a thread,
+                # and only what changed: an idle mount does no disk writes
+                text = self.status_text()
+                if text != written:
+                    await trio.to_thread.run_sync(self.write_status, text)
+                    written = text
             except Exception:  # the status file is a convenience; never let it end the mount
                 log.exception("cannot write the status file")
-            await trio.sleep(1.0)
-
-    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A control request (``daemon/control.py``): ``sync`` of a path under the mount."""
-        if request.get("op") != "sync" or not isinstance(request.get("path", ""), str):
-            raise ValueError(f"unknown request {request.get('op')!r}")
-        assert self.ns is not None and self.writer is not None
-        node = self.ns.node(ROOT_INODE)
-        for part in (p for p in request.get("path", "").split("/") if p):
-            node = await self.ns.lookup(node, part) if node is not None else None
-        if node is None:
-            return {"ok": False, "error": f"no such file: {request.get('path')}", "failed": []}
-        failed = await self.writer.sync(node)
-        return {
-            "ok": not failed,
-            "failed": [{"path": f"{f.container_id}/{f.path}", "error": f.error} for f in failed],
-        }
+            await trio.sleep_until(due)
 
     async def _signals(self, nursery: trio.Nursery, fuse: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
@@ -246,6 +244,20 @@ class Daemon:
         if not fuse.cancel_called:  # the FUSE loop still runs (not unmounted meanwhile)
             pyfuse3.terminate()
             fuse.deadline = trio.current_time() + SHUTDOWN_GRACE
+
+    def _commands(self, ops: Operations) -> MountCommands:
+        assert self.ns is not None
+        defaults = {
+            "expires_after_minutes": self.cfg.container_expires_minutes,
+            "memory_limit": self.cfg.container_memory_limit,
+        }
+        return MountCommands(
+            self.ns,
+            self.client,
+            container_defaults=defaults,
+            entry_added=ops.entry_added,
+            uploads=self.writer,
+        )
 
     async def serve(self, *, ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
@@ -286,10 +298,12 @@ class Daemon:
                 _init_session(ops, cfg.mountpoint, options)
                 try:
                     (self.run_dir / "pid").write_text(str(os.getpid()))
+                    await nursery.start(
+                        serve_control, socket_path(self.run_dir), self._commands(ops).run
+                    )
                     with trio.CancelScope() as fuse:
                         nursery.start_soon(self._signals, nursery, fuse)
                         nursery.start_soon(self._status_loop)
-                        nursery.start_soon(serve_control, self.run_dir / SOCKET_NAME, self._control)
                         log.info("mounted %s on %s", cfg.api.base_url, cfg.mountpoint)
                         if ready is not None:
                             ready()

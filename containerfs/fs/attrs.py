@@ -10,6 +10,7 @@ import pyfuse3
 
 from containerfs.ns.inodes import Attrs, Kind, Node
 from containerfs.paths import NAME_MAX
+from containerfs.state import CreatedWith
 
 XATTR_PREFIX = "user.containerfs."
 _FS_BLOCKS = 1 << 40  # 4 PiB of 4 KiB blocks: the API states no quota
@@ -38,8 +39,13 @@ def entry_attributes(
     return e
 
 
-def xattrs(node: Node) -> dict[str, str]:
-    """The read-only ``user.containerfs.*`` attributes of a node (name -> value)."""
+def xattrs(node: Node, *, created: CreatedWith | None = None) -> dict[str, str]:
+    """The read-only ``user.containerfs.*`` attributes of a node (name -> value).
+
+    ``created``: what a container was created with, known only for containers this mount
+    made (the container object does not say): ``file_ids`` and ``skills``, comma-separated
+    and possibly empty; absent for a container made elsewhere.
+    """
     if node.kind is Kind.CONTAINER and node.container is not None:
         c = node.container
         values: dict[str, object] = {
@@ -49,7 +55,11 @@ def xattrs(node: Node) -> dict[str, str]:
             "last_active_at": c.last_active_at,
             "expires_after_minutes": c.expires_after.minutes if c.expires_after else None,
             "memory_limit": c.memory_limit,
+            "network_policy": c.network_policy.describe() if c.network_policy else None,
         }
+        if created is not None:
+            values["file_ids"] = ",".join(created.file_ids)
+            values["skills"] = ",".join(created.skills)
     elif node.kind is Kind.FILE:
         f = node.remote
         values = {

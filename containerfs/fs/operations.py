@@ -123,9 +123,7 @@ class Operations(pyfuse3.Operations):
     def _listed_entry(self, node: Node) -> pyfuse3.EntryAttributes:
         """Attributes for readdirplus. A file whose size could not be learned (opendir tried)
         is listed with timeouts of 0, so that any stat of it asks again and gets the error."""
-        if self.sizes.unknown(node) is None:
-            return self._entry(node)
-        return self._to_entry(node, cache=False)
+        return self._to_entry(node, cache=self.sizes.unknown(node) is None)
 
     def _to_entry(self, node: Node, *, cache: bool = True) -> pyfuse3.EntryAttributes:
         return entry_attributes(
@@ -540,14 +538,32 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        value = xattrs(self._node(inode)).get(os.fsdecode(name))
+        if not name.startswith(b"user."):
+            # no security labels, no ACLs: "not supported" (not "no such attribute") lets ls
+            # -l stop asking after the first file of the mount, rather than twice per file
+            raise _fail(errno.EOPNOTSUPP)
+        value = (await self._xattrs(inode)).get(os.fsdecode(name))
         if value is None:
             raise _fail(pyfuse3.ENOATTR)
         return value.encode()
 
     @guarded
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return [k.encode() for k in xattrs(self._node(inode))]
+        return [k.encode() for k in await self._xattrs(inode)]
+
+    async def _xattrs(self, inode: int) -> dict[str, str]:
+        node = self._node(inode)
+        created = None
+        if node.kind is Kind.CONTAINER and node.cid is not None:
+            created = await self.ns.created.get(node.cid)
+        return xattrs(node, created=created)
+
+    def entry_added(self, parent_inode: int, name: str) -> None:
+        """A name was added to a directory outside any FUSE request (``containerfs new`` or
+        ``import``): drop a negative entry the kernel may have cached for it. Asynchronous:
+        the synchronous call can deadlock against a request in flight in that directory."""
+        if self._serving:
+            pyfuse3.invalidate_entry_async(parent_inode, os.fsencode(name), ignore_enoent=True)
 
     @guarded
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:

@@ -3,7 +3,7 @@ the inode table, and the ``Attrs`` the namespace reports for it. Plain data. Lay
 
 Who writes which field of a ``Node`` (the lock order is in ``containerfs/__init__.py``):
 - the namespace: ``inode``, ``kind``, ``cid``, ``path``, ``container``, ``remote``, ``gone``,
-  ``lookups`` (``remember``/``forget``);
+  ``born_ns`` (when first shown), ``lookups`` (``remember``/``forget``);
 - the writer (and its renamer and queue): ``spool``, ``local_only``, ``deferred``,
   ``settling``;
 - the FUSE adapter: ``opens`` (open handles), the local attributes ``mode``, ``mtime_ns``,
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import posixpath
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +32,13 @@ class Kind(enum.Enum):
     FILE = "file"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
-    """One inode. ``path`` is the display path inside the container ("" for its directory)."""
+    """One inode. ``path`` is the display path inside the container ("" for its directory).
+
+    A mount may hold 100,000 nodes at once (``ls -lR`` of a large container): slots, and a
+    lock made only for the few nodes that are ever written.
+    """
 
     inode: int
     kind: Kind
@@ -58,8 +61,15 @@ class Node:
     settling: trio.Event | None = None  # set while a closed spool's content moves to the cache
     # the time shown for a node the server gives none (directories, files not uploaded yet):
     # fixed, so that rsync and make see a directory's mtime stay put
-    born_ns: int = field(default_factory=time.time_ns)
-    lock: trio.Lock = field(default_factory=trio.Lock)
+    born_ns: int = 0  # set by the namespace when first shown
+    _lock: trio.Lock | None = field(default=None, init=False, repr=False)
+
+    @property
+    def lock(self) -> trio.Lock:
+        """Held around this file's spool, upload and rename (see the lock order)."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        return self._lock
 
     @property
     def is_dir(self) -> bool:
@@ -69,18 +79,42 @@ class Node:
     def name(self) -> str:
         return posixpath.basename(self.path)
 
-    @property
-    def key(self) -> tuple[str, ...]:
-        return node_key(self.kind, self.cid, self.path)
 
+class NodeIndex:
+    """The live nodes by kind, container and path: at most one node per key.
 
-def node_key(kind: Kind, cid: ContainerId | None, path: str = "") -> tuple[str, ...]:
-    if kind is Kind.ROOT:
-        return ("root",)
-    assert cid is not None
-    if kind is Kind.CONTAINER:
-        return ("c", cid)
-    return ("d" if kind is Kind.DIR else "f", cid, path)
+    Keyed by the node's own path string, within one dict per kind and container, rather than
+    by a tuple per node: a large container holds 100,000 of them.
+    """
+
+    __slots__ = ("_by_place",)
+
+    def __init__(self) -> None:
+        self._by_place: dict[tuple[Kind, ContainerId | None], dict[str, Node]] = {}
+
+    def get(self, kind: Kind, cid: ContainerId | None, path: str = "") -> Node | None:
+        nodes = self._by_place.get((kind, cid))
+        return nodes.get(path) if nodes is not None else None
+
+    def put(self, node: Node) -> None:
+        self._by_place.setdefault((node.kind, node.cid), {})[node.path] = node
+
+    def pop(self, node: Node) -> None:
+        """Forget ``node`` if it is the one held at its key."""
+        nodes = self._by_place.get((node.kind, node.cid))
+        if nodes is not None and nodes.get(node.path) is node:
+            del nodes[node.path]
+            if not nodes:
+                del self._by_place[(node.kind, node.cid)]
+
+    def under(self, cid: ContainerId, prefix: str) -> list[Node]:
+        """The file and directory nodes of ``cid`` whose path starts with ``prefix``."""
+        return [
+            n
+            for kind in (Kind.DIR, Kind.FILE)
+            for path, n in self._by_place.get((kind, cid), {}).items()
+            if path.startswith(prefix)
+        ]
 
 
 @dataclass(frozen=True)

@@ -1,38 +1,229 @@
-"""Listings: one container's files as last listed, patched in place by the mount's own
-changes, with the display placement and directory set derived from it on demand. Plain data
-held in the namespace's TTL cache. Layer: namespace.
+"""Listings: one container's files as last listed, indexed by directory and patched in place
+by the mount's own changes (``Listing``), and the TTL cache, fetch locks and replay journal
+that hold them (``Listings``). Layer: namespace.
+
+A container may hold 100,000 files: a lookup or a readdir must cost the entries of one
+directory, not the files of the container. The naming rules (``paths.place_files``) run
+once per listing, with the name memory; their result is kept only as an index by directory
+(name -> file, and the directories, counted). The mount's own changes patch that index: a
+deleted file leaves its place (every other file keeps its remembered path), an uploaded file
+takes the path it claimed when that path is free; anything else places the listing again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import posixpath
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+
+from cachetools import TTLCache
 
 from containerfs import paths
-from containerfs.models import ContainerFile, FileId
+from containerfs.aio import FetchGate
+from containerfs.models import ContainerFile, ContainerId, FileId
+from containerfs.ns.memory import NameMemory
+from containerfs.ns.overlay import DirTree
 
 
-@dataclass
 class Listing:
-    """One container's files as last listed, patched by the mount's own changes."""
+    """One container's files, placed by the naming rules and indexed by display directory.
 
-    files: dict[FileId, ContainerFile]
-    _placed: dict[str, ContainerFile] | None = None
-    _dirs: set[str] | None = None
+    ``aliases`` is the namespace's record of where this container's files are shown (file id ->
+    display path), and ``memory`` where each was shown last: both read here; the placement is
+    written back to ``memory`` each time the listing is placed.
+    """
 
-    def changed(self) -> None:
-        self._placed = None
-        self._dirs = None
+    __slots__ = ("_aliases", "_cid", "_dirs", "_files", "_index", "_memory", "_root")
 
-    def view(
-        self, place: Callable[[Iterable[ContainerFile]], dict[str, ContainerFile]]
-    ) -> tuple[dict[str, ContainerFile], set[str]]:
-        """Display path -> file, and every directory they imply ("" included), computed once
-        per change by ``place`` (the naming rules, with the container's aliases)."""
-        if self._placed is None or self._dirs is None:
-            placed = place(self.files.values())
-            dirs = {""}
-            for path in placed:
-                dirs.update(paths.ancestors(path))
-            self._placed, self._dirs = placed, dirs
-        return self._placed, self._dirs
+    def __init__(
+        self,
+        cid: ContainerId,
+        files: Iterable[ContainerFile],
+        *,
+        root: str,
+        aliases: Mapping[FileId, str],
+        memory: NameMemory,
+    ) -> None:
+        self._cid = cid
+        self._root = root
+        self._aliases = aliases
+        self._memory = memory
+        self._files: dict[FileId, ContainerFile] = {f.id: f for f in files}
+        # directory -> display path -> file, and the directories the files imply; None: to be
+        # placed. Keyed by the whole path, the very string the name memory and the file's
+        # node hold: 100,000 files need one copy of their paths, not three
+        self._index: dict[str, dict[str, ContainerFile]] | None = None
+        self._dirs = DirTree()
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def files(self) -> Iterator[ContainerFile]:
+        yield from self._files.values()
+
+    # ---- changes ----------------------------------------------------------------------------
+    def add(self, f: ContainerFile) -> None:
+        """``f`` is on the server now: shown at the path it claimed (``NameMemory.claim``) when
+        that path is free, else the listing is placed again."""
+        self.remove(f.id)
+        self._files[f.id] = f
+        path = self._memory.shown(self._cid).get(f.id)
+        if self._index is None:
+            return
+        if path is not None and self._free(path):
+            parent = posixpath.dirname(path)
+            self._index.setdefault(parent, {})[path] = f  # cp -r into a large directory
+            self._dirs.add(parent)
+        else:
+            self._unplace()
+
+    def remove(self, fid: FileId) -> ContainerFile | None:
+        """``fid`` is gone from the server; what it was, if listed. The others keep their
+        paths, so only its own entry goes (call before the memory forgets it)."""
+        f = self._files.pop(fid, None)
+        if f is None or self._index is None:
+            return f
+        path = self._memory.shown(self._cid).get(fid)
+        parent = posixpath.dirname(path) if path is not None else ""
+        entries = self._index.get(parent)
+        if path is None or entries is None or entries.get(path) is not f:
+            self._unplace()  # not where the memory says: place everything again
+            return f
+        del entries[path]
+        if not entries:
+            del self._index[parent]
+        self._dirs.remove(parent)
+        return f
+
+    def refile(self, fid: FileId) -> None:
+        """The alias of ``fid`` changed: place the listing again."""
+        if fid in self._files:
+            self._unplace()
+
+    def _unplace(self) -> None:
+        self._index = None
+        self._dirs = DirTree()
+
+    def _free(self, path: str) -> bool:
+        """Whether a file can take ``path`` without moving any other: its directory exists
+        (so nothing above it is a file), and no file or directory is there."""
+        assert self._index is not None
+        parent = posixpath.dirname(path)
+        return (
+            parent in self._dirs
+            and path not in self._index.get(parent, {})
+            and (path not in self._dirs)
+        )
+
+    # ---- queries: each costs the entries of one directory ------------------------------------
+    def _placed(self) -> dict[str, dict[str, ContainerFile]]:
+        if self._index is None:
+            placed = paths.place_files(
+                self._files.values(),
+                root=self._root,
+                aliases=self._aliases,
+                shown=self._memory.shown(self._cid),
+            )
+            self._memory.remember(self._cid, placed)
+            index: dict[str, dict[str, ContainerFile]] = {}
+            for path, f in placed.items():
+                parent = posixpath.dirname(path)
+                index.setdefault(parent, {})[path] = f
+                self._dirs.add(parent)
+            self._index = index
+        return self._index
+
+    def is_dir(self, path: str) -> bool:
+        """Whether the listed files imply a directory at ``path`` ("" always)."""
+        self._placed()
+        return path in self._dirs
+
+    def file(self, path: str) -> ContainerFile | None:
+        """The file shown at display path ``path``, if any."""
+        return self._placed().get(posixpath.dirname(path), {}).get(path)
+
+    def subdirs(self, path: str) -> set[str]:
+        """The names of the directories directly under ``path`` (do not modify)."""
+        self._placed()
+        return self._dirs.subdirs(path)
+
+    def placed(self, path: str) -> Mapping[str, ContainerFile]:
+        """Display path -> file of the files shown in directory ``path`` (do not modify)."""
+        return self._placed().get(path, {})
+
+
+class Listings:
+    """The containers' listings: a TTL cache, one fetch at a time per container, and the
+    replay journal that keeps the mount's own changes made while a listing was on its way.
+
+    The fetch itself (which containers can be listed, the client call) is the namespace's,
+    passed to ``get``.
+    """
+
+    def __init__(
+        self, *, root: str, ttl: float, clock: Callable[[], float], memory: NameMemory
+    ) -> None:
+        self._root = root
+        self._memory = memory
+        self._cache: TTLCache[ContainerId, Listing] = TTLCache(4096, ttl, timer=clock)
+        # one listing call at a time per container; a failed one fails its waiters too
+        self._fetching = FetchGate()
+        # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
+        self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
+
+    async def get(
+        self,
+        cid: ContainerId,
+        fetch: Callable[[], Awaitable[list[ContainerFile]]],
+        *,
+        aliases: Mapping[FileId, str],
+    ) -> Listing:
+        """The cached listing of ``cid``, or a fresh one from ``fetch`` (behind the
+        container's fetch gate: concurrent lookups share one fetch, and its failure)."""
+        async with self._fetching(cid):
+            listing = self._cache.get(cid)
+            if listing is not None:
+                return listing
+            # the mount's own changes made while the listing is fetched may be missing from it:
+            # journal them and replay them on the fresh listing
+            journal = self._journal[cid] = []
+            try:
+                files = await fetch()
+            finally:
+                del self._journal[cid]
+            listing = Listing(cid, files, root=self._root, aliases=aliases, memory=self._memory)
+            for added, removed in journal:
+                if added is not None:
+                    listing.add(added)
+                else:
+                    listing.remove(removed)
+            self._cache[cid] = listing
+            return listing
+
+    def start_empty(self, cid: ContainerId, *, aliases: Mapping[FileId, str]) -> None:
+        """A container made here: known to hold no file, without a listing call."""
+        self._cache[cid] = Listing(cid, (), root=self._root, aliases=aliases, memory=self._memory)
+
+    def invalidate(self, cid: ContainerId) -> None:
+        self._cache.pop(cid, None)
+
+    def added(self, cid: ContainerId, f: ContainerFile) -> None:
+        """The mount put ``f`` on the server."""
+        if cid in self._journal:
+            self._journal[cid].append((f, f.id))
+        listing = self._cache.get(cid)
+        if listing is not None:
+            listing.add(f)
+
+    def removed(self, cid: ContainerId, fid: FileId) -> None:
+        """The mount deleted ``fid`` from the server."""
+        if cid in self._journal:
+            self._journal[cid].append((None, fid))
+        listing = self._cache.get(cid)
+        if listing is not None:
+            listing.remove(fid)
+
+    def refile(self, cid: ContainerId, fid: FileId) -> None:
+        """The alias of ``fid`` changed."""
+        listing = self._cache.get(cid)
+        if listing is not None:
+            listing.refile(fid)

@@ -21,7 +21,7 @@ import logging
 import posixpath
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,15 +30,17 @@ from cachetools import TTLCache
 from containerfs import paths as names
 from containerfs.aio import FetchGate, in_thread
 from containerfs.errors import ContainerFsError, NotFound
-from containerfs.models import Container, ContainerFile, ContainerId, FileId
+from containerfs.models import Container, ContainerFile, ContainerId, FileId, NetworkPolicy
+from containerfs.ns.created import CreationLog
 from containerfs.ns.inodes import ROOT_INODE as ROOT_INODE
 from containerfs.ns.inodes import Attrs as Attrs
 from containerfs.ns.inodes import Kind as Kind
 from containerfs.ns.inodes import Node as Node
-from containerfs.ns.inodes import node_key
-from containerfs.ns.listings import Listing
+from containerfs.ns.inodes import NodeIndex
+from containerfs.ns.listings import Listing, Listings
 from containerfs.ns.memory import NameMemory
-from containerfs.state import State
+from containerfs.ns.overlay import Overlay
+from containerfs.state import CreatedWith, State
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ class ContainerSource(Protocol):
         *,
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
+        network_policy: NetworkPolicy | None = None,
+        file_ids: Sequence[str] = (),
+        skills: Sequence[str] = (),
     ) -> Container: ...
     async def delete_container(self, container_id: ContainerId) -> None: ...
     async def holds_files(self, container_id: ContainerId) -> bool: ...
@@ -101,32 +106,40 @@ class Namespace:
         self.file_mode = file_mode
         self.dir_mode = dir_mode
         self._nodes: dict[int, Node] = {}
-        self._by_key: dict[tuple[str, ...], Node] = {}
+        self._by_key = NodeIndex()
         self._next_inode = ROOT_INODE + 1
         self._containers: TTLCache[str, dict[str, Container]] = TTLCache(1, ttl, timer=clock)
-        self._listings: TTLCache[ContainerId, Listing] = TTLCache(4096, ttl, timer=clock)
-        self._by_id: TTLCache[ContainerId, Container | None] = TTLCache(1024, ttl, timer=clock)
-        self._aliases: dict[ContainerId, dict[FileId, str]] = {}
-        self._dirs: dict[ContainerId, set[str]] = {}
         self._memory = NameMemory()  # where each file was shown: it keeps that path
-        # files not (or not yet) on the server: being written, pending, local-only
-        self._local: dict[ContainerId, dict[str, Node]] = {}
-        # one listing call at a time per listing; a failed one fails its waiters too
+        self._listings = Listings(root=root, ttl=ttl, clock=clock, memory=self._memory)
+        self._by_id: TTLCache[ContainerId, Container | None] = TTLCache(1024, ttl, timer=clock)
+        # the containers last seen expired, kept past the TTL: asked for every stat
+        self._expired: set[ContainerId] = set()
+        # where files are shown, by container (read by its listing, see ``Listing.refile``)
+        self._aliases: dict[ContainerId, dict[FileId, str]] = {}
+        self._loaded: set[ContainerId] = set()  # containers whose aliases and dirs are read
+        # files not (or not yet) on the server (being written, pending, local-only) and the
+        # directories made here
+        self._overlay = Overlay()
+        # the directory each container showed as at its last listing (kept past the TTL)
+        self._dir_names: dict[ContainerId, str] = {}
+        # one listing call at a time per key; a failed one fails its waiters too
         self._fetching = FetchGate()
-        # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
-        self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
+        # containers created here while the container listing is fetched (kept in it)
+        self._created_meanwhile: dict[ContainerId, Container] | None = None
+        self._listed: list[Container] = []  # the containers of the cached listing, expired too
         self._stats = _Counters()
+        self.created = CreationLog(state)  # what the containers made here were made with
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
         self._add(self.root_node)
 
     # ---- inode table -------------------------------------------------------------------
     def _add(self, node: Node) -> Node:
         self._nodes[node.inode] = node
-        self._by_key[node.key] = node
+        self._by_key.put(node)
         return node
 
     def _get_or_make(self, kind: Kind, cid: ContainerId, path: str = "") -> Node:
-        node = self._by_key.get(node_key(kind, cid, path))
+        node = self._by_key.get(kind, cid, path)
         if node is None:
             node = Node(self._next_inode, kind, cid, path)
             self._next_inode += 1
@@ -136,6 +149,10 @@ class Namespace:
 
     def node(self, inode: int) -> Node | None:
         return self._nodes.get(inode)
+
+    def known(self, kind: Kind, cid: ContainerId, path: str = "") -> Node | None:
+        """The live node of that kind at ``cid``/``path``, if there is one (asks no server)."""
+        return self._by_key.get(kind, cid, path)
 
     def remember(self, node: Node) -> None:
         """The kernel took one more lookup reference to ``node`` (``forget`` returns them)."""
@@ -151,17 +168,13 @@ class Namespace:
     def _maybe_drop(self, node: Node) -> None:
         if node.gone and node.lookups == 0 and node.opens == 0 and node.spool is None:
             self._nodes.pop(node.inode, None)
-            if self._by_key.get(node.key) is node:
-                del self._by_key[node.key]
+            self._by_key.pop(node)
 
     def mark_gone(self, node: Node) -> None:
         node.gone = True
-        if self._by_key.get(node.key) is node:
-            del self._by_key[node.key]
+        self._by_key.pop(node)
         if node.cid is not None:
-            local = self._local.get(node.cid, {})
-            if local.get(node.path) is node:
-                del local[node.path]
+            self._overlay.drop(node.cid, node.path, node)
         self._maybe_drop(node)
 
     def drop_remote(self, node: Node) -> None:
@@ -178,21 +191,67 @@ class Namespace:
             cached = self._containers.get("all")
             if cached is not None:
                 return cached
-            listed = [c async for c in self.client.list_containers()]
+            # containers created here while the listing is fetched may be missing from it
+            self._created_meanwhile = {}
+            try:
+                listed = [c async for c in self.client.list_containers()]
+            finally:
+                made, self._created_meanwhile = self._created_meanwhile, None
+            listed += [c for c in made.values() if c.id not in {x.id for x in listed}]
             self._stats.container_listings += 1
-            # named among all listed: a container's name does not change as others expire
-            by_name = {
-                name: c
-                for name, c in names.container_dir_names(listed).items()
-                if self.show_expired or not c.expired
-            }
+            self._listed = listed
+            by_name = self._named(listed)
             self._containers["all"] = by_name
+            self._dir_names = {c.id: name for name, c in by_name.items()}
             for c in listed:
-                self._by_id[c.id] = c
+                self._saw(c.id, c)
             return by_name
+
+    def _saw(self, cid: ContainerId, c: Container | None) -> None:
+        self._by_id[cid] = c
+        if c is not None and c.expired:
+            self._expired.add(cid)
+        else:
+            self._expired.discard(cid)
 
     def invalidate_containers(self) -> None:
         self._containers.pop("all", None)
+
+    def _named(self, listed: list[Container]) -> dict[str, Container]:
+        # named among all listed: a container's name does not change as others expire
+        return {
+            name: c
+            for name, c in names.container_dir_names(listed).items()
+            if self.show_expired or not c.expired
+        }
+
+    def _learn_container(self, c: Container) -> None:
+        """Show a container created here without listing again: the cached listing, if any,
+        gains it (names recomputed by the usual rules; its expiry time is kept)."""
+        self._saw(c.id, c)
+        if self._created_meanwhile is not None:
+            self._created_meanwhile[c.id] = c
+        cached = self._containers.get("all")
+        if cached is not None:
+            self._listed = [*self._listed, c]
+            renamed = self._named(self._listed)
+            cached.clear()  # in place: the cached listing keeps its expiry time
+            cached.update(renamed)
+            self._dir_names = {c.id: name for name, c in renamed.items()}
+
+    def container_changed(self, cid: ContainerId) -> None:
+        """The server says the container changed (it expired): ask again before trusting the
+        cached container, its name or its files."""
+        self._by_id.pop(cid, None)
+        self.invalidate_containers()
+        self.invalidate_listing(cid)
+
+    async def container_dir(self, cid: ContainerId) -> str:
+        """The directory name a container is shown under (its id if it is not listed)."""
+        for name, c in (await self.containers()).items():
+            if c.id == cid:
+                return name
+        return cid
 
     async def container(self, cid: ContainerId) -> Container | None:
         """A container by id, listed or not (a ``cntr_…`` name always resolves)."""
@@ -205,60 +264,52 @@ class Namespace:
                 found: Container | None = await self.client.retrieve_container(cid)
             except NotFound:
                 found = None
-            self._by_id[cid] = found
+            self._saw(cid, found)
             return found
 
     async def _listing(self, cid: ContainerId) -> Listing:
-        async with self._fetching(("files", cid)):
-            listing = self._listings.get(cid)
-            if listing is not None:
-                return listing
-            if cid not in self._aliases:
-                self._aliases[cid] = await in_thread(lambda: self.state.aliases(cid))
-                self._dirs[cid] = await in_thread(lambda: self.state.dirs(cid))
-            # the mount's own changes made while the listing is fetched may be missing from it:
-            # journal them and replay them on the fresh listing
-            journal = self._journal[cid] = []
-            try:
-                container = await self.container(cid)
-                files: list[ContainerFile] = []
-                if container is not None and not container.expired:
-                    files = [f async for f in self.client.list_files(cid)]
-                    self._stats.file_listings += 1
-            finally:
-                del self._journal[cid]
-            listing = Listing({f.id: f for f in files})
-            for added, removed in journal:
-                if added is not None:
-                    listing.files[added.id] = added
-                else:
-                    listing.files.pop(removed, None)
-            self._listings[cid] = listing
-            return listing
+        return await self._listings.get(
+            cid, lambda: self._fetch_files(cid), aliases=self._aliases.setdefault(cid, {})
+        )
+
+    async def _fetch_files(self, cid: ContainerId) -> list[ContainerFile]:
+        await self._load_local(cid)
+        container = await self.container(cid)
+        if container is None or container.expired:
+            return []
+        files = [f async for f in self.client.list_files(cid)]
+        self._stats.file_listings += 1
+        return files
+
+    async def _load_local(self, cid: ContainerId) -> None:
+        """Read once what the state database keeps of a container: aliases, directories."""
+        if cid in self._loaded:
+            return
+        stored = await in_thread(lambda: self.state.aliases(cid))
+        made = await in_thread(lambda: self.state.dirs(cid))
+        self._loaded.add(cid)
+        aliases = self._aliases.setdefault(cid, {})
+        for fid, path in stored.items():
+            aliases.setdefault(fid, path)
+        for d in made:
+            self._overlay.add_dir(cid, d)
 
     def invalidate_listing(self, cid: ContainerId) -> None:
-        self._listings.pop(cid, None)
+        self._listings.invalidate(cid)
 
-    async def _view(self, cid: ContainerId) -> tuple[dict[str, ContainerFile], set[str]]:
-        listing = await self._listing(cid)
-        aliases = self._aliases.get(cid, {})
+    async def _is_dir(self, cid: ContainerId, path: str) -> bool:
+        return (await self._listing(cid)).is_dir(path) or self._overlay.is_dir(cid, path)
 
-        def place(files: Iterable[ContainerFile]) -> dict[str, ContainerFile]:
-            shown = self._memory.shown(cid)
-            placed = names.place_files(files, root=self.root, aliases=aliases, shown=shown)
-            self._memory.remember(cid, placed)
-            return placed
+    # ---- where things show in the mount (for the status: cached answers only) ----------
+    def shown_path(self, cid: ContainerId, path: str) -> str:
+        """Where a container's file ``path`` shows, relative to the mount: under the
+        directory the container showed as at its last listing, else under its id."""
+        top = self._dir_names.get(cid, str(cid))
+        return posixpath.join(top, path) if path else top
 
-        return listing.view(place)
-
-    async def _dirs_of(self, cid: ContainerId) -> set[str]:
-        _, remote_dirs = await self._view(cid)
-        dirs = set(remote_dirs) | self._dirs.get(cid, set())
-        for d in list(self._dirs.get(cid, set())):
-            dirs.update(names.ancestors(d + "/x"))
-        for path in self._local.get(cid, {}):
-            dirs.update(names.ancestors(path))
-        return dirs
+    def file_path(self, cid: ContainerId, fid: FileId) -> str | None:
+        """The path in its container of a file by id, where the mount last showed it."""
+        return self._memory.shown(cid).get(fid)
 
     # ---- lookups -----------------------------------------------------------------------
     async def lookup(self, parent: Node, name: str) -> Node | None:
@@ -283,14 +334,13 @@ class Namespace:
         assert parent.cid is not None
         cid = parent.cid
         path = posixpath.join(parent.path, name) if parent.path else name
-        local = self._local.get(cid, {}).get(path)
+        local = self._overlay.file(cid, path)
         if local is not None:
             return local
-        placed, _ = await self._view(cid)
-        remote = placed.get(path)
+        remote = (await self._listing(cid)).file(path)
         if remote is not None:
             return self._file_node(cid, path, remote)
-        if path in await self._dirs_of(cid):
+        if await self._is_dir(cid, path):
             return self._get_or_make(Kind.DIR, cid, path)
         self._vanish(cid, path)
         return None
@@ -298,7 +348,7 @@ class Namespace:
     def _vanish(self, cid: ContainerId, path: str) -> None:
         """A path that is no longer there: let go of a stale node for it."""
         for kind in (Kind.FILE, Kind.DIR):
-            stale = self._by_key.get(node_key(kind, cid, path))
+            stale = self._by_key.get(kind, cid, path)
             if stale is not None and stale.spool is None:
                 self.mark_gone(stale)
 
@@ -321,18 +371,15 @@ class Namespace:
             return [(n, self._container_node(c)) for n, c in sorted(by_name.items())]
         assert node.cid is not None
         cid = node.cid
-        placed, _ = await self._view(cid)
-        prefix = node.path + "/" if node.path else ""
+        listing = await self._listing(cid)
         entries: dict[str, Node] = {}
-        for d in await self._dirs_of(cid):
-            if d and posixpath.dirname(d) == node.path:
-                entries[posixpath.basename(d)] = self._get_or_make(Kind.DIR, cid, d)
-        for path, f in placed.items():
-            if path.startswith(prefix) and "/" not in path[len(prefix) :]:
-                entries[path[len(prefix) :]] = self._file_node(cid, path, f)
-        for path, local in self._local.get(cid, {}).items():
-            if posixpath.dirname(path) == node.path:
-                entries[posixpath.basename(path)] = local
+        prefix = node.path + "/" if node.path else ""
+        for names_of in (listing.subdirs, lambda d: self._overlay.subdirs(cid, d)):
+            for name in names_of(node.path):
+                entries[name] = self._get_or_make(Kind.DIR, cid, prefix + name)
+        for path, f in listing.placed(node.path).items():
+            entries[path[len(prefix) :]] = self._file_node(cid, path, f)
+        entries.update(self._overlay.files_in(cid, node.path))
         return sorted(entries.items())
 
     async def is_empty(self, node: Node) -> bool:
@@ -342,8 +389,7 @@ class Namespace:
     def writable(self, node: Node) -> bool:
         if self.read_only:
             return False
-        c = self._by_id.get(node.cid) if node.cid else None
-        return not (c is not None and c.expired)
+        return node.cid not in self._expired
 
     def _known_size(self, node: Node) -> int | None:
         if node.spool is not None:
@@ -370,6 +416,8 @@ class Namespace:
             created = node.remote.created_at if node.remote else 0
         if ro:
             mode &= ~0o222
+        if not created and not node.born_ns:
+            node.born_ns = time.time_ns()  # fixed from now on: rsync and make see it stay put
         created_ns = created * 1_000_000_000 if created else node.born_ns
         mtime = node.mtime_ns if node.mtime_ns is not None else created_ns
         atime = node.atime_ns if node.atime_ns is not None else mtime
@@ -382,7 +430,7 @@ class Namespace:
         path = self.child_path(parent, name)
         node = self._get_or_make(Kind.FILE, parent.cid, path)
         node.remote = None
-        self._local.setdefault(parent.cid, {})[path] = node
+        self._overlay.put(parent.cid, path, node)
         return node
 
     def child_path(self, parent: Node, name: str) -> str:
@@ -391,73 +439,67 @@ class Namespace:
     def keep_local(self, node: Node) -> None:
         """Show ``node`` from the local overlay (its content lives in a spool)."""
         assert node.cid is not None
-        self._local.setdefault(node.cid, {})[node.path] = node
+        self._overlay.put(node.cid, node.path, node)
 
     def release_local(self, node: Node) -> None:
-        if node.cid is not None and self._local.get(node.cid, {}).get(node.path) is node:
-            del self._local[node.cid][node.path]
+        if node.cid is not None:
+            self._overlay.drop(node.cid, node.path, node)
         self._maybe_drop(node)
 
     async def file_uploaded(self, node: Node, new: ContainerFile) -> None:
         """``node`` now has server content ``new``; record where the server put it."""
         assert node.cid is not None
-        cid = node.cid
+        await self._record_file(node.cid, node.path, new)
+        node.remote = new
+        node.size_hint = None
+
+    async def file_added(self, parent: Node, name: str, new: ContainerFile) -> Node:
+        """A server file made here without an upload (copied from the Files API) to be shown
+        as ``name`` in ``parent``: shown there at once, and kept there like an upload."""
+        assert parent.cid is not None
+        path = self.child_path(parent, name)
+        await self._listing(parent.cid)  # the container's recorded aliases are loaded first
+        await self._record_file(parent.cid, path, new)
+        return self._file_node(parent.cid, path, new)
+
+    async def _record_file(self, cid: ContainerId, path: str, new: ContainerFile) -> None:
+        """Show the new server file ``new`` at ``path``: an alias when the server's path
+        differs (kept in the state, so it survives cache expiry and remounts)."""
         shown = names.relative_path(new.path, self.root)
         aliases = self._aliases.setdefault(cid, {})
         # recorded when the rules alone would show the file elsewhere after a remount
-        if shown != node.path or names.reserved_file_name(node.name):
-            aliases[new.id] = node.path
-            await in_thread(lambda: self.state.set_alias(cid, new.id, node.path))
-        node.remote = new
-        node.size_hint = None
-        if cid in self._journal:
-            self._journal[cid].append((new, new.id))
-        self._memory.claim(cid, new.id, node.path)
-        listing = self._listings.get(cid)
-        if listing is not None:
-            listing.files[new.id] = new
-            listing.changed()
+        if shown != path or names.reserved_file_name(posixpath.basename(path)):
+            aliases[new.id] = path
+            await in_thread(lambda: self.state.set_alias(cid, new.id, path))
+        self._memory.claim(cid, new.id, path)
+        self._listings.added(cid, new)
 
     async def file_deleted(self, cid: ContainerId, fid: FileId) -> None:
-        if cid in self._journal:
-            self._journal[cid].append((None, fid))
-        listing = self._listings.get(cid)
-        if listing is not None and listing.files.pop(fid, None) is not None:
-            listing.changed()
+        self._listings.removed(cid, fid)  # before the memory forgets where it was
         self._memory.forget(cid, fid)
         if self._aliases.get(cid, {}).pop(fid, None) is not None:
             await in_thread(lambda: self.state.drop_alias(fid))
-            if listing is not None:
-                listing.changed()
 
     def move(self, node: Node, cid: ContainerId, path: str) -> None:
         """Re-key ``node`` (and, for a directory, the nodes under it) to ``cid``/``path``."""
         old_cid, old_path = node.cid, node.path
         moving = [node]
-        if node.kind is Kind.DIR:
-            prefix = old_path + "/"
-            moving += [
-                n for n in self._by_key.values() if n.cid == old_cid and n.path.startswith(prefix)
-            ]
+        if node.kind is Kind.DIR and old_cid is not None:
+            moving += self._by_key.under(old_cid, old_path + "/")
         for n in moving:
-            if self._by_key.get(n.key) is n:
-                del self._by_key[n.key]
-            was_local = old_cid is not None and self._local.get(old_cid, {}).get(n.path) is n
-            if was_local:
-                del self._local[old_cid][n.path]  # type: ignore[index]
+            self._by_key.pop(n)
+            was_local = old_cid is not None and self._overlay.drop(old_cid, n.path, n)
             n.path = path + n.path[len(old_path) :]
             n.cid = cid
-            self._by_key[n.key] = n
+            self._by_key.put(n)
             if was_local:
-                self._local.setdefault(cid, {})[n.path] = n
+                self._overlay.put(cid, n.path, n)
 
     def show_at(self, node: Node, remote: ContainerFile, path: str) -> None:
         """Show a server file at ``path`` for this mount's life only (not recorded on disk)."""
         self._aliases.setdefault(remote.container_id, {})[remote.id] = path
         self._memory.claim(remote.container_id, remote.id, path)
-        listing = self._listings.get(remote.container_id)
-        if listing is not None:
-            listing.changed()
+        self._listings.refile(remote.container_id, remote.id)
 
     async def descendant_files(self, node: Node) -> list[Node]:
         out: list[Node] = []
@@ -472,11 +514,10 @@ class Namespace:
         """After its files moved: move a directory node and the local directories under it."""
         assert node.cid is not None
         old_cid, old = node.cid, node.path
-        moved = {d for d in self._dirs.get(old_cid, set()) if d == old or d.startswith(old + "/")}
-        for d in moved:
+        for d in self._overlay.made_under(old_cid, old):
             new = path + d[len(old) :]
-            self._dirs[old_cid].discard(d)
-            self._dirs.setdefault(cid, set()).add(new)
+            self._overlay.drop_dir(old_cid, d)
+            self._overlay.add_dir(cid, new)
             await in_thread(self.state.drop_dir, old_cid, d)
             await in_thread(self.state.add_dir, cid, new)
         self.move(node, cid, path)
@@ -485,14 +526,14 @@ class Namespace:
         assert parent.cid is not None
         cid, path = parent.cid, self.child_path(parent, name)
         await self._listing(cid)
-        self._dirs.setdefault(cid, set()).add(path)
+        self._overlay.add_dir(cid, path)
         await in_thread(lambda: self.state.add_dir(cid, path))
         return self._get_or_make(Kind.DIR, cid, path)
 
     async def drop_dir(self, node: Node) -> None:
         assert node.cid is not None
         cid, path = node.cid, node.path
-        self._dirs.get(cid, set()).discard(path)
+        self._overlay.drop_dir(cid, path)
         await in_thread(lambda: self.state.drop_dir(cid, path))
         self.mark_gone(node)
 
@@ -502,13 +543,23 @@ class Namespace:
         *,
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
+        network_policy: NetworkPolicy | None = None,
+        file_ids: Sequence[str] = (),
+        skills: Sequence[str] = (),
     ) -> Node:
+        """Create a container (one call) and show it at once, without listing again."""
         c = await self.client.create_container(
-            name, expires_after_minutes=expires_after_minutes, memory_limit=memory_limit
+            name,
+            expires_after_minutes=expires_after_minutes,
+            memory_limit=memory_limit,
+            network_policy=network_policy,
+            file_ids=file_ids,
+            skills=skills,
         )
-        self._by_id[c.id] = c
-        self.invalidate_containers()
-        self._listings[c.id] = Listing({})
+        await self.created.record(c.id, CreatedWith(tuple(file_ids), tuple(skills)))
+        self._learn_container(c)
+        if not file_ids:  # known to be empty; with files, the first look lists them
+            self._listings.start_empty(c.id, aliases=self._aliases.setdefault(c.id, {}))
         return self._container_node(c)
 
     async def delete_container(self, node: Node) -> None:
@@ -520,23 +571,23 @@ class Namespace:
             raise ContainerFsError.with_errno(errno.ENOTEMPTY, f"{cid} still holds files")
         with contextlib.suppress(NotFound):
             await self.client.delete_container(cid)
-        self._by_id[cid] = None
+        self._saw(cid, None)
         self.invalidate_containers()
-        self._listings.pop(cid, None)
+        self._listings.invalidate(cid)
         self._aliases.pop(cid, None)
         self._memory.drop(cid)
-        self._dirs.pop(cid, None)
+        self._loaded.discard(cid)
+        self._overlay.forget_dirs(cid)
+        self.created.forget(cid)
         await in_thread(lambda: self.state.forget_container(cid))
         self.mark_gone(node)
 
     def local_nodes(self) -> Iterable[Node]:
-        for nodes in self._local.values():
-            yield from nodes.values()
+        return self._overlay.nodes()
 
     async def restore(self, cid: ContainerId, path: str) -> Node:
         """A node for a pending upload found at start (its spool is attached by the writer)."""
-        await self._listing(cid)
-        placed, _ = await self._view(cid)
+        listing = await self._listing(cid)
         node = self._get_or_make(Kind.FILE, cid, path)
-        node.remote = placed.get(path)
+        node.remote = listing.file(path)
         return node
