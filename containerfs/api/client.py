@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import trio
 
 from containerfs.api import checks
-from containerfs.api.progress import ProgressFile, Transfers, TransferStats
+from containerfs.api.progress import ProgressFile, Transfer, Transfers, TransferStats
 from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Patience, Sightings
 from containerfs.api.transport import (
     Download,
@@ -393,8 +393,31 @@ class ApiClient:
         as is: a body that never ended creates nothing on the server.
         """
         url = checks.url("containers", container_id, "files")
-        started, wall = self._sightings.mark(), self._wallclock()
         began = time.monotonic()
+        with self._transfers.track("upload", container_id, filename) as transfer:
+            transfer.total_from(size)  # known once the body ends (the file is closed)
+            created = await self._send_stream(url, container_id, body, filename, size, transfer)
+        self._claim(created.id)
+        log.info(
+            "streamed %r (%s bytes) in %.2f s as %s %r",
+            filename,
+            size(),
+            time.monotonic() - began,
+            created.id,
+            created.path,
+        )
+        return created
+
+    async def _send_stream(
+        self,
+        url: str,
+        container_id: ContainerId,
+        body: Callable[[], AsyncIterable[bytes]],
+        filename: str,
+        size: Callable[[], int | None],
+        transfer: Transfer,
+    ) -> ContainerFile:
+        started, wall = self._sightings.mark(), self._wallclock()
 
         async def recover() -> ContainerFile | None:
             sent = size()
@@ -411,25 +434,20 @@ class ApiClient:
                         return f
             return None
 
-        created = await self._call(
+        def attempt() -> Request:
+            source = body()  # raises StreamAborted for a second attempt: nothing is sent
+            transfer.restart(0)
+            return self._transport.multipart_request(
+                "POST", url, field="file", filename=filename, body=_counted(source, transfer.add)
+            )
+
+        return await self._call(
             "upload_file",
-            lambda: self._transport.multipart_request(
-                "POST", url, field="file", filename=filename, body=body()
-            ),
+            attempt,
             lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
             idempotent=False,
             recover=recover,
         )
-        self._claim(created.id)
-        log.info(
-            "streamed %r (%s bytes) in %.2f s as %s %r",
-            filename,
-            size(),
-            time.monotonic() - began,
-            created.id,
-            created.path,
-        )
-        return created
 
     async def find_upload(
         self, container_id: ContainerId, filename: str, *, size: int, since: float, old: str | None
@@ -637,3 +655,12 @@ class ApiClient:
 
 def _params(**values: str | int | None) -> dict[str, str | int]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+async def _counted(
+    chunks: AsyncIterable[bytes], on_bytes: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    """``chunks``, each counted as sent: the progress of a streamed upload."""
+    async for chunk in chunks:
+        on_bytes(len(chunk))
+        yield chunk
