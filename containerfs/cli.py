@@ -111,6 +111,12 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
     opt("--read-only", action="store_true", help="answer every change with EROFS")
     opt("--cache-dir", type=Path, metavar="DIR", help="disk cache of file contents")
     opt(
+        "--no-prefetch",
+        dest="prefetch",
+        action="store_false",
+        help="do not download the next files of a directory walk before they are opened",
+    )
+    opt(
         "--cache-max-size",
         type=parse_size,
         default="2G",
@@ -358,6 +364,7 @@ def _mount_config(args: argparse.Namespace) -> Any:
         metadata_ttl=args.metadata_ttl,
         negative_ttl=args.negative_ttl,
         read_only=args.read_only,
+        prefetch=args.prefetch,
         root=args.root,
         show_expired=args.show_expired,
         local_only=DEFAULT_LOCAL_ONLY if args.local_only is None else args.local_only,

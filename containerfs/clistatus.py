@@ -69,6 +69,11 @@ def status_text(status: Status) -> str:
             f" in {cache.entries} entries, hits {cache.hits}, misses {cache.misses}"
             + (f", {cache.past_cache} read past the cache" if cache.past_cache else "")
         )
+        if cache.prefetches:
+            lines.append(
+                f"prefetch     {cache.prefetches} files ahead of a walk,"
+                f" {cache.prefetches_used} used, {cache.prefetches_failed} failed"
+            )
     writer = status.writer
     if writer is not None:
         lines.append(f"uploads      {writer.uploads} done, {writer.upload_failures} failed")

@@ -173,6 +173,8 @@ class MountConfig:
     negative_ttl: float = 1.0
     kernel_timeout: float = 1.0
     read_only: bool = False
+    # download the next small files of a directory walk before they are opened
+    prefetch: bool = True
     root: str = "/mnt/data"
     show_expired: bool = False
     local_only: tuple[str, ...] = DEFAULT_LOCAL_ONLY

@@ -31,7 +31,10 @@ class ApiError(ContainerFsError):
     """An answer (or a failure to get one) from the Containers API.
 
     ``ambiguous`` is true when the request may have been carried out although no answer came
-    back (a timeout or a broken connection after the request was sent).
+    back (a timeout or a broken connection after the request was sent), or although the answer
+    was an error that does not say the request was refused (408, 5xx: a server or gateway can
+    fail after the work was done). A 429 is not ambiguous: it says the request was not
+    processed, so it is simply sent again.
     """
 
     status: int | None = None
@@ -94,6 +97,8 @@ class RequestTimeout(ApiError):
     status = 408
     errno = _errno.ETIMEDOUT
     retryable = True
+    # sent by proxies too, possibly after the origin got (and acted on) the whole request
+    ambiguous = True
 
 
 class Conflict(ApiError):
@@ -122,6 +127,8 @@ class ServerError(ApiError):
     status = 500
     errno = _errno.EIO
     retryable = True
+    # a 5xx may come after the server stored the upload or created the container
+    ambiguous = True
 
 
 class ApiTimeout(ApiError):

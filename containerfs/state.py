@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -42,10 +43,20 @@ CREATE TABLE IF NOT EXISTS pending (
     id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, container_id TEXT NOT NULL,
     path TEXT NOT NULL, spool TEXT NOT NULL, old_file_id TEXT, created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+CREATE TABLE IF NOT EXISTS pending_replaces (
+    pending_id TEXT NOT NULL, container_id TEXT NOT NULL, file_id TEXT NOT NULL,
+    PRIMARY KEY (pending_id, container_id, file_id));
 CREATE TABLE IF NOT EXISTS created_with (
     endpoint TEXT NOT NULL, container_id TEXT NOT NULL, file_ids TEXT NOT NULL,
     skills TEXT NOT NULL, PRIMARY KEY (endpoint, container_id));
 """
+# Every server file a pending upload supersedes (deleted once it is stored), with its own
+# container: a rename over an uploaded file adds one, and a cross-container move must not
+# carry the id into the new container. ``pending.old_file_id`` is what versions before this
+# table recorded (one id, in the upload's container); it is still read, converted to a row
+# when the record next changes, and never written again (NULL).
+
+ServerFile = tuple[ContainerId, FileId]
 
 _SEP = "\n"  # ids are plain tokens: a newline never occurs in one
 
@@ -113,6 +124,9 @@ def _holder(fd: int) -> str:
 
 @dataclass(frozen=True)
 class PendingUpload:
+    """An upload not yet confirmed by the server. ``old_file_id``: the file it replaces in
+    its own container; ``replaces``: every server file it supersedes, with its container."""
+
     id: str
     container_id: ContainerId
     path: str
@@ -121,6 +135,7 @@ class PendingUpload:
     created: float
     attempts: int
     last_error: str | None
+    replaces: tuple[ServerFile, ...] = ()
 
 
 class State:
@@ -148,9 +163,17 @@ class State:
             self._db.close()
 
     def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        return self._run_all([(sql, args)])
+
+    def _run_all(
+        self, statements: Sequence[tuple[str, tuple[object, ...]]]
+    ) -> list[tuple[object, ...]]:
+        """Run ``statements`` in one transaction (all or none); the last one's rows."""
         with self._lock:
             try:
-                rows = self._db.execute(sql, args).fetchall()
+                rows: list[tuple[object, ...]] = []
+                for sql, args in statements:
+                    rows = self._db.execute(sql, args).fetchall()
                 self._db.commit()
             except sqlite3.Error as err:
                 with contextlib.suppress(sqlite3.Error):
@@ -219,18 +242,35 @@ class State:
             self._run(
                 f"DELETE FROM {table} WHERE endpoint=? AND container_id=?", (self.endpoint, cid)
             )
+        self._run("DELETE FROM pending_replaces WHERE pending_id NOT IN (SELECT id FROM pending)")
 
     # spool files and the durable queue of uploads not yet confirmed by the server
     def new_spool_path(self) -> Path:
         return self.spool_dir / uuid.uuid4().hex
 
     def add_pending(
-        self, cid: ContainerId, path: str, spool: Path, old_file_id: FileId | None
+        self,
+        cid: ContainerId,
+        path: str,
+        spool: Path,
+        old_file_id: FileId | None,
+        *,
+        replaces: Sequence[ServerFile] = (),
     ) -> PendingUpload:
-        item = PendingUpload(uuid.uuid4().hex, cid, path, spool, old_file_id, time.time(), 0, None)
-        self._run(
-            "INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL)",
-            (item.id, self.endpoint, cid, path, str(spool), old_file_id, item.created),
+        """Queue an upload of ``spool`` as ``path``; it supersedes ``old_file_id`` (in
+        ``cid``) and every file of ``replaces``."""
+        every = _unique([*([(cid, old_file_id)] if old_file_id else []), *replaces])
+        item = PendingUpload(
+            uuid.uuid4().hex, cid, path, spool, old_file_id, time.time(), 0, None, every
+        )
+        self._run_all(
+            [
+                (
+                    "INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL)",
+                    (item.id, self.endpoint, cid, path, str(spool), None, item.created),
+                ),
+                *_replace_rows(item.id, every),
+            ]
         )
         return item
 
@@ -241,18 +281,39 @@ class State:
         path: str | None = None,
         container_id: ContainerId | None = None,
         error: str | None = None,
+        replaces: Sequence[ServerFile] | None = None,
     ) -> None:
+        """Change a pending record in one transaction. ``replaces``: the files it supersedes
+        from now on (all of them, each with its container)."""
+        # an older version's old_file_id belongs to the container the record had: a row first
+        statements: list[tuple[str, tuple[object, ...]]] = [
+            (
+                "INSERT OR IGNORE INTO pending_replaces SELECT id, container_id, old_file_id"
+                " FROM pending WHERE id=? AND old_file_id IS NOT NULL",
+                (pid,),
+            ),
+            ("UPDATE pending SET old_file_id=NULL WHERE id=?", (pid,)),
+        ]
         if path is not None:
-            self._run("UPDATE pending SET path=? WHERE id=?", (path, pid))
+            statements.append(("UPDATE pending SET path=? WHERE id=?", (path, pid)))
         if container_id is not None:
-            self._run("UPDATE pending SET container_id=? WHERE id=?", (container_id, pid))
+            statements.append(("UPDATE pending SET container_id=? WHERE id=?", (container_id, pid)))
         if error is not None:
-            self._run(
-                "UPDATE pending SET attempts=attempts+1, last_error=? WHERE id=?", (error, pid)
+            statements.append(
+                ("UPDATE pending SET attempts=attempts+1, last_error=? WHERE id=?", (error, pid))
             )
+        if replaces is not None:
+            statements.append(("DELETE FROM pending_replaces WHERE pending_id=?", (pid,)))
+            statements += _replace_rows(pid, _unique(replaces))
+        self._run_all(statements)
 
     def drop_pending(self, pid: str) -> None:
-        self._run("DELETE FROM pending WHERE id=?", (pid,))
+        self._run_all(
+            [
+                ("DELETE FROM pending_replaces WHERE pending_id=?", (pid,)),
+                ("DELETE FROM pending WHERE id=?", (pid,)),
+            ]
+        )
 
     def pending(self) -> list[PendingUpload]:
         rows = self._run(
@@ -260,16 +321,40 @@ class State:
             " FROM pending WHERE endpoint=? ORDER BY created",
             (self.endpoint,),
         )
-        return [
-            PendingUpload(
-                str(r[0]),
-                ContainerId(str(r[1])),
-                str(r[2]),
-                Path(str(r[3])),
-                FileId(str(r[4])) if r[4] else None,
-                float(r[5]),  # type: ignore[arg-type]
-                int(r[6]),  # type: ignore[call-overload]
-                str(r[7]) if r[7] is not None else None,
+        replaced: dict[str, list[ServerFile]] = {}
+        for pid, cid, fid in self._run(
+            "SELECT r.pending_id, r.container_id, r.file_id FROM pending_replaces r"
+            " JOIN pending p ON p.id = r.pending_id WHERE p.endpoint=? ORDER BY r.rowid",
+            (self.endpoint,),
+        ):
+            replaced.setdefault(str(pid), []).append((ContainerId(str(cid)), FileId(str(fid))))
+        items = []
+        for r in rows:
+            pid, cid = str(r[0]), ContainerId(str(r[1]))
+            legacy = [(cid, FileId(str(r[4])))] if r[4] else []
+            every = _unique([*legacy, *replaced.get(pid, [])])
+            items.append(
+                PendingUpload(
+                    pid,
+                    cid,
+                    str(r[2]),
+                    Path(str(r[3])),
+                    next((f for c, f in every if c == cid), None),
+                    float(r[5]),  # type: ignore[arg-type]
+                    int(r[6]),  # type: ignore[call-overload]
+                    str(r[7]) if r[7] is not None else None,
+                    every,
+                )
             )
-            for r in rows
-        ]
+        return items
+
+
+def _unique(files: Sequence[ServerFile]) -> tuple[ServerFile, ...]:
+    return tuple(dict.fromkeys(files))
+
+
+def _replace_rows(pid: str, files: Sequence[ServerFile]) -> list[tuple[str, tuple[object, ...]]]:
+    return [
+        ("INSERT OR IGNORE INTO pending_replaces VALUES (?, ?, ?)", (pid, cid, fid))
+        for cid, fid in files
+    ]

@@ -33,8 +33,12 @@ FID = FileId("cfile_" + "0" * 32)
 
 
 class _Stream:
-    def __init__(self, data: bytes, chunk: int, start: int, rate: float | None) -> None:
+    def __init__(
+        self, data: bytes, chunk: int, start: int, rate: float | None, end: int | None = None
+    ) -> None:
         self.start = start
+        self.end = len(data) if end is None else min(end, len(data))
+        self.suspect: str | None = None
         self.size: int | None = len(data)
         self._data = data
         self._chunk = chunk
@@ -46,14 +50,14 @@ class _Stream:
     async def _iterate(self) -> AsyncIterator[bytes]:
         data, step = self._data, self._chunk
         began = time.perf_counter()
-        for pos in range(self.start, len(data), step):
+        for pos in range(self.start, self.end, step):
             if self._rate is not None:
                 # pace like a network: never ahead of rate bytes/s since the start
                 ahead = (pos - self.start) / self._rate - (time.perf_counter() - began)
                 if ahead > 0:
                     await trio.sleep(ahead)
             await trio.lowlevel.checkpoint()
-            yield data[pos : pos + step]
+            yield data[pos : min(pos + step, self.end)]
 
 
 class MemorySource:
@@ -63,13 +67,19 @@ class MemorySource:
         self.rate = rate
 
     @asynccontextmanager
-    async def _download(self, offset: int) -> AsyncIterator[DownloadStream]:
-        yield _Stream(self.data, self.chunk, offset, self.rate)
+    async def _download(self, offset: int, end: int | None) -> AsyncIterator[DownloadStream]:
+        yield _Stream(self.data, self.chunk, offset, self.rate, end)
 
     def download(
-        self, container_id: ContainerId, file_id: FileId, *, offset: int = 0
+        self,
+        container_id: ContainerId,
+        file_id: FileId,
+        *,
+        offset: int = 0,
+        end: int | None = None,
+        patience: object = None,
     ) -> AbstractAsyncContextManager[DownloadStream]:
-        return self._download(offset)
+        return self._download(offset, end)
 
 
 async def direct(source: MemorySource) -> float:

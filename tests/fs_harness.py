@@ -114,6 +114,7 @@ async def build_fs(
     app: Any,
     *,
     read_only: bool = False,
+    prefetch: bool = True,
     download_retry: Backoff = DOWNLOAD_BACKOFF,
     wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
 ) -> Fs:
@@ -137,6 +138,7 @@ async def build_fs(
         metadata_ttl=60.0,
         negative_ttl=NEGATIVE_TTL,
         read_only=read_only,
+        prefetch=prefetch,
     )
     state = State(cfg.state_dir, endpoint=config.base_url)
     layers = await build_layers(cfg, client, state, nursery=nursery, download_retry=download_retry)

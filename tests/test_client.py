@@ -746,14 +746,42 @@ async def test_upload_streams_from_disk_with_flat_memory(tmp_path: Path) -> None
     assert client.statistics().bytes_up == sink.received
 
 
-async def test_upload_is_retried_when_the_server_refused(tmp_path: Path) -> None:
+async def test_upload_answered_503_that_stored_nothing_is_sent_again_after_a_look(
+    tmp_path: Path,
+) -> None:
+    """A 5xx does not say the upload was refused: the files are listed before a resend."""
     src = tmp_path / "x"
     src.write_bytes(b"abc")
     api = FakeApi()
     api.fault = lambda req, n: httpx.Response(503, json=_envelope("busy")) if n == 1 else None
     async with make_client(api.handler) as client:
         await client.upload_file(CID, src, filename="x")
+    assert [r.method for r in api.requests] == ["POST", "GET", "POST"] and len(api.files) == 1
+    assert client.statistics().adopted == 0
+
+
+async def test_upload_answered_429_is_sent_again_without_a_look(tmp_path: Path) -> None:
+    """A 429 says the request was not processed: no listing, just the resend."""
+    src = tmp_path / "x"
+    src.write_bytes(b"abc")
+    api = FakeApi()
+    api.fault = lambda req, n: httpx.Response(429, json=_envelope("slow down")) if n == 1 else None
+    async with make_client(api.handler) as client:
+        await client.upload_file(CID, src, filename="x")
     assert [r.method for r in api.requests] == ["POST", "POST"] and len(api.files) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 408])
+async def test_upload_stored_then_answered_with_an_error_status_is_adopted(
+    tmp_path: Path, status: int
+) -> None:
+    src = write_src(tmp_path)
+    api = FakeApi()
+    store_then_fail(api, httpx.Response(status, json=_envelope("oops")))
+    async with make_client(api.handler) as client:
+        created = await client.upload_file(CID, src, filename="x.txt")
+    assert list(api.files) == [created.id] and client.statistics().adopted == 1
+    assert [r.method for r in api.requests] == ["POST", "GET"]
 
 
 async def test_upload_is_resent_after_connect_error_without_listing(tmp_path: Path) -> None:
@@ -774,17 +802,24 @@ async def test_upload_is_resent_after_connect_error_without_listing(tmp_path: Pa
 
 
 def store_then_fail(
-    api: FakeApi, exc: Exception, *, server_path: Callable[[str], str] | None = None
+    api: FakeApi,
+    exc: Exception | httpx.Response,
+    *,
+    server_path: Callable[[str], str] | None = None,
 ) -> None:
-    """The first upload is stored by the server, then the answer is lost."""
+    """The first upload is stored by the server, then the answer is lost (an exception) or
+    is an error answer (a response)."""
 
-    def fault(request: httpx.Request, n: int) -> None:
+    def fault(request: httpx.Request, n: int) -> httpx.Response | None:
         if n == 1:
             body = request.read()
             name = re.search(rb'filename="([^"]*)"', body).group(1).decode()  # type: ignore[union-attr]
             content = body.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
             api.file(server_path(name) if server_path else f"/mnt/data/{name}", len(content))
+            if isinstance(exc, httpx.Response):
+                return exc
             raise exc
+        return None
 
     api.fault = fault
 
@@ -928,6 +963,27 @@ async def test_ambiguous_container_create_adopts_the_created_container() -> None
         created = await client.create_container("box")
     assert created.id == "cntr_new" and len(api.containers) == 2
     assert api.requests[1].url.params["name"] == "box"
+
+
+async def test_container_create_answered_500_after_it_was_made_adopts_it() -> None:
+    api = FakeApi()
+
+    def fault(request: httpx.Request, n: int) -> httpx.Response | None:
+        if n == 1:
+            api.containers["new"] = {
+                "id": "cntr_new",
+                "name": "box",
+                "created_at": int(time.time()),
+                "status": "running",
+            }
+            return httpx.Response(500, json=_envelope("oops"))
+        return None
+
+    api.fault = fault
+    async with make_client(api.handler) as client:
+        created = await client.create_container("box")
+    assert created.id == "cntr_new" and len(api.containers) == 1
+    assert [r.method for r in api.requests] == ["POST", "GET"]
 
 
 async def test_delete_gone_after_an_ambiguous_attempt_counts_as_done() -> None:

@@ -85,9 +85,9 @@ TRANSIENT_FAULTS: list[dict[str, Any]] = (
         for route in ("list_files", "upload_file", "delete_file", "file_content")
     ]
     + [
-        # the server did it, but the answer was lost: a retry must not fail. (The same fault on
-        # an upload leaves a duplicate: test_an_upload_answered_500_after_it_was_stored_...)
+        # the server did it, but answered an error: a retry must neither fail nor duplicate
         {"route": "delete_file", "action": "error", "status": 500, "after_body": True},
+        {"route": "upload_file", "action": "error", "status": 500, "after_body": True},
     ]
 )
 # mid-body resets need a real connection (in-process, the emulator's exception reaches the
@@ -308,9 +308,6 @@ class FsMachine(RuleBasedStateMachine):
             return
         if self.model.is_dir(*dst):
             expect_errno(errno.EISDIR, lambda: self.driver.rename(*src, *dst))
-            return
-        if self.failing and dst in self.model.files:
-            # a known bug, kept as a minimal example (test_a_pending_file_renamed_over_...)
             return
         try:
             self.driver.rename(*src, *dst)
@@ -745,11 +742,6 @@ def _container(driver: Driver, name: str) -> str:
     return cid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upload the server stored but answered with a 500 is retried as a second upload;"
-    " unlink deletes one copy and the other comes back as the file",
-)
 def test_an_upload_answered_500_after_it_was_stored_leaves_no_second_copy(
     handlers: HandlerDriver,
 ) -> None:
@@ -769,11 +761,6 @@ def test_an_upload_answered_500_after_it_was_stored_leaves_no_second_copy(
     assert not handlers.exists("c0", "f.txt")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a file whose upload failed, renamed over an uploaded file, is resumed after a"
-    " remount without deleting the file it replaced: the server keeps both",
-)
 def test_a_pending_file_renamed_over_an_uploaded_one_replaces_it_after_a_remount(
     handlers: HandlerDriver,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import stat
@@ -21,7 +22,9 @@ from containerfs.api.retrying import Backoff, Patience
 from containerfs.config import DOWNLOAD_RETRIES
 from containerfs.errors import ApiConnectionError, ApiError, ContentMismatch, NotFound
 from containerfs.models import ContainerId, FileId
-from containerfs.read.diskcache import entry_name
+from containerfs.read.diskcache import CacheEntry, entry_name
+from containerfs.read.entries import Entry
+from containerfs.read.pieces import PIECE_MAX, Pieces, RangeSupport
 from containerfs.read.reader import ContentSource, DownloadStream, Reader, ReadHandle
 
 CID = ContainerId("cntr_1")
@@ -35,10 +38,13 @@ def payload(n: int, seed: int = 0) -> bytes:
 
 
 class FakeStream:
-    def __init__(self, source: FakeSource, file_id: FileId, start: int, data: bytes) -> None:
+    def __init__(
+        self, source: FakeSource, file_id: FileId, start: int, data: bytes, end: int | None = None
+    ) -> None:
         self._source = source
         self._file_id = file_id
         self.start = start
+        self.end = len(data) if end is None else end
         self.size: int | None = None if source.hide_size else len(data)
         self.suspect = source.suspect
         self._data = data
@@ -50,9 +56,9 @@ class FakeStream:
         src = self._source
         pos = self.start
         sizes = iter(src.chunk_sizes) if src.chunk_sizes else None
-        while pos < len(self._data):
+        while pos < self.end:
             size = next(sizes, src.chunk_size) if sizes is not None else src.chunk_size
-            end = min(pos + max(size, 1), len(self._data))
+            end = min(pos + max(size, 1), self.end)
             # pacing: wait until the test allows these bytes
             while src.limit is not None and end > src.limit and (src.pace_ranged or not self.start):
                 await src.changed.wait()
@@ -93,14 +99,18 @@ class FakeSource:
         self.changed = trio.Event()
 
     @asynccontextmanager
-    async def _download(self, file_id: FileId, offset: int) -> AsyncIterator[DownloadStream]:
+    async def _download(
+        self, file_id: FileId, offset: int, end: int | None
+    ) -> AsyncIterator[DownloadStream]:
         self.calls.append((file_id, offset))
         await trio.lowlevel.checkpoint()
         if self.open_error is not None:
             raise self.open_error
         data = self.files[file_id]
-        start = offset if self.honour_range and offset <= len(data) else 0
-        yield FakeStream(self, file_id, start, data)
+        ranged = self.honour_range and offset <= len(data) and (offset or end is not None)
+        start = offset if ranged else 0
+        stop = min(end, len(data)) if ranged and end is not None else None
+        yield FakeStream(self, file_id, start, data, stop)
 
     def download(
         self,
@@ -108,9 +118,10 @@ class FakeSource:
         file_id: FileId,
         *,
         offset: int = 0,
+        end: int | None = None,
         patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[DownloadStream]:
-        return self._download(file_id, offset)
+        return self._download(file_id, offset, end)
 
 
 def _check_protocol(source: FakeSource) -> ContentSource:
@@ -908,3 +919,91 @@ async def test_a_suspect_body_of_unknown_size_serves_now_but_is_not_kept_across_
         await settle(again)
     async with make_reader(source, cache_dir) as third:
         assert third.is_cached(FID, len(b"the real notes"))
+
+
+# ---- parallel pieces of a large file --------------------------------------------------------
+
+BIG = 21 << 20  # past PARALLEL_MIN, several pieces
+
+
+async def test_a_large_file_downloads_in_parallel_ranged_pieces_byte_exact(
+    cache_dir: Path,
+) -> None:
+    data = os.urandom(BIG)
+    source = FakeSource({FID: data}, chunk_size=256 * 1024)
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle, block=128 * 1024) == data
+        await settle(reader)
+        offsets = sorted(offset for _, offset in source.calls)
+        # the first piece from 0 (asked first), then pieces in flight together that grew
+        assert source.calls[0] == (FID, 0) and len(set(offsets)) == len(offsets) >= 4
+        gaps = [b - a for a, b in itertools.pairwise(offsets)]
+        assert gaps[-1] > gaps[0]
+        assert reader.statistics().pieces == len(offsets)
+
+
+async def test_a_server_ignoring_range_gets_one_stream_and_is_not_asked_again(
+    cache_dir: Path,
+) -> None:
+    data, other = os.urandom(BIG), os.urandom(BIG)
+    source = FakeSource({FID: data, FID2: other}, chunk_size=256 * 1024)
+    source.honour_range = False
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle, block=128 * 1024) == data
+        handle2 = await reader.open(CID, FID2, len(other))
+        assert await read_all(reader, handle2, block=128 * 1024) == other
+        await settle(reader)
+        # the first piece's 200 was read to the end: one request per file, no bytes lost
+        assert source.calls == [(FID, 0), (FID2, 0)]
+        assert reader.statistics().bytes_fetched == 2 * BIG
+
+
+async def test_a_broken_piece_falls_back_to_one_stream_from_the_frontier(
+    cache_dir: Path,
+) -> None:
+    data = os.urandom(BIG)
+    source = FakeSource({FID: data}, chunk_size=256 * 1024)
+    source.fail_at = [5 << 20, 12 << 20]
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle, block=128 * 1024) == data
+        await settle(reader)
+        assert reader.statistics().retries >= 1
+        # after the failure one open-ended stream from the frontier finished the file
+        assert source.calls[-1][1] > 0
+
+
+async def test_a_whole_file_answer_to_the_first_piece_waits_for_the_disk_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(BIG)
+    source = FakeSource({FID: data}, chunk_size=256 * 1024)
+    source.honour_range = False
+    cached = CacheEntry(FID, tmp_path / "d", tmp_path / "m", complete=False, size=BIG)
+    entry = Entry(cached, CID, BIG)
+    appended = 0
+    disk = trio.Event()  # the disk takes 1 MiB, then nothing until set
+
+    async def append(chunk: bytes) -> None:
+        nonlocal appended
+        appended += len(chunk)
+        if appended >= 1 << 20:
+            await disk.wait()
+
+    pieces = Pieces(
+        entry,
+        BIG,
+        open_range=lambda start, end: source.download(CID, FID, offset=start, end=end),
+        append=append,
+        support=RangeSupport(),
+        on_bytes=lambda n: None,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pieces.run)
+        await trio.testing.wait_all_tasks_blocked()
+        # the answer is not read ahead of the disk by more than a piece's worth
+        assert 0 < source.yielded - appended <= PIECE_MAX + source.chunk_size
+        disk.set()
+    assert appended == BIG and source.calls == [(FID, 0)]

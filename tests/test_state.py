@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,61 @@ def test_aliases_dirs_and_pending_survive_a_reopen(tmp_path: Path) -> None:
     assert other.aliases(CID) == {} and other.pending() == []
     again.forget_container(CID)
     assert again.aliases(CID) == {} and again.dirs(CID) == set() and again.pending() == []
+
+
+CID2 = ContainerId("cntr_" + "c" * 48)
+FID2 = FileId("cfile_" + "d" * 32)
+
+
+def test_every_file_a_pending_upload_replaces_survives_a_reopen(tmp_path: Path) -> None:
+    state = State(tmp_path, endpoint="e")
+    item = state.add_pending(CID, "x", state.new_spool_path(), None)
+    assert item.replaces == ()
+    state.update_pending(item.id, path="b", replaces=[(CID, FID), (CID2, FID2), (CID, FID)])
+    state.close()
+
+    [pending] = State(tmp_path, endpoint="e").pending()
+    assert pending.path == "b" and pending.old_file_id == FID
+    assert pending.replaces == ((CID, FID), (CID2, FID2))
+
+
+def test_a_pending_upload_moved_to_another_container_keeps_its_replaced_file_where_it_is(
+    tmp_path: Path,
+) -> None:
+    state = State(tmp_path, endpoint="e")
+    item = state.add_pending(CID, "x", state.new_spool_path(), FID)
+    state.update_pending(item.id, container_id=CID2)
+    [pending] = state.pending()
+    assert pending.container_id == CID2 and pending.old_file_id is None
+    assert pending.replaces == ((CID, FID),)
+    state.drop_pending(item.id)
+    assert state.pending() == []
+
+
+def test_a_database_of_an_older_version_is_read_and_converted(tmp_path: Path) -> None:
+    """Before every replaced file was kept, a pending record held one id in its column."""
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.executescript(
+        """
+        CREATE TABLE pending (
+            id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, container_id TEXT NOT NULL,
+            path TEXT NOT NULL, spool TEXT NOT NULL, old_file_id TEXT, created REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+        """
+    )
+    db.execute(
+        "INSERT INTO pending VALUES ('p1', 'e', ?, 'x', ?, ?, 1.0, 0, NULL)",
+        (CID, str(tmp_path / "spool" / "s"), FID),
+    )
+    db.commit()
+    db.close()
+
+    state = State(tmp_path, endpoint="e")
+    [pending] = state.pending()
+    assert pending.old_file_id == FID and pending.replaces == ((CID, FID),)
+    state.update_pending("p1", container_id=CID2, replaces=[(CID2, FID2), *pending.replaces])
+    [moved] = state.pending()
+    assert moved.replaces == ((CID2, FID2), (CID, FID)) and moved.old_file_id == FID2
 
 
 def test_state_directory_and_spools_are_private(tmp_path: Path) -> None:

@@ -112,8 +112,8 @@ def test_a_field_of_the_wrong_type_is_named(tmp_path: Path) -> None:
         Status.from_json(json.dumps(data))
 
 
-def _status(*, pid: int) -> Status:
-    zero = {f.name: 0 for f in dataclasses.fields(ReaderStats)}
+def _status(*, pid: int, **reader: int) -> Status:
+    zero = {f.name: 0 for f in dataclasses.fields(ReaderStats)} | reader
     return Status(
         pid=pid,
         mountpoint="/m",
@@ -153,6 +153,15 @@ def test_status_shows_the_cache_use_the_daemon_reported(
     assert "in flight    2" in out
     assert "  upload    /m/proj/big.iso  1.5 GiB of 3.0 GiB (50%), 48.0 MiB/s, 32 s left" in out
     assert "  download  /m/proj/out.csv  1.0 MiB of ?, 0 B/s" in out
+
+
+def test_status_counts_the_files_prefetched_ahead_of_a_walk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = _status(pid=os.getpid(), prefetches=9, prefetches_used=7, prefetches_failed=1)
+    mountpoint = _write_status(tmp_path, status.to_json())
+    assert main(["status", str(mountpoint), "--state-dir", str(tmp_path / "state")]) == 0
+    assert "prefetch     9 files ahead of a walk, 7 used, 1 failed" in capsys.readouterr().out
 
 
 def test_status_with_a_damaged_file_says_no_daemon_in_one_line(

@@ -74,10 +74,11 @@ class ApiClient:
     to ``max_retries``, and never past its ``Patience``: a call (a download with its resumes,
     an upload with its recovery) that goes two io-timeouts without progress gives up, its
     retries and their delays included; a transfer that makes progress is never cut.
-    Creates (``create_container``, ``upload_file``) are not idempotent:
-    they are retried freely when the server refused (an error status) or nothing was sent
+    Creates (``create_container``, ``upload_file``) are not idempotent: they are sent again
+    freely when the server said it did not process them (429, 409) or nothing was sent
     (connect failure), but after an *ambiguous* failure — a timeout or broken connection once
-    the request was sent — the client first looks for what the lost attempt created and
+    the request was sent, or a 408/5xx answer, which a server or gateway can give after the
+    work was done — the client first looks for what the attempt created and
     adopts it (see ``upload_file``). A ``DELETE`` whose retry after an ambiguous failure
     answers 404 counts as done.
     """
@@ -133,6 +134,10 @@ class ApiClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def has_spare_requests(self) -> bool:
+        """Whether a request now would not wait for the rate limit (always, without one)."""
+        return self._transport.limiter_idle()
 
     def statistics(self) -> ClientStats:
         waits, waited = self._transport.rate_limit_waits
@@ -311,9 +316,9 @@ class ApiClient:
         relative to the container root), streamed from disk. The returned ``path`` says where
         the server stored it.
 
-        No duplicate after an ambiguous failure (a timeout, or the connection broken after
-        the request was sent): before sending again, the container's files are listed and a
-        file is adopted as the lost attempt's result when all of these hold:
+        No duplicate after an ambiguous failure (a timeout, the connection broken after the
+        request was sent, or a 408/5xx answer): before sending again, the container's files
+        are listed and a file is adopted as the lost attempt's result when all of these hold:
 
         - its ``path`` is one the server gives such an upload (``upload_path_matches``:
           ``/mnt/data/<filename>``, or ``<32 hex>-<basename>`` in the root or the directory);
@@ -507,24 +512,33 @@ class ApiClient:
         file_id: FileId,
         *,
         offset: int = 0,
+        end: int | None = None,
         patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[Download]:
         """``async with client.download(c, f, offset=n) as dl: async for b in dl.chunks()``.
 
-        With ``offset`` > 0 a ``Range: bytes=offset-`` is sent; ``dl.start`` says whether the
-        server honoured it (206) or sent the whole file (200, ``start == 0``). The body's
+        With ``offset`` > 0 a ``Range: bytes=offset-`` is sent (``bytes=offset-(end-1)`` with
+        ``end``, even from 0); ``dl.start`` and ``dl.end`` say whether the server honoured it
+        (206) or sent the whole file (200, ``start == 0``, ``end`` its length). The body's
         reads wait at most what ``patience`` allows (a fresh one if None).
         """
-        return self._download(container_id, file_id, offset, patience or self.patience())
+        return self._download(container_id, file_id, offset, end, patience or self.patience())
 
     @asynccontextmanager
     async def _download(
-        self, container_id: ContainerId, file_id: FileId, offset: int, patience: Patience
+        self,
+        container_id: ContainerId,
+        file_id: FileId,
+        offset: int,
+        end: int | None,
+        patience: Patience,
     ) -> AsyncIterator[Download]:
         url = checks.url("containers", container_id, "files", file_id, "content")
         # identity: aiter_raw() must yield the file's bytes, not a compressed encoding
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
-        if offset > 0:
+        if end is not None and end > offset:
+            headers["Range"] = f"bytes={offset}-{end - 1}"
+        elif offset > 0:
             headers["Range"] = f"bytes={offset}-"
         # shown from the request on: a server slow to answer is what a user wants to see
         with self._transfers.track("download", container_id, file_id, done=offset) as transfer:

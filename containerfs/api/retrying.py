@@ -221,6 +221,11 @@ class RateLimiter:
             log.debug("rate limit: waiting %.3f s", wait)
             await self._sleep(wait)
 
+    def idle(self) -> bool:
+        """Whether a request now would be sent at once (no wait): optional work, such as a
+        prefetch, takes only the allowance nobody else is using."""
+        return self._tat is None or self._tat - self._tolerance <= self._clock()
+
     def statistics(self) -> LimiterStats:
         return LimiterStats(self._acquired, self._waits, self._waited)
 

@@ -251,9 +251,11 @@ class Download:
         size: int | None,
         on_bytes: Callable[[int], None],
         now: Callable[[], float],
+        end: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.start = start
+        self.end = end  # just past the body's last byte, when the answer said
         self.size = size
         self.suspect = _suspect(response)
         self._response = response
@@ -307,16 +309,22 @@ def _suspect(response: httpx.Response) -> str | None:
     return None
 
 
-def _download_window(response: httpx.Response, offset: int) -> tuple[int, int | None]:
-    """(start, size) of a content answer: 206 honours our Range, 200 starts at byte 0."""
+def _download_window(response: httpx.Response, offset: int) -> tuple[int, int | None, int | None]:
+    """(start, end, size) of a content answer: 206 honours our Range, 200 starts at byte 0.
+    ``end`` is the offset just past the body (None when not said)."""
     length = response.headers.get("content-length")
+    body = int(length) if length and length.isdigit() else None
     if response.status_code == 206:
         match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
         if match:
             total = match["total"]
-            return int(match["start"]), (int(total) if total != "*" else None)
-        return offset, (int(length) + offset if length and length.isdigit() else None)
-    return 0, (int(length) if length and length.isdigit() else None)
+            return (
+                int(match["start"]),
+                int(match["end"]) + 1,
+                int(total) if total != "*" else None,
+            )
+        return offset, None, (body + offset if body is not None else None)
+    return 0, body, body
 
 
 class Transport:
@@ -384,6 +392,10 @@ class Transport:
             return 0, 0.0
         stats = self._limiter.statistics()
         return stats.waits, stats.waited_seconds
+
+    def limiter_idle(self) -> bool:
+        """Whether a request now would go without waiting for the rate limiter."""
+        return self._limiter is None or self._limiter.idle()
 
     def request(
         self,
@@ -467,10 +479,11 @@ class Transport:
     ) -> Download:
         """The body of a content answer to a request for the bytes from ``offset``;
         ``progress`` is told each chunk's size as it arrives."""
-        start, size = _download_window(response, offset)
+        start, end, size = _download_window(response, offset)
         return Download(
             response,
             start=start,
+            end=end,
             size=size,
             on_bytes=self._count_down,
             now=self._wallclock,

@@ -18,6 +18,7 @@ from containerfs.api.retrying import Backoff
 from containerfs.config import DOWNLOAD_BACKOFF, MountConfig
 from containerfs.fs.operations import Operations
 from containerfs.ns.namespace import Namespace
+from containerfs.read.prefetch import PrefetchSettings
 from containerfs.read.reader import Reader
 from containerfs.state import State
 from containerfs.write.writer import Writer
@@ -48,6 +49,8 @@ async def build_layers(
         max_size=cfg.cache_max_size,
         nursery=nursery,
         retry=download_retry,
+        prefetch=PrefetchSettings() if cfg.prefetch else None,
+        spare_requests=client.has_spare_requests,
         progress=cfg.api.progress,
     )
     ns = Namespace(

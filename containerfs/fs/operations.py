@@ -30,6 +30,7 @@ from containerfs.errors import (
 from containerfs.fs.attrs import entry_attributes, statfs_data, xattrs
 from containerfs.fs.handles import Handle, HandleTable
 from containerfs.fs.sizes import Sizes
+from containerfs.fs.walks import Walks
 from containerfs.ns.inodes import Kind, Node
 from containerfs.ns.namespace import Namespace
 from containerfs.paths import NAME_MAX, reserved_container_name
@@ -90,6 +91,7 @@ class Operations(pyfuse3.Operations):
         self.writer = writer
         # a listing waits for its files' sizes no longer than one API call may stall
         self.sizes = Sizes(reader, give_up_after=sizes_wait)
+        self.walks = Walks()
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
@@ -272,6 +274,7 @@ class Operations(pyfuse3.Operations):
         # readdirplus hands the kernel every entry's attributes: learn the unknown sizes
         # first, all at once, rather than one round trip per file in the stat calls after
         await self.sizes.ensure_all(child for _, child in entries)
+        self.walks.listed(inode, entries)
         fh = self._open.add_dir(entries, node)
         return fh
 
@@ -367,6 +370,8 @@ class Operations(pyfuse3.Operations):
                 # open would take the cached copy for stale and download it again
                 size = remote.bytes if remote.bytes is None else self.ns.size(node)
                 handle.read = await self.reader.open(remote.container_id, remote.id, size)
+                if not writable:  # after its own download started: a prefetch never goes first
+                    self._prefetch_after(node)
         except BaseException:
             node.opens -= 1
             raise
@@ -378,6 +383,16 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(
             fh=fh, direct_io=not self.ns.size_known(node), keep_cache=keep, nonseekable=False
         )
+
+    def _prefetch_after(self, node: Node) -> None:
+        """The next files of a directory walk that ``node``'s open continues, downloaded now."""
+        upcoming = self.walks.opened(node)
+        if upcoming:
+            self.reader.prefetch(
+                (n.remote.container_id, n.remote.id, n.remote.bytes)
+                for n in upcoming
+                if n.remote is not None and n.spool is None and not n.gone
+            )
 
     @guarded
     async def create(

@@ -35,6 +35,7 @@ from containerfs.errors import (
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import DiskCache
 from containerfs.read.entries import Entry
+from containerfs.read.pieces import Pieces, RangeSupport
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class DownloadStream(Protocol):
     @property
     def start(self) -> int:
         """Offset of the first byte ``chunks()`` yields (0 when the server ignored Range)."""
+        ...
+
+    @property
+    def end(self) -> int | None:
+        """Offset just past the body's last byte, when the server said."""
         ...
 
     @property
@@ -75,6 +81,7 @@ class ContentSource(Protocol):
         file_id: FileId,
         *,
         offset: int = 0,
+        end: int | None = None,
         patience: Patience | None = None,
     ) -> AbstractAsyncContextManager[DownloadStream]: ...
 
@@ -136,8 +143,11 @@ class Download:
         settings: DownloadSettings,
         counters: DownloadCounters,
         to_disk: bool = True,
+        ranges: RangeSupport | None = None,
     ) -> None:
         self._entry = entry
+        self._ranges = ranges
+        self._single = ranges is None  # one stream only (no Range, or pieces failed once)
         self._source = source
         self._host = host
         self._settings = settings
@@ -287,6 +297,44 @@ class Download:
             return
 
     async def _receive(self, offset: int) -> None:
+        """The content from ``offset`` to its end, into the entry: as parallel pieces when the
+        file is large and the server may honour Range, else as one GET."""
+        entry = self._entry
+        size = entry.expected_size
+        if (
+            not self._single
+            and self._ranges is not None
+            and size is not None
+            and self._ranges.worth_trying(size - offset)
+        ):
+            await self._receive_pieces(self._ranges, size)
+            return
+        await self._receive_stream(offset)
+
+    async def _receive_pieces(self, ranges: RangeSupport, size: int) -> None:
+        entry = self._entry
+        entry.stream_size = size
+        entry.sized.set()
+
+        def open_range(start: int, end: int) -> AbstractAsyncContextManager[DownloadStream]:
+            return self._source.download(
+                entry.container_id, entry.file_id, offset=start, end=end, patience=self._patience
+            )
+
+        def count(n: int) -> None:
+            self._counters.bytes_fetched += n
+
+        pieces = Pieces(
+            entry, size, open_range=open_range, append=self._append, support=ranges, on_bytes=count
+        )
+        try:
+            await pieces.run()
+        except ApiError:
+            self._single = True  # the resume (if the error allows one) takes one stream
+            raise
+        _check_content(entry)
+
+    async def _receive_stream(self, offset: int) -> None:
         """One GET of the content from ``offset`` to its end, into the entry."""
         entry = self._entry
         async with self._source.download(

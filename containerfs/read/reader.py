@@ -25,6 +25,7 @@ import errno
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,6 +43,8 @@ from containerfs.read.download import Download, DownloadCounters, DownloadSettin
 from containerfs.read.download import DownloadStream as DownloadStream
 from containerfs.read.entries import Deletions, Entry, LiveEntries
 from containerfs.read.passthrough import PassThrough
+from containerfs.read.pieces import RangeSupport
+from containerfs.read.prefetch import Prefetcher, PrefetchSettings
 from containerfs.read.ranges import RangeReads
 
 log = logging.getLogger(__name__)
@@ -79,9 +82,14 @@ class ReaderStats:
     downloads_failed: int
     retries: int  # resumed or restarted streams after a failure
     range_reads: int  # extra ranged GETs for reads far beyond the frontier
+    pieces: int  # ranged GETs of large files downloaded in parallel pieces
     past_cache: int  # opens read past the cache (too large for it, or its disk full)
     size_probes: int  # downloads started to learn the size of a file listed without one
     size_probes_dropped: int  # ... and stopped once the headers gave the size
+    prefetches: int  # downloads started ahead of a directory walk's opens
+    prefetches_used: int  # ... whose file was then opened
+    prefetches_failed: int
+    prefetches_deferred: int  # files not prefetched: the rate limit had nothing to spare
     active_downloads: int
     open_handles: int
     bytes_fetched: int  # received from the API (including bytes skipped after a restart)
@@ -181,6 +189,9 @@ class Reader:
         recent_bytes: int = RECENT_BYTES,
         probe_keep_bytes: int = PROBE_KEEP_BYTES,
         probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
+        prefetch: PrefetchSettings | None = None,
+        spare_requests: Callable[[], bool] = lambda: True,
+        parallel: bool = True,
     ) -> None:
         self._client = client
         self._probe_keep_bytes = probe_keep_bytes
@@ -195,6 +206,8 @@ class Reader:
         )
         self._downloads = DownloadCounters()
         self._ranges = RangeReads(client, ahead=range_ahead, counters=self._downloads)
+        # whether large files download as parallel ranged GETs (learnt from the server)
+        self._pieces = RangeSupport(enabled=parallel)
         self._cache = cache
         self._nursery = nursery
         self._pins: dict[FileId, list[Entry]] = {}
@@ -209,6 +222,9 @@ class Reader:
         self._started = 0
         self._bytes_served = 0
         self._probes = self._probes_dropped = 0
+        self._prefetcher = Prefetcher(
+            self._prefetch_start, nursery=nursery, settings=prefetch, spare=spare_requests
+        )
         # files whose download found the cache disk full: read past the cache from then on
         self._too_big: LRUCache[FileId, bool] = LRUCache(maxsize=1 << 12)
         self._past_count = 0
@@ -230,6 +246,9 @@ class Reader:
         recent_bytes: int = RECENT_BYTES,
         probe_keep_bytes: int = PROBE_KEEP_BYTES,
         probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
+        prefetch: PrefetchSettings | None = None,
+        spare_requests: Callable[[], bool] = lambda: True,
+        parallel: bool = True,
     ) -> Reader:
         cache = await trio.to_thread.run_sync(partial(DiskCache.load, cache_dir, max_size=max_size))
         reader = cls(
@@ -245,6 +264,9 @@ class Reader:
             recent_bytes=recent_bytes,
             probe_keep_bytes=probe_keep_bytes,
             probe_keep_downloads=probe_keep_downloads,
+            prefetch=prefetch,
+            spare_requests=spare_requests,
+            parallel=parallel,
         )
         reader._entries.evict()  # the limit may be lower than in the last run
         return reader
@@ -259,7 +281,20 @@ class Reader:
             # it could not stay in the cache: don't push everything else out for it
             return ReadHandle(None, past=self._pass_through(container_id, file_id, size))
         entry = await self._acquire(container_id, file_id, size, pin=False)
+        self._prefetcher.opened(file_id)
         return ReadHandle(entry)
+
+    def prefetch(self, files: Iterable[tuple[ContainerId, FileId, int | None]]) -> None:
+        """Download ``files`` ahead of their opens (the next files of a directory walk), as
+        the prefetch bounds allow; nothing when prefetch is off. Never waits."""
+        self._prefetcher.want(files)
+
+    def _prefetch_start(
+        self, container_id: ContainerId, file_id: FileId, size: int
+    ) -> Entry | None:
+        if self._has(file_id) or file_id in self._too_big:
+            return None
+        return self._start(container_id, file_id, size)
 
     def _pass_through(
         self, container_id: ContainerId, file_id: FileId, size: int | None
@@ -505,6 +540,7 @@ class Reader:
         self._too_big.pop(file_id, None)
 
     def statistics(self) -> ReaderStats:
+        prefetched = self._prefetcher.statistics()
         return ReaderStats(
             hits=self._hits,
             misses=self._misses,
@@ -514,9 +550,14 @@ class Reader:
             downloads_failed=self._downloads.failed,
             retries=self._downloads.retries,
             range_reads=self._ranges.count,
+            pieces=self._pieces.pieces,
             past_cache=self._past_count,
             size_probes=self._probes,
             size_probes_dropped=self._probes_dropped,
+            prefetches=prefetched.started,
+            prefetches_used=prefetched.used,
+            prefetches_failed=prefetched.failed,
+            prefetches_deferred=prefetched.deferred,
             active_downloads=sum(1 for e in self._entries if e.downloading),
             open_handles=sum(e.opens for e in self._entries),
             bytes_fetched=self._downloads.bytes_fetched,
@@ -607,6 +648,7 @@ class Reader:
             host=self,
             settings=self._download_settings,
             counters=self._downloads,
+            ranges=self._pieces,
         )
         self._nursery.start_soon(download.run)
         return entry

@@ -288,8 +288,8 @@ class UploadQueue:
                 log.error("pending upload %s lost its spool file; dropping it", item.path)
                 await in_thread(self._state.drop_pending, item.id)
                 continue
-            # only the id it was recorded to replace: a file at its path now may be newer
-            replaces = [(item.container_id, item.old_file_id)] if item.old_file_id else []
+            # only the ids it was recorded to replace: a file at its path now may be newer
+            replaces = list(item.replaces)
             key = (item.container_id, item.path)
             if key in latest:
                 # two queued uploads of one path: the newer content wins, and replaces what

@@ -130,21 +130,25 @@ class Renamer:
         if node.local_only:
             # staying on this machine: nothing of it is to be uploaded any more
             self._queue.forget(node)
-        if spool is not None and spool.pending_id is not None:
+        if spool is None:
+            for owner, fid in displaced:
+                await self._host.delete_quietly(owner, fid)
+            return
+        spool.replaces += [f for f in displaced if f not in spool.replaces]
+        if spool.pending_id is not None:
             pid = spool.pending_id
             if node.local_only:
                 spool.pending_id = None
                 await in_thread(self._state.drop_pending, pid)
             else:
-                # the next mount resumes it under its new name, never the old one
+                # the next mount resumes it under its new name, never the old one, and
+                # deletes what it replaces now (the rename's target among them)
+                replaces = list(spool.replaces)
                 await in_thread(
-                    lambda: self._state.update_pending(pid, path=path, container_id=cid)
+                    lambda: self._state.update_pending(
+                        pid, path=path, container_id=cid, replaces=replaces
+                    )
                 )
-        if spool is None:
-            for owner, fid in displaced:
-                await self._host.delete_quietly(owner, fid)
-            return
-        spool.replaces += displaced
         if was_local and not to_local:
             spool.dirty = True
             spool.version += 1
@@ -188,6 +192,14 @@ class Renamer:
                 if spool.pending_id is not None:
                     pid, spool.pending_id = spool.pending_id, None
                     await in_thread(self._state.drop_pending, pid)
+            elif spool.pending_id is not None:
+                # written again meanwhile: its queued upload replaces the copy just made
+                pid, replaces = spool.pending_id, list(spool.replaces)
+                await in_thread(
+                    lambda: self._state.update_pending(
+                        pid, path=path, container_id=cid, replaces=replaces
+                    )
+                )
         for owner, fid in superseded:
             await self._host.delete_quietly(owner, fid)
         await self.retire_backup(cid, path)

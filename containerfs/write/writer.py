@@ -367,9 +367,11 @@ class Writer:
             # the older content is queued: the newer must be durable before that goes (a
             # full disk leaves the older content queued, untouched)
             assert node.cid is not None
-            known = [*old.replaces, *spool.replaces]
+            known = [*old.replaces, *(f for f in spool.replaces if f not in old.replaces)]
             replaced = None if node.deferred else next((f for c, f in known if c == node.cid), None)
-            spool.pending_id = await self._record(spool, node.cid, node.path, replaced)
+            spool.pending_id = await self._record(
+                spool, node.cid, node.path, replaced, replaces=() if node.deferred else known
+            )
         node.spool = spool
         self.ns.keep_local(node)
         if old is None:
@@ -395,7 +397,7 @@ class Writer:
         # a deferred file whose upload already failed once is past its grace period
         if node.deferred and not now and not self._queue.is_failed(node):
             if spool.pending_id is None:
-                spool.pending_id = await self._record(spool, cid, path, None)
+                spool.pending_id = await self._record(spool, cid, path, None, replaces=())
             self._queue.defer(node)
             return
         self._queue.uploading(node)
@@ -443,6 +445,9 @@ class Writer:
         self._stats.bytes_uploaded += spool.size
         await self.ns.file_uploaded(node, new)
         superseded, spool.replaces = spool.replaces, [(cid, new.id)]
+        if spool.version != version:
+            # written again meanwhile: the record stays, and its next upload replaces this one
+            await self.keep_replaces(spool)
         for owner, fid in superseded:
             await self.delete_quietly(owner, fid)
         await self._renamer.retire_backup(cid, path)
@@ -520,17 +525,44 @@ class Writer:
 
         return await self._queue.sync(inside, deferred=deferred)
 
-    def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
+    def record(
+        self,
+        spool: Spool,
+        cid: ContainerId,
+        path: str,
+        old: FileId | None,
+        *,
+        replaces: Sequence[ServerId] | None = None,
+    ) -> str:
+        """Queue ``spool``'s upload durably; it supersedes ``old`` and ``replaces`` (by
+        default every file the spool replaces)."""
         os.fsync(spool.fd)
-        return self.state.add_pending(cid, path, spool.path, old).id
+        every = spool.replaces if replaces is None else replaces
+        return self.state.add_pending(cid, path, spool.path, old, replaces=every).id
 
-    async def _record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
+    async def _record(
+        self,
+        spool: Spool,
+        cid: ContainerId,
+        path: str,
+        old: FileId | None,
+        *,
+        replaces: Sequence[ServerId] | None = None,
+    ) -> str:
         """``record`` in a thread; a disk that cannot take it is ``SpoolError`` (ENOSPC)."""
         try:
-            return await in_thread(self.record, spool, cid, path, old)
+            return await in_thread(lambda: self.record(spool, cid, path, old, replaces=replaces))
         except (OSError, StateError) as err:
             code = err.errno if isinstance(err.errno, int) and err.errno else errno.EIO
             raise SpoolError(f"cannot queue the upload of {path}: {err}", errno_=code) from err
+
+    async def keep_replaces(self, spool: Spool) -> None:
+        """Make what a queued spool replaces durable, so that a later mount's upload of it
+        deletes the same files."""
+        pid = spool.pending_id
+        if pid is not None:
+            replaces = list(spool.replaces)
+            await in_thread(lambda: self.state.update_pending(pid, replaces=replaces))
 
     async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None:
         try:
