@@ -168,6 +168,12 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> dict[str, bool]:
         help="client-side API request rate limit",
     )
     opt(
+        "--write-back",
+        action="store_true",
+        help="close returns once the content is durable on disk; uploads follow in the "
+        "background ('containerfs sync' waits for them)",
+    )
+    opt(
         "--drain-timeout",
         type=positive_duration,
         default=60.0,
@@ -272,6 +278,23 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     cli_control.add_parsers(sub, find_run_dir=_run_dir)
+    sync = sub.add_parser(
+        "sync",
+        help="wait until every write (under PATH) is on the server",
+        description="Wait until every upload of the mount, or of the files under PATH, is on "
+        "the server (a --write-back mount uploads after close). Exits 1 naming what failed.",
+    )
+    sync.add_argument("mountpoint", type=Path, help="a containerfs mountpoint")
+    sync.add_argument("path", type=Path, nargs="?", help="a file or directory in the mount")
+    sync.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
+    sync.add_argument(
+        "--timeout",
+        type=positive_duration,
+        default=SYNC_TIMEOUT,
+        metavar="DURATION",
+        help="how long to wait for the uploads (default 1h)",
+    )
+    sync.set_defaults(func=cmd_sync)
 
     # the emulator's own parser is built only when it runs: its server libraries are an
     # optional extra, and `mount` must not load them
@@ -315,6 +338,9 @@ def _read_key_file(path: Path) -> str:
     return key
 
 
+SYNC_TIMEOUT = 3600.0  # seconds containerfs sync waits for the daemon's answer
+
+
 def _mount_config(args: argparse.Namespace) -> Any:
     from containerfs.config import DEFAULT_LOCAL_ONLY, ApiConfig, MountConfig
 
@@ -345,6 +371,7 @@ def _mount_config(args: argparse.Namespace) -> Any:
         container_expires_minutes=args.container_expiry,
         container_memory_limit=args.container_memory,
         allow_other=args.allow_other,
+        write_back=args.write_back,
         drain_timeout=args.drain_timeout,
         fuse_options=options,
         uid=args.uid,
@@ -504,7 +531,7 @@ def _spawn_daemon(args: argparse.Namespace, rdir: Path) -> int:
 
 def _run_dir(mountpoint: Path, state_dir: Path | None) -> Path:
     """The daemon's run directory: its registration, else the one under the state dir."""
-    from containerfs.daemon.mount import run_dir
+    from containerfs.daemon.rundir import run_dir
 
     found = mounttable.registration(mountpoint) if state_dir is None else None
     if found is not None:
@@ -618,6 +645,24 @@ def _status_of(mountpoint: Path, state_dir: Path | None) -> tuple[Status | None,
     if status is None or not _alive(status.pid):
         return None, f"no containerfs daemon serves {mountpoint}"
     return status, ""
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from containerfs.daemon.control import SyncPath, call, socket_path
+
+    mountpoint = Path(os.path.abspath(args.mountpoint))
+    parts: tuple[str, ...] = ()
+    if args.path is not None:
+        rel = os.path.relpath(os.path.abspath(args.path), mountpoint)
+        if rel == ".." or rel.startswith("../"):
+            raise CliError(f"{args.path} is not inside the mount {args.mountpoint}", 2)
+        parts = tuple(p for p in rel.split("/") if p not in ("", "."))
+    sock = socket_path(_run_dir(args.mountpoint, args.state_dir))
+    if not sock.exists():
+        raise CliError(f"no containerfs daemon serves {args.mountpoint}", 1)
+    # waits as long as the uploads take; a failure is one line naming each failed file
+    call(sock, SyncPath(parts), timeout=args.timeout)
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

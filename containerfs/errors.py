@@ -249,3 +249,8 @@ class SizeUnknown(ContainerFsError):
     def __init__(self, message: str, *, errno_: int = _errno.EIO) -> None:
         super().__init__(message)
         self.errno = errno_
+
+
+class StreamAborted(ContainerFsError):
+    """A streaming upload was given up before its body ended (the file was rewritten,
+    truncated or closed elsewhere): the request breaks off, so the server creates nothing."""

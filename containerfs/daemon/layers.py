@@ -73,6 +73,7 @@ async def build_layers(
         nursery=nursery,
         local_only=cfg.local_only,
         deferred=cfg.deferred,
+        write_back=cfg.write_back,
     )
     ops = operations(
         ns,
