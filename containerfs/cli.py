@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     mount.set_defaults(func=cmd_mount)
     cli_admin.add_parsers(sub)
     cli_control.add_parsers(sub, find_run_dir=cli_admin.run_dir_of)
+    cli_admin.add_sync_parser(sub)
 
     # the emulator's own parser is built only when it runs: its server libraries are an
     # optional extra, and `mount` must not load them

@@ -105,6 +105,7 @@ def _mount_config(args: argparse.Namespace) -> Any:
         container_expires_minutes=args.container_expiry,
         container_memory_limit=args.container_memory,
         allow_other=args.allow_other,
+        write_back=args.write_back,
         drain_timeout=args.drain_timeout,
         fuse_options=options,
         uid=args.uid,

@@ -148,6 +148,14 @@ MOUNT_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         },
     ),
     (
+        ("--write-back",),
+        {
+            **_FLAG,
+            "help": "close returns once the content is durable on disk; uploads follow in the"
+            " background ('containerfs sync' waits for them)",
+        },
+    ),
+    (
         ("--drain-timeout",),
         {
             "type": positive_duration,

@@ -141,6 +141,16 @@ DEFAULT_DEFERRED: tuple[str, ...] = (
     "tmp_*_??????",  # git's tmp_obj_XXXXXX, tmp_pack_XXXXXX
 )
 DEFER_SECONDS = 5.0
+#: A file written from offset 0 straight on starts uploading once it holds STREAM_AFTER bytes,
+#: its body sent while it is written. Smaller files are uploaded whole at close: one request
+#: either way, and a request that waits for writes would hold a connection for nothing.
+STREAM_AFTER = 1 << 20
+#: Write-back uploads sent at once (each file's versions still one after another).
+WRITE_BACK_PARALLEL = 8
+#: The reads of a streamed spool: big enough for few thread hops, small enough for little RSS.
+STREAM_CHUNK = 1 << 20
+#: The latest written bytes a stream keeps in memory, to send them without reading them back.
+STREAM_MEMORY = 8 << 20
 #: A broken download is resumed up to DOWNLOAD_RETRIES times in a row without progress,
 #: after 0.5, 1 and 2 seconds (the same doubling ``Backoff`` as uploads and API calls).
 DOWNLOAD_BACKOFF = Backoff(base=0.5, cap=5.0)
@@ -172,6 +182,7 @@ class MountConfig:
     container_expires_minutes: int | None = None
     container_memory_limit: str | None = None
     allow_other: bool = False
+    write_back: bool = False  # close returns once the content is durable; uploads follow
     drain_timeout: float = 60.0
     fuse_options: tuple[str, ...] = field(default_factory=tuple)
     uid: int | None = None  # owner shown for every file; None: the daemon's user

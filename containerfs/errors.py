@@ -257,3 +257,8 @@ class CliError(Exception):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StreamAborted(ContainerFsError):
+    """A streaming upload was given up before its body ended (the file was rewritten,
+    truncated or closed elsewhere): the request breaks off, so the server creates nothing."""

@@ -223,7 +223,10 @@ def test_state_and_cache_files_are_private_to_the_user(
         loose = []
         for top in (mp.state_dir, cache):
             for path in [top, *top.rglob("*")]:
-                mode = stat.S_IMODE(path.lstat().st_mode)
+                try:
+                    mode = stat.S_IMODE(path.lstat().st_mode)
+                except FileNotFoundError:  # a temporary file renamed into place meanwhile
+                    continue
                 if mode & 0o077:
                     loose.append(f"{path.relative_to(tmp_path)} {mode:o}")
     assert not loose, "readable by others: " + ", ".join(sorted(loose))

@@ -46,8 +46,8 @@ class Seen:
 class WatchingSink(httpx.AsyncBaseTransport):
     """Consumes an upload body chunk by chunk, as a socket would, and records what
     ``client`` reports after each chunk; with ``fail_after``, the first attempt is answered
-    429 once that many bytes of it were read (a refusal, sent again at once; a 5xx would be
-    ambiguous and send the client looking for the upload first)."""
+    500 once that many bytes of it were read (the client then lists the container, to adopt
+    what a stored attempt made, before sending again: it finds nothing)."""
 
     def __init__(self, fail_after: int = 0) -> None:
         self.client: ApiClient | None = None
@@ -57,6 +57,9 @@ class WatchingSink(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert self.client is not None
+        if request.method == "GET":
+            empty = {"object": "list", "data": [], "has_more": False}
+            return httpx.Response(200, json=empty)
         self.attempts += 1
         received = 0
         assert isinstance(request.stream, httpx.AsyncByteStream)
@@ -66,7 +69,7 @@ class WatchingSink(httpx.AsyncBaseTransport):
                 sent = self.client.statistics().bytes_up
                 self.seen.append(Seen(self.attempts, self.client.transfers(), sent))
                 if self.attempts == 1 and self.fail_after and received >= self.fail_after:
-                    return httpx.Response(429, json={"error": {"message": "try again"}})
+                    return httpx.Response(500, json={"error": {"message": "try again"}})
         return _file_answer(received)
 
 

@@ -56,6 +56,13 @@ class FakeWriter:
     async def close_if_idle(self, node: Node) -> None:
         pass
 
+    async def adopt_resumed(self, node: Node, item: PendingUpload) -> bool:
+        return False
+
+    async def upload_queued(self, node: Node) -> bool:
+        await self.flush(node)
+        return False
+
     async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None:
         self.deletes.append(trio.current_time())
         assert self.queue is not None

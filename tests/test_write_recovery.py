@@ -137,6 +137,12 @@ class Hooked:
     async def delete_file(self, *args: Any, **kwargs: Any) -> Any:
         return await self._call("delete_file", *args, **kwargs)
 
+    async def find_upload(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("find_upload", *args, **kwargs)
+
+    async def upload_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("upload_stream", *args, **kwargs)
+
 
 def hook(fs: Fs) -> Hooked:
     hooked = Hooked(fs.writer.client)

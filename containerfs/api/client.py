@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import (
     AsyncGenerator,
+    AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -30,7 +31,7 @@ import trio
 
 from containerfs.api import checks
 from containerfs.api.calls import Caller
-from containerfs.api.progress import ProgressFile, Transfers, TransferStats
+from containerfs.api.progress import ProgressFile, Transfer, Transfers, TransferStats
 from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Patience, Sightings
 from containerfs.api.transport import (
     Download,
@@ -364,7 +365,7 @@ class ApiClient:
         size: int,
         wall: float,
         started: int,
-        patience: Patience,
+        patience: Patience | None = None,
     ) -> ContainerFile | None:
         """The file a lost upload attempt made, listed now: one for which all of these hold.
 
@@ -389,6 +390,93 @@ class ApiClient:
                     and self._created_after(f.created_at, wall)
                     and self._sightings.adoptable(f.id, started)
                 ):
+                    return f
+        return None
+
+    async def upload_stream(
+        self,
+        container_id: ContainerId,
+        body: Callable[[], AsyncIterable[bytes]],
+        *,
+        filename: str,
+        size: Callable[[], int | None],
+    ) -> ContainerFile:
+        """Upload the bytes ``body()`` yields as multipart ``file`` named ``filename``, sent
+        while they are still being produced (chunked; no size needed up front).
+
+        Every attempt calls ``body()`` afresh, so a retry sends the content from its start.
+        ``size()`` is the content's size once the body has ended (None before): an
+        ambiguous failure adopts a file the lost attempt created as ``upload_file`` does. An
+        exception raised by the body (``StreamAborted``) breaks the request off and is raised
+        as is: a body that never ended creates nothing on the server.
+        """
+        url = checks.url("containers", container_id, "files")
+        began = time.monotonic()
+        with self._transfers.track("upload", container_id, filename) as transfer:
+            transfer.total_from(size)  # known once the body ends (the file is closed)
+            created = await self._send_stream(url, container_id, body, filename, size, transfer)
+        self._claim(created.id)
+        log.info(
+            "streamed %r (%s bytes) in %.2f s as %s %r",
+            filename,
+            size(),
+            time.monotonic() - began,
+            created.id,
+            created.path,
+        )
+        return created
+
+    async def _send_stream(
+        self,
+        url: str,
+        container_id: ContainerId,
+        body: Callable[[], AsyncIterable[bytes]],
+        filename: str,
+        size: Callable[[], int | None],
+        transfer: Transfer,
+    ) -> ContainerFile:
+        started, wall = self._sightings.mark(), self._wallclock()
+
+        async def recover() -> ContainerFile | None:
+            sent = size()
+            if sent is None:  # the body never ended: the server cannot have stored it
+                return None
+            return await self._lost_upload(
+                container_id, filename, size=sent, wall=wall, started=started
+            )
+
+        def attempt() -> Request:
+            source = body()  # raises StreamAborted for a second attempt: nothing is sent
+            transfer.restart(0)
+            return self._transport.multipart_request(
+                "POST", url, field="file", filename=filename, body=_counted(source, transfer.add)
+            )
+
+        return await self._calls.call(
+            "upload_file",
+            attempt,
+            lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
+            idempotent=False,
+            recover=recover,
+        )
+
+    async def find_upload(
+        self, container_id: ContainerId, filename: str, *, size: int, since: float, old: str | None
+    ) -> ContainerFile | None:
+        """The file an upload of ``size`` bytes named ``filename``, begun at wall-clock time
+        ``since``, may have created though its answer never came (the daemon was killed):
+        the rules of an ambiguous ``upload_file``, ``old`` (the file it replaces) excluded."""
+        async with aclosing(self.list_files(container_id)) as files:
+            async for f in files:
+                if (
+                    f.id != old
+                    and upload_path_matches(f.path, filename)
+                    and f.bytes in (size, None)
+                    and self._created_after(f.created_at, since)
+                    # seen in listings since, surely; only never returned by a create of ours
+                    and self._sightings.adoptable(f.id, 0)
+                ):
+                    self._claim(f.id)
                     return f
         return None
 
@@ -494,3 +582,12 @@ class ApiClient:
 
 def _params(**values: str | int | None) -> dict[str, str | int]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+async def _counted(
+    chunks: AsyncIterable[bytes], on_bytes: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    """``chunks``, each counted as sent: the progress of a streamed upload."""
+    async for chunk in chunks:
+        on_bytes(len(chunk))
+        yield chunk

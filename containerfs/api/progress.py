@@ -58,6 +58,7 @@ class Transfer:
         self.total = total
         self.done = done
         self._clock = clock
+        self._total_of: Callable[[], int | None] | None = None
         self._started = clock()
         # (time, done) at most every _SAMPLE_EVERY: enough of them to span the rate window
         self._samples: deque[tuple[float, int]] = deque(
@@ -70,6 +71,10 @@ class Transfer:
         now = self._clock()
         if now - self._samples[-1][0] >= _SAMPLE_EVERY:
             self._samples.append((now, self.done))
+
+    def total_from(self, source: Callable[[], int | None]) -> None:
+        """The total is learnt later (a body sent while it is written): ask ``source``."""
+        self._total_of = source
 
     def restart(self, done: int) -> None:
         """A new attempt: the bytes move again from ``done`` (the rate starts afresh)."""
@@ -95,7 +100,7 @@ class Transfer:
             container_id=str(self.container_id),
             name=self.name,
             done=self.done,
-            total=self.total,
+            total=self.total if self._total_of is None else self._total_of(),
             rate=self.rate(now),
             elapsed=now - self._started,
         )

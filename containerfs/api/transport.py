@@ -11,9 +11,19 @@ through it and never sees an httpx type at run time. Knows nothing about FUSE, i
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+)
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -306,6 +316,16 @@ class Transport:
             method, url, params=params, json=json, files=files, headers=headers
         )
 
+    def multipart_request(
+        self, method: str, url: str, *, field: str, filename: str, body: AsyncIterable[bytes]
+    ) -> Request:
+        """A multipart request whose one file part is ``body``, sent as it comes: no
+        Content-Length (chunked), so the part may still be growing while it is sent."""
+        boundary = secrets.token_hex(16)
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        content = _multipart_stream(boundary, field, filename, body, on_bytes=self._count_up)
+        return self._http.build_request(method, url, headers=headers, content=content)
+
     async def send(
         self, endpoint: str, request: Request, *, stream: bool, patience: Patience
     ) -> Response:
@@ -386,6 +406,40 @@ class Transport:
 
     def _count_up(self, n: int) -> None:
         self.bytes_up += n
+
+
+# how httpx writes a form parameter (HTML5 form encoding), so both upload paths name a file alike
+_FORM_ESCAPES = {'"': "%22", "\\": "\\\\"} | {chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}
+_FORM_ESCAPE = re.compile("|".join(re.escape(c) for c in _FORM_ESCAPES))
+
+
+def _form_param(name: str, value: str) -> bytes:
+    escaped = _FORM_ESCAPE.sub(lambda m: _FORM_ESCAPES[m.group(0)], value)
+    return f'{name}="{escaped}"'.encode()
+
+
+async def _multipart_stream(
+    boundary: str,
+    field: str,
+    filename: str,
+    body: AsyncIterable[bytes],
+    *,
+    on_bytes: Callable[[int], None],
+) -> AsyncIterator[bytes]:
+    yield b"".join(
+        [
+            f"--{boundary}\r\n".encode(),
+            b"Content-Disposition: form-data; ",
+            _form_param("name", field),
+            b"; ",
+            _form_param("filename", filename),
+            b"\r\nContent-Type: application/octet-stream\r\n\r\n",
+        ]
+    )
+    async for chunk in body:
+        on_bytes(len(chunk))
+        yield chunk
+    yield f"\r\n--{boundary}--\r\n".encode()
 
 
 def _raise_read_size(size: int) -> None:

@@ -15,10 +15,16 @@ from __future__ import annotations
 import errno
 import logging
 import posixpath
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from containerfs.daemon.control import ImportFile, NewContainer, Request, check_file_name
+from containerfs.daemon.control import (
+    ImportFile,
+    NewContainer,
+    Request,
+    SyncPath,
+    check_file_name,
+)
 from containerfs.errors import ApiError, ContainerExpired, ControlError, NotFound
 from containerfs.models import ApiFile, ContainerFile, ContainerId
 from containerfs.ns.inodes import ROOT_INODE, Kind, Node
@@ -34,6 +40,19 @@ class FileSource(Protocol):
     ) -> ContainerFile: ...
 
 
+class FailedUpload(Protocol):
+    @property
+    def container_id(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class UploadWaiter(Protocol):
+    async def sync(self, under: Node) -> Sequence[FailedUpload]: ...
+
+
 class MountCommands:
     """Carries out control requests on one mount's namespace."""
 
@@ -44,17 +63,38 @@ class MountCommands:
         *,
         container_defaults: Mapping[str, Any] | None = None,
         entry_added: Callable[[int, str], None] | None = None,
+        uploads: UploadWaiter | None = None,
     ) -> None:
         self.ns = namespace
         self.client = client
         self.defaults = dict(container_defaults or {})
         self._entry_added = entry_added or (lambda parent, name: None)
+        self._uploads = uploads
 
     async def run(self, request: Request) -> str:
         """Carry out ``request``; the new directory's or file's path below the mountpoint."""
         if isinstance(request, NewContainer):
             return await self.new_container(request)
+        if isinstance(request, SyncPath):
+            return await self.sync(request)
         return await self.import_file(request)
+
+    async def sync(self, request: SyncPath) -> str:
+        """Wait until every upload under the path is on the server (``containerfs sync``);
+        one line naming each upload that failed, as a ``ControlError``."""
+        shown = "/".join(request.path) or "."
+        if self._uploads is None:
+            raise ControlError("this mount has no uploads to wait for")
+        node: Node | None = self.ns.root_node
+        for part in request.path:
+            node = await self.ns.lookup(node, part) if node is not None else None
+        if node is None:
+            raise ControlError(f"no such file: {shown}", errno_=errno.ENOENT)
+        failed = await self._uploads.sync(node)
+        if failed:
+            named = "; ".join(f"{f.container_id}/{f.path}: {f.error}" for f in failed)
+            raise ControlError(f"{len(failed)} upload(s) failed: {named}", errno_=errno.EIO)
+        return shown
 
     async def new_container(self, request: NewContainer) -> str:
         root = self.ns.root_node

@@ -11,6 +11,7 @@ closes it::
      "expires_after_minutes": 30, "network_policy": {"type": "disabled"}, "skills": [...]}
     {"command": "import", "directory": ["CONTAINER", "SUBDIR"], "file_id": "file-…",
      "name": "NAME" | null}
+    {"command": "sync", "path": ["CONTAINER", "SUBDIR"]}  (waits for the uploads under it)
     -> {"ok": true, "path": "CONTAINER/SUBDIR/NAME"} | {"ok": false, "error": "one line"}
 
 The requests are validated on both sides (the client's options, and the daemon's input).
@@ -117,7 +118,22 @@ class ImportFile:
         }
 
 
-Request = NewContainer | ImportFile
+@dataclass(frozen=True)
+class SyncPath:
+    """``containerfs sync``: wait until every upload under ``path`` (components below the
+    mountpoint; none for the whole mount) is on the server."""
+
+    path: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for part in self.path:
+            check_file_name(part, what="path component")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"command": "sync", "path": list(self.path)}
+
+
+Request = NewContainer | ImportFile | SyncPath
 
 
 def check_file_id(fid: str) -> None:
@@ -175,6 +191,8 @@ def request_from_json(data: object) -> Request:
                 network_policy=None if policy is None else _policy(policy),
                 skills=tuple(_strings(data, "skills")),
             )
+        if data.get("command") == "sync":
+            return SyncPath(path=tuple(_strings(data, "path")))
         if data.get("command") == "import":
             return ImportFile(
                 directory=tuple(_strings(data, "directory")),

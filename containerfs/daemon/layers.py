@@ -78,6 +78,7 @@ async def build_layers(
         nursery=nursery,
         local_only=cfg.local_only,
         deferred=cfg.deferred,
+        write_back=cfg.write_back,
     )
     ops = operations(
         ns,

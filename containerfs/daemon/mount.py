@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import logging
 import os
 import signal
@@ -31,6 +30,7 @@ from containerfs.config import MountConfig as MountConfig
 from containerfs.daemon.commands import MountCommands
 from containerfs.daemon.control import serve_control, socket_path
 from containerfs.daemon.layers import build_layers
+from containerfs.daemon.rundir import run_dir as run_dir
 from containerfs.daemon.status import Status, pending_in_mount, transfers_in_mount
 from containerfs.errors import MountError as MountError
 from containerfs.fs.operations import Operations
@@ -46,13 +46,6 @@ log = logging.getLogger(__name__)
 #: After the requests in flight were cancelled, handlers answer at once; the FUSE main loop is
 #: cancelled if it has not returned within this many seconds (a handler stuck elsewhere).
 SHUTDOWN_GRACE = 5.0
-
-
-def run_dir(state_dir: Path, mountpoint: Path) -> Path:
-    """Where a mount keeps its pid, log and status: one directory per mountpoint."""
-    real = os.path.realpath(mountpoint)
-    slug = hashlib.sha256(real.encode()).hexdigest()[:16]
-    return state_dir / "mounts" / slug
 
 
 def check_mountpoint(mountpoint: Path) -> None:
@@ -259,7 +252,11 @@ class Daemon:
             "memory_limit": self.cfg.container_memory_limit,
         }
         return MountCommands(
-            self.ns, self.client, container_defaults=defaults, entry_added=ops.entry_added
+            self.ns,
+            self.client,
+            container_defaults=defaults,
+            entry_added=ops.entry_added,
+            uploads=self.writer,
         )
 
     async def serve(self, *, ready: Callable[[], None] | None = None) -> None:

@@ -412,7 +412,7 @@ async def upload_file(request: Request, emu: Emulator) -> Response:
         raise missing(FILE_FIELD)
     incoming = emu.store.incoming_path()
     upload = await receive_multipart(
-        request.stream(),
+        emu.stats.receiving(request.stream()),
         boundary=multipart_boundary(request.headers["content-type"]),
         blob=incoming,
         max_bytes=emu.config.max_upload_bytes,

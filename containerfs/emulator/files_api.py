@@ -99,7 +99,7 @@ async def create_file(request: Request, emu: Emulator) -> Response:
         )
     incoming = emu.store.incoming_path()
     upload = await receive_multipart(
-        request.stream(),
+        emu.stats.receiving(request.stream()),
         boundary=multipart_boundary(request.headers["content-type"]),
         blob=incoming,
         max_bytes=emu.config.max_upload_bytes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ class Stats:
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0
         self.faults_applied = 0
+        self.bytes_receiving = 0  # of upload bodies still arriving: an upload sent as written
         self._log: collections.deque[RequestRecord] = collections.deque(maxlen=log_size)
 
     def count(self, route: str) -> None:
@@ -48,7 +50,19 @@ class Stats:
             "bytes_uploaded": self.bytes_uploaded,
             "bytes_downloaded": self.bytes_downloaded,
             "faults_applied": self.faults_applied,
+            "bytes_receiving": self.bytes_receiving,
         }
+
+    async def receiving(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks`` of an upload body, counted in ``bytes_receiving`` until it ends."""
+        seen = 0
+        try:
+            async for chunk in chunks:
+                seen += len(chunk)
+                self.bytes_receiving += len(chunk)
+                yield chunk
+        finally:
+            self.bytes_receiving -= seen
 
     def recent(self) -> list[dict[str, Any]]:
         return [asdict(r) for r in self._log]

@@ -16,7 +16,7 @@ from typing import BinaryIO
 import anyio
 import anyio.to_thread
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from containerfs.emulator.errors import ApiError, bad_request
 
@@ -137,6 +137,10 @@ async def receive_multipart(
                 if size > max_bytes:
                     raise ApiError(413, "The uploaded file is too large.", param=FILE_FIELD)
         parser.finalize()
+        if parser.state != MultipartState.END:
+            # a body cut short (its final boundary missing) is an upload that never completed:
+            # the service stores nothing of it, and neither does the emulator
+            raise bad_request("Malformed multipart body: it ends before its final boundary.")
         size += await _flush(out, receiver)
     except BaseException:
         with anyio.CancelScope(shield=True):

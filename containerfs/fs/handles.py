@@ -28,6 +28,7 @@ class HandleTable:
     def __init__(self) -> None:
         self._files: dict[int, Handle] = {}
         self._dirs: dict[int, list[tuple[str, Node]]] = {}
+        self._dir_nodes: dict[int, Node] = {}  # the directory each handle lists
         self._fhs = itertools.count(1)
 
     def add_file(self, handle: Handle) -> int:
@@ -41,13 +42,18 @@ class HandleTable:
     def pop_file(self, fh: int) -> Handle | None:
         return self._files.pop(fh, None)
 
-    def add_dir(self, entries: list[tuple[str, Node]]) -> int:
+    def add_dir(self, entries: list[tuple[str, Node]], node: Node) -> int:
         fh = next(self._fhs)
         self._dirs[fh] = entries
+        self._dir_nodes[fh] = node
         return fh
+
+    def dir_node(self, fh: int) -> Node | None:
+        return self._dir_nodes.get(fh)
 
     def dir(self, fh: int) -> list[tuple[str, Node]] | None:
         return self._dirs.get(fh)
 
     def pop_dir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
+        self._dir_nodes.pop(fh, None)

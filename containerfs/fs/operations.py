@@ -275,7 +275,7 @@ class Operations(pyfuse3.Operations):
         # first, all at once, rather than one round trip per file in the stat calls after
         await self.sizes.ensure_all(child for _, child in entries)
         self.walks.listed(inode, entries)
-        fh = self._open.add_dir(entries)
+        fh = self._open.add_dir(entries, node)
         return fh
 
     @guarded
@@ -298,7 +298,15 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None
+        # every upload of the directory's files (write-back queues them) is on the server
+        node = self._open.dir_node(fh)
+        if node is None:
+            raise _fail(errno.EBADF)
+        # a temp file's upload stays deferred: a tool that syncs its directory renames it next
+        failed = await self.writer.sync(node, deferred=False)
+        if failed:
+            log.warning("fsync of a directory: %d uploads failed", len(failed))
+            raise _fail(errno.EIO)
 
     @guarded
     async def mkdir(
@@ -459,7 +467,8 @@ class Operations(pyfuse3.Operations):
         # before the first write, and `echo x > f` would upload an empty file first.
         handle = self._handle(fh)
         if handle.spool is not None and handle.changed:
-            await self._upload(handle)
+            # with write-back, a close only makes the content durable and queues its upload
+            await self._upload(handle, wait=False)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -467,13 +476,13 @@ class Operations(pyfuse3.Operations):
         if handle.spool is not None:
             await self._upload(handle)
 
-    async def _upload(self, handle: Handle) -> None:
+    async def _upload(self, handle: Handle, *, wait: bool = True) -> None:
         """Flush a handle's spool. A failed upload is EIO at close() and fsync(): the data is
         kept and retried, and EINVAL or EAGAIN would tell the program something else. Only
         an expired container (EROFS) and a file over the size limit (EFBIG) say more."""
         assert handle.spool is not None
         try:
-            await self.writer.flush(handle.node, handle.spool)
+            await self.writer.flush(handle.node, handle.spool, wait=wait)
         except (ContainerExpired, PayloadTooLarge):
             raise
         except ApiError as err:

@@ -169,6 +169,9 @@ class Listings:
         self._fetching = FetchGate()
         # own uploads (file, id) and deletes (None, id) made while a listing is being fetched
         self._journal: dict[ContainerId, list[tuple[ContainerFile | None, FileId]]] = {}
+        # files this mount is deleting (or will: orphans queued for a retry), hidden from every
+        # listing, even one fetched before the delete went out, until it is confirmed or given up
+        self._deleting: dict[ContainerId, set[FileId]] = {}
 
     async def get(
         self,
@@ -190,7 +193,9 @@ class Listings:
                 files = await fetch()
             finally:
                 del self._journal[cid]
-            listing = Listing(cid, files, root=self._root, aliases=aliases, memory=self._memory)
+            hidden = self._deleting.get(cid, set())
+            shown = [f for f in files if f.id not in hidden]
+            listing = Listing(cid, shown, root=self._root, aliases=aliases, memory=self._memory)
             for added, removed in journal:
                 if added is not None:
                     listing.add(added)
@@ -214,8 +219,31 @@ class Listings:
         if listing is not None:
             listing.add(f)
 
+    def deleting(self, cid: ContainerId, fid: FileId) -> None:
+        """The mount is deleting ``fid`` (or has queued its delete): hide it from now on."""
+        self._deleting.setdefault(cid, set()).add(fid)
+        listing = self._cache.get(cid)
+        if listing is not None:
+            listing.remove(fid)
+
+    def delete_abandoned(self, cid: ContainerId, fid: FileId) -> None:
+        """The delete of ``fid`` will not be tried again: the file may still be there, so the
+        next listing shows it again (the cached one no longer holds it)."""
+        if self._stop_hiding(cid, fid):
+            self._cache.pop(cid, None)
+
+    def _stop_hiding(self, cid: ContainerId, fid: FileId) -> bool:
+        hidden = self._deleting.get(cid)
+        if hidden is None or fid not in hidden:
+            return False
+        hidden.discard(fid)
+        if not hidden:
+            del self._deleting[cid]
+        return True
+
     def removed(self, cid: ContainerId, fid: FileId) -> None:
         """The mount deleted ``fid`` from the server."""
+        self._stop_hiding(cid, fid)
         if cid in self._journal:
             self._journal[cid].append((None, fid))
         listing = self._cache.get(cid)

@@ -314,6 +314,16 @@ class Namespace:
         await self._aliases.record(parent.cid, path, new)
         return self._file_node(parent.cid, path, new)
 
+    def deleting(self, cid: ContainerId, fid: FileId) -> None:
+        """This mount is deleting ``fid`` (or will retry it): no listing shows it any more,
+        even one fetched while the delete is on its way, until ``file_deleted`` confirms it
+        or ``delete_abandoned`` gives it up."""
+        self._listings.deleting(cid, fid)
+
+    def delete_abandoned(self, cid: ContainerId, fid: FileId) -> None:
+        """The delete of ``fid`` failed for good: listings show it again."""
+        self._listings.delete_abandoned(cid, fid)
+
     async def file_deleted(self, cid: ContainerId, fid: FileId) -> None:
         await self._aliases.deleted(cid, fid)
 

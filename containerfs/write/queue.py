@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +26,7 @@ from containerfs.models import ContainerId, FileId
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
 from containerfs.state import PendingUpload, State
+from containerfs.write.job import JobState, UploadJob
 from containerfs.write.spool import ServerId, Spool
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class UploadHost(Protocol):
 
     async def close_if_idle(self, node: Node) -> None: ...
 
+    async def upload_queued(self, node: Node) -> bool: ...
+
+    async def adopt_resumed(self, node: Node, item: PendingUpload) -> bool: ...
+
     async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None: ...
 
 
@@ -65,7 +70,7 @@ class PendingItem:
     container_id: str
     path: str
     bytes: int
-    state: str  # "deferred" or "failed"
+    state: str  # "deferred", "failed", or (write-back) "queued" or "uploading"
     error: str | None
 
 
@@ -87,6 +92,7 @@ class UploadQueue:
         *,
         policy: Backoff,
         defer_seconds: float,
+        parallel: int = 1,
     ) -> None:
         self._host = host
         self._ns = namespace
@@ -100,6 +106,11 @@ class UploadQueue:
         # queued uploads of a previous mount that could not be resumed yet (network down)
         self._unresumed: dict[str, tuple[PendingUpload, list[ServerId], Retry]] = {}
         self._wakeup = trio.Event()
+        # write-back: the uploads a close queued, sent in the background, ``parallel`` at once
+        self._queued: dict[Node, UploadJob] = {}
+        self._limit = trio.CapacityLimiter(max(1, parallel))
+        self._settled = trio.Event()  # set whenever a queued upload ends
+        self._nursery: trio.Nursery | None = None
         self._draining: trio.CancelScope | None = None
 
     @property
@@ -114,6 +125,74 @@ class UploadQueue:
 
     def is_failed(self, node: Node) -> bool:
         return node in self._failed
+
+    def failure(self, node: Node) -> str | None:
+        """Why the last upload of ``node`` failed, while it waits for its retry."""
+        retry = self._failed.get(node)
+        return retry.error if retry is not None else None
+
+    # ---- write-back: uploads a close queued ----
+
+    def run_in(self, nursery: trio.Nursery) -> None:
+        """Queued uploads run as tasks of ``nursery``."""
+        self._nursery = nursery
+
+    def enqueue(self, node: Node) -> None:
+        """Upload ``node`` in the background (its spool and queue record are durable)."""
+        if node in self._queued or node in self._failed:
+            return  # the running job takes the newest content; a failed one waits its retry
+        assert self._nursery is not None, "write-back needs run_in()"
+        assert node.cid is not None
+        job = self._queued[node] = UploadJob(node.cid, node.path)
+        self._nursery.start_soon(self._upload_queued, node, job)
+
+    async def _upload_queued(self, node: Node, job: UploadJob) -> None:
+        try:
+            async with self._limit:
+                job.state = JobState.UPLOADING
+                # the versions of one file go in order: each round uploads the newest content
+                # under the file's lock, again while a write made it dirty during the last
+                while await self._host.upload_queued(node):
+                    pass
+                job.state = JobState.DONE
+        except ApiError as err:
+            job.state, job.error = JobState.FAILED, err  # now in ``_failed``, retried there
+        except Exception as err:
+            job.state, job.error = JobState.FAILED, err
+            self._unexpected(node, err)
+        finally:
+            self._queued.pop(node, None)
+            self._settled.set()
+            self._settled = trio.Event()
+        await self._host.close_if_idle(node)
+
+    async def _retry_limited(self, node: Node) -> None:
+        async with self._limit:
+            await self.retry_now([node], orphans=False)
+
+    async def sync(
+        self, under: Callable[[Node], bool], *, deferred: bool = True
+    ) -> list[PendingItem]:
+        """Wait until every upload of a node ``under`` is on the server (the ``deferred``
+        ones too, uploaded now); the uploads that still failed."""
+        if deferred:
+            await self.upload_due(everything=True)
+        while True:
+            while any(under(n) for n in self._queued):
+                await self._settled.wait()
+            failed = [n for n in self._failed if under(n)]
+            if not failed:
+                return []
+            async with trio.open_nursery() as nursery:  # as many at once as the queue's jobs
+                for node in failed:
+                    nursery.start_soon(self._retry_limited, node)
+            if not any(under(n) for n in self._queued):
+                break
+        return [
+            PendingItem(str(n.cid), n.path, n.spool.size if n.spool else 0, "failed", r.error)
+            for n, r in self._failed.items()
+            if under(n)
+        ]
 
     def defer(self, node: Node) -> None:
         """Upload ``node`` once its grace period is over."""
@@ -160,32 +239,46 @@ class UploadQueue:
 
     def counts(self) -> QueueCounts:
         return QueueCounts(
-            pending=len(self._failed) + len(self._unresumed),
+            pending=len(self._failed) + len(self._unresumed) + len(self._queued),
             deferred=len(self._later),
             orphans=len(self._orphans),
         )
 
     def snapshot(self) -> list[PendingItem]:
         """The uploads not done yet: deferred, failed, or queued by a previous mount."""
-        return [
-            PendingItem(
-                container_id=str(n.cid),
-                path=n.path,
-                bytes=n.spool.size if n.spool else 0,
-                state="deferred" if n in self._later else "failed",
-                error=self._failed[n].error if n in self._failed else None,
-            )
-            for n in [*self._failed, *self._later]
-        ] + [
-            PendingItem(
-                container_id=item.container_id,
-                path=item.path,
-                bytes=_size_of(item.spool),
-                state="failed",
-                error=retry.error,
-            )
-            for item, _, retry in self._unresumed.values()
-        ]
+        return (
+            [
+                PendingItem(
+                    container_id=str(n.cid),
+                    path=n.path,
+                    bytes=n.spool.size if n.spool else 0,
+                    state="deferred" if n in self._later else "failed",
+                    error=self._failed[n].error if n in self._failed else None,
+                )
+                for n in [*self._failed, *self._later]
+            ]
+            + [
+                PendingItem(
+                    container_id=str(n.cid),
+                    path=n.path,
+                    bytes=n.spool.size if n.spool else 0,
+                    state=job.state.value,
+                    error=None,
+                )
+                for n, job in self._queued.items()
+                if n not in self._failed
+            ]
+            + [
+                PendingItem(
+                    container_id=item.container_id,
+                    path=item.path,
+                    bytes=_size_of(item.spool),
+                    state="failed",
+                    error=retry.error,
+                )
+                for item, _, retry in self._unresumed.values()
+            ]
+        )
 
     async def resume(self) -> None:
         """Re-queue the uploads a previous mount did not finish."""
@@ -230,6 +323,9 @@ class UploadQueue:
         node.spool = await self._host.reopen(item, replaces)
         self._ns.keep_local(node)
         self._host.classify(node)
+        if await self._host.adopt_resumed(node, item):
+            await self._host.close_if_idle(node)
+            return
         self._failed[node] = Retry(self._policy.base, trio.current_time())
         log.info(
             "resuming upload of %s/%s (%d bytes)", item.container_id, item.path, node.spool.size
@@ -352,7 +448,7 @@ class UploadQueue:
             self._draining.cancel()
 
     def _left(self) -> bool:
-        return bool(self._failed or self._unresumed or self._closed_deferred())
+        return bool(self._failed or self._unresumed or self._queued or self._closed_deferred())
 
     async def _queue_unsaved(self) -> None:
         """Writers still open as the mount ends: queue their content, so that the next mount

@@ -17,17 +17,22 @@ from containerfs.aio import in_thread
 from containerfs.errors import SpoolError
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.state import PendingUpload, State
+from containerfs.write.job import StreamSender, UploadJob
 
 # a server file: its container and id (a moved file may supersede ids of another container)
 ServerId = tuple[ContainerId, FileId]
 
 
-class Uploader(Protocol):
+class Uploader(StreamSender, Protocol):
     async def upload_file(
         self, container_id: ContainerId, source: str | os.PathLike[str], *, filename: str
     ) -> ContainerFile: ...
 
     async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None: ...
+
+    async def find_upload(
+        self, container_id: ContainerId, filename: str, *, size: int, since: float, old: str | None
+    ) -> ContainerFile | None: ...
 
 
 class ContentFetcher(Protocol):
@@ -53,6 +58,14 @@ class Spool:
     replaces: list[ServerId] = field(default_factory=list)  # server files it supersedes
     writers: int = 0  # open handles writing to it
     closed: bool = False  # its fd is closed (discarded, or handed to the cache)
+    job: UploadJob | None = None  # the upload streaming from it while it is written
+    durable: tuple[int, str, str] | None = None  # (version, cid, path) last fsync'd and queued
+
+    def abort_stream(self) -> None:
+        """Its content is no longer one straight write from offset 0: stop streaming it."""
+        if self.job is not None:
+            self.job.abort()
+
     # a write to it failed (the state disk is full): its content is incomplete, never
     # uploaded, and it is no longer the node's content; the errno its writer gets
     failed: int | None = None
@@ -101,6 +114,7 @@ class SpoolFiles:
         """
         if spool.closed:
             return None
+        spool.abort_stream()
         fd, spool.fd, spool.closed = spool.fd, -1, True
         self._open -= 1
         return fd
@@ -130,6 +144,7 @@ class SpoolFiles:
         return Spool(item.spool, fd, size, True, 1, item.id, replaces)
 
     async def truncate(self, spool: Spool, size: int) -> None:
+        spool.abort_stream()
         spool.check()
         try:
             await in_thread(lambda: os.ftruncate(spool.fd, size))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import fnmatch
 import logging
 import os
@@ -28,10 +29,12 @@ from containerfs.config import (
     DEFAULT_DEFERRED,
     DEFAULT_LOCAL_ONLY,
     DEFER_SECONDS,
+    STREAM_AFTER,
     UPLOAD_RETRY_BASE,
     UPLOAD_RETRY_MAX,
+    WRITE_BACK_PARALLEL,
 )
-from containerfs.errors import ApiError, NotFound, SpoolError, StateError
+from containerfs.errors import ApiError, ContainerFsError, NotFound, SpoolError, StateError
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
@@ -43,6 +46,7 @@ from containerfs.write.spool import ServerId as ServerId
 from containerfs.write.spool import Spool as Spool
 from containerfs.write.spool import SpoolFiles
 from containerfs.write.spool import Uploader as Uploader
+from containerfs.write.streaming import Streamer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ class WriterStats:
     pending: int  # failed uploads, and queued ones of a previous mount not resumed yet
     deferred: int
     orphans: int  # superseded server files not deleted yet
+    streamed: int  # uploads sent while their file was written
+    stream_fallbacks: int  # streams given up: their file was uploaded whole at flush
 
 
 class Writer:
@@ -81,6 +87,9 @@ class Writer:
         retry_base: float = UPLOAD_RETRY_BASE,
         retry_max: float = UPLOAD_RETRY_MAX,
         max_dir_rename: int = 1000,
+        stream_after: int | None = STREAM_AFTER,
+        write_back: bool = False,
+        parallel: int = WRITE_BACK_PARALLEL,
     ) -> None:
         self.client = client
         self.ns = namespace
@@ -91,12 +100,16 @@ class Writer:
         self.max_dir_rename = max_dir_rename
         self._stats = _Counters()
         self._spools = SpoolFiles(state)
+        self.write_back = write_back
+        # a write-back close returns before any upload: nothing to stream while writing
+        self._streamer = Streamer(client, stream_after=None if write_back else stream_after)
         self._queue = UploadQueue(
             self,
             namespace,
             state,
             policy=Backoff(retry_base, retry_max),
             defer_seconds=defer_seconds,
+            parallel=parallel,
         )
         self._renamer = Renamer(
             self, namespace=namespace, state=state, client=client, reader=reader, queue=self._queue
@@ -116,6 +129,8 @@ class Writer:
         writer = cls(client, namespace, state, reader, **options)  # type: ignore[arg-type]
         await writer._queue.resume()
         nursery.start_soon(writer._queue.run)
+        writer._streamer.run_in(nursery)
+        writer._queue.run_in(nursery)
         return writer
 
     # ---- naming ------------------------------------------------------------------------
@@ -164,6 +179,7 @@ class Writer:
             elif shared.writers > 0 or shared.dirty:
                 # another writer's, or content not on the server yet (queued, local-only):
                 # a private copy, so that a write failing on a full disk never damages it
+                shared.abort_stream()  # two writers: the content is known only at the close
                 spool = await self._spools.create(shared.path if not truncate else None)
             else:
                 spool = shared
@@ -204,13 +220,23 @@ class Writer:
     async def write(
         self, node: Node, spool: Spool, offset: int, data: bytes, *, append: bool = False
     ) -> int:
-        """Write to a handle's spool; on a full disk (``SpoolError``) the spool is given up."""
+        """Write to a handle's spool (``node``'s upload streams while it is written); on a
+        full disk (``SpoolError``) the spool is given up."""
+        at = spool.size if append else offset
+        job = self._streamer.before_write(node, spool, at)
         try:
-            return await self._spools.write(spool, offset, data, append=append)
+            written = await self._spools.write(spool, offset, data, append=append)
         except SpoolError:
+            spool.abort_stream()
             async with node.lock:
                 await self._forsake_locked(node, spool)
             raise
+        except BaseException:
+            spool.abort_stream()  # the spool may not hold what was sent as written
+            raise
+        finally:
+            self._streamer.after_write(spool, job, at, data)
+        return written
 
     async def _forsake_locked(self, node: Node, spool: Spool) -> None:
         """A write to ``spool`` failed (a full state disk): the content it was making is given
@@ -268,7 +294,7 @@ class Writer:
             # a failure stays queued and is retried; nobody is left to report it to (an
             # upload that already failed is retried by the background loop, at its time)
             with contextlib.suppress(ApiError):
-                await self.flush(node, spool)
+                await self.flush(node, spool, wait=False)
         if spool is not node.spool and spool.writers == 0 and not spool.closed:
             # a writer whose content another close superseded (an unlink or a rename over
             # the file may have discarded it meanwhile: then nothing is left to do)
@@ -311,11 +337,13 @@ class Writer:
         self.ns.release_local(node)
 
     # ---- uploads -----------------------------------------------------------------------
-    async def flush(self, node: Node, spool: Spool | None = None) -> None:
+    async def flush(self, node: Node, spool: Spool | None = None, *, wait: bool = True) -> None:
         """Upload ``spool`` (by default the node's) if it changed; it becomes the node's content.
 
-        Raises the ApiError if the upload failed; the upload stays queued. A handle's spool
-        that cannot be made durable (a full state disk) raises ``SpoolError`` and is given up.
+        Raises the ApiError if the upload failed; the upload stays queued. With write-back
+        and not ``wait`` (a close), the spool is made durable and queued, and only an earlier
+        failed upload of the file is raised. A handle's spool that cannot be made durable (a
+        full state disk) raises ``SpoolError`` and is given up.
         """
         async with node.lock:
             if spool is not None:
@@ -325,7 +353,7 @@ class Writer:
                     if node.gone or not spool.dirty:
                         return
                     await self._adopt(node, spool)
-                await self.upload_locked(node)
+                await self.upload_locked(node, wait=wait)
             except SpoolError as err:
                 if spool is not None:
                     spool.failed = err.errno
@@ -357,10 +385,12 @@ class Writer:
             pid, old.pending_id = old.pending_id, None
             await in_thread(self.state.drop_pending, pid)
 
-    async def upload_locked(self, node: Node, *, now: bool = False) -> None:
+    async def upload_locked(self, node: Node, *, now: bool = False, wait: bool = True) -> None:
         spool = node.spool
         if spool is None or not spool.dirty or node.local_only or node.gone:
             self._queue.uploaded(node)  # nothing (left) to upload
+            if spool is not None:
+                await self._streamer.cancel(spool)
             return
         assert node.cid is not None
         cid, path, version = node.cid, node.path, spool.version
@@ -371,15 +401,17 @@ class Writer:
             self._queue.defer(node)
             return
         self._queue.uploading(node)
-        if spool.pending_id is None:
-            old = next((f for c, f in spool.replaces if c == cid), None)
-            spool.pending_id = await self._record(spool, cid, path, old)
-        else:
-            await in_thread(lambda: os.fsync(spool.fd))
-            pid = spool.pending_id
-            await in_thread(lambda: self.state.update_pending(pid, path=path))
+        await self._record_locked(spool, cid, path)
+        if self.write_back and not wait:
+            self._queue.enqueue(node)
+            failure = self._queue.failure(node)
+            if failure is not None:
+                raise ApiError(f"an earlier upload of {path} failed (retrying): {failure}")
+            return
         try:
-            new = await self.client.upload_file(cid, spool.path, filename=path)
+            new = await self._streamer.finish(node, spool)
+            if new is None:
+                new = await self.client.upload_file(cid, spool.path, filename=path)
         except ApiError as err:
             self._stats.upload_failures += 1
             log.warning("upload of %s/%s failed: %s", cid, path, err)
@@ -388,6 +420,27 @@ class Writer:
             pid = spool.pending_id
             await in_thread(lambda: self.state.update_pending(pid, error=message))
             raise
+        await self._uploaded(node, spool, new, (cid, path, version))
+
+    async def _record_locked(self, spool: Spool, cid: ContainerId, path: str) -> None:
+        """The spool is on disk and queued before its upload: a crash leaves it to resume."""
+        durable = (spool.version, cid, path)
+        if spool.pending_id is None:
+            old = next((f for c, f in spool.replaces if c == cid), None)
+            spool.pending_id = await self._record(spool, cid, path, old)
+        elif spool.durable == durable:
+            return  # a write-back close made exactly this durable: its queued upload follows
+        else:
+            await in_thread(lambda: os.fsync(spool.fd))
+            pid = spool.pending_id
+            await in_thread(lambda: self.state.update_pending(pid, path=path))
+        spool.durable = durable
+
+    async def _uploaded(
+        self, node: Node, spool: Spool, new: ContainerFile, sent: tuple[ContainerId, str, int]
+    ) -> None:
+        """The server holds ``new``: ``spool``'s content at a version, sent to ``cid/path``."""
+        cid, path, version = sent
         self._stats.uploads += 1
         self._stats.bytes_uploaded += spool.size
         await self.ns.file_uploaded(node, new)
@@ -400,10 +453,77 @@ class Writer:
         await self._renamer.retire_backup(cid, path)
         if spool.version == version:
             spool.dirty = False
-            pid = spool.pending_id
-            spool.pending_id = None
-            await in_thread(lambda: self.state.drop_pending(pid))
+            pid, spool.pending_id = spool.pending_id, None
+            if pid is not None:
+                await in_thread(self.state.drop_pending, pid)
         self._queue.uploaded(node)
+
+    async def adopt_resumed(self, node: Node, item: PendingUpload) -> bool:
+        """A queued upload of a previous mount that was killed may have reached the server,
+        its answer lost: adopt the file it created rather than upload a duplicate."""
+        spool = node.spool
+        if spool is None or node.cid is None:
+            return False
+        try:
+            found = await self.client.find_upload(
+                node.cid, node.path, size=spool.size, since=item.created, old=item.old_file_id
+            )
+        except ApiError as err:
+            log.info("cannot check whether %s reached the server: %s", node.path, err)
+            return False
+        if found is None or not await self._same_content(found, spool):
+            return False
+        log.info(
+            "adopting %s/%s: the previous mount's upload reached the server", node.cid, node.path
+        )
+        async with node.lock:
+            await self._uploaded(node, spool, found, (node.cid, node.path, spool.version))
+        return True
+
+    async def _same_content(self, found: ContainerFile, spool: Spool) -> bool:
+        """Whether the server file ``found`` holds the spool's bytes: name, size and time
+        alone could take an older file of the same size for the lost upload, and adopting it
+        would lose the new content."""
+        try:
+            source = await self.reader.fetch(found.container_id, found.id, found.bytes)
+        except ContainerFsError as err:
+            log.info("cannot compare %s with the queued upload: %s", found.path, err)
+            return False
+        try:
+            return await in_thread(filecmp.cmp, source, spool.path, False)
+        except OSError:
+            return False
+        finally:
+            self.reader.unpin(found.id)
+
+    async def upload_queued(self, node: Node) -> bool:
+        """Upload ``node`` now (a write-back job); True if a close queued newer content."""
+        async with node.lock:
+            await self.upload_locked(node, now=True)
+        spool = node.spool
+        return (
+            spool is not None
+            and spool.dirty
+            and spool.writers == 0
+            and not node.gone
+            and not self._queue.is_failed(node)
+        )
+
+    async def sync(self, under: Node, *, deferred: bool = True) -> list[PendingItem]:
+        """Wait until every upload of ``under`` (a file, or a directory's files) is on the
+        server, retrying failed ones once more; the uploads that still failed. Deferred
+        files (tool temp files) are uploaded now unless ``deferred`` is False."""
+
+        def inside(node: Node) -> bool:
+            if under.cid is None:  # the mount's root
+                return True
+            if node.cid != under.cid:
+                return False
+            return (
+                not under.path or node.path == under.path or node.path.startswith(under.path + "/")
+            )
+
+        return await self._queue.sync(inside, deferred=deferred)
 
     def record(
         self,
@@ -452,11 +572,17 @@ class Writer:
             self._queue.orphan(cid, fid, err)
 
     async def delete_remote(self, cid: ContainerId, fid: FileId) -> None:
+        self.ns.deleting(cid, fid)  # hidden while the delete is on its way
         try:
             await self.client.delete_file(cid, fid)
             self._stats.deletes += 1
         except NotFound:
             pass  # already gone: the goal of a delete
+        except ApiError:
+            raise  # still hidden: the caller queues it as an orphan or gives it up
+        except BaseException:
+            self.ns.delete_abandoned(cid, fid)  # cancelled, or a bug: it may still be there
+            raise
         self.reader.invalidate(fid)
         await self.ns.file_deleted(cid, fid)
 
@@ -465,13 +591,19 @@ class Writer:
         """Remove a file: its server copy (if any), then its spool and pending upload."""
         async with node.lock:
             spool = node.spool
+            if spool is not None:
+                spool.abort_stream()
             ids: list[ServerId] = []
             if node.remote is not None:
                 ids.append((node.remote.container_id, node.remote.id))
             if spool is not None:
                 ids += [f for f in spool.replaces if f not in ids]
             for owner, fid in ids:
-                await self.delete_remote(owner, fid)
+                try:
+                    await self.delete_remote(owner, fid)
+                except ApiError:
+                    self.ns.delete_abandoned(owner, fid)  # the unlink fails: the file stays
+                    raise
             self.ns.mark_gone(node)
             self.ns.drop_remote(node)
             self._queue.forget(node)
@@ -531,10 +663,13 @@ class Writer:
 
     def statistics(self) -> WriterStats:
         counts = self._queue.counts()
+        streams = self._streamer.statistics()
         return WriterStats(
             **vars(self._stats),
             spools_open=self._spools.open_count,
             pending=counts.pending,
             deferred=counts.deferred,
             orphans=counts.orphans,
+            streamed=streams.streamed,
+            stream_fallbacks=streams.fallbacks,
         )
