@@ -3,10 +3,12 @@
 Layers, top to bottom (imports point down only, none back up, even for type checking; a test
 walks the import graph, ``tests/test_layout.py``):
 
-- ``cli``, ``cli_control`` (``new`` and ``import``), ``cliargs`` (sizes, durations, ``-o``
-  and mount.fuse's convention), ``clistatus`` (``status`` and the unmount report as text),
-  ``mounttable`` (``/proc/mounts``, dead and busy mounts, the daemons' registry, sd_notify),
-  ``demo``, ``__main__``: the command line; ``daemon/``:
+- ``cli`` (the parser and ``main``), ``cli_mount`` (``mount``; its options table in
+  ``cli_options``), ``cli_admin`` (``unmount``, ``status``, ``sync``), ``cli_control``
+  (``new`` and ``import``), ``cliargs`` (sizes, durations, ``-o`` and mount.fuse's
+  convention), ``clistatus`` (``status`` and the unmount report as text), ``mounttable``
+  (``/proc/mounts``, dead and busy mounts, the daemons' registry, sd_notify), ``demo``,
+  ``__main__``: the command line; ``daemon/``:
   ``mount`` (lifecycle, signals, unmount), ``layers`` (the one function that builds the
   layers below, used by the tests too), ``status`` (the typed snapshot the daemon writes and
   the CLI reads), ``control`` (the socket ``new`` and ``import`` ask the daemon through) and
@@ -16,13 +18,16 @@ walks the import graph, ``tests/test_layout.py``):
   xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
   any is shown), ``walks`` (directory walks noticed from the order of opens, for prefetch).
   Only ``fs/`` and ``daemon/`` import pyfuse3.
-- ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, ``Attrs``), ``listings``
-  (one container's files as listed, placed once and indexed by directory, patched by own
-  changes), ``memory`` (the path each file was shown at: it keeps it), ``overlay`` (files
-  not on the server yet and directories made here, by directory), ``namespace`` (lookups,
-  readdir, TTL caches, names, aliases), ``created`` (what the containers made here were
-  created with). A lookup or a readdir costs the entries of one
-  directory, not the files of the container.
+- ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, the ``InodeTable``,
+  ``Attrs``), ``listings`` (one container's files as listed, placed once and indexed by
+  directory, patched by own changes, hiding files whose delete is under way), ``memory``
+  (the path each file was shown at: it keeps it), ``overlay`` (files not on the server yet
+  and directories made here, by directory), ``containers`` (the cached container listing,
+  directory names, containers by id, delete), ``aliases`` (where files made here show, kept
+  in the state), ``attributes`` (what ``stat`` shows), ``namespace`` (the facade: lookups,
+  readdir, changes made here), ``created`` (what the containers made here were created
+  with). A lookup or a readdir costs the entries of one directory, not the files of the
+  container.
 - ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
   ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``ranges``
   (ranged GETs for reads far ahead of the stream), ``pieces`` (a large file in parallel ranged
@@ -31,7 +36,9 @@ walks the import graph, ``tests/test_layout.py``):
 - ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local
   content, and the ports to the client and reader), ``queue`` (``UploadQueue``: deferred and
   failed uploads, backoff, resume, drain), ``renames`` (``Renamer``).
-- ``api/``: ``client`` (``ApiClient``: endpoints, the retry loop, duplicate rules),
+- ``api/``: ``client`` (``ApiClient``: endpoints, duplicate rules), ``calls`` (the retry
+  loop of one call), ``deadlines`` (each request's progress deadlines), ``answers`` (error
+  envelopes, content framing and ranges, read without httpx),
   ``checks`` (the one URL builder, which refuses ids that are not plain tokens, and the one
   pagination, which ends a loop), ``transport`` (the only httpx user: errors mapped to ``errors``),
   ``retrying`` (the one ``Backoff``, the rate limiter, what an ambiguous create left),

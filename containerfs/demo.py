@@ -55,6 +55,25 @@ def _start_emulator(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.removeprefix("listening on ")
 
 
+def _start_mount(mountpoint: Path, work: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The mount daemon in the foreground, its state and cache under ``work``."""
+    argv = ["mount", str(mountpoint), "--foreground", "--state-dir", str(work / "state")]
+    argv += ["--cache-dir", str(work / "cache"), "--log-level", "warning"]
+    return subprocess.Popen([sys.executable, "-m", "containerfs", *argv], env=env)
+
+
+def _stop_mount(mount: subprocess.Popen[bytes], mountpoint: Path) -> None:
+    """SIGTERM (the daemon uploads what is pending, then unmounts), then what is left."""
+    if mount.poll() is None:
+        mount.send_signal(signal.SIGTERM)
+        try:
+            mount.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            mount.kill()
+    if os.path.ismount(mountpoint):
+        subprocess.run(["fusermount3", "-uz", str(mountpoint)], check=False)
+
+
 def run_demo(mountpoint: Path) -> int:
     mountpoint.mkdir(parents=True, exist_ok=True)
     if os.path.ismount(mountpoint):
@@ -64,24 +83,7 @@ def run_demo(mountpoint: Path) -> int:
         work = Path(tmp)
         emulator, url = _start_emulator(work / "emulator")
         env = {**os.environ, "OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-demo"}
-        state = work / "state"
-        mount = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "containerfs",
-                "mount",
-                str(mountpoint),
-                "--foreground",
-                "--state-dir",
-                str(state),
-                "--cache-dir",
-                str(work / "cache"),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
+        mount = _start_mount(mountpoint, work, env)
         try:
             while not os.path.ismount(mountpoint):
                 if mount.poll() is not None:
@@ -95,14 +97,7 @@ def run_demo(mountpoint: Path) -> int:
             except KeyboardInterrupt:
                 print("\nunmounting…", flush=True)
         finally:
-            if mount.poll() is None:
-                mount.send_signal(signal.SIGTERM)
-                try:
-                    mount.wait(timeout=90)
-                except subprocess.TimeoutExpired:
-                    mount.kill()
-            if os.path.ismount(mountpoint):
-                subprocess.run(["fusermount3", "-uz", str(mountpoint)], check=False)
+            _stop_mount(mount, mountpoint)
             emulator.terminate()
             emulator.wait(timeout=10)
     return 0

@@ -251,6 +251,14 @@ class SizeUnknown(ContainerFsError):
         self.errno = errno_
 
 
+class CliError(Exception):
+    """A one-line message for the user of the command line; exit status 1 unless given."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class StreamAborted(ContainerFsError):
     """A streaming upload was given up before its body ended (the file was rewritten,
     truncated or closed elsewhere): the request breaks off, so the server creates nothing."""

@@ -69,6 +69,11 @@ def test_dash_o_long_options_become_flags_and_the_rest_stays_for_fuse() -> None:
     ]
 
 
+def test_a_negative_flag_is_given_as_a_bare_dash_o_name() -> None:
+    argv = expand_options(["-o", "no_prefetch,read_only"], mount_long_options())
+    assert argv == ["--no-prefetch", "--read-only"]
+
+
 def test_mount_helper_options_are_dropped() -> None:
     opts = "_netdev,nofail,defaults,rw,noauto,x-systemd.automount,comment=x,uid=5"
     assert expand_options(["-o", opts], mount_long_options()) == ["--uid=5"]

@@ -11,7 +11,7 @@ import pytest
 import trio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_namespace import CID, FakeClient, cfile
+from test_namespace import CID, FakeClient, cfile, open_box
 
 from containerfs import paths
 from containerfs.models import ContainerFile, FileId
@@ -135,9 +135,7 @@ async def test_one_placement_serves_every_lookup_and_readdir(
     tmp_path: Path, placements: list[int]
 ) -> None:
     client = FakeClient([cfile(i, f"/mnt/data/d{i % 4}/f{i}") for i in range(40)])
-    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
-    box = await ns.lookup(ns.root_node, "box")
-    assert box is not None
+    ns, box = await open_box(client, tmp_path)
 
     for _ in range(3):
         for _, d in await ns.list_dir(box):
@@ -152,9 +150,7 @@ async def test_an_upload_and_a_delete_patch_the_listing_without_placing_it_again
     tmp_path: Path, placements: list[int]
 ) -> None:
     client = FakeClient([cfile(i, f"/mnt/data/d{i % 4}/f{i}") for i in range(40)])
-    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
-    box = await ns.lookup(ns.root_node, "box")
-    assert box is not None
+    ns, box = await open_box(client, tmp_path)
     dirs = [d for _, d in await ns.list_dir(box)]
     for d in dirs:
         await ns.list_dir(d)
@@ -174,9 +170,7 @@ async def test_an_upload_and_a_delete_patch_the_listing_without_placing_it_again
 
 async def test_a_directory_made_here_shows_beside_the_listed_ones(tmp_path: Path) -> None:
     client = FakeClient([cfile(1, "/mnt/data/d/f")])
-    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
-    box = await ns.lookup(ns.root_node, "box")
-    assert box is not None
+    ns, box = await open_box(client, tmp_path)
 
     made = await ns.add_dir(box, "m")
     deep = await ns.add_dir(made, "n")
@@ -217,9 +211,7 @@ async def test_files_copied_into_a_large_directory_do_not_resettle_it(
     tmp_path: Path, placements: list[int]
 ) -> None:
     client = FakeClient([cfile(i, f"/mnt/data/big/f{i}") for i in range(50)])
-    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
-    box = await ns.lookup(ns.root_node, "box")
-    assert box is not None
+    ns, box = await open_box(client, tmp_path)
     big = await ns.lookup(box, "big")
     assert big is not None
     await ns.list_dir(big)

@@ -9,7 +9,7 @@ import trio
 
 from containerfs.errors import ApiTimeout
 from containerfs.models import Container, ContainerFile, ContainerId, FileId
-from containerfs.ns.namespace import Namespace
+from containerfs.ns.namespace import Namespace, Node
 from containerfs.state import State
 
 CID = ContainerId("cntr_" + "1" * 48)
@@ -17,6 +17,14 @@ CID = ContainerId("cntr_" + "1" * 48)
 
 def cfile(n: int, path: str) -> ContainerFile:
     return ContainerFile(FileId(f"cfile_{n:032x}"), CID, path, 3, 1_700_000_000 + n, "user")
+
+
+async def open_box(client: FakeClient, tmp_path: Path) -> tuple[Namespace, Node]:
+    """A namespace over ``client`` and its container ``box``, looked up from the root."""
+    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
+    box = await ns.lookup(ns.root_node, "box")
+    assert box is not None
+    return ns, box
 
 
 class FakeClient:
@@ -46,9 +54,7 @@ class FakeClient:
 async def test_own_changes_during_a_listing_fetch_are_not_lost(tmp_path: Path) -> None:
     old = cfile(1, "/mnt/data/a.txt")
     client = FakeClient([old])
-    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
-    box = await ns.lookup(ns.root_node, "box")
-    assert box is not None
+    ns, box = await open_box(client, tmp_path)
     client.gate = trio.Event()
     new = cfile(2, "/mnt/data/a.txt")
     async with trio.open_nursery() as nursery:
@@ -68,9 +74,7 @@ async def test_own_changes_during_a_listing_fetch_are_not_lost(tmp_path: Path) -
 
 async def test_listing_is_cached_and_one_listing_serves_every_lookup(tmp_path: Path) -> None:
     client = FakeClient([cfile(i, f"/mnt/data/d/f{i}") for i in range(5)])
-    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
-    box = await ns.lookup(ns.root_node, "box")
-    assert box is not None
+    ns, box = await open_box(client, tmp_path)
     d = await ns.lookup(box, "d")
     assert d is not None
     for i in range(5):
@@ -83,9 +87,7 @@ async def test_lookups_queued_behind_a_failed_listing_fail_with_it_without_listi
     tmp_path: Path,
 ) -> None:
     client = FakeClient([cfile(1, "/mnt/data/a.txt")])
-    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
-    box = await ns.lookup(ns.root_node, "box")
-    assert box is not None
+    ns, box = await open_box(client, tmp_path)
     client.gate, client.failure = trio.Event(), ApiTimeout("no progress")
     failed: list[BaseException] = []
 
@@ -115,9 +117,7 @@ async def test_an_upload_over_a_shown_file_takes_its_name_before_the_old_one_is_
 ) -> None:
     old = cfile(1, "/mnt/data/a.txt")
     client = FakeClient([old])
-    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
-    box = await ns.lookup(ns.root_node, "box")
-    assert box is not None
+    ns, box = await open_box(client, tmp_path)
     assert [name for name, _ in await ns.list_dir(box)] == ["a.txt"]
     # an overwrite: the new content is uploaded; the old id is still listed until deleted
     new = cfile(2, "/mnt/data/a.txt")
@@ -136,9 +136,7 @@ async def test_a_file_keeps_its_name_when_a_newer_one_of_that_name_appears_elsew
 ) -> None:
     old = cfile(1, "/mnt/data/a.txt")
     client = FakeClient([old])
-    ns = Namespace(client, State(tmp_path, endpoint="e"))  # type: ignore[arg-type]
-    box = await ns.lookup(ns.root_node, "box")
-    assert box is not None
+    ns, box = await open_box(client, tmp_path)
     assert [name for name, _ in await ns.list_dir(box)] == ["a.txt"]
     newer = cfile(2, "/mnt/data/a.txt")  # uploaded by another client
     client.files = [old, newer]

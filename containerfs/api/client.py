@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import time
-from collections import Counter
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -31,18 +30,17 @@ from typing import Any, TypeVar
 import trio
 
 from containerfs.api import checks
+from containerfs.api.calls import Caller
 from containerfs.api.progress import ProgressFile, Transfer, Transfers, TransferStats
 from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Patience, Sightings
 from containerfs.api.transport import (
     Download,
     HttpTransport,
     Request,
-    Response,
     Transport,
     json_body,
 )
 from containerfs.config import ApiConfig, ClientStats
-from containerfs.errors import ApiError, NotFound
 from containerfs.models import (
     ApiFile,
     Container,
@@ -60,10 +58,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Item = TypeVar("Item")
-
-# Distinct bad items logged at warning level once each; past that, each is logged every time
-# (a server sending ever new bad items must not grow the set without bound).
-_REJECTED_LOGGED = 4096
 
 
 class ApiClient:
@@ -94,19 +88,20 @@ class ApiClient:
         wallclock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
-        self._sleep = sleep
         self._clock = clock
         self._wallclock = wallclock or time.time
-        self._rng = rng or random.Random()
-        self._backoff = Backoff(config.backoff_base, config.backoff_max)
         self._transport = Transport(
             config, transport=transport, sleep=sleep, clock=clock, wallclock=self._wallclock
         )
-        self._errors: Counter[str] = Counter()
-        self._retries = 0
-        self._adopted = 0
+        self._calls = Caller(
+            self._transport,
+            max_retries=config.max_retries,
+            backoff=Backoff(config.backoff_base, config.backoff_max),
+            sleep=sleep,
+            rng=rng or random.Random(),
+            patience=self.patience,
+        )
         self._sightings = Sightings()
-        self._rejected: set[str] = set()
         self._transfers = Transfers(clock=clock)
 
     def __repr__(self) -> str:
@@ -145,9 +140,9 @@ class ApiClient:
             requests=MappingProxyType(dict(self._transport.requests)),
             bytes_up=self._transport.bytes_up,
             bytes_down=self._transport.bytes_down,
-            retries=self._retries,
-            errors=MappingProxyType(dict(self._errors)),
-            adopted=self._adopted,
+            retries=self._calls.retries,
+            errors=MappingProxyType(dict(self._calls.errors)),
+            adopted=self._calls.adopted,
             rate_limit_waits=waits,
             rate_limit_wait_seconds=waited,
         )
@@ -186,13 +181,13 @@ class ApiClient:
         patience: Patience | None = None,
     ) -> Page[Container]:
         params = _params(limit=limit, after=after, order=order, name=name)
-        page = await self._call(
+        page = await self._calls.call(
             "list_containers",
             lambda: self._transport.request("GET", "containers", params=params),
             lambda r: Page.from_json(json_body(r), Container.from_json),
             patience=patience,
         )
-        self._reject("list_containers", page.rejected)
+        self._calls.reject("list_containers", page.rejected)
         self._note(*(c.id for c in page.data))
         return page
 
@@ -234,7 +229,7 @@ class ApiClient:
                         return c
             return None
 
-        container = await self._call(
+        container = await self._calls.call(
             "create_container",
             lambda: self._transport.request("POST", "containers", json=body),
             lambda r: Container.from_json(json_body(r)),
@@ -246,13 +241,15 @@ class ApiClient:
         return container
 
     async def retrieve_container(self, container_id: ContainerId) -> Container:
-        data = await self._json("retrieve_container", "GET", checks.url("containers", container_id))
+        data = await self._calls.json(
+            "retrieve_container", "GET", checks.url("containers", container_id)
+        )
         container = checks.parsed("retrieve_container", lambda: Container.from_json(data))
         self._note(container.id)
         return container
 
     async def delete_container(self, container_id: ContainerId) -> None:
-        await self._json(
+        await self._calls.json(
             "delete_container", "DELETE", checks.url("containers", container_id), gone_ok=True
         )
 
@@ -292,13 +289,13 @@ class ApiClient:
         def item(data: Mapping[str, Any]) -> ContainerFile:
             return checks.in_container(ContainerFile.from_json(data), container_id)
 
-        page = await self._call(
+        page = await self._calls.call(
             "list_files",
             lambda: self._transport.request("GET", url, params=params),
             lambda r: Page.from_json(json_body(r), item),
             patience=patience,
         )
-        self._reject("list_files", page.rejected)
+        self._calls.reject("list_files", page.rejected)
         self._note(*(f.id for f in page.data))
         return page
 
@@ -318,20 +315,7 @@ class ApiClient:
 
         No duplicate after an ambiguous failure (a timeout, the connection broken after the
         request was sent, or a 408/5xx answer): before sending again, the container's files
-        are listed and a file is adopted as the lost attempt's result when all of these hold:
-
-        - its ``path`` is one the server gives such an upload (``upload_path_matches``:
-          ``/mnt/data/<filename>``, or ``<32 hex>-<basename>`` in the root or the directory);
-        - its ``bytes`` equal the size sent (or are null);
-        - its ``created_at`` is no earlier than the upload's start on the server's clock
-          (estimated from the ``Date`` header) minus ``ADOPT_MARGIN`` seconds;
-        - this client had not seen its id before the upload started (in any listing,
-          retrieve or create answer), and has not returned it from another create — so a
-          file being replaced by an identical upload is never mistaken for the new one.
-
-        The first such file in ``created_at`` order wins; if none, the upload is sent again.
-        Limits: two concurrent uploads of the same name and size into one container can
-        cross-adopt, and a listing that lags behind the create would miss the file.
+        are listed and a file that the lost attempt made is adopted (``_lost_upload``).
         """
         url = checks.url("containers", container_id, "files")
         started, wall = self._sightings.mark(), self._wallclock()
@@ -343,17 +327,10 @@ class ApiClient:
         ):
             size = transfer.total = os.fstat(fh.fileno()).st_size
 
-            async def recover() -> ContainerFile | None:
-                async with aclosing(self.list_files(container_id, patience=patience)) as files:
-                    async for f in files:
-                        if (
-                            upload_path_matches(f.path, filename)
-                            and f.bytes in (size, None)
-                            and self._created_after(f.created_at, wall)
-                            and self._sightings.adoptable(f.id, started)
-                        ):
-                            return f
-                return None
+            def recover() -> Awaitable[ContainerFile | None]:
+                return self._lost_upload(
+                    container_id, filename, size=size, wall=wall, started=started, patience=patience
+                )
 
             def attempt() -> Request:
                 transfer.restart(0)  # each attempt sends the whole body again
@@ -361,7 +338,7 @@ class ApiClient:
 
             # httpx streams the file object (64 KiB reads; Content-Length from fstat) and
             # seeks it back to 0 for every attempt; its reads are the upload's progress
-            created = await self._call(
+            created = await self._calls.call(
                 "upload_file",
                 attempt,
                 lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
@@ -379,6 +356,42 @@ class ApiClient:
             created.path,
         )
         return created
+
+    async def _lost_upload(
+        self,
+        container_id: ContainerId,
+        filename: str,
+        *,
+        size: int,
+        wall: float,
+        started: int,
+        patience: Patience | None = None,
+    ) -> ContainerFile | None:
+        """The file a lost upload attempt made, listed now: one for which all of these hold.
+
+        - its ``path`` is one the server gives such an upload (``upload_path_matches``:
+          ``/mnt/data/<filename>``, or ``<32 hex>-<basename>`` in the root or the directory);
+        - its ``bytes`` equal the size sent (or are null);
+        - its ``created_at`` is no earlier than the upload's start on the server's clock
+          (estimated from the ``Date`` header) minus ``ADOPT_MARGIN`` seconds;
+        - this client had not seen its id before the upload started (in any listing,
+          retrieve or create answer), and has not returned it from another create — so a
+          file being replaced by an identical upload is never mistaken for the new one.
+
+        The first such file in ``created_at`` order wins; if none, the upload is sent again.
+        Limits: two concurrent uploads of the same name and size into one container can
+        cross-adopt, and a listing that lags behind the create would miss the file.
+        """
+        async with aclosing(self.list_files(container_id, patience=patience)) as files:
+            async for f in files:
+                if (
+                    upload_path_matches(f.path, filename)
+                    and f.bytes in (size, None)
+                    and self._created_after(f.created_at, wall)
+                    and self._sightings.adoptable(f.id, started)
+                ):
+                    return f
+        return None
 
     async def upload_stream(
         self,
@@ -428,16 +441,9 @@ class ApiClient:
             sent = size()
             if sent is None:  # the body never ended: the server cannot have stored it
                 return None
-            async with aclosing(self.list_files(container_id)) as files:
-                async for f in files:
-                    if (
-                        upload_path_matches(f.path, filename)
-                        and f.bytes in (sent, None)
-                        and self._created_after(f.created_at, wall)
-                        and self._sightings.adoptable(f.id, started)
-                    ):
-                        return f
-            return None
+            return await self._lost_upload(
+                container_id, filename, size=sent, wall=wall, started=started
+            )
 
         def attempt() -> Request:
             source = body()  # raises StreamAborted for a second attempt: nothing is sent
@@ -446,7 +452,7 @@ class ApiClient:
                 "POST", url, field="file", filename=filename, body=_counted(source, transfer.add)
             )
 
-        return await self._call(
+        return await self._calls.call(
             "upload_file",
             attempt,
             lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
@@ -480,7 +486,7 @@ class ApiClient:
         url = checks.url("containers", container_id, "files")
         # not idempotent and nothing to recognise the copy by: no resend after an ambiguous failure
         body = {"file_id": file_id}
-        data = await self._json("upload_file", "POST", url, json=body, idempotent=False)
+        data = await self._calls.json("upload_file", "POST", url, json=body, idempotent=False)
         created = checks.parsed(
             "upload_file", lambda: checks.in_container(ContainerFile.from_json(data), container_id)
         )
@@ -489,12 +495,12 @@ class ApiClient:
 
     async def retrieve_api_file(self, file_id: str) -> ApiFile:
         """A Files-API file's metadata (``GET /files/{id}``): its ``filename`` and size."""
-        data = await self._json("retrieve_api_file", "GET", checks.url("files", file_id))
+        data = await self._calls.json("retrieve_api_file", "GET", checks.url("files", file_id))
         return checks.parsed("retrieve_api_file", lambda: ApiFile.from_json(data))
 
     async def retrieve_file(self, container_id: ContainerId, file_id: FileId) -> ContainerFile:
         url = checks.url("containers", container_id, "files", file_id)
-        data = await self._json("retrieve_file", "GET", url)
+        data = await self._calls.json("retrieve_file", "GET", url)
         found = checks.parsed(
             "retrieve_file",
             lambda: checks.in_container(ContainerFile.from_json(data), container_id),
@@ -504,7 +510,7 @@ class ApiClient:
 
     async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None:
         url = checks.url("containers", container_id, "files", file_id)
-        await self._json("delete_file", "DELETE", url, gone_ok=True)
+        await self._calls.json("delete_file", "DELETE", url, gone_ok=True)
 
     def download(
         self,
@@ -542,7 +548,7 @@ class ApiClient:
             headers["Range"] = f"bytes={offset}-"
         # shown from the request on: a server slow to answer is what a user wants to see
         with self._transfers.track("download", container_id, file_id, done=offset) as transfer:
-            response = await self._call(
+            response = await self._calls.call(
                 "file_content",
                 lambda: self._transport.request("GET", url, headers=headers),
                 lambda r: r,
@@ -559,105 +565,12 @@ class ApiClient:
 
     # -- machinery ----------------------------------------------------------------------
 
-    async def _json(
-        self,
-        endpoint: str,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        json: Any = None,
-        gone_ok: bool = False,
-        idempotent: bool = True,
-    ) -> Any:
-        return await self._call(
-            endpoint,
-            lambda: self._transport.request(method, url, params=params, json=json),
-            json_body,
-            idempotent=idempotent,
-            on_gone=(lambda: None) if gone_ok else None,
-        )
-
-    async def _call(
-        self,
-        endpoint: str,
-        build: Callable[[], Request],
-        parse: Callable[[Response], T],
-        *,
-        stream: bool = False,
-        idempotent: bool = True,
-        recover: Callable[[], Awaitable[T | None]] | None = None,
-        on_gone: Callable[[], T] | None = None,
-        patience: Patience | None = None,
-    ) -> T:
-        """Send with retries and ``parse`` the successful answer.
-
-        Not ``idempotent``: after an ambiguous failure, ``recover`` finds what the lost
-        attempt created (None: nothing, send again); without ``recover``, no resend.
-        ``on_gone``: the result when a retry after an ambiguous attempt answers 404.
-        ``patience``: the call's progress deadline; no retry starts past its budget.
-        """
-        patience = patience or self.patience()
-        attempt = 0
-        was_ambiguous = False
-        while True:
-            try:
-                response = await self._transport.send(
-                    endpoint, build(), stream=stream, patience=patience
-                )
-                return self._transport.parse(endpoint, response, parse)
-            except ApiError as err:
-                error = err
-            if on_gone is not None and was_ambiguous and isinstance(error, NotFound):
-                log.info("%s: gone after an ambiguous attempt; taking it as done", endpoint)
-                return on_gone()
-            if error.ambiguous and not idempotent and recover is not None and not self.aborted:
-                # even with no retries left: finding the result beats reporting a failure
-                found = await recover()
-                if found is not None:
-                    self._adopted += 1
-                    log.info("%s: %s; adopted what the lost attempt created", endpoint, error)
-                    return found
-            resend = not (error.ambiguous and not idempotent and recover is None)
-            delay = self._retry_delay(endpoint, error, attempt, patience, resend=resend)
-            if delay is None:
-                self._errors[type(error).__name__] += 1
-                raise error
-            was_ambiguous = was_ambiguous or error.ambiguous
-            attempt += 1
-            self._retries += 1
-            await self._sleep(delay)
-
-    def _retry_delay(
-        self, endpoint: str, error: ApiError, attempt: int, patience: Patience, *, resend: bool
-    ) -> float | None:
-        """The wait before the next attempt, or None: no retry (the error is final, the
-        retries are used up, or the wait would outlast the call's patience)."""
-        if not (error.retryable and resend and attempt < self.config.max_retries):
-            return None
-        delay = self._backoff.delay(attempt, self._rng, retry_after=error.retry_after)
-        if delay >= patience.remaining():
-            log.info("%s: %s; no retry: no progress for too long", endpoint, error)
-            return None
-        retries = self.config.max_retries
-        log.info("%s: %s; retry %d/%d in %.2f s", endpoint, error, attempt + 1, retries, delay)
-        return delay
-
     def _created_after(self, created_at: int, wall: float) -> bool:
         """Whether a ``created_at`` (server clock) is no earlier than our wall-clock time
         ``wall``, within ``ADOPT_MARGIN``. The skew comes from the latest ``Date`` header,
         which the recovery listing itself has just refreshed.
         """
         return created_at >= wall + self._transport.skew - ADOPT_MARGIN
-
-    def _reject(self, endpoint: str, rejected: tuple[str, ...]) -> None:
-        """Log each item a listing set aside, once per mount (a listing is fetched often)."""
-        for reason in rejected:
-            if reason not in self._rejected:
-                if len(self._rejected) < _REJECTED_LOGGED:
-                    self._rejected.add(reason)
-                log.warning("%s: skipped an item the server listed: %s", endpoint, reason)
-            self._errors["BadItem"] += 1
 
     def _note(self, *idents: str) -> None:
         for ident in idents:

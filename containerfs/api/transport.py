@@ -1,6 +1,6 @@
 """The httpx edge of the API layer: the one ``httpx.AsyncClient``, request counters, the
 client-side rate limit, the server's clock skew, streaming download bodies, the progress
-deadlines of every request (``_Deadlines``, around each request's body and its answer), and the
+deadlines of every request (``Deadlines``, deadlines.py, around each body and answer), and the
 one boundary (``_api_errors``) where every httpx failure and error answer becomes a typed error
 of ``containerfs.errors`` (keeping the original as ``__cause__``).
 
@@ -32,10 +32,11 @@ import httpx
 import trio
 
 from containerfs import __version__
+from containerfs.api.answers import download_window, error_fields, suspect
+from containerfs.api.deadlines import Deadlines
 from containerfs.api.retrying import Patience, RateLimiter, parse_http_date, parse_retry_after
 from containerfs.config import ENDPOINTS, ApiConfig
 from containerfs.errors import (
-    ApiAborted,
     ApiConnectionError,
     ApiError,
     ApiTimeout,
@@ -58,8 +59,6 @@ HttpTransport = httpx.AsyncBaseTransport
 #: double that (scripts/bench_client.py). httpcore has no per-connection option for it, so
 #: ``ApiClient`` raises its class attribute (never lowers it; a no-op if httpcore drops it).
 READ_SIZE = 1 << 20
-
-_CONTENT_RANGE = re.compile(r"bytes\s+(?P<start>\d+)-(?P<end>\d+)/(?P<total>\d+|\*)")
 
 # httpx failure -> (our class, worth retrying, request may have been carried out).
 # First match wins, so the specific classes come before their bases.
@@ -93,24 +92,13 @@ def _api_errors(endpoint: str, *, now: Callable[[], float]) -> Iterator[None]:
 
 def _status_error(response: httpx.Response, *, now: float) -> ApiError:
     """The typed error for an error answer, from its envelope (or its text when not JSON)."""
-    message, etype, param, code = "", None, None, None
     try:
         body = response.json()
     except ValueError:
         body = None
-    envelope = body.get("error") if isinstance(body, dict) else None
-    if isinstance(envelope, dict):
-        message = str(envelope.get("message") or "")
-        etype, param, code = (
-            str(v) if v is not None else None
-            for v in (envelope.get("type"), envelope.get("param"), envelope.get("code"))
-        )
-    elif isinstance(envelope, str):  # some proxies answer {"error": "text"}
-        message = envelope
-    if not message:
-        text = " ".join(response.text.split())[:200]
-        reason = response.reason_phrase or "error"
-        message = f"{reason}: {text}" if text else reason
+    message, etype, param, code = error_fields(
+        body, text=response.text, reason=response.reason_phrase
+    )
     cls = error_class_for(response.status_code, message)
     return cls(
         message,
@@ -121,50 +109,6 @@ def _status_error(response: httpx.Response, *, now: float) -> ApiError:
         request_id=response.headers.get("x-request-id"),
         retry_after=parse_retry_after(response.headers, now=now),
     )
-
-
-class _Deadlines:
-    """The progress deadlines of every request, and the switch that cancels them all.
-
-    A request runs in a cancel scope until its answer arrives, whose deadline moves on as its
-    body is sent; then every read of the answer's body waits at most what the call's
-    ``Patience`` allows. A request cut there fails like an httpx timeout (connect: nothing was
-    sent; write; read), so that the one error boundary maps it. ``abort`` cancels every wait
-    in flight and refuses new requests.
-    """
-
-    def __init__(self) -> None:
-        self._scopes: set[trio.CancelScope] = set()
-        self.aborted = False
-
-    def abort(self) -> None:
-        self.aborted = True
-        for scope in list(self._scopes):
-            scope.cancel()
-
-    @contextmanager
-    def watch(self, patience: Patience) -> Iterator[trio.CancelScope]:
-        """A cancel scope for one wait of a request, cut at the patience's deadline or by
-        ``abort``; the caller checks ``cancelled_caught`` and raises ``cut``."""
-        if self.aborted:
-            raise ApiAborted("the mount is ending: no new requests")
-        scope = trio.CancelScope(deadline=trio.current_time() + patience.time_left())
-        self._scopes.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._scopes.discard(scope)
-
-    def cut(
-        self, patience: Patience, timeout: type[httpx.TimeoutException], *, answered: bool
-    ) -> Exception:
-        if self.aborted:
-            return ApiAborted("the mount is ending: request cancelled")
-        policy = patience.policy
-        if answered:
-            return timeout(f"less than {policy.quota} bytes in {policy.window:g} s")
-        return timeout(f"no answer and no progress in {policy.window:g} s")
 
 
 class _RequestBody(httpx.AsyncByteStream):
@@ -210,7 +154,7 @@ class _RequestBody(httpx.AsyncByteStream):
 class _ResponseBody(httpx.AsyncByteStream):
     """An answer's body: each read waits at most what the call's patience allows."""
 
-    def __init__(self, inner: Any, deadlines: _Deadlines, patience: Patience) -> None:
+    def __init__(self, inner: Any, deadlines: Deadlines, patience: Patience) -> None:
         self._inner = inner
         self._deadlines = deadlines
         self._patience = patience
@@ -257,7 +201,11 @@ class Download:
         self.start = start
         self.end = end  # just past the body's last byte, when the answer said
         self.size = size
-        self.suspect = _suspect(response)
+        self.suspect = suspect(
+            response.headers,
+            http_version=response.http_version,
+            consumed=response.is_stream_consumed,
+        )
         self._response = response
         self._on_bytes = on_bytes
         self._progress = progress
@@ -282,49 +230,6 @@ class Download:
             async for chunk in self._response.aiter_raw():
                 self._arrived(len(chunk))
                 yield chunk
-
-
-# Content types of an error page or error envelope: file content is served as
-# application/octet-stream, so a body of these types may be a proxy's or gateway's page.
-_ERROR_PAGE_TYPES = ("text/html", "application/json", "application/problem+json")
-
-
-def _suspect(response: httpx.Response) -> str | None:
-    """Why a content answer cannot vouch for its body, or None: served as an error page
-    would be, or with no framing that would show a truncated body (no Content-Length, not
-    chunked: the body simply ends when the connection closes)."""
-    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media in _ERROR_PAGE_TYPES:
-        return f"served as {media}"
-    framed = (
-        "content-length" in response.headers
-        or "chunked" in response.headers.get("transfer-encoding", "").lower()
-    )
-    if (
-        response.http_version.startswith("HTTP/1")
-        and not framed
-        and not response.is_stream_consumed
-    ):
-        return "no length and no chunked framing"
-    return None
-
-
-def _download_window(response: httpx.Response, offset: int) -> tuple[int, int | None, int | None]:
-    """(start, end, size) of a content answer: 206 honours our Range, 200 starts at byte 0.
-    ``end`` is the offset just past the body (None when not said)."""
-    length = response.headers.get("content-length")
-    body = int(length) if length and length.isdigit() else None
-    if response.status_code == 206:
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
-        if match:
-            total = match["total"]
-            return (
-                int(match["start"]),
-                int(match["end"]) + 1,
-                int(total) if total != "*" else None,
-            )
-        return offset, None, (body + offset if body is not None else None)
-    return 0, body, body
 
 
 class Transport:
@@ -356,10 +261,10 @@ class Transport:
             headers["OpenAI-Organization"] = config.organization
         if config.project:
             headers["OpenAI-Project"] = config.project
-        # httpx's own timeouts are a backstop; _Deadlines cuts a stall or a trickle first
+        # httpx's own timeouts are a backstop; Deadlines cuts a stall or a trickle first
         io = config.io_timeout
         timeout = httpx.Timeout(connect=min(config.connect_timeout, io), read=io, write=io, pool=io)
-        self._deadlines = _Deadlines()
+        self._deadlines = Deadlines()
         self._http = httpx.AsyncClient(
             base_url=config.base_url.rstrip("/") + "/",
             headers=headers,
@@ -479,7 +384,7 @@ class Transport:
     ) -> Download:
         """The body of a content answer to a request for the bytes from ``offset``;
         ``progress`` is told each chunk's size as it arrives."""
-        start, end, size = _download_window(response, offset)
+        start, end, size = download_window(response.status_code, response.headers, offset)
         return Download(
             response,
             start=start,

@@ -32,6 +32,22 @@ class Layers:
     ops: Operations
 
 
+def _namespace(cfg: MountConfig, client: ApiClient, state: State) -> Namespace:
+    """The namespace, its files owned by the mounting user unless ``uid``/``gid`` say."""
+    return Namespace(
+        client,
+        state,
+        root=cfg.root,
+        ttl=cfg.metadata_ttl,
+        show_expired=cfg.show_expired,
+        read_only=cfg.read_only,
+        uid=os.getuid() if cfg.uid is None else cfg.uid,
+        gid=os.getgid() if cfg.gid is None else cfg.gid,
+        file_mode=cfg.file_mode,
+        dir_mode=cfg.dir_mode,
+    )
+
+
 async def build_layers(
     cfg: MountConfig,
     client: ApiClient,
@@ -53,18 +69,7 @@ async def build_layers(
         spare_requests=client.has_spare_requests,
         progress=cfg.api.progress,
     )
-    ns = Namespace(
-        client,
-        state,
-        root=cfg.root,
-        ttl=cfg.metadata_ttl,
-        show_expired=cfg.show_expired,
-        read_only=cfg.read_only,
-        uid=os.getuid() if cfg.uid is None else cfg.uid,
-        gid=os.getgid() if cfg.gid is None else cfg.gid,
-        file_mode=cfg.file_mode,
-        dir_mode=cfg.dir_mode,
-    )
+    ns = _namespace(cfg, client, state)
     writer = await Writer.create(
         client,
         ns,

@@ -117,6 +117,60 @@ class NodeIndex:
         ]
 
 
+class InodeTable:
+    """Inode -> node, and the live nodes by key; a node stays in the table while the kernel
+    may still name its inode, after its key has gone to another (``drop_if_unused``)."""
+
+    __slots__ = ("_keys", "_next", "_nodes")
+
+    def __init__(self, root: Node) -> None:
+        self._nodes: dict[int, Node] = {}
+        self._keys = NodeIndex()
+        self._next = ROOT_INODE + 1
+        self.add(root)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def add(self, node: Node) -> Node:
+        self._nodes[node.inode] = node
+        self._keys.put(node)
+        return node
+
+    def get_or_make(self, kind: Kind, cid: ContainerId, path: str = "") -> Node:
+        """The live node at that key, or a new one with the next inode; not gone either way."""
+        node = self._keys.get(kind, cid, path)
+        if node is None:
+            node = Node(self._next, kind, cid, path)
+            self._next += 1
+            self.add(node)
+        node.gone = False
+        return node
+
+    def node(self, inode: int) -> Node | None:
+        return self._nodes.get(inode)
+
+    def at(self, kind: Kind, cid: ContainerId | None, path: str = "") -> Node | None:
+        return self._keys.get(kind, cid, path)
+
+    def unkey(self, node: Node) -> None:
+        """``node`` no longer holds its key (it is gone, or about to move)."""
+        self._keys.pop(node)
+
+    def rekey(self, node: Node) -> None:
+        """``node`` holds its (new) key."""
+        self._keys.put(node)
+
+    def under(self, cid: ContainerId, prefix: str) -> list[Node]:
+        return self._keys.under(cid, prefix)
+
+    def drop_if_unused(self, node: Node) -> None:
+        """Forget a gone node once nothing refers to it: no kernel lookup, open or spool."""
+        if node.gone and node.lookups == 0 and node.opens == 0 and node.spool is None:
+            self._nodes.pop(node.inode, None)
+            self._keys.pop(node)
+
+
 @dataclass(frozen=True)
 class Attrs:
     """What ``getattr`` reports, free of FUSE types."""

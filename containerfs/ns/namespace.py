@@ -15,28 +15,23 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import posixpath
-import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from cachetools import TTLCache
-
-from containerfs import paths as names
-from containerfs.aio import FetchGate, in_thread
-from containerfs.errors import ContainerFsError, NotFound
+from containerfs.aio import in_thread
 from containerfs.models import Container, ContainerFile, ContainerId, FileId, NetworkPolicy
+from containerfs.ns.aliases import Aliases
+from containerfs.ns.attributes import AttrRules, known_size
+from containerfs.ns.containers import Containers, ContainerSource
 from containerfs.ns.created import CreationLog
 from containerfs.ns.inodes import ROOT_INODE as ROOT_INODE
 from containerfs.ns.inodes import Attrs as Attrs
+from containerfs.ns.inodes import InodeTable
 from containerfs.ns.inodes import Kind as Kind
 from containerfs.ns.inodes import Node as Node
-from containerfs.ns.inodes import NodeIndex
 from containerfs.ns.listings import Listing, Listings
 from containerfs.ns.memory import NameMemory
 from containerfs.ns.overlay import Overlay
@@ -45,27 +40,8 @@ from containerfs.state import CreatedWith, State
 log = logging.getLogger(__name__)
 
 
-class ContainerSource(Protocol):
-    def list_containers(self) -> Any: ...  # AsyncIterator[Container]
-    def list_files(self, container_id: ContainerId) -> Any: ...  # AsyncIterator[ContainerFile]
-    async def retrieve_container(self, container_id: ContainerId) -> Container: ...
-    async def create_container(
-        self,
-        name: str,
-        *,
-        expires_after_minutes: int | None = None,
-        memory_limit: str | None = None,
-        network_policy: NetworkPolicy | None = None,
-        file_ids: Sequence[str] = (),
-        skills: Sequence[str] = (),
-    ) -> Container: ...
-    async def delete_container(self, container_id: ContainerId) -> None: ...
-    async def holds_files(self, container_id: ContainerId) -> bool: ...
-
-
 @dataclass
 class _Counters:
-    container_listings: int = 0
     file_listings: int = 0
     lookups: int = 0
     negative_lookups: int = 0
@@ -103,173 +79,82 @@ class Namespace:
         self.read_only = read_only
         self.uid = uid
         self.gid = gid
-        self.file_mode = file_mode
-        self.dir_mode = dir_mode
-        self._nodes: dict[int, Node] = {}
-        self._by_key = NodeIndex()
-        self._next_inode = ROOT_INODE + 1
-        self._containers: TTLCache[str, dict[str, Container]] = TTLCache(1, ttl, timer=clock)
-        self._memory = NameMemory()  # where each file was shown: it keeps that path
-        self._listings = Listings(root=root, ttl=ttl, clock=clock, memory=self._memory)
-        self._by_id: TTLCache[ContainerId, Container | None] = TTLCache(1024, ttl, timer=clock)
-        # the containers last seen expired, kept past the TTL: asked for every stat
-        self._expired: set[ContainerId] = set()
+        self._rules = AttrRules(uid=uid, gid=gid, file_mode=file_mode, dir_mode=dir_mode)
+        self._containers = Containers(client, ttl=ttl, show_expired=show_expired, clock=clock)
+        memory = NameMemory()  # where each file was shown: it keeps that path
+        self._listings = Listings(root=root, ttl=ttl, clock=clock, memory=memory)
         # where files are shown, by container (read by its listing, see ``Listing.refile``)
-        self._aliases: dict[ContainerId, dict[FileId, str]] = {}
-        self._loaded: set[ContainerId] = set()  # containers whose aliases and dirs are read
+        self._aliases = Aliases(state, root=root, memory=memory, listings=self._listings)
         # files not (or not yet) on the server (being written, pending, local-only) and the
         # directories made here
         self._overlay = Overlay()
-        # the directory each container showed as at its last listing (kept past the TTL)
-        self._dir_names: dict[ContainerId, str] = {}
-        # one listing call at a time per key; a failed one fails its waiters too
-        self._fetching = FetchGate()
-        # containers created here while the container listing is fetched (kept in it)
-        self._created_meanwhile: dict[ContainerId, Container] | None = None
-        self._listed: list[Container] = []  # the containers of the cached listing, expired too
         self._stats = _Counters()
         self.created = CreationLog(state)  # what the containers made here were made with
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
-        self._add(self.root_node)
+        self._nodes = InodeTable(self.root_node)
 
     # ---- inode table -------------------------------------------------------------------
-    def _add(self, node: Node) -> Node:
-        self._nodes[node.inode] = node
-        self._by_key.put(node)
-        return node
-
-    def _get_or_make(self, kind: Kind, cid: ContainerId, path: str = "") -> Node:
-        node = self._by_key.get(kind, cid, path)
-        if node is None:
-            node = Node(self._next_inode, kind, cid, path)
-            self._next_inode += 1
-            self._add(node)
-        node.gone = False
-        return node
-
     def node(self, inode: int) -> Node | None:
-        return self._nodes.get(inode)
+        return self._nodes.node(inode)
 
     def known(self, kind: Kind, cid: ContainerId, path: str = "") -> Node | None:
         """The live node of that kind at ``cid``/``path``, if there is one (asks no server)."""
-        return self._by_key.get(kind, cid, path)
+        return self._nodes.at(kind, cid, path)
 
     def remember(self, node: Node) -> None:
         """The kernel took one more lookup reference to ``node`` (``forget`` returns them)."""
         node.lookups += 1
 
     def forget(self, inode: int, count: int) -> None:
-        node = self._nodes.get(inode)
+        node = self._nodes.node(inode)
         if node is None or node.kind is Kind.ROOT:
             return
         node.lookups = max(0, node.lookups - count)
-        self._maybe_drop(node)
-
-    def _maybe_drop(self, node: Node) -> None:
-        if node.gone and node.lookups == 0 and node.opens == 0 and node.spool is None:
-            self._nodes.pop(node.inode, None)
-            self._by_key.pop(node)
+        self._nodes.drop_if_unused(node)
 
     def mark_gone(self, node: Node) -> None:
         node.gone = True
-        self._by_key.pop(node)
+        self._nodes.unkey(node)
         if node.cid is not None:
             self._overlay.drop(node.cid, node.path, node)
-        self._maybe_drop(node)
+        self._nodes.drop_if_unused(node)
 
     def drop_remote(self, node: Node) -> None:
         """``node`` no longer stands for a server file (deleted, or superseded by a rename)."""
         node.remote = None
 
     def statistics(self) -> NamespaceStats:
-        return NamespaceStats(**vars(self._stats), inodes=len(self._nodes))
+        return NamespaceStats(
+            container_listings=self._containers.listings,
+            **vars(self._stats),
+            inodes=len(self._nodes),
+        )
 
     # ---- cached listings ---------------------------------------------------------------
     async def containers(self) -> dict[str, Container]:
         """Directory name -> container, from one cached, paginated listing."""
-        async with self._fetching("containers"):
-            cached = self._containers.get("all")
-            if cached is not None:
-                return cached
-            # containers created here while the listing is fetched may be missing from it
-            self._created_meanwhile = {}
-            try:
-                listed = [c async for c in self.client.list_containers()]
-            finally:
-                made, self._created_meanwhile = self._created_meanwhile, None
-            listed += [c for c in made.values() if c.id not in {x.id for x in listed}]
-            self._stats.container_listings += 1
-            self._listed = listed
-            by_name = self._named(listed)
-            self._containers["all"] = by_name
-            self._dir_names = {c.id: name for name, c in by_name.items()}
-            for c in listed:
-                self._saw(c.id, c)
-            return by_name
-
-    def _saw(self, cid: ContainerId, c: Container | None) -> None:
-        self._by_id[cid] = c
-        if c is not None and c.expired:
-            self._expired.add(cid)
-        else:
-            self._expired.discard(cid)
+        return await self._containers.by_name()
 
     def invalidate_containers(self) -> None:
-        self._containers.pop("all", None)
-
-    def _named(self, listed: list[Container]) -> dict[str, Container]:
-        # named among all listed: a container's name does not change as others expire
-        return {
-            name: c
-            for name, c in names.container_dir_names(listed).items()
-            if self.show_expired or not c.expired
-        }
-
-    def _learn_container(self, c: Container) -> None:
-        """Show a container created here without listing again: the cached listing, if any,
-        gains it (names recomputed by the usual rules; its expiry time is kept)."""
-        self._saw(c.id, c)
-        if self._created_meanwhile is not None:
-            self._created_meanwhile[c.id] = c
-        cached = self._containers.get("all")
-        if cached is not None:
-            self._listed = [*self._listed, c]
-            renamed = self._named(self._listed)
-            cached.clear()  # in place: the cached listing keeps its expiry time
-            cached.update(renamed)
-            self._dir_names = {c.id: name for name, c in renamed.items()}
+        self._containers.invalidate()
 
     def container_changed(self, cid: ContainerId) -> None:
         """The server says the container changed (it expired): ask again before trusting the
         cached container, its name or its files."""
-        self._by_id.pop(cid, None)
-        self.invalidate_containers()
+        self._containers.changed(cid)
         self.invalidate_listing(cid)
 
     async def container_dir(self, cid: ContainerId) -> str:
         """The directory name a container is shown under (its id if it is not listed)."""
-        for name, c in (await self.containers()).items():
-            if c.id == cid:
-                return name
-        return cid
+        return await self._containers.dir_name(cid)
 
     async def container(self, cid: ContainerId) -> Container | None:
         """A container by id, listed or not (a ``cntr_…`` name always resolves)."""
-        if cid in self._by_id:
-            return self._by_id[cid]
-        async with self._fetching(("container", cid)):
-            if cid in self._by_id:
-                return self._by_id[cid]
-            try:
-                found: Container | None = await self.client.retrieve_container(cid)
-            except NotFound:
-                found = None
-            self._saw(cid, found)
-            return found
+        return await self._containers.get(cid)
 
     async def _listing(self, cid: ContainerId) -> Listing:
         return await self._listings.get(
-            cid, lambda: self._fetch_files(cid), aliases=self._aliases.setdefault(cid, {})
+            cid, lambda: self._fetch_files(cid), aliases=self._aliases.of(cid)
         )
 
     async def _fetch_files(self, cid: ContainerId) -> list[ContainerFile]:
@@ -283,14 +168,11 @@ class Namespace:
 
     async def _load_local(self, cid: ContainerId) -> None:
         """Read once what the state database keeps of a container: aliases, directories."""
-        if cid in self._loaded:
+        if self._aliases.loaded(cid):
             return
         stored = await in_thread(lambda: self.state.aliases(cid))
         made = await in_thread(lambda: self.state.dirs(cid))
-        self._loaded.add(cid)
-        aliases = self._aliases.setdefault(cid, {})
-        for fid, path in stored.items():
-            aliases.setdefault(fid, path)
+        self._aliases.load(cid, stored)
         for d in made:
             self._overlay.add_dir(cid, d)
 
@@ -304,12 +186,12 @@ class Namespace:
     def shown_path(self, cid: ContainerId, path: str) -> str:
         """Where a container's file ``path`` shows, relative to the mount: under the
         directory the container showed as at its last listing, else under its id."""
-        top = self._dir_names.get(cid, str(cid))
+        top = self._containers.last_dir_name(cid)
         return posixpath.join(top, path) if path else top
 
     def file_path(self, cid: ContainerId, fid: FileId) -> str | None:
         """The path in its container of a file by id, where the mount last showed it."""
-        return self._memory.shown(cid).get(fid)
+        return self._aliases.shown(cid, fid)
 
     # ---- lookups -----------------------------------------------------------------------
     async def lookup(self, parent: Node, name: str) -> Node | None:
@@ -322,14 +204,7 @@ class Namespace:
 
     async def _lookup(self, parent: Node, name: str) -> Node | None:
         if parent.kind is Kind.ROOT:
-            by_name = await self.containers()
-            c = by_name.get(name)
-            # no directory is named like another container's id: an id always resolves to
-            # its own container, listed or not
-            if c is None and names.looks_like_container_id(name):
-                c = await self.container(ContainerId(name))
-                if c is not None and c.expired and not self.show_expired:
-                    c = None
+            c = await self._containers.named(name)
             return self._container_node(c) if c is not None else None
         assert parent.cid is not None
         cid = parent.cid
@@ -341,24 +216,24 @@ class Namespace:
         if remote is not None:
             return self._file_node(cid, path, remote)
         if await self._is_dir(cid, path):
-            return self._get_or_make(Kind.DIR, cid, path)
+            return self._nodes.get_or_make(Kind.DIR, cid, path)
         self._vanish(cid, path)
         return None
 
     def _vanish(self, cid: ContainerId, path: str) -> None:
         """A path that is no longer there: let go of a stale node for it."""
         for kind in (Kind.FILE, Kind.DIR):
-            stale = self._by_key.get(kind, cid, path)
+            stale = self._nodes.at(kind, cid, path)
             if stale is not None and stale.spool is None:
                 self.mark_gone(stale)
 
     def _container_node(self, c: Container) -> Node:
-        node = self._get_or_make(Kind.CONTAINER, c.id)
+        node = self._nodes.get_or_make(Kind.CONTAINER, c.id)
         node.container = c
         return node
 
     def _file_node(self, cid: ContainerId, path: str, remote: ContainerFile) -> Node:
-        node = self._get_or_make(Kind.FILE, cid, path)
+        node = self._nodes.get_or_make(Kind.FILE, cid, path)
         if node.remote is None or node.remote.id != remote.id:
             node.size_hint = None
         node.remote = remote
@@ -376,7 +251,7 @@ class Namespace:
         prefix = node.path + "/" if node.path else ""
         for names_of in (listing.subdirs, lambda d: self._overlay.subdirs(cid, d)):
             for name in names_of(node.path):
-                entries[name] = self._get_or_make(Kind.DIR, cid, prefix + name)
+                entries[name] = self._nodes.get_or_make(Kind.DIR, cid, prefix + name)
         for path, f in listing.placed(node.path).items():
             entries[path[len(prefix) :]] = self._file_node(cid, path, f)
         entries.update(self._overlay.files_in(cid, node.path))
@@ -389,46 +264,23 @@ class Namespace:
     def writable(self, node: Node) -> bool:
         if self.read_only:
             return False
-        return node.cid not in self._expired
-
-    def _known_size(self, node: Node) -> int | None:
-        if node.spool is not None:
-            return int(node.spool.size)
-        if node.size_hint is not None:  # learned from the content: it wins over the listing
-            return node.size_hint
-        return node.remote.bytes if node.remote is not None else None
+        return not self._containers.is_expired(node.cid)
 
     def size(self, node: Node) -> int:
-        return self._known_size(node) or 0
+        return known_size(node) or 0
 
     def size_known(self, node: Node) -> bool:
-        return self._known_size(node) is not None
+        return known_size(node) is not None
 
     def attrs(self, node: Node) -> Attrs:
-        ro = not self.writable(node)
-        if node.is_dir:
-            mode = stat.S_IFDIR | (node.mode if node.mode is not None else self.dir_mode)
-            size, nlink = 4096, 2
-            created = node.container.created_at if node.container else 0
-        else:
-            mode = stat.S_IFREG | (node.mode if node.mode is not None else self.file_mode)
-            size, nlink = self.size(node), 1
-            created = node.remote.created_at if node.remote else 0
-        if ro:
-            mode &= ~0o222
-        if not created and not node.born_ns:
-            node.born_ns = time.time_ns()  # fixed from now on: rsync and make see it stay put
-        created_ns = created * 1_000_000_000 if created else node.born_ns
-        mtime = node.mtime_ns if node.mtime_ns is not None else created_ns
-        atime = node.atime_ns if node.atime_ns is not None else mtime
-        return Attrs(node.inode, mode, nlink, size, self.uid, self.gid, mtime, atime, mtime)
+        return self._rules.attrs(node, writable=self.writable(node))
 
     # ---- changes made through the mount ------------------------------------------------
     def new_file(self, parent: Node, name: str) -> Node:
         """A file created here: local until its first upload."""
         assert parent.cid is not None
         path = self.child_path(parent, name)
-        node = self._get_or_make(Kind.FILE, parent.cid, path)
+        node = self._nodes.get_or_make(Kind.FILE, parent.cid, path)
         node.remote = None
         self._overlay.put(parent.cid, path, node)
         return node
@@ -444,12 +296,12 @@ class Namespace:
     def release_local(self, node: Node) -> None:
         if node.cid is not None:
             self._overlay.drop(node.cid, node.path, node)
-        self._maybe_drop(node)
+        self._nodes.drop_if_unused(node)
 
     async def file_uploaded(self, node: Node, new: ContainerFile) -> None:
         """``node`` now has server content ``new``; record where the server put it."""
         assert node.cid is not None
-        await self._record_file(node.cid, node.path, new)
+        await self._aliases.record(node.cid, node.path, new)
         node.remote = new
         node.size_hint = None
 
@@ -459,20 +311,8 @@ class Namespace:
         assert parent.cid is not None
         path = self.child_path(parent, name)
         await self._listing(parent.cid)  # the container's recorded aliases are loaded first
-        await self._record_file(parent.cid, path, new)
+        await self._aliases.record(parent.cid, path, new)
         return self._file_node(parent.cid, path, new)
-
-    async def _record_file(self, cid: ContainerId, path: str, new: ContainerFile) -> None:
-        """Show the new server file ``new`` at ``path``: an alias when the server's path
-        differs (kept in the state, so it survives cache expiry and remounts)."""
-        shown = names.relative_path(new.path, self.root)
-        aliases = self._aliases.setdefault(cid, {})
-        # recorded when the rules alone would show the file elsewhere after a remount
-        if shown != path or names.reserved_file_name(posixpath.basename(path)):
-            aliases[new.id] = path
-            await in_thread(lambda: self.state.set_alias(cid, new.id, path))
-        self._memory.claim(cid, new.id, path)
-        self._listings.added(cid, new)
 
     def deleting(self, cid: ContainerId, fid: FileId) -> None:
         """This mount is deleting ``fid`` (or will retry it): no listing shows it any more,
@@ -485,31 +325,26 @@ class Namespace:
         self._listings.delete_abandoned(cid, fid)
 
     async def file_deleted(self, cid: ContainerId, fid: FileId) -> None:
-        self._listings.removed(cid, fid)  # before the memory forgets where it was
-        self._memory.forget(cid, fid)
-        if self._aliases.get(cid, {}).pop(fid, None) is not None:
-            await in_thread(lambda: self.state.drop_alias(fid))
+        await self._aliases.deleted(cid, fid)
 
     def move(self, node: Node, cid: ContainerId, path: str) -> None:
         """Re-key ``node`` (and, for a directory, the nodes under it) to ``cid``/``path``."""
         old_cid, old_path = node.cid, node.path
         moving = [node]
         if node.kind is Kind.DIR and old_cid is not None:
-            moving += self._by_key.under(old_cid, old_path + "/")
+            moving += self._nodes.under(old_cid, old_path + "/")
         for n in moving:
-            self._by_key.pop(n)
+            self._nodes.unkey(n)
             was_local = old_cid is not None and self._overlay.drop(old_cid, n.path, n)
             n.path = path + n.path[len(old_path) :]
             n.cid = cid
-            self._by_key.put(n)
+            self._nodes.rekey(n)
             if was_local:
                 self._overlay.put(cid, n.path, n)
 
     def show_at(self, node: Node, remote: ContainerFile, path: str) -> None:
         """Show a server file at ``path`` for this mount's life only (not recorded on disk)."""
-        self._aliases.setdefault(remote.container_id, {})[remote.id] = path
-        self._memory.claim(remote.container_id, remote.id, path)
-        self._listings.refile(remote.container_id, remote.id)
+        self._aliases.show_at(remote, path)
 
     async def descendant_files(self, node: Node) -> list[Node]:
         out: list[Node] = []
@@ -538,7 +373,7 @@ class Namespace:
         await self._listing(cid)
         self._overlay.add_dir(cid, path)
         await in_thread(lambda: self.state.add_dir(cid, path))
-        return self._get_or_make(Kind.DIR, cid, path)
+        return self._nodes.get_or_make(Kind.DIR, cid, path)
 
     async def drop_dir(self, node: Node) -> None:
         assert node.cid is not None
@@ -567,26 +402,17 @@ class Namespace:
             skills=skills,
         )
         await self.created.record(c.id, CreatedWith(tuple(file_ids), tuple(skills)))
-        self._learn_container(c)
+        self._containers.learn(c)
         if not file_ids:  # known to be empty; with files, the first look lists them
-            self._listings.start_empty(c.id, aliases=self._aliases.setdefault(c.id, {}))
+            self._listings.start_empty(c.id, aliases=self._aliases.of(c.id))
         return self._container_node(c)
 
     async def delete_container(self, node: Node) -> None:
         assert node.cid is not None
         cid = node.cid
-        # deleting a container deletes its files: only on a fresh, well-formed answer that
-        # shows none (a file the listing skipped as malformed still counts)
-        if await self.client.holds_files(cid):
-            raise ContainerFsError.with_errno(errno.ENOTEMPTY, f"{cid} still holds files")
-        with contextlib.suppress(NotFound):
-            await self.client.delete_container(cid)
-        self._saw(cid, None)
-        self.invalidate_containers()
+        await self._containers.delete(cid)
         self._listings.invalidate(cid)
-        self._aliases.pop(cid, None)
-        self._memory.drop(cid)
-        self._loaded.discard(cid)
+        self._aliases.forget(cid)
         self._overlay.forget_dirs(cid)
         self.created.forget(cid)
         await in_thread(lambda: self.state.forget_container(cid))
@@ -598,6 +424,6 @@ class Namespace:
     async def restore(self, cid: ContainerId, path: str) -> Node:
         """A node for a pending upload found at start (its spool is attached by the writer)."""
         listing = await self._listing(cid)
-        node = self._get_or_make(Kind.FILE, cid, path)
+        node = self._nodes.get_or_make(Kind.FILE, cid, path)
         node.remote = listing.file(path)
         return node
