@@ -35,7 +35,9 @@ walks the import graph, ``tests/test_layout.py``):
   ``passthrough`` (reads past the cache, nothing kept), ``diskcache``.
 - ``write/``: ``writer`` (the facade: spools, flush, unlink), ``spool`` (a node's local
   content, and the ports to the client and reader), ``queue`` (``UploadQueue``: deferred and
-  failed uploads, backoff, resume, drain), ``renames`` (``Renamer``).
+  failed uploads, backoff, resume, drain, write-back jobs), ``renames`` (``Renamer``),
+  ``job`` (``UploadJob`` and its ``JobState``; ``SpoolFeed``, the body read from a growing
+  spool), ``streaming`` (``Streamer``: uploads streamed while a file is written).
 - ``api/``: ``client`` (``ApiClient``: endpoints, duplicate rules), ``calls`` (the retry
   loop of one call), ``deadlines`` (each request's progress deadlines), ``answers`` (error
   envelopes, content framing and ranges, read without httpx),
