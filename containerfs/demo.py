@@ -74,7 +74,14 @@ def _stop_mount(mount: subprocess.Popen[bytes], mountpoint: Path) -> None:
         subprocess.run(["fusermount3", "-uz", str(mountpoint)], check=False)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(mountpoint: Path) -> int:
+    # `kill` or a closed terminal ends the demo as Ctrl-C does: unmounted, emulator stopped
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     mountpoint.mkdir(parents=True, exist_ok=True)
     if os.path.ismount(mountpoint):
         print(f"containerfs: {mountpoint} is already a mountpoint", file=sys.stderr)

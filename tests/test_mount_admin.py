@@ -443,3 +443,27 @@ def test_the_demo_prints_a_paste_ready_environment_for_a_second_shell(tmp_path: 
             if in_mount_table(mnt):
                 subprocess.run(["fusermount3", flags, str(mnt)], capture_output=True)
     assert not in_mount_table(mnt)
+
+
+def test_the_demo_ends_on_sigterm_as_on_ctrl_c(tmp_path: Path) -> None:
+    mnt = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [*CLI, "demo", str(mnt)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert demo.stdout is not None
+        next(line for line in demo.stdout if line.strip().startswith("export "))
+        assert in_mount_table(mnt)
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(timeout=60)
+        # the demo's own cleanup unmounted it, not the teardown below
+        assert not in_mount_table(mnt)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(timeout=10)
+        if demo.stdout is not None:
+            demo.stdout.close()
+        for flags in ("-u", "-uz"):
+            if in_mount_table(mnt):
+                subprocess.run(["fusermount3", flags, str(mnt)], capture_output=True)
