@@ -18,7 +18,7 @@ import secrets
 import shutil
 import sqlite3
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -317,7 +317,7 @@ class Store:
         if name is not None:
             where += " AND name = ?"
             params.append(name)
-        rows = self._page(
+        return self._page(
             "containers",
             _CONTAINER_COLUMNS,
             where,
@@ -327,8 +327,8 @@ class Store:
             limit=limit,
             order=order,
             after=after,
+            make=_container,
         )
-        return Page([_container(r) for r in rows[:limit]], len(rows) > limit)
 
     def delete_container(self, cid: str) -> list[str]:
         """Tombstone a container and its files; returns the file ids whose blobs to remove."""
@@ -398,7 +398,7 @@ class Store:
         return _file(row) if row else None
 
     def list_files(self, cid: str, *, limit: int, order: Order, after: str | None) -> Page:
-        rows = self._page(
+        return self._page(
             "files",
             _FILE_COLUMNS,
             "container_id = ? AND deleted = 0",
@@ -408,8 +408,8 @@ class Store:
             limit=limit,
             order=order,
             after=after,
+            make=_file,
         )
-        return Page([_file(r) for r in rows[:limit]], len(rows) > limit)
 
     def delete_file(self, cid: str, fid: str) -> None:
         self._db.execute(
@@ -479,7 +479,7 @@ class Store:
         if purpose is not None:
             where += " AND purpose = ?"
             params.append(purpose)
-        rows = self._page(
+        return self._page(
             "api_files",
             _API_FILE_COLUMNS,
             where,
@@ -489,8 +489,8 @@ class Store:
             limit=limit,
             order=order,
             after=after,
+            make=_api_file,
         )
-        return Page([_api_file(r) for r in rows[:limit]], len(rows) > limit)
 
     def expire_api_files(self) -> list[str]:
         """Drop Files-API files past their ``expires_at``; returns the blobs to remove."""
@@ -555,8 +555,10 @@ class Store:
         limit: int,
         order: Order,
         after: str | None,
-    ) -> list[tuple[Any, ...]]:
-        """One page plus one extra row (to tell ``has_more``), in (created_at, seq) order.
+        make: Callable[[tuple[Any, ...]], Any],
+    ) -> Page:
+        """One page of ``make(row)`` in (created_at, seq) order; one extra row is read to tell
+        ``has_more``.
 
         The cursor may name a tombstone: a listing keeps its place when the last object of
         the previous page was deleted meanwhile.
@@ -571,8 +573,9 @@ class Store:
                 raise UnknownCursor(after)
             where += f" AND (created_at, seq) {compare} (?, ?)"
             params = [*params, *anchor]
-        return self._db.execute(
+        rows = self._db.execute(
             f"SELECT {columns} FROM {table} WHERE {where}"
             f" ORDER BY created_at {direction}, seq {direction} LIMIT ?",
             [*params, limit + 1],
         ).fetchall()
+        return Page([make(r) for r in rows[:limit]], len(rows) > limit)
