@@ -11,7 +11,6 @@ the deferred, failed, unresumed and orphan sets; it reaches the writer only thro
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import trio
 
 from containerfs.aio import in_thread
 from containerfs.api.retrying import Backoff
-from containerfs.errors import ApiError, ContainerFsError
+from containerfs.errors import ApiError, ContainerFsError, SpoolError
 from containerfs.models import ContainerId, FileId
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
@@ -47,6 +46,8 @@ class UploadHost(Protocol):
     def classify(self, node: Node) -> None: ...
 
     async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool: ...
+
+    async def settle(self, spool: Spool) -> None: ...
 
     def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str: ...
 
@@ -459,11 +460,16 @@ class UploadQueue:
                 continue
             cid, path = node.cid, node.path
             assert cid is not None
+            try:
+                await self._host.settle(spool)
+            except SpoolError as err:  # a full disk: its writer's next write or close says so
+                log.error("cannot queue %s/%s, still open: %s", cid, path, err)
+                continue
             if spool.pending_id is None:
                 old = next((f for c, f in spool.replaces if c == cid), None)
                 spool.pending_id = await in_thread(self._host.record, spool, cid, path, old)
             else:
-                await in_thread(os.fsync, spool.fd)
+                await in_thread(spool.io.fsync)
             if node not in self._failed and node not in self._later:
                 delay = self._policy.base
                 self._failed[node] = Retry(delay, trio.current_time() + delay, "still open")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import posixpath
 import shutil
 from pathlib import Path
@@ -49,6 +48,8 @@ class RenameHost(Protocol):
     async def new_spool(self, node: Node, *, copy: bool, source: Path | None = None) -> Spool: ...
 
     async def discard(self, spool: Spool) -> None: ...
+
+    async def settle(self, spool: Spool) -> None: ...
 
     async def close_if_idle(self, node: Node) -> None: ...
 
@@ -244,7 +245,8 @@ class Renamer:
     async def _content_path(self, node: Node) -> tuple[Path, bool]:
         """Where ``node``'s current content is on disk: its spool, or the pinned cache file."""
         if node.spool is not None:
-            await in_thread(os.fsync, node.spool.fd)
+            await self._host.settle(node.spool)
+            await in_thread(node.spool.io.fsync)
             return node.spool.path, False
         remote = node.remote
         assert remote is not None

@@ -73,7 +73,7 @@ class Streamer:
             and self._nursery is not None
             and not spool.closed
         ):
-            job.start(self._nursery, self._sender, spool.fd)
+            job.start(self._nursery, self._sender, spool.io)
 
     async def finish(self, node: Node, spool: Spool) -> ContainerFile | None:
         """At flush: the file as the stream uploaded it, or None (upload the spool whole)."""

@@ -16,7 +16,6 @@ import errno
 import filecmp
 import fnmatch
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +129,7 @@ class Writer:
         await writer._queue.resume()
         nursery.start_soon(writer._queue.run)
         writer._streamer.run_in(nursery)
+        writer._spools.run_in(nursery)
         writer._queue.run_in(nursery)
         return writer
 
@@ -180,6 +180,8 @@ class Writer:
                 # another writer's, or content not on the server yet (queued, local-only):
                 # a private copy, so that a write failing on a full disk never damages it
                 shared.abort_stream()  # two writers: the content is known only at the close
+                if not truncate:
+                    await self._spools.settle(shared)  # its writes held in memory, too
                 spool = await self._spools.create(shared.path if not truncate else None)
             else:
                 spool = shared
@@ -212,6 +214,10 @@ class Writer:
     async def discard(self, spool: Spool) -> None:
         """Delete a spool nobody needs any more (and its pending upload, if any)."""
         await self._spools.discard(spool)
+
+    async def settle(self, spool: Spool) -> None:
+        """Everything written to ``spool`` is in its file (``SpoolError``: it cannot be)."""
+        await self._spools.settle(spool)
 
     async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
         """The spool of an upload a previous mount queued: dirty, and recorded as ``item``."""
@@ -314,14 +320,14 @@ class Writer:
         if spool.dirty or (node.local_only and node.remote is None):
             return  # waiting for its upload, or its only copy
         node.spool = None
-        fd = self._spools.close(spool)
-        if fd is None:
+        io = self._spools.close(spool)
+        if io is None:
             self.ns.release_local(node)
             return
         # opens wait for this: the content moves from the spool to the cache meanwhile
         settled = node.settling = trio.Event()
         try:
-            await in_thread(os.close, fd)
+            await io.aclose()  # clean: uploaded, so settled before
             remote = node.remote
             # a clean spool holds exactly the server's content: keep it as the cached copy
             kept = (
@@ -393,6 +399,7 @@ class Writer:
                 await self._streamer.cancel(spool)
             return
         assert node.cid is not None
+        await self._spools.settle(spool)  # recorded, fsync'd and uploaded from its file
         cid, path, version = node.cid, node.path, spool.version
         # a deferred file whose upload already failed once is past its grace period
         if node.deferred and not now and not self._queue.is_failed(node):
@@ -431,7 +438,7 @@ class Writer:
         elif spool.durable == durable:
             return  # a write-back close made exactly this durable: its queued upload follows
         else:
-            await in_thread(lambda: os.fsync(spool.fd))
+            await in_thread(spool.io.fsync)
             pid = spool.pending_id
             await in_thread(lambda: self.state.update_pending(pid, path=path))
         spool.durable = durable
@@ -535,8 +542,8 @@ class Writer:
         replaces: Sequence[ServerId] | None = None,
     ) -> str:
         """Queue ``spool``'s upload durably; it supersedes ``old`` and ``replaces`` (by
-        default every file the spool replaces)."""
-        os.fsync(spool.fd)
+        default every file the spool replaces). ``spool`` is settled (``settle``)."""
+        spool.io.fsync()
         every = spool.replaces if replaces is None else replaces
         return self.state.add_pending(cid, path, spool.path, old, replaces=every).id
 
@@ -550,6 +557,7 @@ class Writer:
         replaces: Sequence[ServerId] | None = None,
     ) -> str:
         """``record`` in a thread; a disk that cannot take it is ``SpoolError`` (ENOSPC)."""
+        await self._spools.settle(spool)
         try:
             return await in_thread(lambda: self.record(spool, cid, path, old, replaces=replaces))
         except (OSError, StateError) as err:
