@@ -60,8 +60,11 @@ class SpoolFeed:
         self._recent_bytes = 0
         self._final: int | None = None
         self._aborted = False
-        self._changed = trio.Event()
+        self._changed = trio.Event()  # new bytes to send, or the end, or an abort
         self._attempts = 0
+        self._sent = 0  # bytes handed to the request so far
+        self._progress = trio.Event()  # ``_sent`` moved, or the body ended or was given up
+        self._paced = True  # writers wait for the body (``keep_up``) until it stalls
 
     @property
     def ended(self) -> int | None:
@@ -128,6 +131,23 @@ class SpoolFeed:
         self._aborted = True
         self._forget()
         self._poke()
+        self._moved()
+
+    async def keep_up(self, *, ahead: int, patience: float) -> None:
+        """Wait while the body is more than ``ahead`` bytes behind what was written, so that
+        it sends from memory what a writer outrunning the link would make it read back, and
+        the CPU goes to the upload that ``close`` waits for anyway. A body that makes no
+        progress for ``patience`` seconds (a stalled server) is not waited for again."""
+        while self._paced and not self._aborted and self._mark - self._sent > ahead:
+            with trio.move_on_after(patience) as waited:
+                await self._progress.wait()
+            if waited.cancelled_caught:
+                self._paced = False
+                log.info("a streamed upload stalled: its writer goes on without it")
+
+    def _moved(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
 
     def _poke(self) -> None:
         self._changed.set()
@@ -154,6 +174,8 @@ class SpoolFeed:
                 held = self._from_memory(pos)
                 if held is not None and pos + len(held) <= self._mark:
                     pos += len(held)
+                    self._sent = pos
+                    self._moved()
                     yield held
                     continue
                 data = await self._read_back(pos, min(STREAM_CHUNK, self._mark - pos))
@@ -161,6 +183,8 @@ class SpoolFeed:
                     self.abort()
                     continue
                 pos += len(data)
+                self._sent = pos
+                self._moved()
                 yield data
             elif self._final is not None and pos >= self._final:
                 return
@@ -182,6 +206,8 @@ class SpoolFeed:
 
     def close(self) -> None:
         self._source = None
+        self._paced = False  # the request is over: nobody is to wait for it
+        self._moved()
 
 
 class StreamSender(Protocol):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
+from containerfs.config import STREAM_AHEAD, STREAM_PATIENCE
 from containerfs.models import ContainerFile
 from containerfs.ns.inodes import Node
 from containerfs.write.job import JobState, SpoolFeed, StreamSender, UploadJob
@@ -59,6 +60,12 @@ class Streamer:
             self._drop_unstarted(spool)
             return None
         return job
+
+    async def keep_up(self, job: UploadJob | None) -> None:
+        """After a write fed ``job``: wait while its body lags too far behind (a writer
+        outrunning the link gains nothing, as ``close`` waits for the whole body)."""
+        if job is not None and job.feed is not None and job.state is JobState.STREAMING:
+            await job.feed.keep_up(ahead=STREAM_AHEAD, patience=STREAM_PATIENCE)
 
     def after_write(self, spool: Spool, job: UploadJob | None, offset: int, data: bytes) -> None:
         """The write ``before_write`` was told of (``data`` at ``offset``) is on disk."""

@@ -242,6 +242,7 @@ class Writer:
             raise
         finally:
             self._streamer.after_write(spool, job, at, data)
+        await self._streamer.keep_up(job)
         return written
 
     async def _forsake_locked(self, node: Node, spool: Spool) -> None:
