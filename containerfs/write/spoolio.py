@@ -33,7 +33,7 @@ from containerfs.aio import in_thread
 log = logging.getLogger(__name__)
 
 # a run's aligned bytes start going to the disk once there are this many
-FLUSH_AT = 1 << 20
+FLUSH_AT = 2 << 20
 # a writer waits while more than this is held in memory (not on disk yet)
 HOLD_MAX = 4 << 20
 
