@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 import trio
 
 from containerfs import directio
-from containerfs.api.retrying import Backoff, Patience, ProgressPolicy
+from containerfs.api.retrying import Patience
 from containerfs.errors import (
     ApiConnectionError,
     ApiError,
@@ -37,6 +37,7 @@ from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import DiskCache
 from containerfs.read.entries import Entry
 from containerfs.read.pieces import Pieces, RangeSupport
+from containerfs.read.settings import DownloadSettings as DownloadSettings
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +109,6 @@ class DownloadHost(Protocol):
     def download_ended(self, entry: Entry) -> None:
         """The download task is over (whatever its outcome): close and evict what is unused."""
         ...
-
-
-@dataclass(frozen=True)
-class DownloadSettings:
-    backoff: Backoff  # the delays between attempts of a broken stream
-    retries: int  # attempts after a failure without progress
-    progress: ProgressPolicy  # what counts as progress; how long the download goes without
-    flush_bytes: int
-    max_pending: int
-    recent_bytes: int
 
 
 @dataclass
@@ -377,7 +368,7 @@ class Download:
         entry = self._entry
         if not self._to_disk:
             entry.forget_before(entry.keep_from)  # a reader far ahead needs none of this
-        while entry.pending_bytes >= self._settings.max_pending:
+        while entry.pending_bytes >= self._settings.pending_limit:
             entry.drained = trio.Event()
             await entry.drained.wait()
         entry.pending.append(chunk)

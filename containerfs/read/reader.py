@@ -33,43 +33,25 @@ from pathlib import Path
 import trio
 from cachetools import LRUCache
 
-from containerfs.api.retrying import Backoff, ProgressPolicy
-from containerfs.config import DEFAULT_PROGRESS, DOWNLOAD_BACKOFF, DOWNLOAD_RETRIES
 from containerfs.errors import CacheError, CacheFull
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry, DiskCache
 from containerfs.read.download import ContentSource as ContentSource
-from containerfs.read.download import Download, DownloadCounters, DownloadSettings
+from containerfs.read.download import Download, DownloadCounters
 from containerfs.read.download import DownloadStream as DownloadStream
 from containerfs.read.entries import Deletions, Entry, LiveEntries
 from containerfs.read.passthrough import PassThrough
 from containerfs.read.pieces import RangeSupport
-from containerfs.read.prefetch import Prefetcher, PrefetchSettings
+from containerfs.read.prefetch import Prefetcher
 from containerfs.read.ranges import RangeReads
+from containerfs.read.settings import PROBE_TAIL_BYTES
+from containerfs.read.settings import ReaderSettings as ReaderSettings
 
 log = logging.getLogger(__name__)
 
-# Batch size of cache-file writes: large enough that the thread hop per write is noise.
-FLUSH_BYTES = 1 << 20
-# Backpressure: the stream pauses when this much content waits for the disk.
-MAX_PENDING = 8 << 20
 # Sequential reads from the cache file fetch this much per thread hop (the kernel asks for
 # 128 KiB at a time; one pread per request would make the thread hop the bottleneck).
 READAHEAD_BYTES = 1 << 20
-# A read this far beyond the download frontier tries its own ranged GET instead of waiting.
-RANGE_AHEAD_BYTES = 8 << 20
-# Content already written stays in memory this long behind the disk frontier, so that readers
-# trailing the stream a little are served without a thread hop and a copy back from disk.
-RECENT_BYTES = 4 << 20
-# A download started only to learn a file's size (``learn_size``) keeps streaming into the
-# cache, so that the read which usually follows costs no second GET: always when less than
-# PROBE_TAIL_BYTES remain (finishing costs about nothing), else while the file is at most
-# PROBE_KEEP_BYTES and fewer than PROBE_KEEP_DOWNLOADS such long downloads run with nobody
-# reading them. Otherwise it is dropped once the headers gave the size: `ls -l` of many large
-# outputs must not download them all, nor hold every connection of the pool.
-PROBE_TAIL_BYTES = 1 << 20
-PROBE_KEEP_BYTES = 64 << 20
-PROBE_KEEP_DOWNLOADS = 16
 
 
 @dataclass(frozen=True)
@@ -180,34 +162,18 @@ class Reader:
         cache: DiskCache,
         *,
         nursery: trio.Nursery,
-        retry: Backoff = DOWNLOAD_BACKOFF,
-        retries: int = DOWNLOAD_RETRIES,
-        progress: ProgressPolicy = DEFAULT_PROGRESS,
-        flush_bytes: int = FLUSH_BYTES,
-        max_pending: int = MAX_PENDING,
-        range_ahead: int | None = RANGE_AHEAD_BYTES,
-        recent_bytes: int = RECENT_BYTES,
-        probe_keep_bytes: int = PROBE_KEEP_BYTES,
-        probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
-        prefetch: PrefetchSettings | None = None,
+        settings: ReaderSettings | None = None,
         spare_requests: Callable[[], bool] = lambda: True,
-        parallel: bool = True,
     ) -> None:
+        settings = settings if settings is not None else ReaderSettings()
         self._client = client
-        self._probe_keep_bytes = probe_keep_bytes
-        self._probe_keep_downloads = probe_keep_downloads
-        self._download_settings = DownloadSettings(
-            backoff=retry,
-            retries=retries,
-            progress=progress,
-            flush_bytes=flush_bytes,
-            max_pending=max(max_pending, flush_bytes),
-            recent_bytes=recent_bytes,
-        )
+        self._probe_keep_bytes = settings.probe_keep_bytes
+        self._probe_keep_downloads = settings.probe_keep_downloads
+        self._download_settings = settings.download
         self._downloads = DownloadCounters()
-        self._ranges = RangeReads(client, ahead=range_ahead, counters=self._downloads)
+        self._ranges = RangeReads(client, ahead=settings.range_ahead, counters=self._downloads)
         # whether large files download as parallel ranged GETs (learnt from the server)
-        self._pieces = RangeSupport(enabled=parallel)
+        self._pieces = RangeSupport(enabled=settings.parallel)
         self._cache = cache
         self._nursery = nursery
         self._pins: dict[FileId, list[Entry]] = {}
@@ -223,7 +189,7 @@ class Reader:
         self._bytes_served = 0
         self._probes = self._probes_dropped = 0
         self._prefetcher = Prefetcher(
-            self._prefetch_start, nursery=nursery, settings=prefetch, spare=spare_requests
+            self._prefetch_start, nursery=nursery, settings=settings.prefetch, spare=spare_requests
         )
         # files whose download found the cache disk full: read past the cache from then on
         self._too_big: LRUCache[FileId, bool] = LRUCache(maxsize=1 << 12)
@@ -237,36 +203,12 @@ class Reader:
         cache_dir: Path,
         max_size: int,
         nursery: trio.Nursery,
-        retry: Backoff = DOWNLOAD_BACKOFF,
-        retries: int = DOWNLOAD_RETRIES,
-        progress: ProgressPolicy = DEFAULT_PROGRESS,
-        flush_bytes: int = FLUSH_BYTES,
-        max_pending: int = MAX_PENDING,
-        range_ahead: int | None = RANGE_AHEAD_BYTES,
-        recent_bytes: int = RECENT_BYTES,
-        probe_keep_bytes: int = PROBE_KEEP_BYTES,
-        probe_keep_downloads: int = PROBE_KEEP_DOWNLOADS,
-        prefetch: PrefetchSettings | None = None,
+        settings: ReaderSettings | None = None,
         spare_requests: Callable[[], bool] = lambda: True,
-        parallel: bool = True,
     ) -> Reader:
         cache = await trio.to_thread.run_sync(partial(DiskCache.load, cache_dir, max_size=max_size))
         reader = cls(
-            client,
-            cache,
-            nursery=nursery,
-            retry=retry,
-            retries=retries,
-            progress=progress,
-            flush_bytes=flush_bytes,
-            max_pending=max_pending,
-            range_ahead=range_ahead,
-            recent_bytes=recent_bytes,
-            probe_keep_bytes=probe_keep_bytes,
-            probe_keep_downloads=probe_keep_downloads,
-            prefetch=prefetch,
-            spare_requests=spare_requests,
-            parallel=parallel,
+            client, cache, nursery=nursery, settings=settings, spare_requests=spare_requests
         )
         reader._entries.evict()  # the limit may be lower than in the last run
         return reader
