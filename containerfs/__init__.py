@@ -38,12 +38,14 @@ walks the import graph, ``tests/test_layout.py``):
   failed uploads, backoff, resume, drain, write-back jobs), ``renames`` (``Renamer``),
   ``job`` (``UploadJob`` and its ``JobState``; ``SpoolFeed``, the body read from a growing
   spool), ``streaming`` (``Streamer``: uploads streamed while a file is written).
-- ``api/``: ``client`` (``ApiClient``: endpoints, duplicate rules), ``calls`` (the retry
+- ``api/``: ``client`` (``ApiClient``: the endpoints), ``content`` (the calls that carry a
+  file's bytes: uploads from disk or streamed, downloads), ``adoption`` (the duplicate rule:
+  what a lost create left, and whether it may be adopted), ``calls`` (the retry
   loop of one call), ``deadlines`` (each request's progress deadlines), ``answers`` (error
   envelopes, content framing and ranges, read without httpx),
   ``checks`` (the one URL builder, which refuses ids that are not plain tokens, and the one
   pagination, which ends a loop), ``transport`` (the only httpx user: errors mapped to ``errors``),
-  ``retrying`` (the one ``Backoff``, the rate limiter, what an ambiguous create left),
+  ``retrying`` (the one ``Backoff``, the rate limiter, the progress deadlines' policy),
   ``progress`` (the transfers in flight, counted as their bytes move).
 - Shared by all: ``errors``, ``models``, ``config`` (settings and name policies, one
   source), ``paths`` (names and server-path rules, one prefix regex), ``aio`` (trio helpers),
