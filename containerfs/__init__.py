@@ -41,10 +41,11 @@ walks the import graph, ``tests/test_layout.py``):
 - ``api/``: ``client`` (``ApiClient``: the endpoints), ``content`` (the calls that carry a
   file's bytes: uploads from disk or streamed, downloads), ``adoption`` (the duplicate rule:
   what a lost create left, and whether it may be adopted), ``calls`` (the retry
-  loop of one call), ``deadlines`` (each request's progress deadlines), ``answers`` (error
-  envelopes, content framing and ranges, read without httpx),
-  ``checks`` (the one URL builder, which refuses ids that are not plain tokens, and the one
-  pagination, which ends a loop), ``transport`` (the only httpx user: errors mapped to ``errors``),
+  loop of one call), ``deadlines`` (each request's progress deadlines), ``answers`` (the typed
+  error of an error answer, content framing and ranges, read without httpx),
+  ``checks`` (the headers of every request, the one URL builder, which refuses ids that are
+  not plain tokens, and the one pagination, which ends a loop), ``multipart`` (the body of a
+  streamed upload), ``transport`` (the only httpx user: errors mapped to ``errors``),
   ``retrying`` (the one ``Backoff``, the rate limiter, the progress deadlines' policy),
   ``progress`` (the transfers in flight, counted as their bytes move).
 - Shared by all: ``errors``, ``models``, ``config`` (settings and name policies, one
