@@ -14,8 +14,10 @@ walks the import graph, ``tests/test_layout.py``):
   the CLI reads), ``control`` (the socket ``new`` and ``import`` ask the daemon through) and
   ``commands`` (what the daemon does for them).
 - ``fs/``: the pyfuse3 adapter: ``operations`` (inode <-> node, errors -> errno, the only
-  ``pyfuse3.Operations``), ``handles`` (open files and directories), ``attrs`` (stat,
-  xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
+  ``pyfuse3.Operations``), ``files`` (open files: open, read, write, flush, release, without
+  FUSE), ``tree`` (lookups by name, ``..``, and mkdir, rmdir, unlink, rename checked as POSIX
+  asks, without FUSE), ``handles`` (open files and directories), ``attrs`` (stat, xattrs,
+  statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
   any is shown), ``walks`` (directory walks noticed from the order of opens, for prefetch).
   Only ``fs/`` and ``daemon/`` import pyfuse3.
 - ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, the ``InodeTable``,
