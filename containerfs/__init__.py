@@ -24,7 +24,8 @@ walks the import graph, ``tests/test_layout.py``):
   ``Attrs``), ``listings`` (one container's files as listed, placed once and indexed by
   directory, patched by own changes, hiding files whose delete is under way), ``memory``
   (the path each file was shown at: it keeps it), ``overlay`` (files not on the server yet
-  and directories made here, by directory), ``containers`` (the cached container listing,
+  and directories made here, by directory), ``dirs`` (the directories made here, kept in the
+  state), ``containers`` (the cached container listing,
   directory names, containers by id, delete), ``aliases`` (where files made here show, kept
   in the state), ``attributes`` (what ``stat`` shows), ``namespace`` (the facade: lookups,
   readdir, changes made here), ``created`` (what the containers made here were created
