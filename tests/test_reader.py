@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import itertools
 import json
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterator
+import unittest.mock
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -20,7 +23,13 @@ from hypothesis import strategies as st
 
 from containerfs.api.retrying import Backoff, Patience
 from containerfs.config import DOWNLOAD_RETRIES
-from containerfs.errors import ApiConnectionError, ApiError, ContentMismatch, NotFound
+from containerfs.errors import (
+    ApiConnectionError,
+    ApiError,
+    CacheError,
+    ContentMismatch,
+    NotFound,
+)
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry, entry_name
 from containerfs.read.entries import Entry
@@ -646,6 +655,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         "flush": draw(st.sampled_from([1, 700, 4096, 1 << 20])),
         "range_ahead": draw(st.sampled_from([None, 0, 1000])),
         "recent": draw(st.sampled_from([0, 500, 1 << 20])),
+        "direct": draw(st.booleans()),  # False: the cache's file system refuses O_DIRECT
     }
 
 
@@ -662,7 +672,8 @@ async def test_random_interleavings_return_exact_bytes(scenario: dict[str, objec
     source.fail_at = [f for f in scenario["fail_at"] if 0 < f < size]  # type: ignore[attr-defined]
     source.allow(0)
     listed = size if scenario["known_size"] else None
-    with tempfile.TemporaryDirectory() as tmp:
+    refuse = contextlib.nullcontext() if scenario["direct"] else _refusing_direct_io()
+    with tempfile.TemporaryDirectory() as tmp, refuse:
         async with make_reader(
             source,
             Path(tmp) / "c",
@@ -1007,3 +1018,83 @@ async def test_a_whole_file_answer_to_the_first_piece_waits_for_the_disk_in_boun
         assert 0 < source.yielded - appended <= PIECE_MAX + source.chunk_size
         disk.set()
     assert appended == BIG and source.calls == [(FID, 0)]
+
+
+# ---- the cache file, written with direct I/O ----
+
+
+@contextlib.contextmanager
+def _refusing_direct_io(*, at: str = "open") -> Iterator[list[int]]:
+    """A cache file system without O_DIRECT: refused at ``open``, or at the first ``write``
+    (as some accept the flag and fail the transfer). Yields the refusals counted."""
+    refusals: list[int] = []
+    real_open, real_pwrite = os.open, os.pwrite
+
+    def no_direct_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_DIRECT and at == "open":
+            refusals.append(1)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    def no_direct_pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refusals.append(1)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    with (
+        unittest.mock.patch.object(os, "open", no_direct_open),
+        unittest.mock.patch.object(os, "pwrite", no_direct_pwrite),
+    ):
+        yield refusals
+
+
+@pytest.mark.parametrize("refused", [None, "open", "write"])
+@pytest.mark.parametrize("size", [1, 4095, 4096, 3 * 4096 + 1, 300_001])
+async def test_the_cache_file_holds_the_exact_content_however_it_was_written(
+    cache_dir: Path, size: int, refused: str | None
+) -> None:
+    data = os.urandom(size)
+    source = FakeSource({FID: data})
+    source.chunk_sizes = [1, 4095, 4097, 77, 8192, 100_000]
+    refuse: contextlib.AbstractContextManager[list[int]] = (
+        contextlib.nullcontext([]) if refused is None else _refusing_direct_io(at=refused)
+    )
+    with refuse as refusals:
+        async with make_reader(source, cache_dir, flush_bytes=5000) as reader:
+            handle = await reader.open(CID, FID, size)
+            assert await read_all(reader, handle, block=3001) == data
+            await reader.release(handle)
+            await settle(reader)
+        if refused is not None:
+            assert refusals  # the refusal did happen, and the fallback took over
+    assert (cache_dir / f"{FID}.data").read_bytes() == data
+    # and a new reader serves it from the cache, without a download
+    source.calls.clear()
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, size)
+        assert await read_all(reader, handle, block=65536) == data
+        await reader.release(handle)
+    assert source.calls == []
+
+
+async def test_a_cache_write_failing_otherwise_fails_the_download(cache_dir: Path) -> None:
+    data = os.urandom(50_000)
+    source = FakeSource({FID: data})
+
+    def broken(fd: int, buf: object, offset: int) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    async with make_reader(source, cache_dir, flush_bytes=4096) as reader:
+        with (
+            unittest.mock.patch.object(os, "pwrite", broken),
+            unittest.mock.patch.object(os, "pwritev", broken),
+        ):
+            handle = await reader.open(CID, FID, len(data))
+            # bytes already in memory may still be served, never wrong ones
+            with contextlib.suppress(CacheError):
+                assert await read_all(reader, handle, block=50_000) == data
+            await reader.release(handle)
+            await settle(reader)
+        assert reader.statistics().downloads_failed == 1
+    assert not (cache_dir / f"{FID}.json").exists()

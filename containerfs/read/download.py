@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
+from containerfs import directio
 from containerfs.api.retrying import Backoff, Patience, ProgressPolicy
 from containerfs.errors import (
     ApiConnectionError,
@@ -386,44 +387,72 @@ class Download:
         entry.wake()
 
     async def _flusher(self) -> None:
-        """Move the in-memory tail to the cache file in large batches, until the stream ends."""
+        """Move the in-memory tail to the cache file in large batches, until the stream ends.
+
+        Writes go through a second, direct fd (``directio``) where the file system allows:
+        whole blocks only, so the unaligned rest of a batch stays in memory until more
+        arrives, and the last block is written padded, then cut to the content's size."""
         entry = self._entry
-        """Move the in-memory tail to the cache file in large batches, until the stream ends."""
         assert entry.fd is not None
-        fd = entry.fd
-        while True:
-            if entry.pending_bytes and (
-                entry.pending_bytes >= self._settings.flush_bytes or entry.stream_done
-            ):
-                batch = list(itertools.islice(entry.pending, _MAX_IOV))
-                entry.io += 1
-                try:
-                    await self._on_disk(_pwritev_all, fd, batch, entry.disk_end)
-                finally:
-                    entry.io -= 1
-                written = sum(len(seg) for seg in batch)
-                for _ in batch:
-                    entry.recent.append(entry.pending.popleft())
-                # disk_end and pending move together, with no checkpoint in between, so
-                # arrived (their sum) never goes backwards for a reader
-                entry.disk_end += written
-                entry.pending_bytes -= written
-                entry.recent_bytes += written
-                while (
-                    entry.recent
-                    and entry.recent_bytes - len(entry.recent[0]) >= self._settings.recent_bytes
+        direct = await self._on_disk(directio.open_direct, entry.cache.data_path, os.O_WRONLY)
+        try:
+            while True:
+                if entry.pending_bytes and (
+                    entry.pending_bytes >= self._settings.flush_bytes or entry.stream_done
                 ):
-                    entry.recent_bytes -= len(entry.recent.popleft())
-                entry.cache.stored = entry.disk_end
-                entry.drained.set()
-            elif entry.stream_done:
-                # complete: readers go to the cache file (and the page cache) from now on
-                entry.recent.clear()
-                entry.recent_bytes = 0
-                return
-            else:
+                    try:
+                        await self._flush_batch(entry.fd if direct is None else direct, direct)
+                    except OSError as exc:
+                        if direct is None or not directio.refused(exc):
+                            raise
+                        log.info("the cache refuses direct writes (%s): buffered", exc)
+                        os.close(direct)
+                        direct = None
+                elif entry.stream_done:
+                    # complete: readers go to the cache file from now on
+                    entry.recent.clear()
+                    entry.recent_bytes = 0
+                    return
+                else:
+                    entry.flush_wanted = trio.Event()
+                    await entry.flush_wanted.wait()
+        finally:
+            if direct is not None:
+                os.close(direct)
+
+    async def _flush_batch(self, fd: int, direct: int | None) -> None:
+        """Write the first pending segments (whole blocks of them, on a direct fd)."""
+        entry = self._entry
+        batch = list(itertools.islice(entry.pending, _MAX_IOV))
+        length = sum(len(seg) for seg in batch)
+        last = entry.stream_done and length == entry.pending_bytes
+        if direct is not None and not last:
+            length = directio.align_down(length)
+            if not length:  # less than a block, and more to come
                 entry.flush_wanted = trio.Event()
                 await entry.flush_wanted.wait()
+                return
+        entry.io += 1
+        try:
+            if direct is None:
+                await self._on_disk(_pwritev_all, fd, batch, entry.disk_end)
+            else:
+                await self._on_disk(_write_blocks, fd, batch, length, entry.disk_end, last)
+        finally:
+            entry.io -= 1
+        entry.move_to_recent(length)
+        # disk_end and pending move together, with no checkpoint in between, so arrived
+        # (their sum) never goes backwards for a reader
+        entry.disk_end += length
+        entry.pending_bytes -= length
+        entry.recent_bytes += length
+        while (
+            entry.recent
+            and entry.recent_bytes - len(entry.recent[0]) >= self._settings.recent_bytes
+        ):
+            entry.recent_bytes -= len(entry.recent.popleft())
+        entry.cache.stored = entry.disk_end
+        entry.drained.set()
 
     async def _on_disk(self, write: Callable[..., T], *args: Any) -> T:
         """Run a cache-file write in a thread; a full disk first evicts what is not in use
@@ -459,6 +488,13 @@ def _check_content(entry: Entry) -> None:
 
 def _create_data_file(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+
+def _write_blocks(fd: int, batch: list[bytes], length: int, offset: int, last: bool) -> None:
+    """Whole blocks to a direct fd; the last batch padded, then the file cut to its size."""
+    directio.write_blocks(fd, batch, length, offset, pad=last)
+    if last and length % directio.ALIGN:
+        os.ftruncate(fd, offset + length)
 
 
 def _pwritev_all(fd: int, buffers: list[bytes], offset: int) -> None:

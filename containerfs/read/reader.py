@@ -728,6 +728,9 @@ def _open_cached(cached: CacheEntry) -> int:
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
     data = os.pread(fd, length, offset)
+    # the mounted file's pages now hold these bytes: drop the cache file's copy, whose pages
+    # the next reads then reuse (``directio`` says why a second copy is dear)
+    os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
     if len(data) == length:
         return data
     parts = [data]
