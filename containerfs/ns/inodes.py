@@ -147,6 +147,21 @@ class InodeTable:
         node.gone = False
         return node
 
+    def container_node(self, c: Container) -> Node:
+        """The live node of container ``c``, holding the container as listed last."""
+        node = self.get_or_make(Kind.CONTAINER, c.id)
+        node.container = c
+        return node
+
+    def file_node(self, cid: ContainerId, path: str, remote: ContainerFile) -> Node:
+        """The live node of a server file at ``path``; a size learned for another version of
+        it is forgotten."""
+        node = self.get_or_make(Kind.FILE, cid, path)
+        if node.remote is None or node.remote.id != remote.id:
+            node.size_hint = None
+        node.remote = remote
+        return node
+
     def node(self, inode: int) -> Node | None:
         return self._nodes.get(inode)
 
