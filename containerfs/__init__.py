@@ -31,8 +31,12 @@ walks the import graph, ``tests/test_layout.py``):
   readdir, changes made here), ``created`` (what the containers made here were created
   with). A lookup or a readdir costs the entries of one directory, not the files of the
   container.
-- ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
-  ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``ranges``
+- ``read/``: ``reader`` (the facade: open/read/release, pins, statistics), ``lifecycle``
+  (live entries acquired, started, dropped; the downloads' host), ``entries`` (live entries),
+  ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``flusher`` (its
+  cache-file writes), ``serve`` (read handles; bytes from memory or the cache file),
+  ``sizes`` (sizes known, or learned from a download's headers), ``settings`` (every option
+  of the read path and its default, once), ``ranges``
   (ranged GETs for reads far ahead of the stream), ``pieces`` (a large file in parallel ranged
   pieces when the server honours ``Range``), ``prefetch`` (the next small files of a walk),
   ``passthrough`` (reads past the cache, nothing kept), ``diskcache``.

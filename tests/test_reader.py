@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import itertools
@@ -14,6 +15,7 @@ import unittest.mock
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -35,6 +37,7 @@ from containerfs.read.diskcache import CacheEntry, entry_name
 from containerfs.read.entries import Entry
 from containerfs.read.pieces import PIECE_MAX, Pieces, RangeSupport
 from containerfs.read.reader import ContentSource, DownloadStream, Reader, ReadHandle
+from containerfs.read.settings import DownloadSettings, ReaderSettings
 
 CID = ContainerId("cntr_1")
 FID = FileId("cfile_" + "a" * 32)
@@ -137,9 +140,17 @@ def _check_protocol(source: FakeSource) -> ContentSource:
     return source  # for mypy: the fake satisfies the protocol the reader needs
 
 
+def reader_settings(**options: Any) -> ReaderSettings:
+    """Reader settings with no delay between download attempts; ``options`` name fields of
+    ``ReaderSettings`` or of its ``DownloadSettings``."""
+    download_fields = {f.name for f in dataclasses.fields(DownloadSettings)}
+    download = {k: options.pop(k) for k in list(options) if k in download_fields}
+    return ReaderSettings(download=DownloadSettings(backoff=NO_DELAYS, **download), **options)
+
+
 @asynccontextmanager
 async def make_reader(
-    source: FakeSource, cache_dir: Path, *, max_size: int = 1 << 30, **options: object
+    source: FakeSource, cache_dir: Path, *, max_size: int = 1 << 30, **options: Any
 ) -> AsyncIterator[Reader]:
     async with trio.open_nursery() as nursery:
         reader = await Reader.create(
@@ -147,8 +158,7 @@ async def make_reader(
             cache_dir=cache_dir,
             max_size=max_size,
             nursery=nursery,
-            retry=NO_DELAYS,
-            **options,  # type: ignore[arg-type]
+            settings=reader_settings(**options),
         )
         yield reader
         nursery.cancel_scope.cancel()
@@ -199,6 +209,17 @@ async def test_concurrent_readers_share_one_download(cache_dir: Path) -> None:
         assert stats.downloads_started == 1
         assert stats.bytes_fetched == len(data)
         assert stats.bytes_served == 5 * len(data)
+
+
+async def test_a_pending_limit_below_one_flush_batch_still_completes(cache_dir: Path) -> None:
+    # the flusher waits for a whole batch: a stream pausing before one would wait for ever
+    data = payload(50_000)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir, flush_bytes=8192, max_pending=1000) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        with trio.fail_after(5):
+            assert await read_all(reader, handle) == data
+        await reader.release(handle)
 
 
 async def test_small_read_at_start_returns_before_stream_ends(cache_dir: Path) -> None:
