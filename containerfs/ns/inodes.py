@@ -57,6 +57,7 @@ class Node:
     spool: Any = None
     local_only: bool = False  # never uploaded (editor swap and backup files)
     deferred: bool = False  # uploaded only if still there a while after close (tool temp files)
+    # open handles: counted by the open-file table (``fs/files.py``), read by the writer
     opens: int = 0
     settling: trio.Event | None = None  # set while a closed spool's content moves to the cache
     # the time shown for a node the server gives none (directories, files not uploaded yet):
