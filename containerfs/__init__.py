@@ -14,22 +14,29 @@ walks the import graph, ``tests/test_layout.py``):
   the CLI reads), ``control`` (the socket ``new`` and ``import`` ask the daemon through) and
   ``commands`` (what the daemon does for them).
 - ``fs/``: the pyfuse3 adapter: ``operations`` (inode <-> node, errors -> errno, the only
-  ``pyfuse3.Operations``), ``handles`` (open files and directories), ``attrs`` (stat,
-  xattrs, statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
+  ``pyfuse3.Operations``), ``files`` (open files: open, read, write, flush, release, without
+  FUSE), ``tree`` (lookups by name, ``..``, and mkdir, rmdir, unlink, rename checked as POSIX
+  asks, without FUSE), ``handles`` (open files and directories), ``attrs`` (stat, xattrs,
+  statfs), ``sizes`` (the sizes of files listed with ``bytes: null``, learned before
   any is shown), ``walks`` (directory walks noticed from the order of opens, for prefetch).
   Only ``fs/`` and ``daemon/`` import pyfuse3.
 - ``ns/``: the namespace: ``inodes`` (``Node``, the ``NodeIndex``, the ``InodeTable``,
   ``Attrs``), ``listings`` (one container's files as listed, placed once and indexed by
   directory, patched by own changes, hiding files whose delete is under way), ``memory``
   (the path each file was shown at: it keeps it), ``overlay`` (files not on the server yet
-  and directories made here, by directory), ``containers`` (the cached container listing,
+  and directories made here, by directory), ``dirs`` (the directories made here, kept in the
+  state), ``containers`` (the cached container listing,
   directory names, containers by id, delete), ``aliases`` (where files made here show, kept
   in the state), ``attributes`` (what ``stat`` shows), ``namespace`` (the facade: lookups,
   readdir, changes made here), ``created`` (what the containers made here were created
   with). A lookup or a readdir costs the entries of one directory, not the files of the
   container.
-- ``read/``: ``reader`` (the facade: open/read/release, pins), ``entries`` (live entries),
-  ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``ranges``
+- ``read/``: ``reader`` (the facade: open/read/release, pins, statistics), ``lifecycle``
+  (live entries acquired, started, dropped; the downloads' host), ``entries`` (live entries),
+  ``download`` (one ``Download`` per file version, behind ``DownloadHost``), ``flusher`` (its
+  cache-file writes), ``serve`` (read handles; bytes from memory or the cache file),
+  ``sizes`` (sizes known, or learned from a download's headers), ``settings`` (every option
+  of the read path and its default, once), ``ranges``
   (ranged GETs for reads far ahead of the stream), ``pieces`` (a large file in parallel ranged
   pieces when the server honours ``Range``), ``prefetch`` (the next small files of a walk),
   ``passthrough`` (reads past the cache, nothing kept), ``diskcache``.
@@ -38,12 +45,15 @@ walks the import graph, ``tests/test_layout.py``):
   failed uploads, backoff, resume, drain, write-back jobs), ``renames`` (``Renamer``),
   ``job`` (``UploadJob`` and its ``JobState``; ``SpoolFeed``, the body read from a growing
   spool), ``streaming`` (``Streamer``: uploads streamed while a file is written).
-- ``api/``: ``client`` (``ApiClient``: endpoints, duplicate rules), ``calls`` (the retry
-  loop of one call), ``deadlines`` (each request's progress deadlines), ``answers`` (error
-  envelopes, content framing and ranges, read without httpx),
-  ``checks`` (the one URL builder, which refuses ids that are not plain tokens, and the one
-  pagination, which ends a loop), ``transport`` (the only httpx user: errors mapped to ``errors``),
-  ``retrying`` (the one ``Backoff``, the rate limiter, what an ambiguous create left),
+- ``api/``: ``client`` (``ApiClient``: the endpoints), ``content`` (the calls that carry a
+  file's bytes: uploads from disk or streamed, downloads), ``adoption`` (the duplicate rule:
+  what a lost create left, and whether it may be adopted), ``calls`` (the retry
+  loop of one call), ``deadlines`` (each request's progress deadlines), ``answers`` (the typed
+  error of an error answer, content framing and ranges, read without httpx),
+  ``checks`` (the headers of every request, the one URL builder, which refuses ids that are
+  not plain tokens, and the one pagination, which ends a loop), ``multipart`` (the body of a
+  streamed upload), ``transport`` (the only httpx user: errors mapped to ``errors``),
+  ``retrying`` (the one ``Backoff``, the rate limiter, the progress deadlines' policy),
   ``progress`` (the transfers in flight, counted as their bytes move).
 - Shared by all: ``errors``, ``models``, ``config`` (settings and name policies, one
   source), ``paths`` (names and server-path rules, one prefix regex), ``aio`` (trio helpers),

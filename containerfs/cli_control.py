@@ -29,6 +29,20 @@ def add_parsers(
 ) -> None:
     """Add ``new`` and ``import``; ``find_run_dir(mountpoint, state_dir)`` is the daemon's
     run directory, found as ``status`` finds it."""
+    for p in (_add_new(sub), _add_import(sub)):
+        p.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
+        p.add_argument(
+            "--timeout",
+            default=None,
+            metavar="DURATION",
+            help=f"how long to wait for the daemon (default {CONTROL_TIMEOUT:.0f}s)",
+        )
+        p.set_defaults(find_run_dir=find_run_dir)
+
+
+def _add_new(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     new = sub.add_parser(
         "new", help="create a container with options through the mount; print its directory"
     )
@@ -56,7 +70,12 @@ def add_parsers(
         help="a skill referenced by id (repeatable)",
     )
     new.set_defaults(func=cmd_new)
+    return new
 
+
+def _add_import(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     imp = sub.add_parser(
         "import", help="copy a Files-API file into a container directory; print its path"
     )
@@ -68,15 +87,7 @@ def add_parsers(
         help="the file's name (default: its Files-API filename, one more API call)",
     )
     imp.set_defaults(func=cmd_import)
-    for p in (new, imp):
-        p.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
-        p.add_argument(
-            "--timeout",
-            default=None,
-            metavar="DURATION",
-            help=f"how long to wait for the daemon (default {CONTROL_TIMEOUT:.0f}s)",
-        )
-        p.set_defaults(find_run_dir=find_run_dir)
+    return imp
 
 
 # the control module (and trio with it) loads only when one of these commands runs: every

@@ -23,6 +23,7 @@ from containerfs.config import DOWNLOAD_BACKOFF, progress_policy
 from containerfs.errors import ApiAborted, ApiError, ApiTimeout, RateLimited
 from containerfs.models import ContainerId, FileId
 from containerfs.read.reader import Reader
+from containerfs.read.settings import DownloadSettings, ReaderSettings
 
 HANG = 100.0  # virtual seconds: a call still waiting then would have waited for ever
 IO = 2.0  # the io-timeout of these tests: a call gives up after 2 x IO without progress
@@ -320,8 +321,9 @@ async def make_reader(client: ApiClient, tmp_path: Path, nursery: trio.Nursery) 
         cache_dir=tmp_path / "cache",
         max_size=1 << 30,
         nursery=nursery,
-        retry=DOWNLOAD_BACKOFF,
-        progress=progress_policy(IO),
+        settings=ReaderSettings(
+            download=DownloadSettings(backoff=DOWNLOAD_BACKOFF, progress=progress_policy(IO))
+        ),
     )
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
+import fcntl
 import itertools
 import json
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterator
+import unittest.mock
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,12 +25,19 @@ from hypothesis import strategies as st
 
 from containerfs.api.retrying import Backoff, Patience
 from containerfs.config import DOWNLOAD_RETRIES
-from containerfs.errors import ApiConnectionError, ApiError, ContentMismatch, NotFound
+from containerfs.errors import (
+    ApiConnectionError,
+    ApiError,
+    CacheError,
+    ContentMismatch,
+    NotFound,
+)
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry, entry_name
 from containerfs.read.entries import Entry
 from containerfs.read.pieces import PIECE_MAX, Pieces, RangeSupport
 from containerfs.read.reader import ContentSource, DownloadStream, Reader, ReadHandle
+from containerfs.read.settings import DownloadSettings, ReaderSettings
 
 CID = ContainerId("cntr_1")
 FID = FileId("cfile_" + "a" * 32)
@@ -128,9 +140,17 @@ def _check_protocol(source: FakeSource) -> ContentSource:
     return source  # for mypy: the fake satisfies the protocol the reader needs
 
 
+def reader_settings(**options: Any) -> ReaderSettings:
+    """Reader settings with no delay between download attempts; ``options`` name fields of
+    ``ReaderSettings`` or of its ``DownloadSettings``."""
+    download_fields = {f.name for f in dataclasses.fields(DownloadSettings)}
+    download = {k: options.pop(k) for k in list(options) if k in download_fields}
+    return ReaderSettings(download=DownloadSettings(backoff=NO_DELAYS, **download), **options)
+
+
 @asynccontextmanager
 async def make_reader(
-    source: FakeSource, cache_dir: Path, *, max_size: int = 1 << 30, **options: object
+    source: FakeSource, cache_dir: Path, *, max_size: int = 1 << 30, **options: Any
 ) -> AsyncIterator[Reader]:
     async with trio.open_nursery() as nursery:
         reader = await Reader.create(
@@ -138,8 +158,7 @@ async def make_reader(
             cache_dir=cache_dir,
             max_size=max_size,
             nursery=nursery,
-            retry=NO_DELAYS,
-            **options,  # type: ignore[arg-type]
+            settings=reader_settings(**options),
         )
         yield reader
         nursery.cancel_scope.cancel()
@@ -190,6 +209,17 @@ async def test_concurrent_readers_share_one_download(cache_dir: Path) -> None:
         assert stats.downloads_started == 1
         assert stats.bytes_fetched == len(data)
         assert stats.bytes_served == 5 * len(data)
+
+
+async def test_a_pending_limit_below_one_flush_batch_still_completes(cache_dir: Path) -> None:
+    # the flusher waits for a whole batch: a stream pausing before one would wait for ever
+    data = payload(50_000)
+    source = FakeSource({FID: data})
+    async with make_reader(source, cache_dir, flush_bytes=8192, max_pending=1000) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        with trio.fail_after(5):
+            assert await read_all(reader, handle) == data
+        await reader.release(handle)
 
 
 async def test_small_read_at_start_returns_before_stream_ends(cache_dir: Path) -> None:
@@ -646,6 +676,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         "flush": draw(st.sampled_from([1, 700, 4096, 1 << 20])),
         "range_ahead": draw(st.sampled_from([None, 0, 1000])),
         "recent": draw(st.sampled_from([0, 500, 1 << 20])),
+        "direct": draw(st.booleans()),  # False: the cache's file system refuses O_DIRECT
     }
 
 
@@ -662,7 +693,8 @@ async def test_random_interleavings_return_exact_bytes(scenario: dict[str, objec
     source.fail_at = [f for f in scenario["fail_at"] if 0 < f < size]  # type: ignore[attr-defined]
     source.allow(0)
     listed = size if scenario["known_size"] else None
-    with tempfile.TemporaryDirectory() as tmp:
+    refuse = contextlib.nullcontext() if scenario["direct"] else _refusing_direct_io()
+    with tempfile.TemporaryDirectory() as tmp, refuse:
         async with make_reader(
             source,
             Path(tmp) / "c",
@@ -1007,3 +1039,83 @@ async def test_a_whole_file_answer_to_the_first_piece_waits_for_the_disk_in_boun
         assert 0 < source.yielded - appended <= PIECE_MAX + source.chunk_size
         disk.set()
     assert appended == BIG and source.calls == [(FID, 0)]
+
+
+# ---- the cache file, written with direct I/O ----
+
+
+@contextlib.contextmanager
+def _refusing_direct_io(*, at: str = "open") -> Iterator[list[int]]:
+    """A cache file system without O_DIRECT: refused at ``open``, or at the first ``write``
+    (as some accept the flag and fail the transfer). Yields the refusals counted."""
+    refusals: list[int] = []
+    real_open, real_pwrite = os.open, os.pwrite
+
+    def no_direct_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_DIRECT and at == "open":
+            refusals.append(1)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    def no_direct_pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refusals.append(1)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    with (
+        unittest.mock.patch.object(os, "open", no_direct_open),
+        unittest.mock.patch.object(os, "pwrite", no_direct_pwrite),
+    ):
+        yield refusals
+
+
+@pytest.mark.parametrize("refused", [None, "open", "write"])
+@pytest.mark.parametrize("size", [1, 4095, 4096, 3 * 4096 + 1, 300_001])
+async def test_the_cache_file_holds_the_exact_content_however_it_was_written(
+    cache_dir: Path, size: int, refused: str | None
+) -> None:
+    data = os.urandom(size)
+    source = FakeSource({FID: data})
+    source.chunk_sizes = [1, 4095, 4097, 77, 8192, 100_000]
+    refuse: contextlib.AbstractContextManager[list[int]] = (
+        contextlib.nullcontext([]) if refused is None else _refusing_direct_io(at=refused)
+    )
+    with refuse as refusals:
+        async with make_reader(source, cache_dir, flush_bytes=5000) as reader:
+            handle = await reader.open(CID, FID, size)
+            assert await read_all(reader, handle, block=3001) == data
+            await reader.release(handle)
+            await settle(reader)
+        if refused is not None:
+            assert refusals  # the refusal did happen, and the fallback took over
+    assert (cache_dir / f"{FID}.data").read_bytes() == data
+    # and a new reader serves it from the cache, without a download
+    source.calls.clear()
+    async with make_reader(source, cache_dir) as reader:
+        handle = await reader.open(CID, FID, size)
+        assert await read_all(reader, handle, block=65536) == data
+        await reader.release(handle)
+    assert source.calls == []
+
+
+async def test_a_cache_write_failing_otherwise_fails_the_download(cache_dir: Path) -> None:
+    data = os.urandom(50_000)
+    source = FakeSource({FID: data})
+
+    def broken(fd: int, buf: object, offset: int) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    async with make_reader(source, cache_dir, flush_bytes=4096) as reader:
+        with (
+            unittest.mock.patch.object(os, "pwrite", broken),
+            unittest.mock.patch.object(os, "pwritev", broken),
+        ):
+            handle = await reader.open(CID, FID, len(data))
+            # bytes already in memory may still be served, never wrong ones
+            with contextlib.suppress(CacheError):
+                assert await read_all(reader, handle, block=50_000) == data
+            await reader.release(handle)
+            await settle(reader)
+        assert reader.statistics().downloads_failed == 1
+    assert not (cache_dir / f"{FID}.json").exists()

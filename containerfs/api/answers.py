@@ -1,6 +1,7 @@
 """What the headers and envelope of an answer say, read without httpx (``api``, the lowest
-layer; the transport hands in an answer's parts): the error envelope's fields, whether a
-content answer can vouch for its body, and where a ranged body starts.
+layer; the transport hands in an answer's parts): the typed error an error answer stands for
+(from its envelope's fields), whether a content answer can vouch for its body, and where a
+ranged body starts.
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from containerfs.api.retrying import parse_retry_after
+from containerfs.errors import ApiError, error_class_for
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?P<start>\d+)-(?P<end>\d+)/(?P<total>\d+|\*)")
 
@@ -36,6 +40,25 @@ def error_fields(
         reason = reason or "error"
         message = f"{reason}: {text}" if text else reason
     return message, etype, param, code
+
+
+def status_error(
+    status: int, body: Any, *, text: str, reason: str, headers: Mapping[str, str], now: float
+) -> ApiError:
+    """The typed error for an error answer: its class from the status (and message), its
+    fields from the envelope ``body`` (None when the answer was not JSON), its retry-after
+    from ``headers`` (an HTTP date measured against ``now``, Unix seconds)."""
+    message, etype, param, code = error_fields(body, text=text, reason=reason)
+    cls = error_class_for(status, message)
+    return cls(
+        message,
+        status=status,
+        type=etype,
+        param=param,
+        code=code,
+        request_id=headers.get("x-request-id"),
+        retry_after=parse_retry_after(headers, now=now),
+    )
 
 
 def suspect(headers: Mapping[str, str], *, http_version: str, consumed: bool) -> str | None:

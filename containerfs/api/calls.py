@@ -102,17 +102,9 @@ class Caller:
             if on_gone is not None and was_ambiguous and isinstance(error, NotFound):
                 log.info("%s: gone after an ambiguous attempt; taking it as done", endpoint)
                 return on_gone()
-            if (
-                error.ambiguous
-                and not idempotent
-                and recover is not None
-                and not self._transport.aborted
-            ):
-                # even with no retries left: finding the result beats reporting a failure
-                found = await recover()
+            if error.ambiguous and not idempotent and recover is not None:
+                found = await self._adopt(endpoint, error, recover)
                 if found is not None:
-                    self.adopted += 1
-                    log.info("%s: %s; adopted what the lost attempt created", endpoint, error)
                     return found
             resend = not (error.ambiguous and not idempotent and recover is None)
             delay = self._retry_delay(endpoint, error, attempt, patience, resend=resend)
@@ -123,6 +115,19 @@ class Caller:
             attempt += 1
             self.retries += 1
             await self._sleep(delay)
+
+    async def _adopt(
+        self, endpoint: str, error: ApiError, recover: Callable[[], Awaitable[T | None]]
+    ) -> T | None:
+        """What the attempt lost to ``error`` created, found by ``recover`` (None: nothing).
+        Looked for even with no retries left: finding the result beats reporting a failure."""
+        if self._transport.aborted:
+            return None
+        found = await recover()
+        if found is not None:
+            self.adopted += 1
+            log.info("%s: %s; adopted what the lost attempt created", endpoint, error)
+        return found
 
     def _retry_delay(
         self, endpoint: str, error: ApiError, attempt: int, patience: Patience, *, resend: bool

@@ -1,6 +1,7 @@
 """What the API client checks before it sends a request or believes an answer.
 
-Part of the API layer, used by ``client.py`` only: the one builder of resource URLs (which
+Part of the API layer, used by the client and its transport: the headers every request
+carries (who is asking), the one builder of resource URLs (which
 refuses an id that is not a plain token, ``models.plain_id``), the check that a file belongs
 to the container asked about, and the one pagination, which ends a listing that loops or
 never ends. Knows nothing about httpx, FUSE, inodes or caches.
@@ -13,11 +14,25 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from containerfs import __version__
+from containerfs.config import ApiConfig
 from containerfs.errors import MalformedAnswer, UnsafeId
 from containerfs.models import ContainerFile, ContainerId, Page, plain_id
 
 T = TypeVar("T")
 Item = TypeVar("Item")
+
+
+def request_headers(config: ApiConfig) -> dict[str, str]:
+    """The headers of every request: who is asking, and for which organization and project."""
+    headers = {"User-Agent": f"containerfs/{__version__}", "Accept": "application/json"}
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    if config.organization:
+        headers["OpenAI-Organization"] = config.organization
+    if config.project:
+        headers["OpenAI-Project"] = config.project
+    return headers
 
 
 def url(collection: str, container_id: str, *rest: str) -> str:

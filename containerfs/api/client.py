@@ -1,42 +1,42 @@
 """API client: ``ApiClient``, the endpoints of the Containers API, under trio.
 
 The lowest containerfs layer. It owns pagination (``checks.paginate``, one helper for every
-listing), retries with the one backoff policy (``retrying.py``), and the duplicate rules for
-creates whose answer was lost; every answer is checked before it is believed (``models``
-``from_json`` and ``checks``: ids, list answers, sizes). Requests go through ``Transport``
-(transport.py), the only code that touches httpx and where every failure becomes a typed
-error of ``containerfs.errors``. Knows nothing about FUSE, inodes or caches.
+listing), retries with the one backoff policy (``retrying.py``, in ``calls.Caller``), and the
+duplicate rules for creates whose answer was lost (``adoption.py``); every answer is checked
+before it is believed (``models`` ``from_json`` and ``checks``: ids, list answers, sizes).
+The calls that carry a file's bytes are carried out in ``content.py``. Requests go through
+``Transport`` (transport.py), the only code that touches httpx and where every failure
+becomes a typed error of ``containerfs.errors``. Knows nothing about FUSE, inodes or caches.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Mapping,
     Sequence,
 )
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
 from containerfs.api import checks
+from containerfs.api.adoption import Adopter
 from containerfs.api.calls import Caller
-from containerfs.api.progress import ProgressFile, Transfer, Transfers, TransferStats
-from containerfs.api.retrying import ADOPT_MARGIN, Backoff, Patience, Sightings
+from containerfs.api.content import ContentCalls
+from containerfs.api.progress import Transfers, TransferStats
+from containerfs.api.retrying import Backoff, Patience
 from containerfs.api.transport import (
     Download,
     HttpTransport,
-    Request,
     Transport,
     json_body,
 )
@@ -50,14 +50,8 @@ from containerfs.models import (
     NetworkPolicy,
     Page,
 )
-from containerfs.paths import upload_path_matches
 
 __all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-Item = TypeVar("Item")
 
 
 class ApiClient:
@@ -101,8 +95,16 @@ class ApiClient:
             rng=rng or random.Random(),
             patience=self.patience,
         )
-        self._sightings = Sightings()
+        self._adopter = Adopter(skew=lambda: self._transport.skew, wallclock=self._wallclock)
         self._transfers = Transfers(clock=clock)
+        self._content = ContentCalls(
+            self._transport,
+            self._calls,
+            transfers=self._transfers,
+            adopter=self._adopter,
+            patience=self.patience,
+            list_files=self.list_files,
+        )
 
     def __repr__(self) -> str:
         return f"<ApiClient {self.config.base_url}>"
@@ -188,7 +190,7 @@ class ApiClient:
             patience=patience,
         )
         self._calls.reject("list_containers", page.rejected)
-        self._note(*(c.id for c in page.data))
+        self._adopter.note(*(c.id for c in page.data))
         return page
 
     async def create_container(
@@ -217,17 +219,12 @@ class ApiClient:
             body["file_ids"] = list(file_ids)
         if skills:
             body["skills"] = [{"type": "skill_reference", "skill_id": s} for s in skills]
-        started, wall = self._sightings.mark(), self._wallclock()
+        attempt = self._adopter.begin()
         patience = self.patience()  # the recovery's listing included
 
         async def recover() -> Container | None:
             listing = self.list_containers(name=name, patience=patience)
-            async with aclosing(listing) as containers:
-                async for c in containers:
-                    adoptable = self._sightings.adoptable(c.id, started)
-                    if c.name == name and self._created_after(c.created_at, wall) and adoptable:
-                        return c
-            return None
+            return await self._adopter.container(listing, name, attempt)
 
         container = await self._calls.call(
             "create_container",
@@ -237,7 +234,7 @@ class ApiClient:
             recover=recover,
             patience=patience,
         )
-        self._claim(container.id)
+        self._adopter.claim(container.id)
         return container
 
     async def retrieve_container(self, container_id: ContainerId) -> Container:
@@ -245,7 +242,7 @@ class ApiClient:
             "retrieve_container", "GET", checks.url("containers", container_id)
         )
         container = checks.parsed("retrieve_container", lambda: Container.from_json(data))
-        self._note(container.id)
+        self._adopter.note(container.id)
         return container
 
     async def delete_container(self, container_id: ContainerId) -> None:
@@ -296,7 +293,7 @@ class ApiClient:
             patience=patience,
         )
         self._calls.reject("list_files", page.rejected)
-        self._note(*(f.id for f in page.data))
+        self._adopter.note(*(f.id for f in page.data))
         return page
 
     async def holds_files(self, container_id: ContainerId) -> bool:
@@ -315,83 +312,9 @@ class ApiClient:
 
         No duplicate after an ambiguous failure (a timeout, the connection broken after the
         request was sent, or a 408/5xx answer): before sending again, the container's files
-        are listed and a file that the lost attempt made is adopted (``_lost_upload``).
+        are listed and a file that the lost attempt made is adopted (``Adopter.upload``).
         """
-        url = checks.url("containers", container_id, "files")
-        started, wall = self._sightings.mark(), self._wallclock()
-        patience = self.patience()  # the recovery's listing included
-        began = time.monotonic()
-        with (
-            self._transfers.track("upload", container_id, filename) as transfer,
-            ProgressFile(source, transfer) as fh,
-        ):
-            size = transfer.total = os.fstat(fh.fileno()).st_size
-
-            def recover() -> Awaitable[ContainerFile | None]:
-                return self._lost_upload(
-                    container_id, filename, size=size, wall=wall, started=started, patience=patience
-                )
-
-            def attempt() -> Request:
-                transfer.restart(0)  # each attempt sends the whole body again
-                return self._transport.request("POST", url, files={"file": (filename, fh)})
-
-            # httpx streams the file object (64 KiB reads; Content-Length from fstat) and
-            # seeks it back to 0 for every attempt; its reads are the upload's progress
-            created = await self._calls.call(
-                "upload_file",
-                attempt,
-                lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
-                idempotent=False,
-                recover=recover,
-                patience=patience,
-            )
-        self._claim(created.id)
-        log.info(
-            "uploaded %r (%d bytes) in %.2f s as %s %r",
-            filename,
-            size,
-            time.monotonic() - began,
-            created.id,
-            created.path,
-        )
-        return created
-
-    async def _lost_upload(
-        self,
-        container_id: ContainerId,
-        filename: str,
-        *,
-        size: int,
-        wall: float,
-        started: int,
-        patience: Patience | None = None,
-    ) -> ContainerFile | None:
-        """The file a lost upload attempt made, listed now: one for which all of these hold.
-
-        - its ``path`` is one the server gives such an upload (``upload_path_matches``:
-          ``/mnt/data/<filename>``, or ``<32 hex>-<basename>`` in the root or the directory);
-        - its ``bytes`` equal the size sent (or are null);
-        - its ``created_at`` is no earlier than the upload's start on the server's clock
-          (estimated from the ``Date`` header) minus ``ADOPT_MARGIN`` seconds;
-        - this client had not seen its id before the upload started (in any listing,
-          retrieve or create answer), and has not returned it from another create — so a
-          file being replaced by an identical upload is never mistaken for the new one.
-
-        The first such file in ``created_at`` order wins; if none, the upload is sent again.
-        Limits: two concurrent uploads of the same name and size into one container can
-        cross-adopt, and a listing that lags behind the create would miss the file.
-        """
-        async with aclosing(self.list_files(container_id, patience=patience)) as files:
-            async for f in files:
-                if (
-                    upload_path_matches(f.path, filename)
-                    and f.bytes in (size, None)
-                    and self._created_after(f.created_at, wall)
-                    and self._sightings.adoptable(f.id, started)
-                ):
-                    return f
-        return None
+        return await self._content.upload_file(container_id, source, filename=filename)
 
     async def upload_stream(
         self,
@@ -410,55 +333,7 @@ class ApiClient:
         exception raised by the body (``StreamAborted``) breaks the request off and is raised
         as is: a body that never ended creates nothing on the server.
         """
-        url = checks.url("containers", container_id, "files")
-        began = time.monotonic()
-        with self._transfers.track("upload", container_id, filename) as transfer:
-            transfer.total_from(size)  # known once the body ends (the file is closed)
-            created = await self._send_stream(url, container_id, body, filename, size, transfer)
-        self._claim(created.id)
-        log.info(
-            "streamed %r (%s bytes) in %.2f s as %s %r",
-            filename,
-            size(),
-            time.monotonic() - began,
-            created.id,
-            created.path,
-        )
-        return created
-
-    async def _send_stream(
-        self,
-        url: str,
-        container_id: ContainerId,
-        body: Callable[[], AsyncIterable[bytes]],
-        filename: str,
-        size: Callable[[], int | None],
-        transfer: Transfer,
-    ) -> ContainerFile:
-        started, wall = self._sightings.mark(), self._wallclock()
-
-        async def recover() -> ContainerFile | None:
-            sent = size()
-            if sent is None:  # the body never ended: the server cannot have stored it
-                return None
-            return await self._lost_upload(
-                container_id, filename, size=sent, wall=wall, started=started
-            )
-
-        def attempt() -> Request:
-            source = body()  # raises StreamAborted for a second attempt: nothing is sent
-            transfer.restart(0)
-            return self._transport.multipart_request(
-                "POST", url, field="file", filename=filename, body=_counted(source, transfer.add)
-            )
-
-        return await self._calls.call(
-            "upload_file",
-            attempt,
-            lambda r: checks.in_container(ContainerFile.from_json(json_body(r)), container_id),
-            idempotent=False,
-            recover=recover,
-        )
+        return await self._content.upload_stream(container_id, body, filename=filename, size=size)
 
     async def find_upload(
         self, container_id: ContainerId, filename: str, *, size: int, since: float, old: str | None
@@ -466,19 +341,9 @@ class ApiClient:
         """The file an upload of ``size`` bytes named ``filename``, begun at wall-clock time
         ``since``, may have created though its answer never came (the daemon was killed):
         the rules of an ambiguous ``upload_file``, ``old`` (the file it replaces) excluded."""
-        async with aclosing(self.list_files(container_id)) as files:
-            async for f in files:
-                if (
-                    f.id != old
-                    and upload_path_matches(f.path, filename)
-                    and f.bytes in (size, None)
-                    and self._created_after(f.created_at, since)
-                    # seen in listings since, surely; only never returned by a create of ours
-                    and self._sightings.adoptable(f.id, 0)
-                ):
-                    self._claim(f.id)
-                    return f
-        return None
+        return await self._content.find_upload(
+            container_id, filename, size=size, since=since, old=old
+        )
 
     async def create_file_from_id(self, container_id: ContainerId, file_id: str) -> ContainerFile:
         """Copy the Files-API file ``file_id`` into the container: one call, no bytes sent.
@@ -490,7 +355,7 @@ class ApiClient:
         created = checks.parsed(
             "upload_file", lambda: checks.in_container(ContainerFile.from_json(data), container_id)
         )
-        self._claim(created.id)
+        self._adopter.claim(created.id)
         return created
 
     async def retrieve_api_file(self, file_id: str) -> ApiFile:
@@ -505,7 +370,7 @@ class ApiClient:
             "retrieve_file",
             lambda: checks.in_container(ContainerFile.from_json(data), container_id),
         )
-        self._note(found.id)
+        self._adopter.note(found.id)
         return found
 
     async def delete_file(self, container_id: ContainerId, file_id: FileId) -> None:
@@ -528,66 +393,10 @@ class ApiClient:
         (206) or sent the whole file (200, ``start == 0``, ``end`` its length). The body's
         reads wait at most what ``patience`` allows (a fresh one if None).
         """
-        return self._download(container_id, file_id, offset, end, patience or self.patience())
-
-    @asynccontextmanager
-    async def _download(
-        self,
-        container_id: ContainerId,
-        file_id: FileId,
-        offset: int,
-        end: int | None,
-        patience: Patience,
-    ) -> AsyncIterator[Download]:
-        url = checks.url("containers", container_id, "files", file_id, "content")
-        # identity: aiter_raw() must yield the file's bytes, not a compressed encoding
-        headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
-        if end is not None and end > offset:
-            headers["Range"] = f"bytes={offset}-{end - 1}"
-        elif offset > 0:
-            headers["Range"] = f"bytes={offset}-"
-        # shown from the request on: a server slow to answer is what a user wants to see
-        with self._transfers.track("download", container_id, file_id, done=offset) as transfer:
-            response = await self._calls.call(
-                "file_content",
-                lambda: self._transport.request("GET", url, headers=headers),
-                lambda r: r,
-                stream=True,
-                patience=patience,
-            )
-            try:
-                download = self._transport.download(response, offset, progress=transfer.add)
-                transfer.restart(download.start)
-                transfer.total = download.size
-                yield download
-            finally:
-                await response.aclose()
-
-    # -- machinery ----------------------------------------------------------------------
-
-    def _created_after(self, created_at: int, wall: float) -> bool:
-        """Whether a ``created_at`` (server clock) is no earlier than our wall-clock time
-        ``wall``, within ``ADOPT_MARGIN``. The skew comes from the latest ``Date`` header,
-        which the recovery listing itself has just refreshed.
-        """
-        return created_at >= wall + self._transport.skew - ADOPT_MARGIN
-
-    def _note(self, *idents: str) -> None:
-        for ident in idents:
-            self._sightings.note(ident)
-
-    def _claim(self, ident: str) -> None:
-        self._sightings.claim(ident)
+        return self._content.download(
+            container_id, file_id, offset=offset, end=end, patience=patience or self.patience()
+        )
 
 
 def _params(**values: str | int | None) -> dict[str, str | int]:
     return {k: v for k, v in values.items() if v is not None}
-
-
-async def _counted(
-    chunks: AsyncIterable[bytes], on_bytes: Callable[[int], None]
-) -> AsyncIterator[bytes]:
-    """``chunks``, each counted as sent: the progress of a streamed upload."""
-    async for chunk in chunks:
-        on_bytes(len(chunk))
-        yield chunk

@@ -1,7 +1,7 @@
 """Retry policy for the API client: backoff with full jitter, `retry-after` parsing, a
 client-side request-rate limiter, what counts as progress and how long a call may go without
-it (``ProgressPolicy``, ``Patience``), and the rules for recognising what an ambiguous create
-left on the server. Pure policy over injected clocks; no HTTP, no FUSE.
+it (``ProgressPolicy``, ``Patience``). Pure policy over injected clocks; no HTTP, no FUSE.
+What an ambiguous create left on the server is recognised in ``adoption.py``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,9 +18,6 @@ log = logging.getLogger(__name__)
 #: A server's `retry-after` is honoured up to this many seconds; a longer (or nonsensical)
 #: hint falls back to our own backoff rather than stalling a FUSE operation for minutes.
 RETRY_AFTER_MAX = 60.0
-#: Slack (seconds) when comparing a listed object's ``created_at`` with the start of an
-#: ambiguous create: ``created_at`` and the ``Date`` header have one-second resolution.
-ADOPT_MARGIN = 5.0
 
 
 def parse_http_date(value: str) -> float | None:
@@ -228,37 +224,3 @@ class RateLimiter:
 
     def statistics(self) -> LimiterStats:
         return LimiterStats(self._acquired, self._waits, self._waited)
-
-
-class Sightings:
-    """Ids this client has seen in answers (listings, retrieves, creates), stamped with a
-    counter that only grows, and the ids already returned by a create: what an ambiguous
-    create must not adopt. ``mark()`` before a create; ``adoptable(id, mark)`` after it.
-    """
-
-    def __init__(self, *, capacity: int = 200_000) -> None:
-        self._first_seen: OrderedDict[str, int] = OrderedDict()
-        self._claimed: OrderedDict[str, None] = OrderedDict()
-        self._capacity = capacity
-        self._tick = 0
-
-    def mark(self) -> int:
-        self._tick += 1
-        return self._tick
-
-    def note(self, ident: str) -> None:
-        if ident not in self._first_seen:
-            self._first_seen[ident] = self.mark()
-            if len(self._first_seen) > self._capacity:
-                self._first_seen.popitem(last=False)
-
-    def claim(self, ident: str) -> None:
-        self.note(ident)
-        self._claimed[ident] = None
-        if len(self._claimed) > self._capacity:
-            self._claimed.popitem(last=False)
-
-    def adoptable(self, ident: str, mark: int) -> bool:
-        """Not claimed, and first seen (if ever) after ``mark`` was taken."""
-        seen = self._first_seen.get(ident)
-        return ident not in self._claimed and (seen is None or seen > mark)

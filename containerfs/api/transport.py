@@ -11,8 +11,6 @@ through it and never sees an httpx type at run time. Knows nothing about FUSE, i
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 import time
 from collections import Counter
 from collections.abc import (
@@ -31,17 +29,17 @@ import httpcore
 import httpx
 import trio
 
-from containerfs import __version__
-from containerfs.api.answers import download_window, error_fields, suspect
+from containerfs.api import checks
+from containerfs.api.answers import download_window, status_error, suspect
 from containerfs.api.deadlines import Deadlines
-from containerfs.api.retrying import Patience, RateLimiter, parse_http_date, parse_retry_after
+from containerfs.api.multipart import multipart_body
+from containerfs.api.retrying import Patience, RateLimiter, parse_http_date
 from containerfs.config import ENDPOINTS, ApiConfig
 from containerfs.errors import (
     ApiConnectionError,
     ApiError,
     ApiTimeout,
     MalformedAnswer,
-    error_class_for,
 )
 
 log = logging.getLogger(__name__)
@@ -96,18 +94,13 @@ def _status_error(response: httpx.Response, *, now: float) -> ApiError:
         body = response.json()
     except ValueError:
         body = None
-    message, etype, param, code = error_fields(
-        body, text=response.text, reason=response.reason_phrase
-    )
-    cls = error_class_for(response.status_code, message)
-    return cls(
-        message,
-        status=response.status_code,
-        type=etype,
-        param=param,
-        code=code,
-        request_id=response.headers.get("x-request-id"),
-        retry_after=parse_retry_after(response.headers, now=now),
+    return status_error(
+        response.status_code,
+        body,
+        text=response.text,
+        reason=response.reason_phrase,
+        headers=response.headers,
+        now=now,
     )
 
 
@@ -254,20 +247,13 @@ class Transport:
         # httpx logs every request at INFO
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        headers = {"User-Agent": f"containerfs/{__version__}", "Accept": "application/json"}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
-        if config.organization:
-            headers["OpenAI-Organization"] = config.organization
-        if config.project:
-            headers["OpenAI-Project"] = config.project
         # httpx's own timeouts are a backstop; Deadlines cuts a stall or a trickle first
         io = config.io_timeout
         timeout = httpx.Timeout(connect=min(config.connect_timeout, io), read=io, write=io, pool=io)
         self._deadlines = Deadlines()
         self._http = httpx.AsyncClient(
             base_url=config.base_url.rstrip("/") + "/",
-            headers=headers,
+            headers=checks.request_headers(config),
             timeout=timeout,
             limits=httpx.Limits(
                 max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0
@@ -321,9 +307,7 @@ class Transport:
     ) -> Request:
         """A multipart request whose one file part is ``body``, sent as it comes: no
         Content-Length (chunked), so the part may still be growing while it is sent."""
-        boundary = secrets.token_hex(16)
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        content = _multipart_stream(boundary, field, filename, body, on_bytes=self._count_up)
+        headers, content = multipart_body(field, filename, body, on_bytes=self._count_up)
         return self._http.build_request(method, url, headers=headers, content=content)
 
     async def send(
@@ -406,40 +390,6 @@ class Transport:
 
     def _count_up(self, n: int) -> None:
         self.bytes_up += n
-
-
-# how httpx writes a form parameter (HTML5 form encoding), so both upload paths name a file alike
-_FORM_ESCAPES = {'"': "%22", "\\": "\\\\"} | {chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}
-_FORM_ESCAPE = re.compile("|".join(re.escape(c) for c in _FORM_ESCAPES))
-
-
-def _form_param(name: str, value: str) -> bytes:
-    escaped = _FORM_ESCAPE.sub(lambda m: _FORM_ESCAPES[m.group(0)], value)
-    return f'{name}="{escaped}"'.encode()
-
-
-async def _multipart_stream(
-    boundary: str,
-    field: str,
-    filename: str,
-    body: AsyncIterable[bytes],
-    *,
-    on_bytes: Callable[[int], None],
-) -> AsyncIterator[bytes]:
-    yield b"".join(
-        [
-            f"--{boundary}\r\n".encode(),
-            b"Content-Disposition: form-data; ",
-            _form_param("name", field),
-            b"; ",
-            _form_param("filename", filename),
-            b"\r\nContent-Type: application/octet-stream\r\n\r\n",
-        ]
-    )
-    async for chunk in body:
-        on_bytes(len(chunk))
-        yield chunk
-    yield f"\r\n--{boundary}--\r\n".encode()
 
 
 def _raise_read_size(size: int) -> None:

@@ -20,6 +20,7 @@ from containerfs.fs.operations import Operations
 from containerfs.ns.namespace import Namespace
 from containerfs.read.prefetch import PrefetchSettings
 from containerfs.read.reader import Reader
+from containerfs.read.settings import DownloadSettings, ReaderSettings
 from containerfs.state import State
 from containerfs.write.writer import Writer
 
@@ -64,10 +65,11 @@ async def build_layers(
         cache_dir=cfg.cache_dir,
         max_size=cfg.cache_max_size,
         nursery=nursery,
-        retry=download_retry,
-        prefetch=PrefetchSettings() if cfg.prefetch else None,
+        settings=ReaderSettings(
+            download=DownloadSettings(backoff=download_retry, progress=cfg.api.progress),
+            prefetch=PrefetchSettings() if cfg.prefetch else None,
+        ),
         spare_requests=client.has_spare_requests,
-        progress=cfg.api.progress,
     )
     ns = _namespace(cfg, client, state)
     writer = await Writer.create(

@@ -12,9 +12,10 @@ Layers, top to bottom:
   fault rules, auth), the error envelope and ``x-request-id``.
 - ``api`` (the nine ``/v1/containers`` endpoints), ``files_api`` (the five ``/v1/files``
   endpoints) and ``admin`` (test controls under ``/_emulator``), with ``params`` (request
-  parsing and validation errors), ``uploads`` (streaming multipart parser) and ``content``
-  (streaming blob responses).
-- ``store``: metadata in SQLite and blobs as files in the data directory; ``seed`` fills it.
+  parsing and validation errors), ``create_body`` (the create-container body, field by
+  field), ``uploads`` (streaming multipart parser) and ``content`` (streaming blob responses).
+- ``store``: metadata in SQLite and blobs as files in the data directory; ``seed`` fills it;
+  ``schema`` (its tables, and rows into records) and ``rows`` (the records and their ids).
 - ``faults`` and ``stats``: fault-injection rules and request counters.
 
 Choices where the spec is silent (the client must cope with the service either way):

@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 
 from containerfs.emulator.app import create_app
 from containerfs.emulator.config import UPLOAD_PATH_POLICIES, EmulatorConfig
 from containerfs.emulator.faults import DroppedLogFilter
-from containerfs.emulator.seed import Seed, SeedError, apply_seed, load_seed
+from containerfs.emulator.seed import SeedError, apply_seed, load_seed
 from containerfs.emulator.state import Emulator
 
 log = logging.getLogger(__name__)
@@ -139,62 +140,80 @@ def _error(message: str) -> int:
     return 2
 
 
+class _Refused(Exception):
+    """A setting the emulator cannot start with: its one-line message."""
+
+
+def _data_dir(args: argparse.Namespace, stack: contextlib.ExitStack) -> Path:
+    """``--data-dir``, or a temporary directory removed when the emulator stops."""
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    data_dir = Path(tempfile.mkdtemp(prefix="containerfs-emulator-"))
+    stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
+    return data_dir
+
+
+def _open_app(args: argparse.Namespace, stack: contextlib.ExitStack) -> Starlette:
+    """The application over its data directory, closed when ``stack`` ends."""
+    data_dir = _data_dir(args, stack)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = EmulatorConfig(
+            data_dir=data_dir,
+            # An empty variable means no key, as if unset.
+            api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+            latency_ms=args.latency_ms,
+            fail_rate=args.fail_rate,
+            throttle_rate=args.throttle_rate,
+            upload_paths=args.upload_paths,
+            range_requests=args.range,
+        )
+        app = create_app(config)
+    except (OSError, sqlite3.Error) as exc:
+        raise _Refused(f"cannot use data directory {data_dir}: {exc}") from exc
+    emu: Emulator = app.state.emulator
+    stack.callback(emu.close)
+    return app
+
+
+def _serve(app: Starlette, sock: socket.socket, *, log_level: str) -> None:
+    """Answer on ``sock`` until a signal stops the server; the URL is printed once it is up."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/v1"
+
+    def announce() -> None:
+        print(f"listening on {url}", flush=True)
+
+    server = _Server(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            log_level=log_level,
+            access_log=False,
+            lifespan="off",
+            # Stalled requests (fault rules) must not hold up a stop for long.
+            timeout_graceful_shutdown=1,
+        ),
+        on_started=announce,
+    )
+    asyncio.run(server.serve(sockets=[sock]))
+
+
 def run(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
-    seed: Seed | None = None
-    if args.seed:
-        try:
-            seed = load_seed(args.seed)
-        except SeedError as exc:
-            return _error(str(exc))
     with contextlib.ExitStack() as stack:
-        if args.data_dir is None:
-            data_dir = Path(tempfile.mkdtemp(prefix="containerfs-emulator-"))
-            stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
-        else:
-            data_dir = args.data_dir
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            config = EmulatorConfig(
-                data_dir=data_dir,
-                # An empty variable means no key, as if unset.
-                api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-                latency_ms=args.latency_ms,
-                fail_rate=args.fail_rate,
-                throttle_rate=args.throttle_rate,
-                upload_paths=args.upload_paths,
-                range_requests=args.range,
-            )
-            app = create_app(config)
-        except (OSError, sqlite3.Error) as exc:
-            return _error(f"cannot use data directory {data_dir}: {exc}")
-        emu: Emulator = app.state.emulator
-        stack.callback(emu.close)
+            seed = load_seed(args.seed) if args.seed else None
+            app = _open_app(args, stack)
+        except (SeedError, _Refused) as exc:
+            return _error(str(exc))
         if seed is not None:
-            apply_seed(emu.store, seed)
+            apply_seed(app.state.emulator.store, seed)
         try:
             sock = _bind(args.host, args.port)
         except OSError as exc:
             return _error(f"cannot listen on {args.host}:{args.port}: {exc}")
         stack.callback(sock.close)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        url = f"http://{shown}:{port}/v1"
-
-        def announce() -> None:
-            print(f"listening on {url}", flush=True)
-
-        server = _Server(
-            uvicorn.Config(
-                app,
-                log_config=None,
-                log_level=args.log_level,
-                access_log=False,
-                lifespan="off",
-                # Stalled requests (fault rules) must not hold up a stop for long.
-                timeout_graceful_shutdown=1,
-            ),
-            on_started=announce,
-        )
-        asyncio.run(server.serve(sockets=[sock]))
+        _serve(app, sock, log_level=args.log_level)
     return 0

@@ -30,8 +30,9 @@ from containerfs.emulator.params import (
     missing,
     unknown_cursor,
 )
+from containerfs.emulator.rows import ApiFileRow, new_api_file_id
 from containerfs.emulator.state import Emulator
-from containerfs.emulator.store import ApiFileRow, UnknownCursor, new_api_file_id
+from containerfs.emulator.store import UnknownCursor
 from containerfs.emulator.uploads import FILE_FIELD, multipart_boundary, receive_multipart
 
 log = logging.getLogger(__name__)

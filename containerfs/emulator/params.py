@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 
 from containerfs.emulator.errors import ApiError, bad_request
-from containerfs.emulator.store import Order
+from containerfs.emulator.rows import Order
 
 ORDERS: tuple[Order, ...] = ("asc", "desc")
 

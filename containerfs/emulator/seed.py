@@ -34,13 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from containerfs.emulator.paths import CONTAINER_ROOT, copied_path
-from containerfs.emulator.store import (
-    DEFAULT_EXPIRES_MINUTES,
-    DEFAULT_MEMORY_LIMIT,
-    ApiFileRow,
-    Store,
-    new_file_id,
-)
+from containerfs.emulator.rows import ApiFileRow, new_file_id
+from containerfs.emulator.store import DEFAULT_EXPIRES_MINUTES, DEFAULT_MEMORY_LIMIT, Store
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Emulator storage: metadata of containers, their files and Files-API files in SQLite;
-file contents as blob files.
+"""Emulator storage: metadata of containers, their files and Files-API files in SQLite
+(the records in ``rows``, the tables in ``schema``); file contents as blob files.
 
 The bottom layer of the emulator; knows nothing about HTTP. All methods are synchronous: the
 metadata calls are tiny (indexed queries on a local WAL database) and run on the event loop,
@@ -17,213 +17,42 @@ import logging
 import secrets
 import shutil
 import sqlite3
-import string
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from containerfs.emulator.config import Clock
+from containerfs.emulator.rows import (
+    ApiFileRow,
+    ContainerOptions,
+    ContainerRow,
+    FileRow,
+    JsonObject,
+    Order,
+    Page,
+    new_api_file_id,
+    new_container_id,
+    new_file_id,
+)
+from containerfs.emulator.schema import (
+    API_FILE_COLUMNS,
+    CONTAINER_COLUMNS,
+    FILE_COLUMNS,
+    SCHEMA,
+    api_file_row,
+    container_row,
+    file_row,
+)
 
 log = logging.getLogger(__name__)
-
-Order = Literal["asc", "desc"]
-JsonObject = dict[str, Any]
 
 DEFAULT_EXPIRES_MINUTES = 20
 DEFAULT_MEMORY_LIMIT = "1g"
 DEFAULT_NETWORK_POLICY: JsonObject = {"type": "disabled"}
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS containers (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    last_active_at REAL NOT NULL,
-    expires_minutes INTEGER NOT NULL,
-    memory_limit TEXT NOT NULL,
-    network_policy TEXT NOT NULL,
-    status TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS containers_order ON containers (deleted, created_at, seq);
-CREATE TABLE IF NOT EXISTS files (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    container_id TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    report_bytes INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    source TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS files_order ON files (container_id, deleted, created_at, seq);
-CREATE TABLE IF NOT EXISTS api_files (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    created_at INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    filename TEXT NOT NULL,
-    purpose TEXT NOT NULL,
-    expires_at INTEGER,
-    deleted INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS api_files_order ON api_files (deleted, created_at, seq);
-CREATE TABLE IF NOT EXISTS container_options (
-    container_id TEXT PRIMARY KEY,
-    file_ids TEXT NOT NULL,
-    skills TEXT NOT NULL
-);
-"""
-
-
-def new_container_id() -> str:
-    return "cntr_" + secrets.token_hex(24)
-
-
-def new_file_id() -> str:
-    return "cfile_" + secrets.token_hex(16)
-
-
-_ID_ALPHABET = string.ascii_letters + string.digits
-
-
-def new_api_file_id() -> str:
-    """A Files-API id: ``file-`` and 22 letters and digits, as the service's ids look."""
-    return "file-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
-
 
 class UnknownCursor(LookupError):
     """The ``after`` cursor names no object of this listing."""
-
-
-@dataclass(frozen=True)
-class ContainerRow:
-    seq: int
-    id: str
-    name: str
-    created_at: int
-    last_active_at: float
-    expires_minutes: int
-    memory_limit: str
-    network_policy: JsonObject
-    status: str
-
-    @property
-    def expired(self) -> bool:
-        return self.status == "expired"
-
-    def to_json(self) -> JsonObject:
-        return {
-            "id": self.id,
-            "object": "container",
-            "name": self.name,
-            "created_at": self.created_at,
-            "status": self.status,
-            "last_active_at": int(self.last_active_at),
-            "expires_after": {"anchor": "last_active_at", "minutes": self.expires_minutes},
-            "memory_limit": self.memory_limit,
-            "network_policy": self.network_policy,
-        }
-
-
-@dataclass(frozen=True)
-class FileRow:
-    seq: int
-    id: str
-    container_id: str
-    created_at: int
-    size: int
-    report_bytes: bool
-    path: str
-    source: str
-
-    def to_json(self) -> JsonObject:
-        return {
-            "id": self.id,
-            "object": "container.file",
-            "container_id": self.container_id,
-            "created_at": self.created_at,
-            "bytes": self.size if self.report_bytes else None,
-            "path": self.path,
-            "source": self.source,
-        }
-
-
-@dataclass(frozen=True)
-class ApiFileRow:
-    """A file of the Files API (``/v1/files``), not of any container."""
-
-    seq: int
-    id: str
-    created_at: int
-    size: int
-    filename: str
-    purpose: str
-    expires_at: int | None
-
-    def to_json(self) -> JsonObject:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": self.size,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            # Deprecated fields the service still sends; a stored file is always processed.
-            "status": "processed",
-            "status_details": None,
-        }
-
-
-@dataclass(frozen=True)
-class ContainerOptions:
-    """What a container was created with that its object does not show."""
-
-    file_ids: list[str]
-    skills: list[Any]
-
-
-@dataclass(frozen=True)
-class Page:
-    data: Sequence[ContainerRow] | Sequence[FileRow] | Sequence[ApiFileRow]
-    has_more: bool
-
-    def to_json(self) -> JsonObject:
-        return {
-            "object": "list",
-            "data": [row.to_json() for row in self.data],
-            "first_id": self.data[0].id if self.data else None,
-            "last_id": self.data[-1].id if self.data else None,
-            "has_more": self.has_more,
-        }
-
-
-_CONTAINER_COLUMNS = (
-    "seq, id, name, created_at, last_active_at, expires_minutes, memory_limit, "
-    "network_policy, status"
-)
-_FILE_COLUMNS = "seq, id, container_id, created_at, bytes, report_bytes, path, source"
-_API_FILE_COLUMNS = "seq, id, created_at, bytes, filename, purpose, expires_at"
-
-
-def _container(row: tuple[Any, ...]) -> ContainerRow:
-    seq, id_, name, created, active, minutes, memory, policy, status = row
-    return ContainerRow(
-        seq, id_, name, created, active, minutes, memory, json.loads(policy), status
-    )
-
-
-def _file(row: tuple[Any, ...]) -> FileRow:
-    seq, id_, cid, created, size, report, path, source = row
-    return FileRow(seq, id_, cid, created, size, bool(report), path, source)
-
-
-def _api_file(row: tuple[Any, ...]) -> ApiFileRow:
-    return ApiFileRow(*row)
 
 
 class Store:
@@ -249,7 +78,7 @@ class Store:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -289,9 +118,9 @@ class Store:
 
     def get_container(self, cid: str) -> ContainerRow | None:
         row = self._db.execute(
-            f"SELECT {_CONTAINER_COLUMNS} FROM containers WHERE id = ? AND deleted = 0", (cid,)
+            f"SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = ? AND deleted = 0", (cid,)
         ).fetchone()
-        return _container(row) if row else None
+        return container_row(row) if row else None
 
     def container_options(self, cid: str) -> ContainerOptions:
         """The ``file_ids`` and ``skills`` a container was created with (empty if none)."""
@@ -319,7 +148,7 @@ class Store:
             params.append(name)
         return self._page(
             "containers",
-            _CONTAINER_COLUMNS,
+            CONTAINER_COLUMNS,
             where,
             params,
             "1",
@@ -327,7 +156,7 @@ class Store:
             limit=limit,
             order=order,
             after=after,
-            make=_container,
+            make=container_row,
         )
 
     def delete_container(self, cid: str) -> list[str]:
@@ -392,15 +221,15 @@ class Store:
 
     def get_file(self, cid: str, fid: str) -> FileRow | None:
         row = self._db.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ? AND container_id = ? AND deleted = 0",
+            f"SELECT {FILE_COLUMNS} FROM files WHERE id = ? AND container_id = ? AND deleted = 0",
             (fid, cid),
         ).fetchone()
-        return _file(row) if row else None
+        return file_row(row) if row else None
 
     def list_files(self, cid: str, *, limit: int, order: Order, after: str | None) -> Page:
         return self._page(
             "files",
-            _FILE_COLUMNS,
+            FILE_COLUMNS,
             "container_id = ? AND deleted = 0",
             [cid],
             "container_id = ?",
@@ -408,7 +237,7 @@ class Store:
             limit=limit,
             order=order,
             after=after,
-            make=_file,
+            make=file_row,
         )
 
     def delete_file(self, cid: str, fid: str) -> None:
@@ -418,18 +247,17 @@ class Store:
 
     def all_files(self, cid: str) -> list[FileRow]:
         rows = self._db.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE container_id = ? AND deleted = 0"
+            f"SELECT {FILE_COLUMNS} FROM files WHERE container_id = ? AND deleted = 0"
             " ORDER BY created_at, seq",
             (cid,),
         ).fetchall()
-        return [_file(r) for r in rows]
+        return [file_row(r) for r in rows]
 
     def all_containers(self) -> list[ContainerRow]:
         rows = self._db.execute(
-            f"SELECT {_CONTAINER_COLUMNS} FROM containers WHERE deleted = 0"
-            " ORDER BY created_at, seq"
+            f"SELECT {CONTAINER_COLUMNS} FROM containers WHERE deleted = 0 ORDER BY created_at, seq"
         ).fetchall()
-        return [_container(r) for r in rows]
+        return [container_row(r) for r in rows]
 
     # -- Files API ------------------------------------------------------------------------
 
@@ -465,11 +293,11 @@ class Store:
     def get_api_file(self, fid: str) -> ApiFileRow | None:
         """A live Files-API file; one past its ``expires_at`` is gone, as on the service."""
         row = self._db.execute(
-            f"SELECT {_API_FILE_COLUMNS} FROM api_files WHERE id = ? AND deleted = 0"
+            f"SELECT {API_FILE_COLUMNS} FROM api_files WHERE id = ? AND deleted = 0"
             " AND (expires_at IS NULL OR expires_at > ?)",
             (fid, self.clock.now()),
         ).fetchone()
-        return _api_file(row) if row else None
+        return api_file_row(row) if row else None
 
     def list_api_files(
         self, *, limit: int, order: Order, after: str | None, purpose: str | None
@@ -481,7 +309,7 @@ class Store:
             params.append(purpose)
         return self._page(
             "api_files",
-            _API_FILE_COLUMNS,
+            API_FILE_COLUMNS,
             where,
             params,
             "1",
@@ -489,7 +317,7 @@ class Store:
             limit=limit,
             order=order,
             after=after,
-            make=_api_file,
+            make=api_file_row,
         )
 
     def expire_api_files(self) -> list[str]:
@@ -508,11 +336,11 @@ class Store:
 
     def all_api_files(self) -> list[ApiFileRow]:
         rows = self._db.execute(
-            f"SELECT {_API_FILE_COLUMNS} FROM api_files WHERE deleted = 0"
+            f"SELECT {API_FILE_COLUMNS} FROM api_files WHERE deleted = 0"
             " AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at, seq",
             (self.clock.now(),),
         ).fetchall()
-        return [_api_file(r) for r in rows]
+        return [api_file_row(r) for r in rows]
 
     def count_api_files(self) -> int:
         (n,) = self._db.execute("SELECT count(*) FROM api_files WHERE deleted = 0").fetchone()

@@ -1,6 +1,7 @@
 """Attributes as the kernel sees them: ``stat`` entries, extended attributes and ``statfs``.
 
-Pure functions from the namespace's ``Attrs`` and ``Node`` to pyfuse3's records; part of the
+Functions from the namespace's ``Attrs`` and ``Node`` to pyfuse3's records (pure, but for
+``node_xattrs``, which asks the namespace what a container was created with); part of the
 FUSE adapter (the ``fs`` package is the only place, with the daemon, that imports pyfuse3).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import pyfuse3
 
 from containerfs.ns.inodes import Attrs, Kind, Node
+from containerfs.ns.namespace import Namespace
 from containerfs.paths import NAME_MAX
 from containerfs.state import CreatedWith
 
@@ -72,6 +74,14 @@ def xattrs(node: Node, *, created: CreatedWith | None = None) -> dict[str, str]:
     else:
         values = {"container_id": node.cid} if node.cid else {}
     return {XATTR_PREFIX + k: str(v) for k, v in values.items() if v is not None}
+
+
+async def node_xattrs(ns: Namespace, node: Node) -> dict[str, str]:
+    """``xattrs`` of a node, with what a container made here was created with."""
+    created = None
+    if node.kind is Kind.CONTAINER and node.cid is not None:
+        created = await ns.created.get(node.cid)
+    return xattrs(node, created=created)
 
 
 def statfs_data() -> pyfuse3.StatvfsData:

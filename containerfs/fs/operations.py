@@ -1,6 +1,8 @@
-"""The pyfuse3 adapter: inode <-> node, file handles, errors -> errno.
+"""The pyfuse3 adapter: inode <-> node, pyfuse3's records, errors -> errno.
 
-Thin on purpose: the namespace, reader and writer do the work. Every handler is guarded:
+Thin on purpose: the namespace, reader and writer do the work, asked through ``files`` (open
+files) and ``tree`` (names, directories, renames), which know nothing about FUSE; the handle
+numbers live in ``handles``, the records are made in ``attrs``. Every handler is guarded:
 ``ContainerFsError`` becomes ``FUSEError(err.errno)``; anything unexpected is logged and becomes
 ``EIO`` (an exception escaping a handler would end ``pyfuse3.main`` and kill the mount).
 """
@@ -20,20 +22,15 @@ import pyfuse3
 import trio
 
 from containerfs.config import DEFAULT_PROGRESS
-from containerfs.errors import (
-    ApiError,
-    ContainerExpired,
-    ContainerFsError,
-    PayloadTooLarge,
-    SpoolError,
-)
-from containerfs.fs.attrs import entry_attributes, statfs_data, xattrs
-from containerfs.fs.handles import Handle, HandleTable
+from containerfs.errors import ContainerFsError, SpoolError
+from containerfs.fs.attrs import entry_attributes, node_xattrs, statfs_data
+from containerfs.fs.files import Opened, OpenFiles, require_writable
+from containerfs.fs.handles import HandleTable
 from containerfs.fs.sizes import Sizes
+from containerfs.fs.tree import Tree, decode_name
 from containerfs.fs.walks import Walks
 from containerfs.ns.inodes import Kind, Node
 from containerfs.ns.namespace import Namespace
-from containerfs.paths import NAME_MAX, reserved_container_name
 from containerfs.read.reader import Reader
 from containerfs.write.writer import Writer
 
@@ -68,6 +65,12 @@ def _fail(code: int) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
 
 
+def _file_info(opened: Opened) -> pyfuse3.FileInfo:
+    return pyfuse3.FileInfo(
+        fh=opened.fh, direct_io=opened.direct_io, keep_cache=opened.keep_cache, nonseekable=False
+    )
+
+
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
@@ -95,9 +98,11 @@ class Operations(pyfuse3.Operations):
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
-        self.container_defaults = container_defaults or {}
-        self._open = HandleTable()
-        self._kept_cache: dict[int, str] = {}  # inode -> file id whose pages the kernel may keep
+        self.tree = Tree(namespace, writer, container_defaults=container_defaults or {})
+        self._open = HandleTable()  # files and directories: one numbering
+        self.files = OpenFiles(
+            namespace, reader, writer, sizes=self.sizes, walks=self.walks, handles=self._open
+        )
         self._serving = False  # a kernel session exists (set by ``init``)
 
     def init(self) -> None:
@@ -134,42 +139,17 @@ class Operations(pyfuse3.Operations):
             attr_timeout=self.attr_timeout if cache else 0,
         )
 
-    @staticmethod
-    def _name(raw: bytes) -> str:
-        if len(raw) > NAME_MAX:
-            raise _fail(errno.ENAMETOOLONG)
-        return os.fsdecode(raw)
-
-    def _check_writable(self, node: Node) -> None:
-        if not self.ns.writable(node):
-            raise _fail(errno.EROFS)
-
-    async def _child(self, parent: Node, name: str) -> Node:
-        child = await self.ns.lookup(parent, name)
-        if child is None:
-            raise _fail(errno.ENOENT)
-        return child
-
-    def _new_fh(self, handle: Handle) -> int:
-        return self._open.add_file(handle)
-
-    def _handle(self, fh: int) -> Handle:
-        handle = self._open.file(fh)
-        if handle is None:
-            raise _fail(errno.EBADF)
-        return handle
-
     # ---- names -------------------------------------------------------------------------
     @guarded
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        text = self._name(name)
+        text = decode_name(name)
         if text == ".":
             child: Node | None = parent
         elif text == "..":
-            child = await self._parent_of(parent)
+            child = await self.tree.parent_of(parent)
         else:
             child = await self.ns.lookup(parent, text)
         if child is None:
@@ -181,18 +161,6 @@ class Operations(pyfuse3.Operations):
         entry = await self._sized_entry(child)
         self.ns.remember(child)  # only once the entry is certain to reach the kernel
         return entry
-
-    async def _parent_of(self, node: Node) -> Node:
-        if node.kind in (Kind.ROOT, Kind.CONTAINER):
-            return self.ns.root_node
-        assert node.cid is not None
-        container = await self.ns.container(node.cid)
-        if container is None:
-            raise _fail(errno.ENOENT)
-        parent = await self._child(self.ns.root_node, container.id)
-        for part in [p for p in os.path.dirname(node.path).split("/") if p]:
-            parent = await self._child(parent, part)
-        return parent
 
     @guarded
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -220,7 +188,7 @@ class Operations(pyfuse3.Operations):
             )
         )
         if changes:
-            self._check_writable(node)
+            require_writable(self.ns, node)
         if fields.update_uid and attr.st_uid not in (self.ns.uid, -1, 0xFFFFFFFF):
             raise _fail(errno.EPERM)
         if fields.update_gid and attr.st_gid not in (self.ns.gid, -1, 0xFFFFFFFF):
@@ -228,12 +196,7 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             if node.is_dir:
                 raise _fail(errno.EISDIR)
-            handle = self._open.file(fh) if fh is not None else None
-            if handle is not None and handle.spool is not None:
-                await self.writer.truncate(node, attr.st_size, handle.spool)
-                handle.changed = True
-            else:
-                await self.writer.truncate(node, attr.st_size)
+            await self.files.truncate(node, attr.st_size, fh)
         if fields.update_mode:
             node.mode = stat.S_IMODE(attr.st_mode)
         if fields.update_atime:
@@ -312,37 +275,13 @@ class Operations(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        parent = self._node(parent_inode)
-        text = self._name(name)
-        self._check_writable(parent)
-        if await self.ns.lookup(parent, text) is not None:
-            raise _fail(errno.EEXIST)
-        if parent.kind is Kind.ROOT:
-            if reserved_container_name(text):
-                # it would be shown as NAME~ID, never at the name just made: refused
-                raise _fail(errno.EINVAL)
-            node = await self.ns.create_container(text, **self.container_defaults)
-        else:
-            node = await self.ns.add_dir(parent, text)
+        node = await self.tree.mkdir(self._node(parent_inode), name)
         self.ns.remember(node)
         return self._entry(node)
 
     @guarded
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        parent = self._node(parent_inode)
-        self._check_writable(parent)
-        node = await self._child(parent, self._name(name))
-        if not node.is_dir:
-            raise _fail(errno.ENOTDIR)
-        if node.kind is Kind.CONTAINER and node.cid is not None:
-            # deleting a container deletes its files: decide on a fresh listing, not the cache
-            self.ns.invalidate_listing(node.cid)
-        if not await self.ns.is_empty(node):
-            raise _fail(errno.ENOTEMPTY)
-        if node.kind is Kind.CONTAINER:
-            await self.ns.delete_container(node)
-        else:
-            await self.ns.drop_dir(node)
+        await self.tree.rmdir(self._node(parent_inode), name)
 
     # ---- files -------------------------------------------------------------------------
     @guarded
@@ -350,59 +289,17 @@ class Operations(pyfuse3.Operations):
         node = self._node(inode)
         if node.is_dir:
             raise _fail(errno.EISDIR)
-        while node.settling is not None:
-            await node.settling.wait()
-        writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
-        if writable:
-            self._check_writable(node)
-        if not flags & os.O_TRUNC:  # the content is read: its size must be known first
-            await self.sizes.ensure(node)
-        handle = Handle(node, writable, append=bool(flags & os.O_APPEND))
-        # counted before the first await: a release finishing meanwhile must not drop the
-        # spool this open is about to share (it would then download what it just uploaded)
-        node.opens += 1
-        try:
-            if writable:
-                handle.spool = await self.writer.open(node, truncate=bool(flags & os.O_TRUNC))
-            remote = node.remote
-            if node.spool is None and remote is not None:
-                # a listed size the content proved wrong: expect the proved one, or every
-                # open would take the cached copy for stale and download it again
-                size = remote.bytes if remote.bytes is None else self.ns.size(node)
-                handle.read = await self.reader.open(remote.container_id, remote.id, size)
-                if not writable:  # after its own download started: a prefetch never goes first
-                    self._prefetch_after(node)
-        except BaseException:
-            node.opens -= 1
-            raise
-        fh = self._new_fh(handle)
-        # keep the page cache only while the content is the server version seen last time
-        current = remote.id if remote is not None and node.spool is None else ""
-        keep = bool(current) and self._kept_cache.get(inode) == current
-        self._kept_cache[inode] = current
-        return pyfuse3.FileInfo(
-            fh=fh, direct_io=not self.ns.size_known(node), keep_cache=keep, nonseekable=False
-        )
-
-    def _prefetch_after(self, node: Node) -> None:
-        """The next files of a directory walk that ``node``'s open continues, downloaded now."""
-        upcoming = self.walks.opened(node)
-        if upcoming:
-            self.reader.prefetch(
-                (n.remote.container_id, n.remote.id, n.remote.bytes)
-                for n in upcoming
-                if n.remote is not None and n.spool is None and not n.gone
-            )
+        return _file_info(await self.files.open(node, flags))
 
     @guarded
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
-        text = self._name(name)
+        text = decode_name(name)
         if parent.kind is Kind.ROOT:
             raise _fail(errno.EPERM)  # the root holds containers only: mkdir makes one
-        self._check_writable(parent)
+        require_writable(self.ns, parent)
         existing = await self.ns.lookup(parent, text)
         if existing is not None:
             if flags & os.O_EXCL:
@@ -410,29 +307,16 @@ class Operations(pyfuse3.Operations):
             info = await self.open(existing.inode, flags, ctx)
             self.ns.remember(existing)
             return info, self._entry(existing)
-        node = self.ns.new_file(parent, text)
-        node.mode = stat.S_IMODE(mode)
-        self.writer.classify(node)
-        spool = await self.writer.open(node, truncate=True)
-        node.opens += 1
+        node, opened = await self.files.create(parent, text, mode, flags)
         self.ns.remember(node)
-        fh = self._new_fh(Handle(node, True, spool=spool, append=bool(flags & os.O_APPEND)))
-        self._kept_cache[node.inode] = ""
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._entry(node)
+        return _file_info(opened), self._entry(node)
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        handle = self._handle(fh)
-        node = handle.node
-        if handle.spool is not None:
-            return await self.writer.read(handle.spool, off, size)
-        if node.spool is not None and handle.read is None:
-            return await self.writer.read(node.spool, off, size)
-        if handle.read is None:
-            return b""
-        data = await self.reader.read(handle.read, off, size)
-        if self.sizes.refresh(node):
-            self._invalidate_attrs(node.inode)
+        handle = self.files.handle(fh)
+        data, resized = await self.files.read(handle, off, size)
+        if resized:
+            self._invalidate_attrs(handle.node.inode)
         return data
 
     def _invalidate_attrs(self, inode: int) -> None:
@@ -446,14 +330,9 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle = self._handle(fh)
-        if handle.spool is None:
-            raise _fail(errno.EBADF)
-        handle.changed = True
+        handle = self.files.handle(fh)
         try:
-            return await self.writer.write(
-                handle.node, handle.spool, off, buf, append=handle.append
-            )
+            return await self.files.write(handle, off, buf)
         except SpoolError:
             # the file is back to its content before this open: the size the kernel saw grow
             # with the writes is wrong now
@@ -462,55 +341,19 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def flush(self, fh: int) -> None:
-        # upload here: close() waits for flush, while errors from release() are thrown away.
-        # A handle that changed nothing yet leaves it to release(): a shell's dup2 flushes
-        # before the first write, and `echo x > f` would upload an empty file first.
-        handle = self._handle(fh)
-        if handle.spool is not None and handle.changed:
-            # with write-back, a close only makes the content durable and queues its upload
-            await self._upload(handle, wait=False)
+        await self.files.flush(self.files.handle(fh))
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
-        handle = self._handle(fh)
-        if handle.spool is not None:
-            await self._upload(handle)
-
-    async def _upload(self, handle: Handle, *, wait: bool = True) -> None:
-        """Flush a handle's spool. A failed upload is EIO at close() and fsync(): the data is
-        kept and retried, and EINVAL or EAGAIN would tell the program something else. Only
-        an expired container (EROFS) and a file over the size limit (EFBIG) say more."""
-        assert handle.spool is not None
-        try:
-            await self.writer.flush(handle.node, handle.spool, wait=wait)
-        except (ContainerExpired, PayloadTooLarge):
-            raise
-        except ApiError as err:
-            log.debug("upload at flush: %s", err)
-            raise _fail(errno.EIO) from err
+        await self.files.fsync(self.files.handle(fh))
 
     @guarded
     async def release(self, fh: int) -> None:
-        handle = self._open.pop_file(fh)
-        if handle is None:
-            return
-        node = handle.node
-        node.opens -= 1
-        if handle.read is not None:
-            await self.reader.release(handle.read)
-        if handle.spool is not None:
-            await self.writer.release(node, handle.spool)
-        else:
-            await self.writer.close_if_idle(node)
+        await self.files.release(fh)
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        parent = self._node(parent_inode)
-        self._check_writable(parent)
-        node = await self._child(parent, self._name(name))
-        if node.is_dir:
-            raise _fail(errno.EISDIR)
-        await self.writer.unlink(node)
+        await self.tree.unlink(self._node(parent_inode), name)
 
     @guarded
     async def rename(
@@ -526,25 +369,8 @@ class Operations(pyfuse3.Operations):
             raise _fail(errno.EINVAL)  # no atomic exchange without a server move
         old_parent = self._node(parent_inode_old)
         new_parent = self._node(parent_inode_new)
-        self._check_writable(old_parent)
-        self._check_writable(new_parent)
-        node = await self._child(old_parent, self._name(name_old))
-        new_name = self._name(name_new)
-        if node.kind is Kind.CONTAINER or new_parent.kind is Kind.ROOT:
-            raise _fail(errno.EPERM)  # containers cannot be renamed through the API
-        target = await self.ns.lookup(new_parent, new_name)
-        if target is node:
-            return
-        if target is not None:
-            if flags & pyfuse3.RENAME_NOREPLACE:
-                raise _fail(errno.EEXIST)
-            if target.is_dir and not node.is_dir:
-                raise _fail(errno.EISDIR)
-            if node.is_dir and not target.is_dir:
-                raise _fail(errno.ENOTDIR)
-            if target.is_dir and not await self.ns.is_empty(target):
-                raise _fail(errno.ENOTEMPTY)
-        await self.writer.rename(node, new_parent, new_name, target)
+        noreplace = bool(flags & pyfuse3.RENAME_NOREPLACE)
+        await self.tree.rename(old_parent, name_old, new_parent, name_new, noreplace=noreplace)
 
     # ---- the rest ----------------------------------------------------------------------
     @guarded
@@ -557,21 +383,14 @@ class Operations(pyfuse3.Operations):
             # no security labels, no ACLs: "not supported" (not "no such attribute") lets ls
             # -l stop asking after the first file of the mount, rather than twice per file
             raise _fail(errno.EOPNOTSUPP)
-        value = (await self._xattrs(inode)).get(os.fsdecode(name))
+        value = (await node_xattrs(self.ns, self._node(inode))).get(os.fsdecode(name))
         if value is None:
             raise _fail(pyfuse3.ENOATTR)
         return value.encode()
 
     @guarded
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return [k.encode() for k in await self._xattrs(inode)]
-
-    async def _xattrs(self, inode: int) -> dict[str, str]:
-        node = self._node(inode)
-        created = None
-        if node.kind is Kind.CONTAINER and node.cid is not None:
-            created = await self.ns.created.get(node.cid)
-        return xattrs(node, created=created)
+        return [k.encode() for k in await node_xattrs(self.ns, self._node(inode))]
 
     def entry_added(self, parent_inode: int, name: str) -> None:
         """A name was added to a directory outside any FUSE request (``containerfs new`` or

@@ -57,6 +57,7 @@ class Node:
     spool: Any = None
     local_only: bool = False  # never uploaded (editor swap and backup files)
     deferred: bool = False  # uploaded only if still there a while after close (tool temp files)
+    # open handles: counted by the open-file table (``fs/files.py``), read by the writer
     opens: int = 0
     settling: trio.Event | None = None  # set while a closed spool's content moves to the cache
     # the time shown for a node the server gives none (directories, files not uploaded yet):
@@ -145,6 +146,21 @@ class InodeTable:
             self._next += 1
             self.add(node)
         node.gone = False
+        return node
+
+    def container_node(self, c: Container) -> Node:
+        """The live node of container ``c``, holding the container as listed last."""
+        node = self.get_or_make(Kind.CONTAINER, c.id)
+        node.container = c
+        return node
+
+    def file_node(self, cid: ContainerId, path: str, remote: ContainerFile) -> Node:
+        """The live node of a server file at ``path``; a size learned for another version of
+        it is forgotten."""
+        node = self.get_or_make(Kind.FILE, cid, path)
+        if node.remote is None or node.remote.id != remote.id:
+            node.size_hint = None
+        node.remote = remote
         return node
 
     def node(self, inode: int) -> Node | None:

@@ -27,6 +27,7 @@ from containerfs.ns.aliases import Aliases
 from containerfs.ns.attributes import AttrRules, known_size
 from containerfs.ns.containers import Containers, ContainerSource
 from containerfs.ns.created import CreationLog
+from containerfs.ns.dirs import MadeDirs
 from containerfs.ns.inodes import ROOT_INODE as ROOT_INODE
 from containerfs.ns.inodes import Attrs as Attrs
 from containerfs.ns.inodes import InodeTable
@@ -88,6 +89,7 @@ class Namespace:
         # files not (or not yet) on the server (being written, pending, local-only) and the
         # directories made here
         self._overlay = Overlay()
+        self._dirs = MadeDirs(self._overlay, state)
         self._stats = _Counters()
         self.created = CreationLog(state)  # what the containers made here were made with
         self.root_node = Node(ROOT_INODE, Kind.ROOT)
@@ -171,10 +173,9 @@ class Namespace:
         if self._aliases.loaded(cid):
             return
         stored = await in_thread(lambda: self.state.aliases(cid))
-        made = await in_thread(lambda: self.state.dirs(cid))
+        made = await self._dirs.stored(cid)
         self._aliases.load(cid, stored)
-        for d in made:
-            self._overlay.add_dir(cid, d)
+        self._dirs.show(cid, made)
 
     def invalidate_listing(self, cid: ContainerId) -> None:
         self._listings.invalidate(cid)
@@ -205,7 +206,7 @@ class Namespace:
     async def _lookup(self, parent: Node, name: str) -> Node | None:
         if parent.kind is Kind.ROOT:
             c = await self._containers.named(name)
-            return self._container_node(c) if c is not None else None
+            return self._nodes.container_node(c) if c is not None else None
         assert parent.cid is not None
         cid = parent.cid
         path = posixpath.join(parent.path, name) if parent.path else name
@@ -214,7 +215,7 @@ class Namespace:
             return local
         remote = (await self._listing(cid)).file(path)
         if remote is not None:
-            return self._file_node(cid, path, remote)
+            return self._nodes.file_node(cid, path, remote)
         if await self._is_dir(cid, path):
             return self._nodes.get_or_make(Kind.DIR, cid, path)
         self._vanish(cid, path)
@@ -227,23 +228,11 @@ class Namespace:
             if stale is not None and stale.spool is None:
                 self.mark_gone(stale)
 
-    def _container_node(self, c: Container) -> Node:
-        node = self._nodes.get_or_make(Kind.CONTAINER, c.id)
-        node.container = c
-        return node
-
-    def _file_node(self, cid: ContainerId, path: str, remote: ContainerFile) -> Node:
-        node = self._nodes.get_or_make(Kind.FILE, cid, path)
-        if node.remote is None or node.remote.id != remote.id:
-            node.size_hint = None
-        node.remote = remote
-        return node
-
     async def list_dir(self, node: Node) -> list[tuple[str, Node]]:
         """A stable snapshot of a directory's entries, sorted by name."""
         if node.kind is Kind.ROOT:
             by_name = await self.containers()
-            return [(n, self._container_node(c)) for n, c in sorted(by_name.items())]
+            return [(n, self._nodes.container_node(c)) for n, c in sorted(by_name.items())]
         assert node.cid is not None
         cid = node.cid
         listing = await self._listing(cid)
@@ -253,7 +242,7 @@ class Namespace:
             for name in names_of(node.path):
                 entries[name] = self._nodes.get_or_make(Kind.DIR, cid, prefix + name)
         for path, f in listing.placed(node.path).items():
-            entries[path[len(prefix) :]] = self._file_node(cid, path, f)
+            entries[path[len(prefix) :]] = self._nodes.file_node(cid, path, f)
         entries.update(self._overlay.files_in(cid, node.path))
         return sorted(entries.items())
 
@@ -312,7 +301,7 @@ class Namespace:
         path = self.child_path(parent, name)
         await self._listing(parent.cid)  # the container's recorded aliases are loaded first
         await self._aliases.record(parent.cid, path, new)
-        return self._file_node(parent.cid, path, new)
+        return self._nodes.file_node(parent.cid, path, new)
 
     def deleting(self, cid: ContainerId, fid: FileId) -> None:
         """This mount is deleting ``fid`` (or will retry it): no listing shows it any more,
@@ -358,28 +347,19 @@ class Namespace:
     async def move_dirs(self, node: Node, cid: ContainerId, path: str) -> None:
         """After its files moved: move a directory node and the local directories under it."""
         assert node.cid is not None
-        old_cid, old = node.cid, node.path
-        for d in self._overlay.made_under(old_cid, old):
-            new = path + d[len(old) :]
-            self._overlay.drop_dir(old_cid, d)
-            self._overlay.add_dir(cid, new)
-            await in_thread(self.state.drop_dir, old_cid, d)
-            await in_thread(self.state.add_dir, cid, new)
+        await self._dirs.move(node.cid, node.path, cid, path)
         self.move(node, cid, path)
 
     async def add_dir(self, parent: Node, name: str) -> Node:
         assert parent.cid is not None
         cid, path = parent.cid, self.child_path(parent, name)
         await self._listing(cid)
-        self._overlay.add_dir(cid, path)
-        await in_thread(lambda: self.state.add_dir(cid, path))
+        await self._dirs.add(cid, path)
         return self._nodes.get_or_make(Kind.DIR, cid, path)
 
     async def drop_dir(self, node: Node) -> None:
         assert node.cid is not None
-        cid, path = node.cid, node.path
-        self._overlay.drop_dir(cid, path)
-        await in_thread(lambda: self.state.drop_dir(cid, path))
+        await self._dirs.drop(node.cid, node.path)
         self.mark_gone(node)
 
     async def create_container(
@@ -405,7 +385,7 @@ class Namespace:
         self._containers.learn(c)
         if not file_ids:  # known to be empty; with files, the first look lists them
             self._listings.start_empty(c.id, aliases=self._aliases.of(c.id))
-        return self._container_node(c)
+        return self._nodes.container_node(c)
 
     async def delete_container(self, node: Node) -> None:
         assert node.cid is not None
@@ -413,7 +393,7 @@ class Namespace:
         await self._containers.delete(cid)
         self._listings.invalidate(cid)
         self._aliases.forget(cid)
-        self._overlay.forget_dirs(cid)
+        self._dirs.forget(cid)
         self.created.forget(cid)
         await in_thread(lambda: self.state.forget_container(cid))
         self.mark_gone(node)

@@ -2,8 +2,9 @@
 
 A ``Download`` is the background task the reader starts for a file it does not have: it
 streams the content into the entry's in-memory tail, resuming from the frontier after a
-retryable failure, while a flusher writes the tail to the cache file in ``pwritev`` batches in
-a worker thread; readers wait on the entry for the range they need. It sees the reader only
+retryable failure (or fetching large files as parallel ranged pieces), while its ``Flusher``
+(``flusher.py``) writes the tail to the cache file; readers wait on the entry for the range
+they need. It sees the reader only
 through the narrow ``DownloadHost`` interface and counts into a ``DownloadCounters`` the reader
 reads for its statistics. Knows nothing about FUSE or HTTP. Layer: read path.
 """
@@ -11,19 +12,16 @@ reads for its statistics. Knows nothing about FUSE or HTTP. Layer: read path.
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import trio
 
-from containerfs.api.retrying import Backoff, Patience, ProgressPolicy
+from containerfs.api.retrying import Patience
 from containerfs.errors import (
     ApiConnectionError,
     ApiError,
@@ -35,15 +33,11 @@ from containerfs.errors import (
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import DiskCache
 from containerfs.read.entries import Entry
+from containerfs.read.flusher import Flusher
 from containerfs.read.pieces import Pieces, RangeSupport
+from containerfs.read.settings import DownloadSettings as DownloadSettings
 
 log = logging.getLogger(__name__)
-
-# pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
-_MAX_IOV = 512
-# What a full cache disk answers: evict, then read past the cache.
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-T = TypeVar("T")
 
 
 class DownloadStream(Protocol):
@@ -107,16 +101,6 @@ class DownloadHost(Protocol):
     def download_ended(self, entry: Entry) -> None:
         """The download task is over (whatever its outcome): close and evict what is unused."""
         ...
-
-
-@dataclass(frozen=True)
-class DownloadSettings:
-    backoff: Backoff  # the delays between attempts of a broken stream
-    retries: int  # attempts after a failure without progress
-    progress: ProgressPolicy  # what counts as progress; how long the download goes without
-    flush_bytes: int
-    max_pending: int
-    recent_bytes: int
 
 
 @dataclass
@@ -196,9 +180,21 @@ class Download:
         self._host.detach(entry)
 
     async def _run(self) -> None:
+        began = time.monotonic()
+        await self._transfer()
+        size = await self._complete()
+        log.info(
+            "downloaded %s (%d bytes) in %.2f s",
+            self._entry.file_id,
+            size,
+            time.monotonic() - began,
+        )
+
+    async def _transfer(self) -> None:
+        """The stream and (into a cache file) its flusher, side by side: the first failure of
+        either cancels the other and is raised."""
         entry = self._entry
         failure: ContainerFsError | None = None
-        began = time.monotonic()
 
         async def stream(cancel: trio.CancelScope) -> None:
             nonlocal failure
@@ -213,14 +209,10 @@ class Download:
 
         async def flush(cancel: trio.CancelScope) -> None:
             nonlocal failure
+            flusher = Flusher(entry, settings=self._settings, make_room=self._host.make_room)
             try:
                 # the GET is already on its way: the first bytes don't wait for this thread hop
-                pending_delete = self._host.deletion_of(entry.file_id)
-                if pending_delete is not None:
-                    await pending_delete.wait()
-                entry.fd = await self._on_disk(_create_data_file, entry.cache.data_path)
-                entry.fd_ready.set()
-                await self._flusher()
+                await flusher.run(after=self._host.deletion_of(entry.file_id))
             except CacheFull as exc:
                 failure = exc
                 cancel.cancel()
@@ -234,6 +226,10 @@ class Download:
                 nursery.start_soon(flush, nursery.cancel_scope)
         if failure is not None:
             raise failure
+
+    async def _complete(self) -> int:
+        """The whole content arrived: record it (and, on disk, its sidecar); its size."""
+        entry = self._entry
         size = entry.arrived
         if self._to_disk:
             entry.cache.size = entry.cache.stored = size
@@ -249,9 +245,7 @@ class Download:
             await trio.to_thread.run_sync(DiskCache.write_sidecar, entry.cache, entry.fd)
         self._counters.completed += 1
         entry.settled.set()
-        log.info(
-            "downloaded %s (%d bytes) in %.2f s", entry.file_id, size, time.monotonic() - began
-        )
+        return size
 
     async def _stream(self) -> None:
         """Receive the whole content into the entry, resuming after retryable failures."""
@@ -376,7 +370,7 @@ class Download:
         entry = self._entry
         if not self._to_disk:
             entry.forget_before(entry.keep_from)  # a reader far ahead needs none of this
-        while entry.pending_bytes >= self._settings.max_pending:
+        while entry.pending_bytes >= self._settings.pending_limit:
             entry.drained = trio.Event()
             await entry.drained.wait()
         entry.pending.append(chunk)
@@ -384,58 +378,6 @@ class Download:
         if entry.pending_bytes >= self._settings.flush_bytes:
             entry.flush_wanted.set()
         entry.wake()
-
-    async def _flusher(self) -> None:
-        """Move the in-memory tail to the cache file in large batches, until the stream ends."""
-        entry = self._entry
-        """Move the in-memory tail to the cache file in large batches, until the stream ends."""
-        assert entry.fd is not None
-        fd = entry.fd
-        while True:
-            if entry.pending_bytes and (
-                entry.pending_bytes >= self._settings.flush_bytes or entry.stream_done
-            ):
-                batch = list(itertools.islice(entry.pending, _MAX_IOV))
-                entry.io += 1
-                try:
-                    await self._on_disk(_pwritev_all, fd, batch, entry.disk_end)
-                finally:
-                    entry.io -= 1
-                written = sum(len(seg) for seg in batch)
-                for _ in batch:
-                    entry.recent.append(entry.pending.popleft())
-                # disk_end and pending move together, with no checkpoint in between, so
-                # arrived (their sum) never goes backwards for a reader
-                entry.disk_end += written
-                entry.pending_bytes -= written
-                entry.recent_bytes += written
-                while (
-                    entry.recent
-                    and entry.recent_bytes - len(entry.recent[0]) >= self._settings.recent_bytes
-                ):
-                    entry.recent_bytes -= len(entry.recent.popleft())
-                entry.cache.stored = entry.disk_end
-                entry.drained.set()
-            elif entry.stream_done:
-                # complete: readers go to the cache file (and the page cache) from now on
-                entry.recent.clear()
-                entry.recent_bytes = 0
-                return
-            else:
-                entry.flush_wanted = trio.Event()
-                await entry.flush_wanted.wait()
-
-    async def _on_disk(self, write: Callable[..., T], *args: Any) -> T:
-        """Run a cache-file write in a thread; a full disk first evicts what is not in use
-        (``make_room``), and when nothing more can go, raises ``CacheFull``."""
-        while True:
-            try:
-                return await trio.to_thread.run_sync(write, *args)
-            except OSError as exc:
-                if exc.errno not in _DISK_FULL:
-                    raise
-                if not await self._host.make_room(self._entry):
-                    raise CacheFull(f"the cache disk is full ({exc.strerror})") from exc
 
 
 def _check_content(entry: Entry) -> None:
@@ -455,18 +397,3 @@ def _check_content(entry: Entry) -> None:
         err = ContentMismatch(f"{arrived} bytes {entry.suspect} for a file listed at {listed}")
         err.retryable = False  # its bytes already went to the entry: no resuming past them
         raise err
-
-
-def _create_data_file(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-
-
-def _pwritev_all(fd: int, buffers: list[bytes], offset: int) -> None:
-    written = os.pwritev(fd, buffers, offset)
-    total = sum(len(b) for b in buffers)
-    if written < total:
-        rest = memoryview(b"".join(buffers))[written:]
-        while rest:
-            n = os.pwrite(fd, rest, offset + written)
-            written += n
-            rest = rest[n:]

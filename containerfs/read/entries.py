@@ -116,6 +116,19 @@ class Entry:
         if dropped:
             self.drained.set()
 
+    def move_to_recent(self, length: int) -> None:
+        """The first ``length`` pending bytes are in the cache file: keep them as recent (a
+        segment cut at ``length`` is split; ``disk_end`` and the counts are the caller's)."""
+        while length:
+            seg = self.pending[0]
+            if len(seg) <= length:
+                self.recent.append(self.pending.popleft())
+                length -= len(seg)
+            else:
+                self.recent.append(seg[:length])
+                self.pending[0] = seg[length:]
+                length = 0
+
     def copy_memory(self, start: int, end: int) -> bytes:
         """Bytes [start, end) from memory (mem_start <= start, end <= arrived)."""
         pos = self.mem_start

@@ -20,8 +20,9 @@ import trio
 
 from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry
-from containerfs.read.download import ContentSource, Download, DownloadCounters, DownloadSettings
+from containerfs.read.download import ContentSource, Download, DownloadCounters
 from containerfs.read.entries import Entry
+from containerfs.read.settings import DownloadSettings
 
 log = logging.getLogger(__name__)
 
