@@ -151,6 +151,10 @@ WRITE_BACK_PARALLEL = 8
 STREAM_CHUNK = 1 << 20
 #: The latest written bytes a stream keeps in memory, to send them without reading them back.
 STREAM_MEMORY = 8 << 20
+#: A writer waits while its streamed upload is more than STREAM_AHEAD behind: sent from memory
+#: then, never read back; unless the upload made no progress for STREAM_PATIENCE seconds.
+STREAM_AHEAD = STREAM_MEMORY - STREAM_CHUNK
+STREAM_PATIENCE = 2.0
 #: A broken download is resumed up to DOWNLOAD_RETRIES times in a row without progress,
 #: after 0.5, 1 and 2 seconds (the same doubling ``Backoff`` as uploads and API calls).
 DOWNLOAD_BACKOFF = Backoff(base=0.5, cap=5.0)

@@ -38,6 +38,9 @@ class FakeWriter:
     async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
         raise AssertionError("nothing to resume here")
 
+    async def settle(self, spool: Spool) -> None:
+        raise AssertionError("no spool is written here")
+
     def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
         return "pending-1"
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 import collections
 import enum
 import logging
-import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Protocol
 
 import trio
 
-from containerfs.aio import in_thread
 from containerfs.config import STREAM_CHUNK, STREAM_MEMORY
 from containerfs.errors import ApiError, StreamAborted
 from containerfs.models import ContainerFile, ContainerId
@@ -41,16 +39,19 @@ class JobState(enum.Enum):
     FAILED = "failed"
 
 
+class ContentSource(Protocol):
+    """Where a stream reads what its memory no longer holds (``SpoolIO.read_run``): up to
+    ``size`` bytes written at ``offset``; ``OSError`` once the spool is closed."""
+
+    async def read_run(self, offset: int, size: int) -> bytes: ...
+
+
 class SpoolFeed:
     """The bytes of a spool from offset 0 up to what has been written contiguously, read as
-    they arrive; the stream ends at ``end`` and raises ``StreamAborted`` after ``abort``.
-
-    Reads go through a duplicate of the spool's fd, so a spool closed meanwhile is never read
-    through an fd number the system has handed to another file.
-    """
+    they arrive; the stream ends at ``end`` and raises ``StreamAborted`` after ``abort``."""
 
     def __init__(self) -> None:
-        self._fd = -1  # a duplicate of the spool's fd, from ``attach`` until ``close``
+        self._source: ContentSource | None = None  # from ``attach`` until ``close``
         self._mark = 0  # bytes written contiguously from 0, and no write in flight below
         self._inflight = 0
         # the latest writes' bytes (offset, data), so that a body keeping up with the writer
@@ -59,8 +60,11 @@ class SpoolFeed:
         self._recent_bytes = 0
         self._final: int | None = None
         self._aborted = False
-        self._changed = trio.Event()
+        self._changed = trio.Event()  # new bytes to send, or the end, or an abort
         self._attempts = 0
+        self._sent = 0  # bytes handed to the request so far
+        self._progress = trio.Event()  # ``_sent`` moved, or the body ended or was given up
+        self._paced = True  # writers wait for the body (``keep_up``) until it stalls
 
     @property
     def ended(self) -> int | None:
@@ -127,6 +131,23 @@ class SpoolFeed:
         self._aborted = True
         self._forget()
         self._poke()
+        self._moved()
+
+    async def keep_up(self, *, ahead: int, patience: float) -> None:
+        """Wait while the body is more than ``ahead`` bytes behind what was written, so that
+        it sends from memory what a writer outrunning the link would make it read back, and
+        the CPU goes to the upload that ``close`` waits for anyway. A body that makes no
+        progress for ``patience`` seconds (a stalled server) is not waited for again."""
+        while self._paced and not self._aborted and self._mark - self._sent > ahead:
+            with trio.move_on_after(patience) as waited:
+                await self._progress.wait()
+            if waited.cancelled_caught:
+                self._paced = False
+                log.info("a streamed upload stalled: its writer goes on without it")
+
+    def _moved(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
 
     def _poke(self) -> None:
         self._changed.set()
@@ -153,28 +174,40 @@ class SpoolFeed:
                 held = self._from_memory(pos)
                 if held is not None and pos + len(held) <= self._mark:
                     pos += len(held)
+                    self._sent = pos
+                    self._moved()
                     yield held
                     continue
-                want = min(STREAM_CHUNK, self._mark - pos)
-                data = await in_thread(os.pread, self._fd, want, pos)
-                if len(data) != want:  # shrunk under us: not the content being written
+                data = await self._read_back(pos, min(STREAM_CHUNK, self._mark - pos))
+                if not data:  # shrunk or closed under us: not the content being written
                     self.abort()
                     continue
-                pos += want
+                pos += len(data)
+                self._sent = pos
+                self._moved()
                 yield data
             elif self._final is not None and pos >= self._final:
                 return
             else:
                 await self._changed.wait()
 
-    def attach(self, fd: int) -> None:
-        """Read the content through a duplicate of the spool's ``fd`` from now on."""
-        self._fd = os.dup(fd)
+    async def _read_back(self, pos: int, want: int) -> bytes:
+        if self._source is None:
+            return b""
+        try:
+            return await self._source.read_run(pos, want)
+        except OSError as err:
+            log.info("a streamed upload cannot read its spool back: %s", err)
+            return b""
+
+    def attach(self, source: ContentSource) -> None:
+        """Read what memory no longer holds from ``source`` from now on."""
+        self._source = source
 
     def close(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
+        self._source = None
+        self._paced = False  # the request is over: nobody is to wait for it
+        self._moved()
 
 
 class StreamSender(Protocol):
@@ -214,10 +247,10 @@ class UploadJob:
     def started(self) -> bool:
         return self.state is not JobState.SPOOLING and self.state is not JobState.QUEUED
 
-    def start(self, nursery: trio.Nursery, sender: StreamSender, fd: int) -> None:
-        """Send the feed's content (read through ``fd``) while it is being written."""
+    def start(self, nursery: trio.Nursery, sender: StreamSender, source: ContentSource) -> None:
+        """Send the feed's content (read back from ``source``) while it is being written."""
         assert self.feed is not None and self.state is JobState.SPOOLING
-        self.feed.attach(fd)
+        self.feed.attach(source)
         self.state = JobState.STREAMING
         nursery.start_soon(self._stream, sender, self.feed)
 

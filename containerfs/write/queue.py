@@ -5,83 +5,35 @@ A failed upload keeps its spool and its row in the state database; the queue's b
 period is over, and retries the deletes of superseded server files. ``resume`` re-queues what a
 previous mount left; ``drain`` uploads everything it can before a mount ends. The queue owns
 the deferred, failed, unresumed and orphan sets; it reaches the writer only through the
-``UploadHost`` interface. Knows nothing about FUSE or HTTP. Layer: write path.
+``UploadHost`` interface (pending.py). Resuming a previous mount's uploads and the snapshot
+``status`` shows are its base class (resume.py). Knows nothing about FUSE or HTTP. Layer:
+write path.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 import trio
 
 from containerfs.aio import in_thread
 from containerfs.api.retrying import Backoff
-from containerfs.errors import ApiError, ContainerFsError
+from containerfs.errors import ApiError, SpoolError
 from containerfs.models import ContainerId, FileId
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
 from containerfs.state import PendingUpload, State
 from containerfs.write.job import JobState, UploadJob
-from containerfs.write.spool import ServerId, Spool
+from containerfs.write.pending import PendingItem as PendingItem
+from containerfs.write.pending import QueueCounts, Retry, UploadHost
+from containerfs.write.resume import Resuming
+from containerfs.write.spool import ServerId
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Retry:
-    """When to try a failed upload (or delete) again, and why the last attempt failed."""
-
-    delay: float  # the wait before ``due``; doubled by every failure up to the cap
-    due: float  # trio time of the next attempt
-    error: str | None = None
-
-
-class UploadHost(Protocol):
-    """What the queue needs from the writer: its upload, flush and delete steps."""
-
-    def classify(self, node: Node) -> None: ...
-
-    async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool: ...
-
-    def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str: ...
-
-    async def upload_locked(self, node: Node, *, now: bool = False) -> None: ...
-
-    async def flush(self, node: Node, spool: Spool | None = None) -> None: ...
-
-    async def close_if_idle(self, node: Node) -> None: ...
-
-    async def upload_queued(self, node: Node) -> bool: ...
-
-    async def adopt_resumed(self, node: Node, item: PendingUpload) -> bool: ...
-
-    async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None: ...
-
-
-@dataclass(frozen=True)
-class PendingItem:
-    """One upload not done yet, as ``containerfs status`` shows it."""
-
-    container_id: str
-    path: str
-    bytes: int
-    state: str  # "deferred", "failed", or (write-back) "queued" or "uploading"
-    error: str | None
-
-
-@dataclass(frozen=True)
-class QueueCounts:
-    pending: int  # failed uploads, and queued ones of a previous mount not resumed yet
-    deferred: int
-    orphans: int  # superseded server files not deleted yet
-
-
-class UploadQueue:
+class UploadQueue(Resuming):
     """The uploads not done yet, and when each is tried again."""
 
     def __init__(
@@ -225,117 +177,12 @@ class UploadQueue:
             self._orphans_retry = self.backoff(last if last.delay else None, err)
         self._wakeup.set()
 
-    def backoff(self, last: Retry | None, err: Exception) -> Retry:
-        """The next attempt after a failure: the policy's base delay, doubling up to its cap.
-
-        An error that retrying cannot cure soon (an expired or deleted container, a refused
-        request) waits the longest delay at once.
-        """
-        if isinstance(err, ApiError) and not err.retryable:
-            delay = self._policy.cap
-        else:
-            delay = self._policy.next_delay(last.delay if last is not None else None)
-        return Retry(delay, trio.current_time() + delay, str(err))
-
     def counts(self) -> QueueCounts:
         return QueueCounts(
             pending=len(self._failed) + len(self._unresumed) + len(self._queued),
             deferred=len(self._later),
             orphans=len(self._orphans),
         )
-
-    def snapshot(self) -> list[PendingItem]:
-        """The uploads not done yet: deferred, failed, or queued by a previous mount."""
-        return (
-            [
-                PendingItem(
-                    container_id=str(n.cid),
-                    path=n.path,
-                    bytes=n.spool.size if n.spool else 0,
-                    state="deferred" if n in self._later else "failed",
-                    error=self._failed[n].error if n in self._failed else None,
-                )
-                for n in [*self._failed, *self._later]
-            ]
-            + [
-                PendingItem(
-                    container_id=str(n.cid),
-                    path=n.path,
-                    bytes=n.spool.size if n.spool else 0,
-                    state=job.state.value,
-                    error=None,
-                )
-                for n, job in self._queued.items()
-                if n not in self._failed
-            ]
-            + [
-                PendingItem(
-                    container_id=item.container_id,
-                    path=item.path,
-                    bytes=_size_of(item.spool),
-                    state="failed",
-                    error=retry.error,
-                )
-                for item, _, retry in self._unresumed.values()
-            ]
-        )
-
-    async def resume(self) -> None:
-        """Re-queue the uploads a previous mount did not finish."""
-        latest: dict[tuple[ContainerId, str], tuple[PendingUpload, list[ServerId]]] = {}
-        for item in await in_thread(self._state.pending):  # oldest first
-            if not item.spool.exists():
-                log.error("pending upload %s lost its spool file; dropping it", item.path)
-                await in_thread(self._state.drop_pending, item.id)
-                continue
-            # only the ids it was recorded to replace: a file at its path now may be newer
-            replaces = list(item.replaces)
-            key = (item.container_id, item.path)
-            if key in latest:
-                # two queued uploads of one path: the newer content wins, and replaces what
-                # the older one would have
-                older, older_replaces = latest[key]
-                await self._drop_item(older)
-                replaces += [f for f in older_replaces if f not in replaces]
-            latest[key] = (item, replaces)
-        for item, replaces in latest.values():
-            await self._resume_one(item, replaces, None)
-        self._wakeup.set()
-
-    async def _drop_item(self, item: PendingUpload) -> None:
-        log.info("dropping the superseded queued upload of %s/%s", item.container_id, item.path)
-        await in_thread(self._state.drop_pending, item.id)
-        await in_thread(item.spool.unlink, True)
-
-    async def _resume_one(
-        self, item: PendingUpload, replaces: list[ServerId], last: Retry | None
-    ) -> None:
-        self._unresumed.pop(item.id, None)
-        try:
-            node = await self._ns.restore(item.container_id, item.path)
-        except ContainerFsError as err:
-            log.warning("cannot resume upload of %s yet: %s", item.path, err)
-            self._unresumed[item.id] = (item, replaces, self.backoff(last, err))
-            return
-        if node.spool is not None:  # written again on this mount meanwhile: that is newer
-            await self._drop_item(item)
-            return
-        node.spool = await self._host.reopen(item, replaces)
-        self._ns.keep_local(node)
-        self._host.classify(node)
-        if await self._host.adopt_resumed(node, item):
-            await self._host.close_if_idle(node)
-            return
-        self._failed[node] = Retry(self._policy.base, trio.current_time())
-        log.info(
-            "resuming upload of %s/%s (%d bytes)", item.container_id, item.path, node.spool.size
-        )
-
-    async def _resume_due(self, *, everything: bool = False) -> None:
-        now = trio.current_time()
-        for item, replaces, retry in list(self._unresumed.values()):
-            if everything or retry.due <= now:
-                await self._resume_one(item, replaces, retry)
 
     async def run(self) -> None:
         """Upload deferred files when due and retry failed uploads at their own times.
@@ -459,11 +306,16 @@ class UploadQueue:
                 continue
             cid, path = node.cid, node.path
             assert cid is not None
+            try:
+                await self._host.settle(spool)
+            except SpoolError as err:  # a full disk: its writer's next write or close says so
+                log.error("cannot queue %s/%s, still open: %s", cid, path, err)
+                continue
             if spool.pending_id is None:
                 old = next((f for c, f in spool.replaces if c == cid), None)
                 spool.pending_id = await in_thread(self._host.record, spool, cid, path, old)
             else:
-                await in_thread(os.fsync, spool.fd)
+                await in_thread(spool.io.fsync)
             if node not in self._failed and node not in self._later:
                 delay = self._policy.base
                 self._failed[node] = Retry(delay, trio.current_time() + delay, "still open")
@@ -471,10 +323,3 @@ class UploadQueue:
     def _closed_deferred(self) -> list[Node]:
         """Deferred files nobody has open: drain uploads them now."""
         return [n for n in self._later if n.opens == 0]
-
-
-def _size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

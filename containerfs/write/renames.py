@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import posixpath
 import shutil
 from pathlib import Path
@@ -49,6 +48,8 @@ class RenameHost(Protocol):
     async def new_spool(self, node: Node, *, copy: bool, source: Path | None = None) -> Spool: ...
 
     async def discard(self, spool: Spool) -> None: ...
+
+    async def settle(self, spool: Spool) -> None: ...
 
     async def close_if_idle(self, node: Node) -> None: ...
 
@@ -117,6 +118,29 @@ class Renamer:
     ) -> None:
         spool = node.spool
         was_local = node.local_only
+        self._rename_in_place(node, cid, path, to_local=to_local, back_home=back_home)
+        if spool is None:
+            for owner, fid in displaced:
+                await self._host.delete_quietly(owner, fid)
+            return
+        spool.replaces += [f for f in displaced if f not in spool.replaces]
+        await self._requeue(node, spool, cid, path)
+        if was_local and not to_local:
+            spool.dirty = True
+            spool.version += 1
+        if node.opens == 0:
+            # the file has moved whatever happens now: a failed upload stays queued, and the
+            # rename succeeds (sed and mv would otherwise clean up a name that no longer
+            # exists)
+            with contextlib.suppress(ApiError):
+                await self._host.upload_locked(node)
+
+    def _rename_in_place(
+        self, node: Node, cid: ContainerId, path: str, *, to_local: bool, back_home: bool
+    ) -> None:
+        """Move ``node`` in the namespace, keeping its server copy shown at the new name,
+        and remember (or forget) the backup a move to (or from) a local-only name makes."""
+        was_local = node.local_only
         assert node.cid is not None
         origin = (node.cid, node.path)
         self._ns.move(node, cid, path)
@@ -130,34 +154,22 @@ class Renamer:
         if node.local_only:
             # staying on this machine: nothing of it is to be uploaded any more
             self._queue.forget(node)
-        if spool is None:
-            for owner, fid in displaced:
-                await self._host.delete_quietly(owner, fid)
+
+    async def _requeue(self, node: Node, spool: Spool, cid: ContainerId, path: str) -> None:
+        """A queued upload of a moved spool: dropped if it stays local, else renamed."""
+        if spool.pending_id is None:
             return
-        spool.replaces += [f for f in displaced if f not in spool.replaces]
-        if spool.pending_id is not None:
-            pid = spool.pending_id
-            if node.local_only:
-                spool.pending_id = None
-                await in_thread(self._state.drop_pending, pid)
-            else:
-                # the next mount resumes it under its new name, never the old one, and
-                # deletes what it replaces now (the rename's target among them)
-                replaces = list(spool.replaces)
-                await in_thread(
-                    lambda: self._state.update_pending(
-                        pid, path=path, container_id=cid, replaces=replaces
-                    )
-                )
-        if was_local and not to_local:
-            spool.dirty = True
-            spool.version += 1
-        if node.opens == 0:
-            # the file has moved whatever happens now: a failed upload stays queued, and the
-            # rename succeeds (sed and mv would otherwise clean up a name that no longer
-            # exists)
-            with contextlib.suppress(ApiError):
-                await self._host.upload_locked(node)
+        pid = spool.pending_id
+        if node.local_only:
+            spool.pending_id = None
+            await in_thread(self._state.drop_pending, pid)
+            return
+        # the next mount resumes it under its new name, never the old one, and deletes what
+        # it replaces now (the rename's target among them)
+        replaces = list(spool.replaces)
+        await in_thread(
+            lambda: self._state.update_pending(pid, path=path, container_id=cid, replaces=replaces)
+        )
 
     async def _move_by_upload(
         self, node: Node, cid: ContainerId, path: str, replaced: Node | None
@@ -244,7 +256,8 @@ class Renamer:
     async def _content_path(self, node: Node) -> tuple[Path, bool]:
         """Where ``node``'s current content is on disk: its spool, or the pinned cache file."""
         if node.spool is not None:
-            await in_thread(os.fsync, node.spool.fd)
+            await self._host.settle(node.spool)
+            await in_thread(node.spool.io.fsync)
             return node.spool.path, False
         remote = node.remote
         assert remote is not None

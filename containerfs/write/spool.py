@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import trio
+
 from containerfs.aio import in_thread
 from containerfs.errors import SpoolError
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.state import PendingUpload, State
 from containerfs.write.job import StreamSender, UploadJob
+from containerfs.write.spoolio import SpoolIO
 
 # a server file: its container and id (a moved file may supersede ids of another container)
 ServerId = tuple[ContainerId, FileId]
@@ -47,10 +50,11 @@ class ContentFetcher(Protocol):
 
 @dataclass(eq=False)
 class Spool:
-    """A node's local content. ``version`` counts writes, so an upload knows if it is stale."""
+    """A node's local content. ``version`` counts writes, so an upload knows if it is stale.
+    Its file's I/O is ``io``; ``fd`` reads it as settled (``SpoolFiles.settle``)."""
 
     path: Path
-    fd: int
+    io: SpoolIO
     size: int = 0
     dirty: bool = False
     version: int = 0
@@ -60,6 +64,10 @@ class Spool:
     closed: bool = False  # its fd is closed (discarded, or handed to the cache)
     job: UploadJob | None = None  # the upload streaming from it while it is written
     durable: tuple[int, str, str] | None = None  # (version, cid, path) last fsync'd and queued
+
+    @property
+    def fd(self) -> int:
+        return self.io.fd
 
     def abort_stream(self) -> None:
         """Its content is no longer one straight write from offset 0: stop streaming it."""
@@ -82,6 +90,11 @@ class SpoolFiles:
     def __init__(self, state: State) -> None:
         self._state = state
         self._open = 0
+        self._nursery: trio.Nursery | None = None
+
+    def run_in(self, nursery: trio.Nursery) -> None:
+        """Spools write behind as tasks of ``nursery`` (before it, every write is buffered)."""
+        self._nursery = nursery
 
     @property
     def open_count(self) -> int:
@@ -92,22 +105,23 @@ class SpoolFiles:
         """A new spool file, empty or a copy of ``source`` (``SpoolError``: none is left)."""
         path = self._state.new_spool_path()
 
-        def make() -> tuple[int, int]:
+        def make() -> tuple[SpoolIO, int]:
             try:
                 if source is not None:
                     shutil.copyfile(source, path)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                io = SpoolIO.open(path, os.O_RDWR | os.O_CREAT)
             except OSError as err:
                 path.unlink(missing_ok=True)  # a partial copy on a full disk
                 raise _spool_error("cannot make a spool file", err) from err
-            return fd, os.fstat(fd).st_size
+            return io, os.fstat(io.fd).st_size
 
-        fd, size = await in_thread(make)
+        io, size = await in_thread(make)
+        io.run_in(self._nursery)
         self._open += 1
-        return Spool(path, fd, size)
+        return Spool(path, io, size)
 
-    def close(self, spool: Spool) -> int | None:
-        """Mark ``spool`` closed, once: the fd to close, or None if someone already did.
+    def close(self, spool: Spool) -> SpoolIO | None:
+        """Mark ``spool`` closed, once: the I/O to ``aclose``, or None if someone already did.
 
         Called before the first await, so that two tasks (a release and an unlink racing)
         never close the same fd twice: by then it may be another file's.
@@ -115,39 +129,46 @@ class SpoolFiles:
         if spool.closed:
             return None
         spool.abort_stream()
-        fd, spool.fd, spool.closed = spool.fd, -1, True
+        spool.closed = True
         self._open -= 1
-        return fd
+        return spool.io
 
     async def discard(self, spool: Spool) -> None:
         """Delete a spool nobody needs any more (and its pending upload, if any)."""
-        fd = self.close(spool)
-        if fd is None:
+        io = self.close(spool)
+        if io is None:
             return
         if spool.pending_id is not None:
             pid, spool.pending_id = spool.pending_id, None
             await in_thread(self._state.drop_pending, pid)
-
-        def remove() -> None:
-            try:
-                os.close(fd)
-            finally:
-                spool.path.unlink(missing_ok=True)
-
-        await in_thread(remove)
+        try:
+            await io.aclose()
+        finally:
+            await in_thread(spool.path.unlink, True)
 
     async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
         """The spool of an upload a previous mount queued: dirty, and recorded as ``item``."""
-        fd = await in_thread(os.open, item.spool, os.O_RDWR)
-        size = os.fstat(fd).st_size
+        io = await in_thread(SpoolIO.open, item.spool, os.O_RDWR)
+        io.run_in(self._nursery)
+        size = os.fstat(io.fd).st_size
         self._open += 1
-        return Spool(item.spool, fd, size, True, 1, item.id, replaces)
+        return Spool(item.spool, io, size, True, 1, item.id, replaces)
+
+    async def settle(self, spool: Spool) -> None:
+        """Everything written to ``spool`` is in its file (``fd``, ``path``), exactly: before
+        it is read, copied, made durable or uploaded. ``SpoolError``: it could not be (a full
+        state disk), and the spool is broken for good."""
+        spool.check()
+        try:
+            await spool.io.settle()
+        except OSError as err:
+            raise self._failed(spool, err) from err
 
     async def truncate(self, spool: Spool, size: int) -> None:
         spool.abort_stream()
         spool.check()
         try:
-            await in_thread(lambda: os.ftruncate(spool.fd, size))
+            await spool.io.truncate(size)
         except OSError as err:
             raise self._failed(spool, err) from err
         spool.size = size
@@ -161,7 +182,9 @@ class SpoolFiles:
         # grow before the await, so that concurrent appends get distinct offsets
         spool.size = max(spool.size, offset + len(data))
         try:
-            written = await in_thread(lambda: os.pwrite(spool.fd, data, offset))
+            # a write continuing a run is held and written behind: a full disk is then
+            # raised by a later write, or by the flush's settle
+            written = await spool.io.write(offset, data)
         except OSError as err:
             raise self._failed(spool, err) from err
         spool.dirty = True
@@ -169,7 +192,8 @@ class SpoolFiles:
         return written
 
     async def read(self, spool: Spool, offset: int, size: int) -> bytes:
-        return await in_thread(lambda: os.pread(spool.fd, size, offset))
+        await self.settle(spool)
+        return await spool.io.read(offset, size)
 
     @staticmethod
     def _failed(spool: Spool, err: OSError) -> SpoolError:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
+from containerfs.config import STREAM_AHEAD, STREAM_PATIENCE
 from containerfs.models import ContainerFile
 from containerfs.ns.inodes import Node
 from containerfs.write.job import JobState, SpoolFeed, StreamSender, UploadJob
@@ -60,6 +61,12 @@ class Streamer:
             return None
         return job
 
+    async def keep_up(self, job: UploadJob | None) -> None:
+        """After a write fed ``job``: wait while its body lags too far behind (a writer
+        outrunning the link gains nothing, as ``close`` waits for the whole body)."""
+        if job is not None and job.feed is not None and job.state is JobState.STREAMING:
+            await job.feed.keep_up(ahead=STREAM_AHEAD, patience=STREAM_PATIENCE)
+
     def after_write(self, spool: Spool, job: UploadJob | None, offset: int, data: bytes) -> None:
         """The write ``before_write`` was told of (``data`` at ``offset``) is on disk."""
         if job is None or job.feed is None:
@@ -73,7 +80,7 @@ class Streamer:
             and self._nursery is not None
             and not spool.closed
         ):
-            job.start(self._nursery, self._sender, spool.fd)
+            job.start(self._nursery, self._sender, spool.io)
 
     async def finish(self, node: Node, spool: Spool) -> ContainerFile | None:
         """At flush: the file as the stream uploaded it, or None (upload the spool whole)."""

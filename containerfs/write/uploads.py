@@ -1,0 +1,325 @@
+"""Write path: the steps of an upload and of its server side, the writer's base class.
+
+``flush`` makes a spool the node's content and uploads it (streamed while it was written, or
+whole from its file), after recording it durably in the state database, so that a crash
+leaves it to resume; ``_uploaded`` then deletes what it superseded, only once the server
+confirmed the new file. A full state disk gives the spool up (``_forsake_locked``). The
+``Writer`` (writer.py) adds the spools' lifecycle and the facade of its queue and renamer.
+Knows nothing about FUSE or HTTP. Layer: write path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import filecmp
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from containerfs.aio import in_thread
+from containerfs.errors import ApiError, ContainerFsError, NotFound, SpoolError, StateError
+from containerfs.models import ContainerFile, ContainerId, FileId
+from containerfs.ns.inodes import Node
+from containerfs.ns.namespace import Namespace
+from containerfs.state import PendingUpload, State
+from containerfs.write.queue import PendingItem, UploadQueue
+from containerfs.write.renames import Renamer
+from containerfs.write.spool import ContentFetcher, ServerId, Spool, SpoolFiles, Uploader
+from containerfs.write.streaming import Streamer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    uploads: int = 0
+    upload_failures: int = 0
+    bytes_uploaded: int = 0
+    deletes: int = 0
+
+
+class UploadSteps:
+    """Uploads and deletes for the ``Writer``, over the parts it builds (its ``__init__``)."""
+
+    client: Uploader
+    ns: Namespace
+    state: State
+    reader: ContentFetcher
+    write_back: bool
+    _stats: Counters
+    _spools: SpoolFiles
+    _streamer: Streamer
+    _queue: UploadQueue
+    _renamer: Renamer
+
+    async def _forsake_locked(self, node: Node, spool: Spool) -> None:
+        """A write to ``spool`` failed (a full state disk): the content it was making is given
+        up, and the file is what it was before that open: its server copy, or nothing for a
+        file that open created. Nothing of it is uploaded; the spool file goes at its
+        handle's release. Content closed earlier and still queued is never in such a spool:
+        a writer of it gets a private copy (``_open_locked``)."""
+        if spool is not node.spool:
+            return  # a private copy: it never was the node's content
+        node.spool = None
+        self._queue.forget(node)
+        if spool.pending_id is not None:
+            pid, spool.pending_id = spool.pending_id, None
+            with contextlib.suppress(StateError):  # the same full disk: resume finds no spool
+                await in_thread(self.state.drop_pending, pid)
+        spool.replaces = []
+        if node.remote is None:
+            self.ns.mark_gone(node)
+        else:
+            self.ns.release_local(node)
+
+    async def flush(self, node: Node, spool: Spool | None = None, *, wait: bool = True) -> None:
+        """Upload ``spool`` (by default the node's) if it changed; it becomes the node's content.
+
+        Raises the ApiError if the upload failed; the upload stays queued. With write-back
+        and not ``wait`` (a close), the spool is made durable and queued, and only an earlier
+        failed upload of the file is raised. A handle's spool that cannot be made durable (a
+        full state disk) raises ``SpoolError`` and is given up.
+        """
+        async with node.lock:
+            if spool is not None:
+                spool.check()
+            try:
+                if spool is not None and spool is not node.spool:
+                    if node.gone or not spool.dirty:
+                        return
+                    await self._adopt(node, spool)
+                await self.upload_locked(node, wait=wait)
+            except SpoolError as err:
+                if spool is not None:
+                    spool.failed = err.errno
+                    await self._forsake_locked(node, spool)
+                raise
+
+    async def _adopt(self, node: Node, spool: Spool) -> None:
+        """A writer's private spool closes last: it becomes the node's content."""
+        old = node.spool
+        if old is not None and old.pending_id is not None and not node.local_only:
+            # the older content is queued: the newer must be durable before that goes (a
+            # full disk leaves the older content queued, untouched)
+            assert node.cid is not None
+            known = [*old.replaces, *(f for f in spool.replaces if f not in old.replaces)]
+            replaced = None if node.deferred else next((f for c, f in known if c == node.cid), None)
+            spool.pending_id = await self._record(
+                spool, node.cid, node.path, replaced, replaces=() if node.deferred else known
+            )
+        node.spool = spool
+        self.ns.keep_local(node)
+        if old is None:
+            return
+        spool.replaces = [*old.replaces, *(f for f in spool.replaces if f not in old.replaces)]
+        old.replaces = []
+        if old.writers == 0:
+            await self._spools.discard(old)
+        elif old.pending_id is not None:
+            # its writer still has it open and uploads it again if it closes after this one
+            pid, old.pending_id = old.pending_id, None
+            await in_thread(self.state.drop_pending, pid)
+
+    async def upload_locked(self, node: Node, *, now: bool = False, wait: bool = True) -> None:
+        spool = node.spool
+        if spool is None or not spool.dirty or node.local_only or node.gone:
+            self._queue.uploaded(node)  # nothing (left) to upload
+            if spool is not None:
+                await self._streamer.cancel(spool)
+            return
+        assert node.cid is not None
+        await self._spools.settle(spool)  # recorded, fsync'd and uploaded from its file
+        cid, path, version = node.cid, node.path, spool.version
+        # a deferred file whose upload already failed once is past its grace period
+        if node.deferred and not now and not self._queue.is_failed(node):
+            if spool.pending_id is None:
+                spool.pending_id = await self._record(spool, cid, path, None, replaces=())
+            self._queue.defer(node)
+            return
+        self._queue.uploading(node)
+        await self._record_locked(spool, cid, path)
+        if self.write_back and not wait:
+            self._queue.enqueue(node)
+            failure = self._queue.failure(node)
+            if failure is not None:
+                raise ApiError(f"an earlier upload of {path} failed (retrying): {failure}")
+            return
+        try:
+            new = await self._streamer.finish(node, spool)
+            if new is None:
+                new = await self.client.upload_file(cid, spool.path, filename=path)
+        except ApiError as err:
+            self._stats.upload_failures += 1
+            log.warning("upload of %s/%s failed: %s", cid, path, err)
+            message = str(err)
+            self._queue.failed(node, err)
+            pid = spool.pending_id
+            await in_thread(lambda: self.state.update_pending(pid, error=message))
+            raise
+        await self._uploaded(node, spool, new, (cid, path, version))
+
+    async def _record_locked(self, spool: Spool, cid: ContainerId, path: str) -> None:
+        """The spool is on disk and queued before its upload: a crash leaves it to resume."""
+        durable = (spool.version, cid, path)
+        if spool.pending_id is None:
+            old = next((f for c, f in spool.replaces if c == cid), None)
+            spool.pending_id = await self._record(spool, cid, path, old)
+        elif spool.durable == durable:
+            return  # a write-back close made exactly this durable: its queued upload follows
+        else:
+            await in_thread(spool.io.fsync)
+            pid = spool.pending_id
+            await in_thread(lambda: self.state.update_pending(pid, path=path))
+        spool.durable = durable
+
+    async def _uploaded(
+        self, node: Node, spool: Spool, new: ContainerFile, sent: tuple[ContainerId, str, int]
+    ) -> None:
+        """The server holds ``new``: ``spool``'s content at a version, sent to ``cid/path``."""
+        cid, path, version = sent
+        self._stats.uploads += 1
+        self._stats.bytes_uploaded += spool.size
+        await self.ns.file_uploaded(node, new)
+        superseded, spool.replaces = spool.replaces, [(cid, new.id)]
+        if spool.version != version:
+            # written again meanwhile: the record stays, and its next upload replaces this one
+            await self.keep_replaces(spool)
+        for owner, fid in superseded:
+            await self.delete_quietly(owner, fid)
+        await self._renamer.retire_backup(cid, path)
+        if spool.version == version:
+            spool.dirty = False
+            pid, spool.pending_id = spool.pending_id, None
+            if pid is not None:
+                await in_thread(self.state.drop_pending, pid)
+        self._queue.uploaded(node)
+
+    async def adopt_resumed(self, node: Node, item: PendingUpload) -> bool:
+        """A queued upload of a previous mount that was killed may have reached the server,
+        its answer lost: adopt the file it created rather than upload a duplicate."""
+        spool = node.spool
+        if spool is None or node.cid is None:
+            return False
+        try:
+            found = await self.client.find_upload(
+                node.cid, node.path, size=spool.size, since=item.created, old=item.old_file_id
+            )
+        except ApiError as err:
+            log.info("cannot check whether %s reached the server: %s", node.path, err)
+            return False
+        if found is None or not await self._same_content(found, spool):
+            return False
+        log.info(
+            "adopting %s/%s: the previous mount's upload reached the server", node.cid, node.path
+        )
+        async with node.lock:
+            await self._uploaded(node, spool, found, (node.cid, node.path, spool.version))
+        return True
+
+    async def _same_content(self, found: ContainerFile, spool: Spool) -> bool:
+        """Whether the server file ``found`` holds the spool's bytes: name, size and time
+        alone could take an older file of the same size for the lost upload, and adopting it
+        would lose the new content."""
+        try:
+            source = await self.reader.fetch(found.container_id, found.id, found.bytes)
+        except ContainerFsError as err:
+            log.info("cannot compare %s with the queued upload: %s", found.path, err)
+            return False
+        try:
+            return await in_thread(filecmp.cmp, source, spool.path, False)
+        except OSError:
+            return False
+        finally:
+            self.reader.unpin(found.id)
+
+    async def upload_queued(self, node: Node) -> bool:
+        """Upload ``node`` now (a write-back job); True if a close queued newer content."""
+        async with node.lock:
+            await self.upload_locked(node, now=True)
+        spool = node.spool
+        return (
+            spool is not None
+            and spool.dirty
+            and spool.writers == 0
+            and not node.gone
+            and not self._queue.is_failed(node)
+        )
+
+    async def sync(self, under: Node, *, deferred: bool = True) -> list[PendingItem]:
+        """Wait until every upload of ``under`` (a file, or a directory's files) is on the
+        server, retrying failed ones once more; the uploads that still failed. Deferred
+        files (tool temp files) are uploaded now unless ``deferred`` is False."""
+
+        def inside(node: Node) -> bool:
+            if under.cid is None:  # the mount's root
+                return True
+            if node.cid != under.cid:
+                return False
+            return (
+                not under.path or node.path == under.path or node.path.startswith(under.path + "/")
+            )
+
+        return await self._queue.sync(inside, deferred=deferred)
+
+    def record(
+        self,
+        spool: Spool,
+        cid: ContainerId,
+        path: str,
+        old: FileId | None,
+        *,
+        replaces: Sequence[ServerId] | None = None,
+    ) -> str:
+        """Queue ``spool``'s upload durably; it supersedes ``old`` and ``replaces`` (by
+        default every file the spool replaces). ``spool`` is settled (``settle``)."""
+        spool.io.fsync()
+        every = spool.replaces if replaces is None else replaces
+        return self.state.add_pending(cid, path, spool.path, old, replaces=every).id
+
+    async def _record(
+        self,
+        spool: Spool,
+        cid: ContainerId,
+        path: str,
+        old: FileId | None,
+        *,
+        replaces: Sequence[ServerId] | None = None,
+    ) -> str:
+        """``record`` in a thread; a disk that cannot take it is ``SpoolError`` (ENOSPC)."""
+        await self._spools.settle(spool)
+        try:
+            return await in_thread(lambda: self.record(spool, cid, path, old, replaces=replaces))
+        except (OSError, StateError) as err:
+            code = err.errno if isinstance(err.errno, int) and err.errno else errno.EIO
+            raise SpoolError(f"cannot queue the upload of {path}: {err}", errno_=code) from err
+
+    async def keep_replaces(self, spool: Spool) -> None:
+        """Make what a queued spool replaces durable, so that a later mount's upload of it
+        deletes the same files."""
+        pid = spool.pending_id
+        if pid is not None:
+            replaces = list(spool.replaces)
+            await in_thread(lambda: self.state.update_pending(pid, replaces=replaces))
+
+    async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None:
+        try:
+            await self.delete_remote(cid, fid)
+        except ApiError as err:
+            log.warning("could not delete superseded %s/%s (will retry): %s", cid, fid, err)
+            self._queue.orphan(cid, fid, err)
+
+    async def delete_remote(self, cid: ContainerId, fid: FileId) -> None:
+        self.ns.deleting(cid, fid)  # hidden while the delete is on its way
+        try:
+            await self.client.delete_file(cid, fid)
+            self._stats.deletes += 1
+        except NotFound:
+            pass  # already gone: the goal of a delete
+        except ApiError:
+            raise  # still hidden: the caller queues it as an orphan or gives it up
+        except BaseException:
+            self.ns.delete_abandoned(cid, fid)  # cancelled, or a bug: it may still be there
+            raise
+        self.reader.invalidate(fid)
+        await self.ns.file_deleted(cid, fid)

@@ -1,0 +1,238 @@
+"""A spool file's I/O: runs of writes held in memory and written behind with ``O_DIRECT``,
+the unaligned tail settled through the page cache, random writes and file systems without
+``O_DIRECT`` buffered, a failed write behind raised later, memory bounded."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from containerfs import directio
+from containerfs.directio import ALIGN
+from containerfs.write import spoolio
+from containerfs.write.spoolio import HOLD_MAX, SpoolIO
+
+MiB = 1 << 20
+
+
+def _open(path: Path, nursery: trio.Nursery | None) -> SpoolIO:
+    io = SpoolIO.open(path, os.O_RDWR | os.O_CREAT)
+    io.run_in(nursery)
+    return io
+
+
+@pytest.fixture
+async def nursery() -> AsyncIterator[trio.Nursery]:
+    async with trio.open_nursery() as n:
+        yield n
+        n.cancel_scope.cancel()
+
+
+def _direct_or_skip(path: Path) -> None:
+    fd = directio.open_direct(path, os.O_RDWR | os.O_CREAT)
+    if fd is None:
+        pytest.skip("this file system has no O_DIRECT")
+    os.close(fd)
+
+
+async def _write_all(io: SpoolIO, pieces: list[bytes], at: int = 0) -> int:
+    for piece in pieces:
+        assert await io.write(at, piece) == len(piece)
+        at += len(piece)
+    return at
+
+
+def _pieces(data: bytes, sizes: list[int]) -> list[bytes]:
+    out, at = [], 0
+    for size in sizes:
+        out.append(data[at : at + size])
+        at += size
+    if at < len(data):
+        out.append(data[at:])
+    return [p for p in out if p]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=3 * MiB // 2), min_size=1, max_size=8),
+    total=st.integers(min_value=1, max_value=5 * MiB),
+)
+def test_a_run_of_unaligned_writes_settles_byte_for_byte(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], total: int
+) -> None:
+    path = tmp_path_factory.mktemp("run") / "spool"
+    data = os.urandom(total)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            io = _open(path, nursery)
+            # the run starts at 0, a block boundary, with at least a block
+            head = data[: max(ALIGN, sizes[0])]
+            await _write_all(io, _pieces(data, [len(head), *sizes]))
+            await io.settle()
+            assert path.read_bytes() == data  # exact: no padding, no missing tail
+            assert await io.read(0, len(data) + 10) == data
+            await io.aclose()
+
+    trio.run(main)
+
+
+async def test_a_stream_reads_what_was_written_before_it_is_on_disk(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    _direct_or_skip(tmp_path / "probe")
+    data = os.urandom(3 * MiB + 1234)
+    io = _open(tmp_path / "spool", nursery)
+    end = await _write_all(io, _pieces(data, [MiB] * 3))
+    got = b""
+    while len(got) < end:
+        piece = await io.read_run(len(got), MiB)
+        assert piece, "a run's bytes are never missing, in memory or on disk"
+        got += piece
+    assert got == data
+    await io.settle()
+    assert await io.read_run(0, 10) == data[:10]  # from the disk now
+    await io.aclose()
+
+
+async def test_the_tail_stays_in_memory_until_settled_and_the_run_goes_on_after(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    _direct_or_skip(tmp_path / "probe")
+    path = tmp_path / "spool"
+    first, second = os.urandom(2 * MiB + 100), os.urandom(MiB + 7)
+    io = _open(path, nursery)
+    await _write_all(io, [first])
+    with trio.fail_after(30):  # a guard against a hang, not a measure of speed
+        while io.statistics().direct_bytes < 2 * MiB:  # the aligned part goes behind
+            await trio.sleep(0.01)
+    assert path.stat().st_size == 2 * MiB  # the 100 bytes past the last block: in memory
+    await io.settle()
+    assert path.read_bytes() == first  # the tail through the page cache, size exact
+    # an append continues the run: the tail's block is rewritten whole, directly
+    await _write_all(io, [second], at=len(first))
+    await io.settle()
+    assert path.read_bytes() == first + second
+    stats = io.statistics()
+    assert stats.direct_bytes >= 3 * MiB
+    assert stats.buffered_bytes < 2 * ALIGN  # only tails
+    await io.aclose()
+
+
+async def test_writes_off_the_run_are_buffered_and_keep_the_content_exact(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    path = tmp_path / "spool"
+    model = bytearray()
+    io = _open(path, nursery)
+
+    async def write(at: int, data: bytes) -> None:
+        assert await io.write(at, data) == len(data)
+        if len(model) < at:
+            model.extend(bytes(at - len(model)))
+        model[at : at + len(data)] = data
+
+    await write(0, os.urandom(MiB + 300))
+    await write(5000, b"seek back")  # an editor's write in the middle
+    await write(len(model), os.urandom(2 * MiB))  # unaligned: buffered, not a run
+    await write(4 * MiB, os.urandom(MiB))  # a hole, then a new run at a block boundary
+    await write(4 * MiB + MiB, os.urandom(17))
+    await io.truncate(4 * MiB + 10)
+    del model[4 * MiB + 10 :]
+    await write(len(model), b"after the truncate")
+    await io.settle()
+    assert path.read_bytes() == bytes(model)
+    assert await io.read(4 * MiB - 3, 30) == bytes(model[4 * MiB - 3 : 4 * MiB + 27])
+    await io.aclose()
+
+
+async def test_a_file_system_without_o_direct_gets_buffered_writes(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(directio, "open_direct", lambda *a, **k: None)  # refused at open
+    data = os.urandom(3 * MiB + 5)
+    io = _open(tmp_path / "spool", nursery)
+    await _write_all(io, _pieces(data, [MiB] * 3))
+    await io.settle()
+    assert (tmp_path / "spool").read_bytes() == data
+    assert io.statistics().direct_bytes == 0
+    await io.aclose()
+
+
+async def test_o_direct_refused_at_the_first_write_falls_back_to_buffered_writes(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _direct_or_skip(tmp_path / "probe")
+
+    def refuse(*args: object) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(spoolio, "_write_direct", refuse)
+    data = os.urandom(5 * MiB + 77)
+    io = _open(tmp_path / "spool", nursery)
+    await _write_all(io, _pieces(data, [MiB] * 5))
+    await io.settle()
+    assert (tmp_path / "spool").read_bytes() == data
+    assert io.statistics().direct_bytes == 0
+    assert await io.read_run(0, 100) == data[:100]
+    await io.aclose()
+
+
+async def test_a_failed_write_behind_is_raised_by_the_next_write_and_by_settle(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _direct_or_skip(tmp_path / "probe")
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spoolio, "_write_direct", full)
+    io = _open(tmp_path / "spool", nursery)
+    with pytest.raises(OSError) as raised:
+        await _write_all(io, [os.urandom(MiB)] * 8)
+    assert raised.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as again:
+        await io.settle()
+    assert again.value.errno == errno.ENOSPC
+    await io.aclose()
+
+
+async def test_a_writer_ahead_of_a_slow_disk_waits_with_a_bounded_amount_held(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _direct_or_skip(tmp_path / "probe")
+    real: Callable[..., None] = spoolio._write_direct
+
+    def slow(*args: object) -> None:
+        time.sleep(0.02)
+        real(*args)
+
+    monkeypatch.setattr(spoolio, "_write_direct", slow)
+    data = os.urandom(24 * MiB)
+    io = _open(tmp_path / "spool", nursery)
+    await _write_all(io, _pieces(data, [MiB] * 24))
+    # the writer outran the disk, and waited once HOLD_MAX was held
+    assert HOLD_MAX < io.statistics().held_peak <= HOLD_MAX + MiB
+    await io.settle()
+    assert (tmp_path / "spool").read_bytes() == data
+    await io.aclose()
+
+
+async def test_a_closed_spool_is_not_read_through_its_old_descriptors(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    io = _open(tmp_path / "spool", nursery)
+    await io.write(0, b"x" * ALIGN)
+    await io.settle()
+    await io.aclose()
+    with pytest.raises(OSError) as raised:
+        await io.read_run(0, 10)
+    assert raised.value.errno == errno.EBADF
