@@ -18,7 +18,6 @@ thread. Knows nothing about FUSE or HTTP. Layer: support (used by the read and w
 from __future__ import annotations
 
 import errno
-import fcntl
 import mmap
 import os
 import threading
@@ -85,39 +84,6 @@ def open_direct(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> 
         if refused(exc):
             return None
         raise
-
-
-def open_file(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> tuple[int, bool]:
-    """``path`` opened with ``O_DIRECT`` where its file system allows, else without: the fd,
-    and whether it is direct."""
-    fd = open_direct(path, flags, mode)
-    if fd is not None:
-        return fd, True
-    return os.open(path, flags | os.O_CLOEXEC, mode), False
-
-
-def set_buffered(fd: int) -> None:
-    """Turn ``O_DIRECT`` off on an open fd (its file system refused a direct transfer)."""
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-
-
-def pread_exact(fd: int, length: int, offset: int, *, direct: bool) -> bytes:
-    """Exactly ``length`` bytes at ``offset`` (``EIO`` if the file ends before), read as
-    aligned blocks when ``direct``."""
-    if direct:
-        data = read_blocks(fd, length, offset)
-    else:
-        data = os.pread(fd, length, offset)
-        if 0 < len(data) < length:
-            parts = [data]
-            got = len(data)
-            while got < length and (more := os.pread(fd, length - got, offset + got)):
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
-    if len(data) != length:
-        raise OSError(errno.EIO, f"file ends before {offset + length} (read {len(data)})")
-    return data
 
 
 def write_blocks(
