@@ -16,13 +16,22 @@ from __future__ import annotations
 import enum
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import trio
 
 from containerfs.models import Container, ContainerFile, ContainerId
 
 ROOT_INODE = 1
+
+
+class LocalContent(Protocol):
+    """What the namespace and the FUSE adapter read of a node's local content (the write
+    path's ``Spool``, which this layer may not import): its size. The write path reads the
+    rest through ``containerfs.write.spool.spool_of``."""
+
+    @property
+    def size(self) -> int: ...
 
 
 class Kind(enum.Enum):
@@ -54,7 +63,7 @@ class Node:
     atime_ns: int | None = None
     size_hint: int | None = None  # the size the content proved (bytes: null, or listed wrong)
     # write path state, owned by the writer
-    spool: Any = None
+    spool: LocalContent | None = None  # the content written here and not yet uploaded
     local_only: bool = False  # never uploaded (editor swap and backup files)
     deferred: bool = False  # uploaded only if still there a while after close (tool temp files)
     # open handles: counted by the open-file table (``fs/files.py``), read by the writer
