@@ -47,6 +47,8 @@ class RenameHost(Protocol):
 
     async def new_spool(self, node: Node, *, copy: bool, source: Path | None = None) -> Spool: ...
 
+    def attach(self, node: Node, spool: Spool) -> None: ...
+
     async def discard(self, spool: Spool) -> None: ...
 
     async def settle(self, spool: Spool) -> None: ...
@@ -236,8 +238,8 @@ class Renamer:
             if node.spool is not None or node.gone or node.remote is not remote:
                 await self._host.discard(copy)
                 return
-            node.spool = spool = copy
-            self._ns.keep_local(node)
+            self._host.attach(node, copy)
+            spool = copy
         spool.replaces = [f for f in spool.replaces if f[1] != remote.id]
         self._ns.drop_remote(node)
         await self._host.delete_quietly(remote.container_id, remote.id)

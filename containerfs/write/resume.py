@@ -127,8 +127,8 @@ class Resuming:
         if node.spool is not None:  # written again on this mount meanwhile: that is newer
             await self._drop_item(item)
             return
-        node.spool = spool = await self._host.reopen(item, replaces)
-        self._ns.keep_local(node)
+        spool = await self._host.reopen(item, replaces)
+        self._host.attach(node, spool)
         self._host.classify(node)
         if await self._host.adopt_resumed(node, item):
             await self._host.close_if_idle(node)

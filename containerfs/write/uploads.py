@@ -53,6 +53,12 @@ class UploadSteps:
     _queue: UploadQueue
     _renamer: Renamer
 
+    def attach(self, node: Node, spool: Spool) -> None:
+        """``spool`` becomes ``node``'s content, shown from the local overlay. The writer is
+        the one owner of ``Node.spool``: its renamer and queue attach through here."""
+        node.spool = spool
+        self.ns.keep_local(node)
+
     async def _forsake_locked(self, node: Node, spool: Spool) -> None:
         """A write to ``spool`` failed (a full state disk): the content it was making is given
         up, and the file is what it was before that open: its server copy, or nothing for a
@@ -108,8 +114,7 @@ class UploadSteps:
             spool.pending_id = await self._record(
                 spool, node.cid, node.path, replaced, replaces=() if node.deferred else known
             )
-        node.spool = spool
-        self.ns.keep_local(node)
+        self.attach(node, spool)
         if old is None:
             return
         spool.replaces = [*old.replaces, *(f for f in spool.replaces if f not in old.replaces)]

@@ -165,8 +165,8 @@ class Writer(UploadSteps):
             if shared is None:
                 # the content fetched before the lock, unless the server copy changed meanwhile
                 fetched = source if node.remote is remote else None
-                spool = node.spool = await self.new_spool(node, copy=not truncate, source=fetched)
-                self.ns.keep_local(node)
+                spool = await self.new_spool(node, copy=not truncate, source=fetched)
+                self.attach(node, spool)
             elif shared.writers > 0 or shared.dirty:
                 # another writer's, or content not on the server yet (queued, local-only):
                 # a private copy, so that a write failing on a full disk never damages it
