@@ -38,6 +38,9 @@ class FakeWriter:
     async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
         raise AssertionError("nothing to resume here")
 
+    def attach(self, node: Node, spool: Spool) -> None:
+        raise AssertionError("no spool is attached here")
+
     async def settle(self, spool: Spool) -> None:
         raise AssertionError("no spool is written here")
 

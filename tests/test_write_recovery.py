@@ -19,6 +19,7 @@ from fs_harness import CTX, Fs, build_fs, errno_of
 
 from containerfs.errors import ContainerExpired, ServerError
 from containerfs.ns.inodes import Kind
+from containerfs.write.spool import spool_of
 
 FAIL_UPLOADS = [{"route": "upload_file", "action": "error", "status": 500, "count": None}]
 
@@ -160,8 +161,10 @@ async def test_unlink_racing_the_last_close_discards_the_spool_once(fs: Fs) -> N
     hooked = hook(fs)
     gate = hooked.hold("delete_file")
     node = fs.ns.node(f)
-    assert node is not None and node.spool is not None
-    spool_fd = node.spool.fd
+    assert node is not None
+    spool = spool_of(node)
+    assert spool is not None
+    spool_fd = spool.fd
     closed: list[int] = []
     real_close = os.close
 

@@ -22,6 +22,7 @@ from containerfs.fs.walks import Walks
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
 from containerfs.read.reader import Reader
+from containerfs.write.spool import spool_of
 from containerfs.write.writer import Writer
 
 log = logging.getLogger("containerfs.fs.operations")  # the adapter's log, as before the split
@@ -137,8 +138,9 @@ class OpenFiles:
         node = handle.node
         if handle.spool is not None:
             return await self._writer.read(handle.spool, off, size), False
-        if node.spool is not None and handle.read is None:
-            return await self._writer.read(node.spool, off, size), False
+        spool = spool_of(node)
+        if spool is not None and handle.read is None:
+            return await self._writer.read(spool, off, size), False
         if handle.read is None:
             return b"", False
         data = await self._reader.read(handle.read, off, size)

@@ -15,7 +15,7 @@ from containerfs.ns.inodes import Attrs, Node
 def known_size(node: Node) -> int | None:
     """The node's size, or None for a server file listed without one and not yet learned."""
     if node.spool is not None:
-        return int(node.spool.size)
+        return node.spool.size
     if node.size_hint is not None:  # learned from the content: it wins over the listing
         return node.size_hint
     return node.remote.bytes if node.remote is not None else None

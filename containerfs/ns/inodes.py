@@ -4,11 +4,14 @@ the inode table, and the ``Attrs`` the namespace reports for it. Plain data. Lay
 Who writes which field of a ``Node`` (the lock order is in ``containerfs/__init__.py``):
 - the namespace: ``inode``, ``kind``, ``cid``, ``path``, ``container``, ``remote``, ``gone``,
   ``born_ns`` (when first shown), ``lookups`` (``remember``/``forget``);
-- the writer (and its renamer and queue): ``spool``, ``local_only``, ``deferred``,
-  ``settling``;
-- the FUSE adapter: ``opens`` (open handles), the local attributes ``mode``, ``mtime_ns``,
-  ``atime_ns`` (``setattr``, ``create``), and ``size_hint`` once a read learnt the size of a
-  file listed without one, or proved a listed size wrong.
+- the writer (``Writer``, with its base ``UploadSteps``): ``spool`` (set by ``attach``, which
+  its renamer and queue call too, and cleared by the writer alone), ``local_only`` and
+  ``deferred`` (``classify``, from the name; ``unlink`` clears ``local_only``), ``settling``
+  (``close_if_idle``);
+- the FUSE adapter: ``opens`` (``OpenFiles``, its open handles), the local attributes
+  ``mode``, ``mtime_ns``, ``atime_ns`` (``setattr``, ``create``), and ``size_hint`` once a read
+  learnt the size of a file listed without one, or proved a listed size wrong (the namespace
+  forgets it when the node's server file changes).
 """
 
 from __future__ import annotations
@@ -16,13 +19,22 @@ from __future__ import annotations
 import enum
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import trio
 
 from containerfs.models import Container, ContainerFile, ContainerId
 
 ROOT_INODE = 1
+
+
+class LocalContent(Protocol):
+    """What the namespace and the FUSE adapter read of a node's local content (the write
+    path's ``Spool``, which this layer may not import): its size. The write path reads the
+    rest through ``containerfs.write.spool.spool_of``."""
+
+    @property
+    def size(self) -> int: ...
 
 
 class Kind(enum.Enum):
@@ -53,13 +65,16 @@ class Node:
     mtime_ns: int | None = None
     atime_ns: int | None = None
     size_hint: int | None = None  # the size the content proved (bytes: null, or listed wrong)
-    # write path state, owned by the writer
-    spool: Any = None
+    # write path state, written by the writer alone (see above); read by every layer
+    spool: LocalContent | None = None  # the content written here (``Writer.attach``)
     local_only: bool = False  # never uploaded (editor swap and backup files)
     deferred: bool = False  # uploaded only if still there a while after close (tool temp files)
-    # open handles: counted by the open-file table (``fs/files.py``), read by the writer
+    # set by ``Writer.close_if_idle`` while a closed spool's content moves to the cache; an
+    # open waits for it
+    settling: trio.Event | None = None
+    # open handles: counted by the FUSE adapter's open-file table (``OpenFiles``); read by the
+    # writer, its queue and the inode table
     opens: int = 0
-    settling: trio.Event | None = None  # set while a closed spool's content moves to the cache
     # the time shown for a node the server gives none (directories, files not uploaded yet):
     # fixed, so that rsync and make see a directory's mtime stay put
     born_ns: int = 0  # set by the namespace when first shown

@@ -28,7 +28,7 @@ from containerfs.write.job import JobState, UploadJob
 from containerfs.write.pending import PendingItem as PendingItem
 from containerfs.write.pending import QueueCounts, Retry, UploadHost
 from containerfs.write.resume import Resuming
-from containerfs.write.spool import ServerId
+from containerfs.write.spool import ServerId, spool_of
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,8 @@ class UploadQueue(Resuming):
     async def retry_now(self, nodes: Iterable[Node] | None = None, *, orphans: bool = True) -> None:
         """Try every failed upload that nobody is writing to, and leftover deletes."""
         for node in list(nodes if nodes is not None else self._failed):
-            if node.spool is not None and node.spool.writers > 0:
+            spool = spool_of(node)
+            if spool is not None and spool.writers > 0:
                 self._postpone(node)
                 continue  # its writer's own flush uploads it
             try:
@@ -301,7 +302,7 @@ class UploadQueue(Resuming):
         """Writers still open as the mount ends: queue their content, so that the next mount
         uploads it (their close will never come)."""
         for node in list(self._ns.local_nodes()):
-            spool = node.spool
+            spool = spool_of(node)
             if spool is None or not spool.dirty or node.local_only or node.gone or spool.closed:
                 continue
             cid, path = node.cid, node.path

@@ -25,7 +25,7 @@ from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
 from containerfs.state import State
 from containerfs.write.queue import UploadQueue
-from containerfs.write.spool import ContentFetcher, ServerId, Spool, Uploader
+from containerfs.write.spool import ContentFetcher, ServerId, Spool, Uploader, spool_of
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class RenameHost(Protocol):
     async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None: ...
 
     async def new_spool(self, node: Node, *, copy: bool, source: Path | None = None) -> Spool: ...
+
+    def attach(self, node: Node, spool: Spool) -> None: ...
 
     async def discard(self, spool: Spool) -> None: ...
 
@@ -116,7 +118,7 @@ class Renamer:
         to_local: bool,
         back_home: bool,
     ) -> None:
-        spool = node.spool
+        spool = spool_of(node)
         was_local = node.local_only
         self._rename_in_place(node, cid, path, to_local=to_local, back_home=back_home)
         if spool is None:
@@ -177,7 +179,7 @@ class Renamer:
         """A server file moved to a name that is uploaded: its content is uploaded under the
         new name; the target is replaced only after that succeeded, so a failed upload
         leaves both files as they were."""
-        spool = node.spool
+        spool = spool_of(node)
         remote = node.remote
         assert remote is not None and node.cid is not None
         source, pinned = await self._content_path(node)
@@ -226,18 +228,19 @@ class Renamer:
         if node is None or node.gone or not node.local_only or node.remote is None:
             return
         remote = node.remote
-        if node.spool is None:
+        spool = spool_of(node)
+        if spool is None:
             try:
-                spool = await self._host.new_spool(node, copy=True)  # from the cache, usually
+                copy = await self._host.new_spool(node, copy=True)  # from the cache, usually
             except ContainerFsError as err:
                 log.warning("backup %s keeps its server copy: %s", node.path, err)
                 return
             if node.spool is not None or node.gone or node.remote is not remote:
-                await self._host.discard(spool)
+                await self._host.discard(copy)
                 return
-            node.spool = spool
-            self._ns.keep_local(node)
-        node.spool.replaces = [f for f in node.spool.replaces if f[1] != remote.id]
+            self._host.attach(node, copy)
+            spool = copy
+        spool.replaces = [f for f in spool.replaces if f[1] != remote.id]
         self._ns.drop_remote(node)
         await self._host.delete_quietly(remote.container_id, remote.id)
 
@@ -255,10 +258,11 @@ class Renamer:
 
     async def _content_path(self, node: Node) -> tuple[Path, bool]:
         """Where ``node``'s current content is on disk: its spool, or the pinned cache file."""
-        if node.spool is not None:
-            await self._host.settle(node.spool)
-            await in_thread(node.spool.io.fsync)
-            return node.spool.path, False
+        spool = spool_of(node)
+        if spool is not None:
+            await self._host.settle(spool)
+            await in_thread(spool.io.fsync)
+            return spool.path, False
         remote = node.remote
         assert remote is not None
         return await self._reader.fetch(remote.container_id, remote.id, remote.bytes), True
@@ -268,7 +272,7 @@ class Renamer:
         async with replaced.lock:
             remote = replaced.remote
             ids = [(remote.container_id, remote.id)] if remote is not None else []
-            spool = replaced.spool
+            spool = spool_of(replaced)
             if spool is not None:
                 ids += [f for f in spool.replaces if f not in ids]
                 spool.replaces = []

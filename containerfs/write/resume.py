@@ -127,16 +127,14 @@ class Resuming:
         if node.spool is not None:  # written again on this mount meanwhile: that is newer
             await self._drop_item(item)
             return
-        node.spool = await self._host.reopen(item, replaces)
-        self._ns.keep_local(node)
+        spool = await self._host.reopen(item, replaces)
+        self._host.attach(node, spool)
         self._host.classify(node)
         if await self._host.adopt_resumed(node, item):
             await self._host.close_if_idle(node)
             return
         self._failed[node] = Retry(self._policy.base, trio.current_time())
-        log.info(
-            "resuming upload of %s/%s (%d bytes)", item.container_id, item.path, node.spool.size
-        )
+        log.info("resuming upload of %s/%s (%d bytes)", item.container_id, item.path, spool.size)
 
     async def _resume_due(self, *, everything: bool = False) -> None:
         now = trio.current_time()

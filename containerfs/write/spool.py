@@ -18,6 +18,7 @@ import trio
 from containerfs.aio import in_thread
 from containerfs.errors import SpoolError
 from containerfs.models import ContainerFile, ContainerId, FileId
+from containerfs.ns.inodes import Node
 from containerfs.state import PendingUpload, State
 from containerfs.write.job import StreamSender, UploadJob
 from containerfs.write.spoolio import SpoolIO
@@ -82,6 +83,16 @@ class Spool:
         """Raise the error of a failed spool (``SpoolError``), so its handle gets it again."""
         if self.failed is not None:
             raise SpoolError(f"the spool {self.path.name} could not be written", errno_=self.failed)
+
+
+def spool_of(node: Node) -> Spool | None:
+    """``node``'s local content as the write path's ``Spool`` (the namespace types it only as
+    ``LocalContent``, since it may not import this layer). Only the write path sets it, and
+    only to a ``Spool``: anything else is a bug, raised here rather than misread later."""
+    spool = node.spool
+    if spool is None or isinstance(spool, Spool):
+        return spool
+    raise TypeError(f"inode {node.inode}: local content is a {type(spool).__name__}, not a Spool")
 
 
 class SpoolFiles:

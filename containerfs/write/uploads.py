@@ -25,7 +25,7 @@ from containerfs.ns.namespace import Namespace
 from containerfs.state import PendingUpload, State
 from containerfs.write.queue import PendingItem, UploadQueue
 from containerfs.write.renames import Renamer
-from containerfs.write.spool import ContentFetcher, ServerId, Spool, SpoolFiles, Uploader
+from containerfs.write.spool import ContentFetcher, ServerId, Spool, SpoolFiles, Uploader, spool_of
 from containerfs.write.streaming import Streamer
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,12 @@ class UploadSteps:
     _streamer: Streamer
     _queue: UploadQueue
     _renamer: Renamer
+
+    def attach(self, node: Node, spool: Spool) -> None:
+        """``spool`` becomes ``node``'s content, shown from the local overlay. The writer is
+        the one owner of ``Node.spool``: its renamer and queue attach through here."""
+        node.spool = spool
+        self.ns.keep_local(node)
 
     async def _forsake_locked(self, node: Node, spool: Spool) -> None:
         """A write to ``spool`` failed (a full state disk): the content it was making is given
@@ -98,7 +104,7 @@ class UploadSteps:
 
     async def _adopt(self, node: Node, spool: Spool) -> None:
         """A writer's private spool closes last: it becomes the node's content."""
-        old = node.spool
+        old = spool_of(node)
         if old is not None and old.pending_id is not None and not node.local_only:
             # the older content is queued: the newer must be durable before that goes (a
             # full disk leaves the older content queued, untouched)
@@ -108,8 +114,7 @@ class UploadSteps:
             spool.pending_id = await self._record(
                 spool, node.cid, node.path, replaced, replaces=() if node.deferred else known
             )
-        node.spool = spool
-        self.ns.keep_local(node)
+        self.attach(node, spool)
         if old is None:
             return
         spool.replaces = [*old.replaces, *(f for f in spool.replaces if f not in old.replaces)]
@@ -122,7 +127,7 @@ class UploadSteps:
             await in_thread(self.state.drop_pending, pid)
 
     async def upload_locked(self, node: Node, *, now: bool = False, wait: bool = True) -> None:
-        spool = node.spool
+        spool = spool_of(node)
         if spool is None or not spool.dirty or node.local_only or node.gone:
             self._queue.uploaded(node)  # nothing (left) to upload
             if spool is not None:
@@ -138,7 +143,7 @@ class UploadSteps:
             self._queue.defer(node)
             return
         self._queue.uploading(node)
-        await self._record_locked(spool, cid, path)
+        pid = await self._record_locked(spool, cid, path)
         if self.write_back and not wait:
             self._queue.enqueue(node)
             failure = self._queue.failure(node)
@@ -154,24 +159,26 @@ class UploadSteps:
             log.warning("upload of %s/%s failed: %s", cid, path, err)
             message = str(err)
             self._queue.failed(node, err)
-            pid = spool.pending_id
             await in_thread(lambda: self.state.update_pending(pid, error=message))
             raise
         await self._uploaded(node, spool, new, (cid, path, version))
 
-    async def _record_locked(self, spool: Spool, cid: ContainerId, path: str) -> None:
-        """The spool is on disk and queued before its upload: a crash leaves it to resume."""
+    async def _record_locked(self, spool: Spool, cid: ContainerId, path: str) -> str:
+        """The spool is on disk and queued before its upload: a crash leaves it to resume.
+        The id of its queue record, which the upload's outcome updates: the caller holds the
+        node's lock, and only a holder of it drops or replaces that record."""
         durable = (spool.version, cid, path)
-        if spool.pending_id is None:
+        pid = spool.pending_id
+        if pid is None:
             old = next((f for c, f in spool.replaces if c == cid), None)
-            spool.pending_id = await self._record(spool, cid, path, old)
+            pid = spool.pending_id = await self._record(spool, cid, path, old)
         elif spool.durable == durable:
-            return  # a write-back close made exactly this durable: its queued upload follows
+            return pid  # a write-back close made exactly this durable: its queued upload follows
         else:
             await in_thread(spool.io.fsync)
-            pid = spool.pending_id
             await in_thread(lambda: self.state.update_pending(pid, path=path))
         spool.durable = durable
+        return pid
 
     async def _uploaded(
         self, node: Node, spool: Spool, new: ContainerFile, sent: tuple[ContainerId, str, int]
@@ -198,7 +205,7 @@ class UploadSteps:
     async def adopt_resumed(self, node: Node, item: PendingUpload) -> bool:
         """A queued upload of a previous mount that was killed may have reached the server,
         its answer lost: adopt the file it created rather than upload a duplicate."""
-        spool = node.spool
+        spool = spool_of(node)
         if spool is None or node.cid is None:
             return False
         try:
@@ -237,7 +244,7 @@ class UploadSteps:
         """Upload ``node`` now (a write-back job); True if a close queued newer content."""
         async with node.lock:
             await self.upload_locked(node, now=True)
-        spool = node.spool
+        spool = spool_of(node)
         return (
             spool is not None
             and spool.dirty

@@ -41,7 +41,7 @@ from containerfs.write.renames import Renamer
 from containerfs.write.spool import ContentFetcher as ContentFetcher
 from containerfs.write.spool import ServerId as ServerId
 from containerfs.write.spool import Spool as Spool
-from containerfs.write.spool import SpoolFiles
+from containerfs.write.spool import SpoolFiles, spool_of
 from containerfs.write.spool import Uploader as Uploader
 from containerfs.write.streaming import Streamer
 from containerfs.write.uploads import Counters, UploadSteps
@@ -161,12 +161,12 @@ class Writer(UploadSteps):
         self, node: Node, truncate: bool, remote: ContainerFile | None, source: Path | None
     ) -> Spool:
         async with node.lock:
-            shared = node.spool
+            shared = spool_of(node)
             if shared is None:
                 # the content fetched before the lock, unless the server copy changed meanwhile
                 fetched = source if node.remote is remote else None
-                spool = node.spool = await self.new_spool(node, copy=not truncate, source=fetched)
-                self.ns.keep_local(node)
+                spool = await self.new_spool(node, copy=not truncate, source=fetched)
+                self.attach(node, spool)
             elif shared.writers > 0 or shared.dirty:
                 # another writer's, or content not on the server yet (queued, local-only):
                 # a private copy, so that a write failing on a full disk never damages it
@@ -281,7 +281,7 @@ class Writer(UploadSteps):
 
     async def close_if_idle(self, node: Node) -> None:
         """Drop a clean spool once no handle uses it; a dirty one stays for its retry."""
-        spool = node.spool
+        spool = spool_of(node)
         if spool is None or node.opens > 0:
             return
         if node.gone:
@@ -318,7 +318,7 @@ class Writer(UploadSteps):
     async def unlink(self, node: Node) -> None:
         """Remove a file: its server copy (if any), then its spool and pending upload."""
         async with node.lock:
-            spool = node.spool
+            spool = spool_of(node)
             if spool is not None:
                 spool.abort_stream()
             ids: list[ServerId] = []
@@ -375,7 +375,7 @@ class Writer(UploadSteps):
     async def discard_local_only(self) -> None:
         """The mount ended: local-only files (swap files, backups) end with it."""
         for node in list(self.ns.local_nodes()):
-            spool = node.spool
+            spool = spool_of(node)
             if spool is not None and node.local_only and spool.pending_id is None:
                 node.spool = None
                 await self.discard(spool)
