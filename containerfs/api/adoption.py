@@ -6,10 +6,11 @@ injected clock; no HTTP, no FUSE.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import itertools
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import TypeVar
 
 from containerfs.models import Container, ContainerFile
 from containerfs.paths import upload_path_matches
@@ -17,17 +18,22 @@ from containerfs.paths import upload_path_matches
 #: Slack (seconds) when comparing a listed object's ``created_at`` with the start of an
 #: ambiguous create: ``created_at`` and the ``Date`` header have one-second resolution.
 ADOPT_MARGIN = 5.0
+T = TypeVar("T")
 
 
 class Sightings:
     """Ids this client has seen in answers (listings, retrieves, creates), stamped with a
     counter that only grows, and the ids already returned by a create: what an ambiguous
     create must not adopt. ``mark()`` before a create; ``adoptable(id, mark)`` after it.
+
+    A listing of 100,000 files is 100,000 ids: they are kept in plain dicts (no second
+    linked list per entry), the ids of one answer share one stamp, and past ``capacity``
+    the older half is dropped at once (forgetting an id only makes it less adoptable).
     """
 
     def __init__(self, *, capacity: int = 200_000) -> None:
-        self._first_seen: OrderedDict[str, int] = OrderedDict()
-        self._claimed: OrderedDict[str, None] = OrderedDict()
+        self._first_seen: dict[str, int] = {}
+        self._claimed: dict[str, None] = {}
         self._capacity = capacity
         self._tick = 0
 
@@ -35,22 +41,32 @@ class Sightings:
         self._tick += 1
         return self._tick
 
-    def note(self, ident: str) -> None:
-        if ident not in self._first_seen:
-            self._first_seen[ident] = self.mark()
-            if len(self._first_seen) > self._capacity:
-                self._first_seen.popitem(last=False)
+    def note(self, *idents: str) -> None:
+        """Ids seen together in one answer: one stamp for all of them."""
+        tick = self.mark()
+        first_seen = self._first_seen
+        for ident in idents:
+            first_seen.setdefault(ident, tick)
+        self._first_seen = _bounded(first_seen, self._capacity)
 
     def claim(self, ident: str) -> None:
         self.note(ident)
         self._claimed[ident] = None
-        if len(self._claimed) > self._capacity:
-            self._claimed.popitem(last=False)
+        self._claimed = _bounded(self._claimed, self._capacity)
 
     def adoptable(self, ident: str, mark: int) -> bool:
         """Not claimed, and first seen (if ever) after ``mark`` was taken."""
         seen = self._first_seen.get(ident)
         return ident not in self._claimed and (seen is None or seen > mark)
+
+
+def _bounded(entries: dict[str, T], capacity: int) -> dict[str, T]:
+    """``entries``, or its newer half once it holds more than ``capacity`` (a dict keeps
+    insertion order; rebuilding once per half is cheaper than evicting one at a time)."""
+    if len(entries) <= capacity:
+        return entries
+    keep = len(entries) - capacity // 2
+    return dict(itertools.islice(entries.items(), keep, None))
 
 
 @dataclass(frozen=True)
@@ -78,8 +94,7 @@ class Adopter:
 
     def note(self, *idents: str) -> None:
         """Ids seen in an answer (a listing, a retrieve)."""
-        for ident in idents:
-            self._sightings.note(ident)
+        self._sightings.note(*idents)
 
     def claim(self, ident: str) -> None:
         """An id returned by a create: never adopted for another one."""
