@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 STARTUP_TIMEOUT = 20.0
 _PREFIX = "listening on "
 
@@ -112,6 +114,32 @@ class EmulatorProcess:
             body["content_base64"] = base64.b64encode(data).decode()
         result: dict[str, Any] = self.admin("POST", f"/containers/{container_id}/files", body)
         return result
+
+    # -- the public API, as a client sees it ----------------------------------------------
+
+    def http(self, *, timeout: float = 60) -> httpx.Client:
+        """A client of the emulator's API (``with emu.http() as http: ...``)."""
+        return httpx.Client(
+            base_url=self.base_url + "/",
+            headers={"Authorization": "Bearer sk-test"},
+            timeout=timeout,
+        )
+
+    def server_files(self, container_id: str) -> list[tuple[str, bytes]]:
+        """(basename, content) of every file of a container, duplicates included, sorted; a
+        name the server prefixed with 32 hex digits and a dash is shown without them."""
+        out: list[tuple[str, bytes]] = []
+        with self.http() as http:
+            listing = http.get(f"containers/{container_id}/files", params={"limit": 100})
+            listing.raise_for_status()
+            for f in listing.json()["data"]:
+                body = http.get(f"containers/{container_id}/files/{f['id']}/content")
+                body.raise_for_status()
+                base = os.path.basename(f["path"])
+                out.append(
+                    (base[33:] if len(base) > 33 and base[32] == "-" else base, body.content)
+                )
+        return sorted(out)
 
     # -- lifecycle ------------------------------------------------------------------------
 

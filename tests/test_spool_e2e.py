@@ -8,7 +8,6 @@ import os
 import uuid
 from collections.abc import Callable
 
-import httpx
 import pytest
 from emulator_proc import EmulatorProcess
 from mount_proc import MountProcess
@@ -18,14 +17,8 @@ MountFactory = Callable[..., MountProcess]
 MiB = 1 << 20
 
 
-def _api(emu: EmulatorProcess) -> httpx.Client:
-    return httpx.Client(
-        base_url=emu.base_url + "/", headers={"Authorization": "Bearer sk-test"}, timeout=60
-    )
-
-
 def _container(emu: EmulatorProcess) -> tuple[str, str]:
-    with _api(emu) as http:
+    with emu.http() as http:
         response = http.post("containers", json={"name": f"sp-{uuid.uuid4().hex[:8]}"})
         response.raise_for_status()
         return str(response.json()["name"]), str(response.json()["id"])
@@ -33,18 +26,10 @@ def _container(emu: EmulatorProcess) -> tuple[str, str]:
 
 def _server_content(emu: EmulatorProcess, cid: str) -> dict[str, bytes]:
     """basename -> content; a name held twice fails the test."""
-    out: dict[str, bytes] = {}
-    with _api(emu) as http:
-        listing = http.get(f"containers/{cid}/files", params={"limit": 100})
-        listing.raise_for_status()
-        for f in listing.json()["data"]:
-            body = http.get(f"containers/{cid}/files/{f['id']}/content")
-            body.raise_for_status()
-            base = os.path.basename(f["path"])
-            base = base[33:] if len(base) > 33 and base[32] == "-" else base
-            assert base not in out, f"{base} is on the server twice"
-            out[base] = body.content
-    return out
+    files = emu.server_files(cid)
+    names = [name for name, _ in files]
+    assert len(set(names)) == len(names), f"a name is on the server twice: {names}"
+    return dict(files)
 
 
 def _pwrite(fd: int, model: bytearray, at: int, data: bytes) -> None:

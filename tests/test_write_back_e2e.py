@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from emulator_proc import EmulatorProcess
 from mount_proc import MountProcess, is_mounted
@@ -24,33 +23,12 @@ MountFactory = Callable[..., MountProcess]
 FAIL_UPLOADS = [{"route": "upload_file", "action": "error", "status": 400, "count": None}]
 
 
-def api(emu: EmulatorProcess) -> httpx.Client:
-    return httpx.Client(
-        base_url=emu.base_url + "/", headers={"Authorization": "Bearer sk-test"}, timeout=30
-    )
-
-
 def container(emu: EmulatorProcess) -> tuple[str, str]:
     name = f"wb-{uuid.uuid4().hex[:8]}"
-    with api(emu) as http:
+    with emu.http() as http:
         response = http.post("containers", json={"name": name})
         response.raise_for_status()
         return name, str(response.json()["id"])
-
-
-def server_files(emu: EmulatorProcess, cid: str) -> list[tuple[str, bytes]]:
-    """(basename, content) of every file of the container, duplicates included."""
-    out: list[tuple[str, bytes]] = []
-    with api(emu) as http:
-        listing = http.get(f"containers/{cid}/files", params={"limit": 100})
-        listing.raise_for_status()
-        for f in listing.json()["data"]:
-            body = http.get(f"containers/{cid}/files/{f['id']}/content")
-            body.raise_for_status()
-            base = os.path.basename(f["path"])
-            # the server may prefix the name with 32 hex digits and a dash
-            out.append((base[33:] if len(base) > 33 and base[32] == "-" else base, body.content))
-    return sorted(out)
 
 
 def sync(mp: MountProcess, *path: Path) -> subprocess.CompletedProcess[str]:
@@ -75,7 +53,7 @@ def test_write_back_close_returns_before_the_upload_and_sync_reports_failures(
     emulator.faults(FAIL_UPLOADS)
     try:
         write(mp.path(name, "a.txt"), b"first\n")  # no EIO: close did not wait for the upload
-        assert server_files(emulator, cid) == []
+        assert emulator.server_files(cid) == []
         failed = sync(mp)
         assert failed.returncode == 1
         assert "a.txt" in failed.stderr
@@ -84,7 +62,7 @@ def test_write_back_close_returns_before_the_upload_and_sync_reports_failures(
         emulator.clear_faults()
     done = sync(mp, mp.path(name))
     assert done.returncode == 0, done.stderr
-    assert server_files(emulator, cid) == [("a.txt", b"first\n")]
+    assert emulator.server_files(cid) == [("a.txt", b"first\n")]
 
 
 def test_fsync_of_a_directory_waits_for_its_write_back_uploads(
@@ -108,7 +86,7 @@ def test_fsync_of_a_directory_waits_for_its_write_back_uploads(
             os.close(fd)
     finally:
         emulator.clear_faults()
-    assert server_files(emulator, cid) == sorted(wanted.items())
+    assert emulator.server_files(cid) == sorted(wanted.items())
 
 
 def test_a_daemon_killed_after_write_back_closes_loses_nothing_once_remounted(
@@ -132,7 +110,7 @@ def test_a_daemon_killed_after_write_back_closes_loses_nothing_once_remounted(
     again = mount_factory(emu, "--write-back", state_dir=mp.state_dir)
     done = sync(again)
     assert done.returncode == 0, done.stderr
-    held: list[tuple[str, Any]] = server_files(emu, cid)
+    held: list[tuple[str, Any]] = emu.server_files(cid)
     assert held == sorted(wanted.items())  # each file once, byte-exact
 
 
