@@ -82,9 +82,10 @@ async def test_a_walk_in_listing_order_fetches_the_next_files_before_they_are_op
     for i in range(2, FILES):
         assert await _read(fs, d, i) == _content(i)
     stats = await _settled(fs)
-    # every file was fetched once, prefetched or not, and every prefetch was used
+    # every file was fetched once, prefetched or not, and every prefetch was used (a read
+    # that gets to a file before its prefetch starts, on a loaded machine, fetches it itself)
     assert (await _requests(fs))["file_content"] - base == FILES
-    assert stats.prefetches == stats.prefetches_used == FILES - 2
+    assert stats.prefetches == stats.prefetches_used >= 8
     assert stats.prefetches_failed == 0
 
 
@@ -95,6 +96,7 @@ async def test_a_walk_in_inode_order_as_cp_r_makes_it_is_followed_too(fs: Fs) ->
         await fs.add_file(c.id, f"/mnt/data/d/f{i:02d}.txt", _content(i))
     d = await fs.inode("shuffled", "d")
     await _opendir(fs, d)
+    base = (await _requests(fs)).get("file_content", 0)
     inodes = {i: (await fs.lookup(d, f"f{i:02d}.txt")).st_ino for i in range(FILES)}
     by_inode = sorted(range(FILES), key=inodes.__getitem__)
     assert by_inode != list(range(FILES))
@@ -104,7 +106,8 @@ async def test_a_walk_in_inode_order_as_cp_r_makes_it_is_followed_too(fs: Fs) ->
     for i in by_inode[2:]:
         assert await fs.read_file(inodes[i]) == _content(i)
     stats = await _settled(fs)
-    assert stats.prefetches == stats.prefetches_used == FILES - 2
+    assert (await _requests(fs))["file_content"] - base == FILES  # each file once
+    assert stats.prefetches == stats.prefetches_used >= 8
 
 
 async def test_opens_out_of_listing_order_fetch_nothing_ahead(fs: Fs) -> None:
