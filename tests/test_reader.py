@@ -1119,3 +1119,18 @@ async def test_a_cache_write_failing_otherwise_fails_the_download(cache_dir: Pat
             await settle(reader)
         assert reader.statistics().downloads_failed == 1
     assert not (cache_dir / f"{FID}.json").exists()
+
+
+async def test_a_body_in_tiny_chunks_still_completes_its_cache_file(cache_dir: Path) -> None:
+    # a server sending a few bytes per chunk: more pending segments than one pwritev takes,
+    # together less than one direct block; the last flush must still take them all
+    data = os.urandom(3000)
+    source = FakeSource({FID: data}, chunk_size=1)
+    async with make_reader(source, cache_dir, flush_bytes=1) as reader:
+        handle = await reader.open(CID, FID, len(data))
+        assert await read_all(reader, handle, block=700) == data
+        await reader.release(handle)
+        await settle(reader)
+        assert reader.statistics().downloads_completed == 1
+    assert (cache_dir / f"{FID}.data").read_bytes() == data
+    assert (cache_dir / f"{FID}.json").exists()

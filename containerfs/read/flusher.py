@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
 _MAX_IOV = 512
+# A direct write's batch, in bytes (several staging buffers' worth).
+_DIRECT_BATCH = 8 << 20
 # What a full cache disk answers: evict, then read past the cache.
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 T = TypeVar("T")
@@ -93,7 +95,7 @@ class Flusher:
     async def _flush_batch(self, fd: int, direct: int | None) -> None:
         """Write the first pending segments (whole blocks of them, on a direct fd)."""
         entry = self._entry
-        batch = list(itertools.islice(entry.pending, _MAX_IOV))
+        batch = _first_segments(entry, count=_MAX_IOV if direct is None else None)
         length = sum(len(seg) for seg in batch)
         last = entry.stream_done and length == entry.pending_bytes
         if direct is not None and not last:
@@ -135,6 +137,22 @@ class Flusher:
                     raise
                 if not await self._make_room(self._entry):
                     raise CacheFull(f"the cache disk is full ({exc.strerror})") from exc
+
+
+def _first_segments(entry: Entry, *, count: int | None) -> list[bytes]:
+    """The pending segments a batch writes: at most ``count`` of them for ``pwritev``; for a
+    direct write (copied through a staging buffer, no limit on segments) as many as make
+    ``_DIRECT_BATCH`` bytes, so that many tiny segments still add up to a whole block."""
+    if count is not None:
+        return list(itertools.islice(entry.pending, count))
+    batch: list[bytes] = []
+    total = 0
+    for seg in entry.pending:
+        if total >= _DIRECT_BATCH:
+            break
+        batch.append(seg)
+        total += len(seg)
+    return batch
 
 
 # ---- blocking helpers, run in worker threads ----
