@@ -114,7 +114,7 @@ def write_blocks(
             out = align_up(fill)
             if out > fill:
                 view[fill:out] = bytes(out - fill)
-            _pwrite_all(fd, view[:out], offset + done)
+            pwrite_all(fd, view[:out], offset + done)
             done += fill
 
 
@@ -140,10 +140,13 @@ def read_blocks(fd: int, length: int, offset: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset``: a short write (a disk filling up) is carried on from where
+    it stopped, never left as a gap, and a write that makes no progress raises."""
+    data = memoryview(data)
     while data:
         n = os.pwrite(fd, data, offset)
         if n <= 0:
-            raise OSError(errno.EIO, "direct write made no progress")
+            raise OSError(errno.EIO, "write made no progress")
         data = data[n:]
         offset += n

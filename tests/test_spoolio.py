@@ -236,3 +236,27 @@ async def test_a_closed_spool_is_not_read_through_its_old_descriptors(
     with pytest.raises(OSError) as raised:
         await io.read_run(0, 10)
     assert raised.value.errno == errno.EBADF
+
+
+async def test_short_buffered_writes_are_carried_on_never_left_as_gaps(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _direct_or_skip(tmp_path / "probe")
+
+    def refuse(*args: object) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(spoolio, "_write_direct", refuse)
+    data = os.urandom(3 * MiB + 77)
+    io = _open(tmp_path / "spool", nursery)
+    await _write_all(io, _pieces(data, [MiB] * 3))  # one run, held in memory
+    real_pwrite = os.pwrite
+
+    def short(fd: int, buf: bytes | memoryview, offset: int) -> int:
+        return real_pwrite(fd, memoryview(buf)[:1000], offset)  # a disk filling up
+
+    monkeypatch.setattr(os, "pwrite", short)
+    await io.settle()  # the run and its tail, buffered, 1000 bytes a call
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert (tmp_path / "spool").read_bytes() == data
+    await io.aclose()

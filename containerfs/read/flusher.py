@@ -173,8 +173,4 @@ def _pwritev_all(fd: int, buffers: list[bytes], offset: int) -> None:
     written = os.pwritev(fd, buffers, offset)
     total = sum(len(b) for b in buffers)
     if written < total:
-        rest = memoryview(b"".join(buffers))[written:]
-        while rest:
-            n = os.pwrite(fd, rest, offset + written)
-            written += n
-            rest = rest[n:]
+        directio.pwrite_all(fd, memoryview(b"".join(buffers))[written:], offset + written)

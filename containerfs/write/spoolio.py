@@ -219,7 +219,7 @@ class SpoolIO:
         assert self._start is not None
         tail = b"".join(self._mem)  # less than a block, unless appends came meanwhile
         try:
-            await in_thread(os.pwrite, self.fd, tail, self._start)
+            await in_thread(directio.pwrite_all, self.fd, tail, self._start)
         except OSError as err:
             self._error = err
             raise
@@ -318,6 +318,6 @@ def _write_buffered(fd: int, chunks: list[Chunk], length: int, offset: int) -> N
         if not length:
             return
         piece = chunk[:length]
-        os.pwrite(fd, piece, offset)
+        directio.pwrite_all(fd, piece, offset)
         offset += len(piece)
         length -= len(piece)
