@@ -39,7 +39,7 @@ import functools
 import posixpath
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from containerfs.models import Container, ContainerFile, FileId, plain_id
 
@@ -187,11 +187,15 @@ def place_files(
     root: str = DATA_ROOT,
     aliases: Mapping[FileId, str] | None = None,
     shown: Mapping[FileId, str] | None = None,
+    withhold: Collection[str] = (),
 ) -> dict[str, ContainerFile]:
     """Display path -> file for one container listing, applying every rule above.
 
     ``shown`` is the mount's name memory (file id -> the path it was last shown at): those
     files keep their paths, and the rules place only the others (the newcomers) around them.
+    ``withhold``: names of files the mount is creating and does not know by id yet (an
+    upload whose answer is on its way): a newcomer of such a name (server prefix or not) is
+    left out, as it may be that very file, which would show beside the mount's own.
     """
     files = list(files)
     aliases = aliases or {}
@@ -203,7 +207,7 @@ def place_files(
         kept = shown.get(f.id)
         if kept is not None and board.fits(kept):
             board.put(kept, f)
-        else:
+        elif not withhold or not _expected(wish[f.id], withhold):
             newcomers.append(f)
     # among newcomers, a directory wins over a file of its name, an alias over a server path,
     # and the newest file over older ones
@@ -214,6 +218,11 @@ def place_files(
         literal = f.id not in aliases and reserved_file_name(path.rpartition("/")[2])
         board.put(board.free_path(path, f.id, literal=literal), f)
     return board.placed
+
+
+def _expected(path: str, names: Collection[str]) -> bool:
+    base = path.rpartition("/")[2]
+    return base in names or strip_prefix(base) in names
 
 
 class _Board:

@@ -5,11 +5,13 @@ over the emulator app in-process."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyfuse3
 import pytest
 import trio
 from fs_harness import CTX, Fs
-from test_write_recovery import hook, open_write
+from test_write_recovery import Hooked, hook, open_write
 
 from containerfs.errors import ServerError
 from containerfs.models import ContainerId
@@ -70,3 +72,87 @@ async def test_a_file_whose_unlink_failed_shows_again(fs: Fs) -> None:
         await fs.ops.unlink(box, b"f", CTX)
     assert sorted(await fs.listing(box)) == ["f"]  # the cached listing too
     assert await fresh_listing(fs, c.id, box) == ["f"]
+
+
+class AnswerHeld(Hooked):
+    """The server does the call at once; its answer reaches the mount when ``gate`` is set."""
+
+    def __init__(self, inner: Any, name: str) -> None:
+        super().__init__(inner)
+        self.name = name
+        self.done = trio.Event()
+        self.gate = trio.Event()
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        result = await getattr(self.inner, name)(*args, **kwargs)
+        if name == self.name:
+            self.done.set()
+            await self.gate.wait()
+        return result
+
+
+def hold_answers(fs: Fs, name: str) -> AnswerHeld:
+    """The writer's and the renamer's client hold the answers to ``name``."""
+    held = AnswerHeld(fs.writer.client, name)
+    fs.writer.client = held
+    fs.writer._renamer._client = held
+    return held
+
+
+async def test_a_listing_fetched_while_an_uploads_answer_is_on_its_way_shows_the_file_once(
+    fs: Fs,
+) -> None:
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/a", b"old")
+    box = await fs.inode("box")
+    a = await fs.inode("box", "a")
+    assert await fresh_listing(fs, c.id, box) == ["a"]
+    held = hold_answers(fs, "upload_file")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rewrite, fs, a, b"new")
+        with trio.fail_after(10):
+            await (
+                held.done.wait()
+            )  # the server holds the new a beside the old; the mount cannot know
+        assert await fresh_listing(fs, c.id, box) == ["a"]
+        held.gate.set()
+    assert await fresh_listing(fs, c.id, box) == ["a"]
+    assert await fs.server_files(c.id) == {"a": b"new"}
+
+
+async def test_a_file_moved_by_upload_shows_under_one_name_while_the_answer_is_on_its_way(
+    fs: Fs,
+) -> None:
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/a", b"moved")
+    box = await fs.inode("box")
+    assert await fresh_listing(fs, c.id, box) == ["a"]
+    held = hold_answers(fs, "upload_file")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fs.ops.rename, box, b"a", box, b"b", 0, CTX)
+        with trio.fail_after(10):
+            await held.done.wait()
+        assert await fresh_listing(fs, c.id, box) == ["a"]
+        held.gate.set()
+    assert await fresh_listing(fs, c.id, box) == ["b"]
+    assert await fs.server_files(c.id) == {"b": b"moved"}
+
+
+async def test_a_file_of_the_same_name_made_elsewhere_meanwhile_shows_once_the_upload_is_done(
+    fs: Fs,
+) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    a = await fs.write_file(box, "a", b"old")
+    assert await fresh_listing(fs, c.id, box) == ["a"]
+    held = hold_answers(fs, "upload_file")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rewrite, fs, a, b"new")
+        with trio.fail_after(10):
+            await held.done.wait()
+        await fs.add_file(c.id, "/mnt/data/a", b"theirs")
+        assert await fresh_listing(fs, c.id, box) == ["a"]  # held back: it may be ours
+        held.gate.set()
+    shown = await fs.listing(box)  # the cached listing, placed again
+    assert len(shown) == 2 and "a" in shown
+    assert sorted(await fresh_listing(fs, c.id, box)) == sorted(shown)

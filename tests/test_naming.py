@@ -9,6 +9,7 @@ shown), then the same rules through the namespace over the emulator app in-proce
 from __future__ import annotations
 
 import errno
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,26 @@ def test_a_newer_duplicate_does_not_take_the_name_of_the_file_shown() -> None:
     again = names.place_files([cfile(0, "/mnt/data/a.txt", 1), newer], shown=memory(shown))
 
     assert memory(again) == {FileId("cfile_0"): "a.txt", newer.id: "a.txt~cfile_1"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_while_a_name_is_expected_only_newcomers_of_that_name_are_held_back(
+    data: st.DataObject,
+) -> None:
+    files = data.draw(listings())
+    seen_before = data.draw(st.lists(st.sampled_from(files), unique_by=lambda f: f.id))
+    shown = memory(names.place_files(seen_before))
+    expected = data.draw(st.sets(st.sampled_from(["a", "b", "dup.txt", "c"]), min_size=1))
+
+    placed = names.place_files(files, shown=shown, withhold=expected)
+
+    wish = names.natural_paths(files)
+    for f in files:
+        base = posixpath.basename(wish[f.id])
+        held = f.id not in shown and (base in expected or names.strip_prefix(base) in expected)
+        assert (f in placed.values()) is not held, f"{f.id} wishes for {wish[f.id]}"
+    assert all(memory(placed)[fid] == path for fid, path in shown.items() if fid in memory(placed))
 
 
 def test_a_file_shown_where_newcomers_need_a_directory_keeps_its_path() -> None:

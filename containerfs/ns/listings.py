@@ -13,7 +13,9 @@ takes the path it claimed when that path is free; anything else places the listi
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from cachetools import TTLCache
 
@@ -29,10 +31,21 @@ class Listing:
 
     ``aliases`` is the namespace's record of where this container's files are shown (file id ->
     display path), and ``memory`` where each was shown last: both read here; the placement is
-    written back to ``memory`` each time the listing is placed.
+    written back to ``memory`` each time the listing is placed. ``expected`` gives the names
+    of the files the mount is creating in the container right now (``Listings.expecting``).
     """
 
-    __slots__ = ("_aliases", "_cid", "_dirs", "_files", "_index", "_memory", "_root")
+    __slots__ = (
+        "_aliases",
+        "_cid",
+        "_dirs",
+        "_expected",
+        "_files",
+        "_index",
+        "_memory",
+        "_root",
+        "_withheld",
+    )
 
     def __init__(
         self,
@@ -42,11 +55,14 @@ class Listing:
         root: str,
         aliases: Mapping[FileId, str],
         memory: NameMemory,
+        expected: Callable[[], Collection[str]] = tuple,
     ) -> None:
         self._cid = cid
         self._root = root
         self._aliases = aliases
         self._memory = memory
+        self._expected = expected
+        self._withheld = False  # the placement left out a file that may be the mount's own
         self._files: dict[FileId, ContainerFile] = {f.id: f for f in files}
         # directory -> display path -> file, and the directories the files imply; None: to be
         # placed. Keyed by the whole path, the very string the name memory and the file's
@@ -99,6 +115,11 @@ class Listing:
         if fid in self._files:
             self._unplace()
 
+    def expectation_ended(self) -> None:
+        """A create the placement waited for is answered: place again what it left out."""
+        if self._withheld:
+            self._unplace()
+
     def _unplace(self) -> None:
         self._index = None
         self._dirs = DirTree()
@@ -122,7 +143,9 @@ class Listing:
                 root=self._root,
                 aliases=self._aliases,
                 shown=self._memory.shown(self._cid),
+                withhold=self._expected(),
             )
+            self._withheld = len(placed) < len(self._files)
             self._memory.remember(self._cid, placed)
             index: dict[str, dict[str, ContainerFile]] = {}
             for path, f in placed.items():
@@ -172,6 +195,9 @@ class Listings:
         # files this mount is deleting (or will: orphans queued for a retry), hidden from every
         # listing, even one fetched before the delete went out, until it is confirmed or given up
         self._deleting: dict[ContainerId, set[FileId]] = {}
+        # names of the files the mount is creating, per container, until their answer is
+        # handled (``expecting``)
+        self._expected: dict[ContainerId, Counter[str]] = {}
 
     async def get(
         self,
@@ -195,7 +221,7 @@ class Listings:
                 del self._journal[cid]
             hidden = self._deleting.get(cid, set())
             shown = [f for f in files if f.id not in hidden]
-            listing = Listing(cid, shown, root=self._root, aliases=aliases, memory=self._memory)
+            listing = self._listing(cid, shown, aliases)
             for added, removed in journal:
                 if added is not None:
                     listing.add(added)
@@ -206,7 +232,39 @@ class Listings:
 
     def start_empty(self, cid: ContainerId, *, aliases: Mapping[FileId, str]) -> None:
         """A container made here: known to hold no file, without a listing call."""
-        self._cache[cid] = Listing(cid, (), root=self._root, aliases=aliases, memory=self._memory)
+        self._cache[cid] = self._listing(cid, (), aliases)
+
+    def _listing(
+        self, cid: ContainerId, files: Iterable[ContainerFile], aliases: Mapping[FileId, str]
+    ) -> Listing:
+        return Listing(
+            cid,
+            files,
+            root=self._root,
+            aliases=aliases,
+            memory=self._memory,
+            expected=lambda: self._expected.get(cid, ()),
+        )
+
+    @contextmanager
+    def expecting(self, cid: ContainerId, name: str) -> Iterator[None]:
+        """The mount is creating a file named ``name`` in ``cid`` (an upload and the deletes
+        of what it supersedes). Until that is done, a listing does not show a file of that
+        name it does not know yet: the server may hold the new file before its answer
+        arrives, and it would show beside the mount's own under another name."""
+        names = self._expected.setdefault(cid, Counter())
+        names[name] += 1
+        try:
+            yield
+        finally:
+            names[name] -= 1
+            if not names[name]:
+                del names[name]
+            if not names:
+                self._expected.pop(cid, None)
+            listing = self._cache.get(cid)
+            if listing is not None:
+                listing.expectation_ended()
 
     def invalidate(self, cid: ContainerId) -> None:
         self._cache.pop(cid, None)

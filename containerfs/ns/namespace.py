@@ -19,6 +19,7 @@ import logging
 import posixpath
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from containerfs.aio import in_thread
@@ -302,6 +303,12 @@ class Namespace:
         await self._listing(parent.cid)  # the container's recorded aliases are loaded first
         await self._aliases.record(parent.cid, path, new)
         return self._nodes.file_node(parent.cid, path, new)
+
+    def expecting(self, cid: ContainerId, path: str) -> AbstractContextManager[None]:
+        """The mount is creating ``path`` in ``cid`` (an upload, and the deletes of what it
+        supersedes): listings meanwhile do not show a server file of that name they do not
+        know yet, as it may be the new file, its answer still on its way."""
+        return self._listings.expecting(cid, posixpath.basename(path))
 
     def deleting(self, cid: ContainerId, fid: FileId) -> None:
         """This mount is deleting ``fid`` (or will retry it): no listing shows it any more,

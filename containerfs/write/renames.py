@@ -15,6 +15,7 @@ import errno
 import logging
 import posixpath
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +45,8 @@ class RenameHost(Protocol):
     async def upload_locked(self, node: Node, *, now: bool = False) -> None: ...
 
     async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None: ...
+
+    async def delete_superseded(self, superseded: Sequence[ServerId]) -> None: ...
 
     async def new_spool(self, node: Node, *, copy: bool, source: Path | None = None) -> Spool: ...
 
@@ -122,8 +125,7 @@ class Renamer:
         was_local = node.local_only
         self._rename_in_place(node, cid, path, to_local=to_local, back_home=back_home)
         if spool is None:
-            for owner, fid in displaced:
-                await self._host.delete_quietly(owner, fid)
+            await self._host.delete_superseded(displaced)
             return
         spool.replaces += [f for f in displaced if f not in spool.replaces]
         await self._requeue(node, spool, cid, path)
@@ -179,6 +181,12 @@ class Renamer:
         """A server file moved to a name that is uploaded: its content is uploaded under the
         new name; the target is replaced only after that succeeded, so a failed upload
         leaves both files as they were."""
+        with self._ns.expecting(cid, path):
+            await self._upload_moved(node, cid, path, replaced)
+
+    async def _upload_moved(
+        self, node: Node, cid: ContainerId, path: str, replaced: Node | None
+    ) -> None:
         spool = spool_of(node)
         remote = node.remote
         assert remote is not None and node.cid is not None
@@ -214,8 +222,7 @@ class Renamer:
                         pid, path=path, container_id=cid, replaces=replaces
                     )
                 )
-        for owner, fid in superseded:
-            await self._host.delete_quietly(owner, fid)
+        await self._host.delete_superseded(superseded)
         await self.retire_backup(cid, path)
 
     async def retire_backup(self, cid: ContainerId, path: str) -> None:

@@ -150,18 +150,19 @@ class UploadSteps:
             if failure is not None:
                 raise ApiError(f"an earlier upload of {path} failed (retrying): {failure}")
             return
-        try:
-            new = await self._streamer.finish(node, spool)
-            if new is None:
-                new = await self.client.upload_file(cid, spool.path, filename=path)
-        except ApiError as err:
-            self._stats.upload_failures += 1
-            log.warning("upload of %s/%s failed: %s", cid, path, err)
-            message = str(err)
-            self._queue.failed(node, err)
-            await in_thread(lambda: self.state.update_pending(pid, error=message))
-            raise
-        await self._uploaded(node, spool, new, (cid, path, version))
+        with self.ns.expecting(cid, path):
+            try:
+                new = await self._streamer.finish(node, spool)
+                if new is None:
+                    new = await self.client.upload_file(cid, spool.path, filename=path)
+            except ApiError as err:
+                self._stats.upload_failures += 1
+                log.warning("upload of %s/%s failed: %s", cid, path, err)
+                message = str(err)
+                self._queue.failed(node, err)
+                await in_thread(lambda: self.state.update_pending(pid, error=message))
+                raise
+            await self._uploaded(node, spool, new, (cid, path, version))
 
     async def _record_locked(self, spool: Spool, cid: ContainerId, path: str) -> str:
         """The spool is on disk and queued before its upload: a crash leaves it to resume.
@@ -192,8 +193,7 @@ class UploadSteps:
         if spool.version != version:
             # written again meanwhile: the record stays, and its next upload replaces this one
             await self.keep_replaces(spool)
-        for owner, fid in superseded:
-            await self.delete_quietly(owner, fid)
+        await self.delete_superseded(superseded)
         await self._renamer.retire_backup(cid, path)
         if spool.version == version:
             spool.dirty = False
@@ -208,20 +208,23 @@ class UploadSteps:
         spool = spool_of(node)
         if spool is None or node.cid is None:
             return False
-        try:
-            found = await self.client.find_upload(
-                node.cid, node.path, size=spool.size, since=item.created, old=item.old_file_id
+        with self.ns.expecting(node.cid, node.path):  # the lost upload shows as the node
+            try:
+                found = await self.client.find_upload(
+                    node.cid, node.path, size=spool.size, since=item.created, old=item.old_file_id
+                )
+            except ApiError as err:
+                log.info("cannot check whether %s reached the server: %s", node.path, err)
+                return False
+            if found is None or not await self._same_content(found, spool):
+                return False
+            log.info(
+                "adopting %s/%s: the previous mount's upload reached the server",
+                node.cid,
+                node.path,
             )
-        except ApiError as err:
-            log.info("cannot check whether %s reached the server: %s", node.path, err)
-            return False
-        if found is None or not await self._same_content(found, spool):
-            return False
-        log.info(
-            "adopting %s/%s: the previous mount's upload reached the server", node.cid, node.path
-        )
-        async with node.lock:
-            await self._uploaded(node, spool, found, (node.cid, node.path, spool.version))
+            async with node.lock:
+                await self._uploaded(node, spool, found, (node.cid, node.path, spool.version))
         return True
 
     async def _same_content(self, found: ContainerFile, spool: Spool) -> bool:
@@ -308,6 +311,19 @@ class UploadSteps:
         if pid is not None:
             replaces = list(spool.replaces)
             await in_thread(lambda: self.state.update_pending(pid, replaces=replaces))
+
+    async def delete_superseded(self, superseded: Sequence[ServerId]) -> None:
+        """Delete the server files a new one supersedes, all hidden from listings at once:
+        none shows beside the new file while the deletes before it are on their way."""
+        for owner, fid in superseded:
+            self.ns.deleting(owner, fid)
+        for i, (owner, fid) in enumerate(superseded):
+            try:
+                await self.delete_quietly(owner, fid)
+            except BaseException:
+                for left in superseded[i + 1 :]:
+                    self.ns.delete_abandoned(*left)  # never tried: it may show again
+                raise
 
     async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None:
         try:
