@@ -316,6 +316,11 @@ class Namespace:
         or ``delete_abandoned`` gives it up."""
         self._listings.deleting(cid, fid)
 
+    def superseded(self, cid: ContainerId, fid: FileId) -> None:
+        """A pending upload supersedes ``fid`` (a rename over it, or a move of content written
+        over it): hidden like a file being deleted, until the upload lands and deletes it."""
+        self._listings.deleting(cid, fid)
+
     def delete_abandoned(self, cid: ContainerId, fid: FileId) -> None:
         """The delete of ``fid`` failed for good: listings show it again."""
         self._listings.delete_abandoned(cid, fid)

@@ -290,6 +290,8 @@ class Renamer:
             self._queue.forget(replaced)
             self._ns.mark_gone(replaced)
             self._ns.drop_remote(replaced)
+            for owner, fid in ids:  # gone for the user now, deleted once the move is stored
+                self._ns.superseded(owner, fid)
             await self._host.close_if_idle(replaced)
             return ids
 

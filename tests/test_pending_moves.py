@@ -1,0 +1,66 @@
+"""A file whose upload is pending moves without an upload (it is not on the server yet), but
+it may supersede server files: the one it replaced by a rename over it, or the content it
+was written over. Those stay on the server until the pending upload lands and deletes them,
+and never show at the path the file left: not after the move, and not after a remount.
+Handler level, over the emulator app in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+from fs_harness import CTX, Fs
+from test_write_recovery import FAIL_UPLOADS, remount, save_failing
+
+from containerfs.models import ContainerId
+
+
+async def fresh_listing(fs: Fs, cid: ContainerId, inode: int) -> list[str]:
+    fs.ns.invalidate_listing(cid)
+    return sorted(await fs.listing(inode))
+
+
+async def test_a_pending_file_moved_on_leaves_no_server_file_behind(
+    fs: Fs, tmp_path: Path, app: Any
+) -> None:
+    one, two = await fs.container("one"), await fs.container("two")
+    await fs.add_file(one.id, "/mnt/data/f", b"server")
+    box_one, box_two = await fs.inode("one"), await fs.inode("two")
+    assert await fresh_listing(fs, one.id, box_one) == ["f"]
+    await fs.faults(FAIL_UPLOADS)
+    await save_failing(fs, box_two, "g", b"mine")
+    # over the server's f: a local move (g is not on the server), f's server copy superseded
+    await fs.ops.rename(box_two, b"g", box_one, b"f", 0, CTX)
+    assert await fresh_listing(fs, one.id, box_one) == ["f"]
+    await fs.ops.rename(box_one, b"f", box_two, b"a", 0, CTX)  # on again, still local
+    assert await fresh_listing(fs, one.id, box_one) == []
+    assert await fresh_listing(fs, two.id, box_two) == ["a"]
+
+    async with trio.open_nursery() as nursery:
+        again = await remount(tmp_path, app, nursery)
+        box_one, box_two = await again.inode("one"), await again.inode("two")
+        assert await fresh_listing(again, one.id, box_one) == []
+        assert await fresh_listing(again, two.id, box_two) == ["a"]
+        await again.faults([])
+        assert await again.writer.drain(5)
+        nursery.cancel_scope.cancel()
+    assert await fs.server_files(one.id) == {}
+    assert await fs.server_files(two.id) == {"a": b"mine"}
+
+
+async def test_a_pending_file_moved_within_its_container_leaves_no_server_file_behind(
+    fs: Fs,
+) -> None:
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/f", b"server")
+    box = await fs.inode("box")
+    await fs.faults(FAIL_UPLOADS)
+    await save_failing(fs, box, "g", b"mine")
+    await fs.ops.rename(box, b"g", box, b"f", 0, CTX)
+    await fs.ops.rename(box, b"f", box, b"h", 0, CTX)
+    assert await fresh_listing(fs, c.id, box) == ["h"]
+    await fs.faults([])
+    assert await fs.writer.drain(5)
+    assert await fresh_listing(fs, c.id, box) == ["h"]
+    assert await fs.server_files(c.id) == {"h": b"mine"}
