@@ -550,7 +550,11 @@ class FsMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if not self.failed:
-                self._final_check()
+                try:
+                    self._final_check()
+                except BaseException:
+                    print("steps (failed at the final check):\n  " + "\n  ".join(self.trace))
+                    raise
         finally:
             self.driver.close()
             # the next example makes containers of the same names on the same server
