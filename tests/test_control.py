@@ -27,9 +27,9 @@ from containerfs.daemon.control import (
     call,
     parse_network,
     request_from_json,
-    serve_control,
     socket_path,
 )
+from containerfs.daemon.control_server import serve_control
 from containerfs.errors import ControlError
 from containerfs.models import Container, ContainerId, NetworkPolicy
 from containerfs.ns.created import CreationLog

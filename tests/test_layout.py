@@ -155,6 +155,32 @@ def test_the_mount_path_loads_no_emulator_code() -> None:
     assert out.strip() == "[]"
 
 
+@pytest.mark.parametrize("command", ["sync", "new", "import"])
+def test_the_commands_that_talk_to_a_daemon_load_no_event_loop_or_http(
+    command: str, tmp_path: Path
+) -> None:
+    """``containerfs sync`` is run after every batch of writes in scripts: it starts in the
+    time Python takes, not the time trio and httpx take to import."""
+    probe = (
+        "import sys\n"
+        "from containerfs.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'trio', 'httpx', 'pyfuse3'}))"
+    )
+    args = {"new": ["new", "c"], "import": ["import", "file-x", str(tmp_path)]}.get(command)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *(args or [command, str(tmp_path)])],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr
+
+
 _WITHOUT_EMULATOR_EXTRA = """
 import sys
 

@@ -15,28 +15,25 @@ closes it::
     -> {"ok": true, "path": "CONTAINER/SUBDIR/NAME"} | {"ok": false, "error": "one line"}
 
 The requests are validated on both sides (the client's options, and the daemon's input).
-Layer: daemon; no FUSE (the daemon wires the handler), no HTTP.
+Layer: daemon; no FUSE (the daemon wires the handler), no HTTP, no trio: the command line
+imports this module, and ``control_server.py`` the daemon's side.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
 import re
 import socket
-import struct
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from containerfs.config import MEMORY_LIMITS
-from containerfs.errors import ContainerFsError, ControlError
+from containerfs.errors import ControlError
 from containerfs.models import NetworkPolicy, plain_id
 from containerfs.paths import NAME_MAX, reserved_container_name
 
@@ -237,7 +234,7 @@ def socket_path(run_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _addressable(path: Path) -> Iterator[str]:
+def addressable(path: Path) -> Iterator[str]:
     """A name for ``path`` that fits a unix socket address: the path itself, or, when it is
     too long (deep state directories), the same file through ``/proc/self/fd`` of its
     directory."""
@@ -251,92 +248,13 @@ def _addressable(path: Path) -> Iterator[str]:
         os.close(fd)
 
 
-Handler = Callable[[Request], Awaitable[str]]
-
-
-async def serve_control(
-    path: Path, handle: Handler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Answer requests on the socket at ``path`` until cancelled; ``handle`` carries one out
-    and returns the new path (relative to the mountpoint) or raises ``ContainerFsError``.
-
-    Best effort: a socket that cannot be made is logged, and the mount serves on without it
-    (``new`` and ``import`` then say that no daemon answers)."""
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # left by a daemon that died: nothing listens there
-        with _addressable(path) as address:
-            await sock.bind(address)
-        os.chmod(path, 0o600)
-        sock.listen(16)
-    except OSError as err:
-        log.error("no control socket at %s (%s): new and import cannot reach this mount", path, err)
-        sock.close()
-        task_status.started()
-        return
-    try:
-        listeners = [trio.SocketListener(sock)]
-        task_status.started()
-        await trio.serve_listeners(functools.partial(_serve_one, handle=handle), listeners)
-    finally:
-        sock.close()
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _peer_allowed(stream: trio.SocketStream) -> bool:
-    creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid in (os.getuid(), 0)
-
-
-async def _serve_one(stream: trio.SocketStream, *, handle: Handler) -> None:
-    async with stream:
-        if not _peer_allowed(stream):
-            return
-        reply: dict[str, Any]
-        try:
-            with trio.fail_after(READ_DEADLINE):
-                raw = await _read_all(stream)
-            request = request_from_json(_decode(raw))
-            reply = {"ok": True, "path": await handle(request)}
-        except trio.TooSlowError:
-            reply = {"ok": False, "error": "the request did not arrive in time"}
-        except ContainerFsError as err:
-            reply = {"ok": False, "error": str(err)}
-        except Exception as err:  # never let one request end the daemon
-            log.exception("control request failed")
-            reply = {"ok": False, "error": f"internal error: {err!r}"}
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.send_all(json.dumps(reply).encode() + b"\n")
-
-
-async def _read_all(stream: trio.SocketStream) -> bytes:
-    chunks = bytearray()
-    while True:
-        data = await stream.receive_some(MAX_MESSAGE)
-        if not data:
-            return bytes(chunks)
-        chunks += data
-        if len(chunks) > MAX_MESSAGE:
-            raise ControlError("request too large")
-
-
-def _decode(raw: bytes) -> object:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise ControlError("a request is one JSON object") from None
-
-
 def call(path: Path, request: Request, *, timeout: float) -> str:
     """Send ``request`` to the daemon listening at ``path`` (blocking; for the command line)
     and return the path it answered; any failure is a one-line ``ControlError``."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        with _addressable(path) as address:
+        with addressable(path) as address:
             sock.connect(address)
         sock.sendall(json.dumps(request.to_json()).encode())
         sock.shutdown(socket.SHUT_WR)

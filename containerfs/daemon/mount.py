@@ -28,7 +28,8 @@ from containerfs.config import STATUS_INTERVAL
 from containerfs.config import ApiConfig as ApiConfig
 from containerfs.config import MountConfig as MountConfig
 from containerfs.daemon.commands import MountCommands
-from containerfs.daemon.control import serve_control, socket_path
+from containerfs.daemon.control import socket_path
+from containerfs.daemon.control_server import serve_control
 from containerfs.daemon.layers import build_layers
 from containerfs.daemon.rundir import run_dir as run_dir
 from containerfs.daemon.status import Status, pending_in_mount, transfers_in_mount
