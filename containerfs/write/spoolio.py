@@ -296,8 +296,8 @@ class SpoolIO:
         self._forget_run()
         fds = [fd for fd in (self.fd, self._direct) if fd is not None and fd >= 0]
         self.fd, self._direct = -1, None
-        for fd in fds:
-            await in_thread(os.close, fd)
+        if fds:
+            await in_thread(_close_all, fds)
 
     def _raise_error(self) -> None:
         err = self._error
@@ -307,6 +307,19 @@ class SpoolIO:
     def _poke(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+
+def _close_all(fds: list[int]) -> None:
+    """Close every descriptor, one thread hop for both of a spool's (each closed, whatever
+    the others do; the first error raised after)."""
+    errors: list[OSError] = []
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError as err:
+            errors.append(err)
+    if errors:
+        raise errors[0]
 
 
 def _write_direct(fd: int, chunks: list[Chunk], length: int, offset: int) -> None:
