@@ -305,20 +305,13 @@ class Namespace:
         return self._nodes.file_node(parent.cid, path, new)
 
     def expecting(self, cid: ContainerId, path: str) -> AbstractContextManager[None]:
-        """The mount is creating ``path`` in ``cid`` (an upload, and the deletes of what it
-        supersedes): listings meanwhile do not show a server file of that name they do not
-        know yet, as it may be the new file, its answer still on its way."""
+        """The mount is creating ``path`` in ``cid`` (``Listings.expecting``)."""
         return self._listings.expecting(cid, posixpath.basename(path))
 
     def deleting(self, cid: ContainerId, fid: FileId) -> None:
-        """This mount is deleting ``fid`` (or will retry it): no listing shows it any more,
-        even one fetched while the delete is on its way, until ``file_deleted`` confirms it
-        or ``delete_abandoned`` gives it up."""
-        self._listings.deleting(cid, fid)
-
-    def superseded(self, cid: ContainerId, fid: FileId) -> None:
-        """A pending upload supersedes ``fid`` (a rename over it, or a move of content written
-        over it): hidden like a file being deleted, until the upload lands and deletes it."""
+        """This mount is deleting ``fid``, or will once the pending upload that supersedes it
+        lands (or will retry it): no listing shows it any more, even one fetched meanwhile,
+        until ``file_deleted`` confirms it or ``delete_abandoned`` gives it up."""
         self._listings.deleting(cid, fid)
 
     def delete_abandoned(self, cid: ContainerId, fid: FileId) -> None:

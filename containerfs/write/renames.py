@@ -291,7 +291,7 @@ class Renamer:
             self._ns.mark_gone(replaced)
             self._ns.drop_remote(replaced)
             for owner, fid in ids:  # gone for the user now, deleted once the move is stored
-                self._ns.superseded(owner, fid)
+                self._ns.deleting(owner, fid)
             await self._host.close_if_idle(replaced)
             return ids
 

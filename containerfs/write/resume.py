@@ -132,7 +132,7 @@ class Resuming:
         own = (node.remote.container_id, node.remote.id) if node.remote is not None else None
         for owner, fid in replaces:
             if (owner, fid) != own:  # replaced elsewhere (a rename over it): not shown there
-                self._ns.superseded(owner, fid)
+                self._ns.deleting(owner, fid)
         self._host.classify(node)
         if await self._host.adopt_resumed(node, item):
             await self._host.close_if_idle(node)
