@@ -5,6 +5,7 @@ over the emulator app in-process."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pyfuse3
@@ -99,6 +100,20 @@ def hold_answers(fs: Fs, name: str) -> AnswerHeld:
     return held
 
 
+async def while_answer_held(
+    fs: Fs, action: Callable[[], Awaitable[object]], meanwhile: Callable[[], Awaitable[None]]
+) -> None:
+    """Start ``action``; once the server has done its upload, run ``meanwhile`` while the
+    answer is held back from the mount; then let the answer through and ``action`` end."""
+    held = hold_answers(fs, "upload_file")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(action)
+        with trio.fail_after(10):
+            await held.done.wait()
+        await meanwhile()
+        held.gate.set()
+
+
 async def test_a_listing_fetched_while_an_uploads_answer_is_on_its_way_shows_the_file_once(
     fs: Fs,
 ) -> None:
@@ -107,15 +122,11 @@ async def test_a_listing_fetched_while_an_uploads_answer_is_on_its_way_shows_the
     box = await fs.inode("box")
     a = await fs.inode("box", "a")
     assert await fresh_listing(fs, c.id, box) == ["a"]
-    held = hold_answers(fs, "upload_file")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(rewrite, fs, a, b"new")
-        with trio.fail_after(10):
-            await (
-                held.done.wait()
-            )  # the server holds the new a beside the old; the mount cannot know
+
+    async def one_a() -> None:  # the server holds both a; the mount knows only the old
         assert await fresh_listing(fs, c.id, box) == ["a"]
-        held.gate.set()
+
+    await while_answer_held(fs, lambda: rewrite(fs, a, b"new"), one_a)
     assert await fresh_listing(fs, c.id, box) == ["a"]
     assert await fs.server_files(c.id) == {"a": b"new"}
 
@@ -127,13 +138,11 @@ async def test_a_file_moved_by_upload_shows_under_one_name_while_the_answer_is_o
     await fs.add_file(c.id, "/mnt/data/a", b"moved")
     box = await fs.inode("box")
     assert await fresh_listing(fs, c.id, box) == ["a"]
-    held = hold_answers(fs, "upload_file")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fs.ops.rename, box, b"a", box, b"b", 0, CTX)
-        with trio.fail_after(10):
-            await held.done.wait()
+
+    async def still_a() -> None:
         assert await fresh_listing(fs, c.id, box) == ["a"]
-        held.gate.set()
+
+    await while_answer_held(fs, lambda: fs.ops.rename(box, b"a", box, b"b", 0, CTX), still_a)
     assert await fresh_listing(fs, c.id, box) == ["b"]
     assert await fs.server_files(c.id) == {"b": b"moved"}
 
@@ -145,14 +154,12 @@ async def test_a_file_of_the_same_name_made_elsewhere_meanwhile_shows_once_the_u
     box = await fs.inode("box")
     a = await fs.write_file(box, "a", b"old")
     assert await fresh_listing(fs, c.id, box) == ["a"]
-    held = hold_answers(fs, "upload_file")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(rewrite, fs, a, b"new")
-        with trio.fail_after(10):
-            await held.done.wait()
+
+    async def theirs_held_back() -> None:
         await fs.add_file(c.id, "/mnt/data/a", b"theirs")
-        assert await fresh_listing(fs, c.id, box) == ["a"]  # held back: it may be ours
-        held.gate.set()
+        assert await fresh_listing(fs, c.id, box) == ["a"]  # it may be ours
+
+    await while_answer_held(fs, lambda: rewrite(fs, a, b"new"), theirs_held_back)
     shown = await fs.listing(box)  # the cached listing, placed again
     assert len(shown) == 2 and "a" in shown
     assert sorted(await fresh_listing(fs, c.id, box)) == sorted(shown)

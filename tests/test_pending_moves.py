@@ -11,14 +11,8 @@ from typing import Any
 
 import trio
 from fs_harness import CTX, Fs
+from test_deleting_hidden import fresh_listing
 from test_write_recovery import FAIL_UPLOADS, remount, save_failing
-
-from containerfs.models import ContainerId
-
-
-async def fresh_listing(fs: Fs, cid: ContainerId, inode: int) -> list[str]:
-    fs.ns.invalidate_listing(cid)
-    return sorted(await fs.listing(inode))
 
 
 async def test_a_pending_file_moved_on_leaves_no_server_file_behind(
