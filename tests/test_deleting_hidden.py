@@ -163,3 +163,29 @@ async def test_a_file_of_the_same_name_made_elsewhere_meanwhile_shows_once_the_u
     shown = await fs.listing(box)  # the cached listing, placed again
     assert len(shown) == 2 and "a" in shown
     assert sorted(await fresh_listing(fs, c.id, box)) == sorted(shown)
+
+
+async def test_a_file_held_back_during_an_upload_that_fails_shows_once_it_failed(
+    fs: Fs,
+) -> None:
+    c = await fs.container("box")
+    box = await fs.inode("box")
+    a = await fs.write_file(box, "a", b"old")
+    assert await fresh_listing(fs, c.id, box) == ["a"]
+    hooked = hook(fs)
+    gate = hooked.hold("upload_file")
+    hooked.errors["upload_file"] = ServerError("down")
+
+    async def rewrite_failing() -> None:
+        with pytest.raises(pyfuse3.FUSEError):
+            await rewrite(fs, a, b"new")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rewrite_failing)
+        with trio.fail_after(10):
+            await hooked.entered["upload_file"].wait()
+        await fs.add_file(c.id, "/mnt/data/a", b"theirs")
+        assert await fresh_listing(fs, c.id, box) == ["a"]  # held back: it may be ours
+        gate.set()
+    # the upload failed: the cached listing is placed again, with their file beside ours
+    assert len(await fs.listing(box)) == 2

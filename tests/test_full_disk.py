@@ -112,3 +112,23 @@ async def test_content_closed_and_queued_survives_a_later_write_that_fills_the_d
     await fs.writer.retry_now()
     assert await fs.server_files(c.id) == {"p.txt": b"precious"}
     assert fs.writer.pending() == []
+
+
+async def test_a_new_file_renamed_over_a_server_file_then_filling_the_disk_gives_it_back(
+    fs: Fs,
+) -> None:
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/f", b"server")
+    box = await fs.inode("box")
+    assert await fs.listing(box) == ["f"]
+    info, _ = await fs.ops.create(box, b"g", 0o644, os.O_WRONLY | os.O_CREAT, CTX)
+    await fs.ops.write(info.fh, 0, b"mine")
+    await fs.ops.rename(box, b"g", box, b"f", 0, CTX)  # g is not on the server: a local move
+    assert await write_until_full(fs, info.fh, total=8 * MiB) == errno.ENOSPC
+    assert await flush_errno(fs, info.fh) == errno.ENOSPC
+    await fs.ops.release(info.fh)
+    # the move's content could not be kept: the server's f, which it was to replace, is back
+    fs.ns.invalidate_listing(c.id)
+    assert await fs.listing(box) == ["f"]
+    assert await fs.read_file((await fs.lookup(box, "f")).st_ino) == b"server"
+    assert await fs.server_files(c.id) == {"f": b"server"}

@@ -290,9 +290,9 @@ class Renamer:
             self._queue.forget(replaced)
             self._ns.mark_gone(replaced)
             self._ns.drop_remote(replaced)
+            await self._host.close_if_idle(replaced)
             for owner, fid in ids:  # gone for the user now, deleted once the move is stored
                 self._ns.deleting(owner, fid)
-            await self._host.close_if_idle(replaced)
             return ids
 
     async def _rename_dir(self, node: Node, parent: Node, name: str, replaced: Node | None) -> None:

@@ -73,6 +73,8 @@ class UploadSteps:
             pid, spool.pending_id = spool.pending_id, None
             with contextlib.suppress(StateError):  # the same full disk: resume finds no spool
                 await in_thread(self.state.drop_pending, pid)
+        for owner, fid in spool.replaces:  # a rename over them is not stored after all
+            self.ns.delete_abandoned(owner, fid)
         spool.replaces = []
         if node.remote is None:
             self.ns.mark_gone(node)
@@ -208,23 +210,20 @@ class UploadSteps:
         spool = spool_of(node)
         if spool is None or node.cid is None:
             return False
-        with self.ns.expecting(node.cid, node.path):  # the lost upload shows as the node
-            try:
-                found = await self.client.find_upload(
-                    node.cid, node.path, size=spool.size, since=item.created, old=item.old_file_id
-                )
-            except ApiError as err:
-                log.info("cannot check whether %s reached the server: %s", node.path, err)
-                return False
-            if found is None or not await self._same_content(found, spool):
-                return False
-            log.info(
-                "adopting %s/%s: the previous mount's upload reached the server",
-                node.cid,
-                node.path,
+        try:
+            found = await self.client.find_upload(
+                node.cid, node.path, size=spool.size, since=item.created, old=item.old_file_id
             )
-            async with node.lock:
-                await self._uploaded(node, spool, found, (node.cid, node.path, spool.version))
+        except ApiError as err:
+            log.info("cannot check whether %s reached the server: %s", node.path, err)
+            return False
+        if found is None or not await self._same_content(found, spool):
+            return False
+        log.info(
+            "adopting %s/%s: the previous mount's upload reached the server", node.cid, node.path
+        )
+        async with node.lock:
+            await self._uploaded(node, spool, found, (node.cid, node.path, spool.version))
         return True
 
     async def _same_content(self, found: ContainerFile, spool: Spool) -> bool:

@@ -330,8 +330,9 @@ class Writer(UploadSteps):
                 try:
                     await self.delete_remote(owner, fid)
                 except ApiError:
-                    self.ns.delete_abandoned(owner, fid)  # the unlink fails: the file stays
-                    raise
+                    if (owner, fid) == ids[0] and node.remote is not None:
+                        self.ns.delete_abandoned(owner, fid)  # the unlink fails: the file stays
+                    raise  # (a file its content replaces stays hidden: still superseded)
             self.ns.mark_gone(node)
             self.ns.drop_remote(node)
             self._queue.forget(node)
