@@ -184,13 +184,15 @@ def test_while_a_name_is_expected_only_newcomers_of_that_name_are_held_back(
     data: st.DataObject,
 ) -> None:
     files = data.draw(listings())
+    aliases = data.draw(aliases_for(files))
     seen_before = data.draw(st.lists(st.sampled_from(files), unique_by=lambda f: f.id))
     shown = memory(names.place_files(seen_before))
     expected = data.draw(st.sets(st.sampled_from(["a", "b", "dup.txt", "c"]), min_size=1))
 
-    placed = names.place_files(files, shown=shown, withhold=expected)
+    placed = names.place_files(files, aliases=aliases, shown=shown, withhold=expected)
 
-    wish = names.natural_paths(files)
+    assert_well_placed([f for f in files if f in placed.values()], placed)
+    wish = names.natural_paths(files, aliases=aliases)
     for f in files:
         base = posixpath.basename(wish[f.id])
         held = f.id not in shown and (base in expected or names.strip_prefix(base) in expected)
