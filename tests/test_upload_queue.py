@@ -44,7 +44,7 @@ class FakeWriter:
     async def settle(self, spool: Spool) -> None:
         raise AssertionError("no spool is written here")
 
-    def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
+    async def record(self, spool: Spool, cid: ContainerId, path: str, old: FileId | None) -> str:
         return "pending-1"
 
     async def upload_locked(self, node: Node, *, now: bool = False) -> None:

@@ -314,7 +314,7 @@ class UploadQueue(Resuming):
                 continue
             if spool.pending_id is None:
                 old = next((f for c, f in spool.replaces if c == cid), None)
-                spool.pending_id = await in_thread(self._host.record, spool, cid, path, old)
+                spool.pending_id = await self._host.record(spool, cid, path, old)
             else:
                 await in_thread(spool.io.fsync)
             if node not in self._failed and node not in self._later:

@@ -113,7 +113,7 @@ class UploadSteps:
             assert node.cid is not None
             known = [*old.replaces, *(f for f in spool.replaces if f not in old.replaces)]
             replaced = None if node.deferred else next((f for c, f in known if c == node.cid), None)
-            spool.pending_id = await self._record(
+            spool.pending_id = await self.record(
                 spool, node.cid, node.path, replaced, replaces=() if node.deferred else known
             )
         self.attach(node, spool)
@@ -141,7 +141,7 @@ class UploadSteps:
         # a deferred file whose upload already failed once is past its grace period
         if node.deferred and not now and not self._queue.is_failed(node):
             if spool.pending_id is None:
-                spool.pending_id = await self._record(spool, cid, path, None, replaces=())
+                spool.pending_id = await self.record(spool, cid, path, None, replaces=())
             self._queue.defer(node)
             return
         self._queue.uploading(node)
@@ -174,7 +174,7 @@ class UploadSteps:
         pid = spool.pending_id
         if pid is None:
             old = next((f for c, f in spool.replaces if c == cid), None)
-            pid = spool.pending_id = await self._record(spool, cid, path, old)
+            pid = spool.pending_id = await self.record(spool, cid, path, old)
         elif spool.durable == durable:
             return pid  # a write-back close made exactly this durable: its queued upload follows
         else:
@@ -271,7 +271,7 @@ class UploadSteps:
 
         return await self._queue.sync(inside, deferred=deferred)
 
-    def record(
+    async def record(
         self,
         spool: Spool,
         cid: ContainerId,
@@ -280,25 +280,18 @@ class UploadSteps:
         *,
         replaces: Sequence[ServerId] | None = None,
     ) -> str:
-        """Queue ``spool``'s upload durably; it supersedes ``old`` and ``replaces`` (by
-        default every file the spool replaces). ``spool`` is settled (``settle``)."""
-        spool.io.fsync()
-        every = spool.replaces if replaces is None else replaces
-        return self.state.add_pending(cid, path, spool.path, old, replaces=every).id
-
-    async def _record(
-        self,
-        spool: Spool,
-        cid: ContainerId,
-        path: str,
-        old: FileId | None,
-        *,
-        replaces: Sequence[ServerId] | None = None,
-    ) -> str:
-        """``record`` in a thread; a disk that cannot take it is ``SpoolError`` (ENOSPC)."""
+        """Queue ``spool``'s upload durably, its content settled and fsync'd first; it
+        supersedes ``old`` and ``replaces`` (by default every file the spool replaces). A
+        disk that cannot take it is ``SpoolError`` (ENOSPC)."""
         await self._spools.settle(spool)
+        every = spool.replaces if replaces is None else replaces
+
+        def durable() -> str:
+            spool.io.fsync()
+            return self.state.add_pending(cid, path, spool.path, old, replaces=every).id
+
         try:
-            return await in_thread(lambda: self.record(spool, cid, path, old, replaces=replaces))
+            return await in_thread(durable)
         except (OSError, StateError) as err:
             code = err.errno if isinstance(err.errno, int) and err.errno else errno.EIO
             raise SpoolError(f"cannot queue the upload of {path}: {err}", errno_=code) from err
