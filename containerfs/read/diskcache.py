@@ -77,7 +77,10 @@ class DiskCache:
     def __init__(self, directory: Path, *, max_size: int) -> None:
         self.directory = directory
         self.max_size = max_size
+        # least recently used first: a use moves an entry to the end
         self._entries: dict[FileId, CacheEntry] = {}
+        self._complete_bytes = 0  # what the complete entries hold: their charge never changes
+        self._partial: set[CacheEntry] = set()  # downloading: charged as they grow
         self._clock = 0
         self.evictions = 0
 
@@ -115,9 +118,7 @@ class DiskCache:
             _unlink(directory / name)
         # LRU order across restarts: the sidecar's mtime, refreshed on every open
         for _, entry in sorted(found, key=lambda item: item[0]):
-            cache._clock += 1
-            entry.last_used = cache._clock
-            cache._entries[entry.file_id] = entry
+            cache._index(entry)
         log.debug("cache: %d entries, %d bytes in %s", len(found), cache.used, directory)
         return cache
 
@@ -166,28 +167,60 @@ class DiskCache:
         """Index a new, incomplete entry (replacing any previous one for this id)."""
         data_path, meta_path = self.paths_for(file_id)
         entry = CacheEntry(file_id, data_path, meta_path, complete=False, size=expected_size)
-        self._entries[file_id] = entry
-        self.touch(entry)
+        self._index(entry)
         return entry
 
     def add_complete(self, file_id: FileId, size: int) -> CacheEntry:
         """Index an entry whose data file is already complete at ``paths_for(file_id)``."""
         data_path, meta_path = self.paths_for(file_id)
         entry = CacheEntry(file_id, data_path, meta_path, complete=True, size=size, stored=size)
-        self._entries[file_id] = entry
-        self.touch(entry)
+        self._index(entry)
         return entry
+
+    def completed(self, entry: CacheEntry, size: int) -> None:
+        """A download into ``entry`` is whole: ``size`` bytes on disk."""
+        indexed = entry in self._partial
+        if indexed:
+            self._unindex(entry)
+        entry.size = entry.stored = size
+        entry.complete = True
+        if indexed:
+            self._index(entry)
 
     def remove(self, entry: CacheEntry) -> bool:
         """Drop an entry from the index (its files are the caller's to delete)."""
         if self._entries.get(entry.file_id) is entry:
-            del self._entries[entry.file_id]
+            self._unindex(entry)
             return True
         return False
 
     def touch(self, entry: CacheEntry) -> None:
+        """A use of ``entry``: the last to be evicted now."""
         self._clock += 1
         entry.last_used = self._clock
+        if self._entries.get(entry.file_id) is entry:
+            del self._entries[entry.file_id]
+            self._entries[entry.file_id] = entry
+
+    def _index(self, entry: CacheEntry) -> None:
+        """Index ``entry`` as the most recently used, in place of any of its id."""
+        old = self._entries.get(entry.file_id)
+        if old is not None:
+            self._unindex(old)
+        self._entries[entry.file_id] = entry
+        if entry.complete:
+            self._complete_bytes += entry.charge
+        else:
+            self._partial.add(entry)
+        self._clock += 1
+        entry.last_used = self._clock
+
+    def _unindex(self, entry: CacheEntry) -> None:
+        del self._entries[entry.file_id]
+        if entry.complete:
+            self._complete_bytes -= entry.charge
+        else:
+            self._partial.discard(entry)
 
     def __iter__(self) -> Iterator[CacheEntry]:
         return iter(self._entries.values())
@@ -197,7 +230,12 @@ class DiskCache:
 
     @property
     def used(self) -> int:
-        return sum(entry.charge for entry in self._entries.values())
+        """Bytes charged: O(downloads in progress), not O(entries)."""
+        return self._complete_bytes + sum(entry.charge for entry in self._partial)
+
+    def _evictable(self, busy: Callable[[CacheEntry], bool]) -> Iterator[CacheEntry]:
+        """Complete, non-busy entries, least recently used first (unindex after the walk)."""
+        return (e for e in self._entries.values() if e.complete and not busy(e))
 
     def evict(self, busy: Callable[[CacheEntry], bool]) -> list[CacheEntry]:
         """Remove least-recently-used complete, non-busy entries until usage fits ``max_size``.
@@ -206,20 +244,15 @@ class DiskCache:
         (open, pinned, downloading) are never evicted, so usage can stay above the limit
         while they are in use.
         """
-        used = self.used
-        if used <= self.max_size:
-            return []
         victims: list[CacheEntry] = []
-        candidates = sorted(
-            (e for e in self._entries.values() if e.complete and not busy(e)),
-            key=lambda e: e.last_used,
-        )
-        for entry in candidates:
+        used = self.used
+        for entry in self._evictable(busy):
             if used <= self.max_size:
                 break
             used -= entry.charge
-            del self._entries[entry.file_id]
             victims.append(entry)
+        for entry in victims:
+            self._unindex(entry)
             self.evictions += 1
             log.debug("cache: evicting %s (%d bytes)", entry.file_id, entry.stored)
         return victims
@@ -230,10 +263,7 @@ class DiskCache:
         """Remove least-recently-used complete, non-busy entries holding ``needed`` bytes (None:
         all of them), for a disk that is full below ``max_size``. Nothing is removed when
         they cannot free that much: the cache is not emptied for nothing."""
-        candidates = sorted(
-            (e for e in self._entries.values() if e.complete and not busy(e)),
-            key=lambda e: e.last_used,
-        )
+        candidates = list(self._evictable(busy))
         if needed is not None and sum(e.stored for e in candidates) < needed:
             return []
         victims: list[CacheEntry] = []
@@ -242,8 +272,9 @@ class DiskCache:
             if needed is not None and freed >= needed:
                 break
             freed += entry.stored
-            del self._entries[entry.file_id]
             victims.append(entry)
+        for entry in victims:
+            self._unindex(entry)
             self.evictions += 1
             log.debug("cache: evicting %s (%d bytes) for room", entry.file_id, entry.stored)
         return victims

@@ -31,7 +31,7 @@ from containerfs.errors import (
     ContentMismatch,
 )
 from containerfs.models import ContainerId, FileId
-from containerfs.read.diskcache import DiskCache
+from containerfs.read.diskcache import CacheEntry, DiskCache
 from containerfs.read.entries import Entry
 from containerfs.read.flusher import Flusher
 from containerfs.read.pieces import Pieces, RangeSupport
@@ -92,6 +92,9 @@ class DownloadHost(Protocol):
         ...
 
     def size_learned(self, file_id: FileId, size: int) -> None: ...
+
+    def cache_completed(self, cached: CacheEntry, size: int) -> None:
+        """The download into ``cached`` is whole, ``size`` bytes: the cache's charge."""
 
     async def make_room(self, entry: Entry) -> bool:
         """The cache disk is full: evict what is not in use to make room for the rest of
@@ -232,8 +235,7 @@ class Download:
         entry = self._entry
         size = entry.arrived
         if self._to_disk:
-            entry.cache.size = entry.cache.stored = size
-            entry.cache.complete = True
+            self._host.cache_completed(entry.cache, size)
         self._host.size_learned(entry.file_id, size)
         if not self._to_disk:
             pass  # memory only: nothing to keep

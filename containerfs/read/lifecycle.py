@@ -251,6 +251,9 @@ class EntryLifecycle:
     def size_learned(self, file_id: FileId, size: int) -> None:
         self._sizes.proven(file_id, size)
 
+    def cache_completed(self, cached: CacheEntry, size: int) -> None:
+        self._cache.completed(cached, size)
+
     def deleting(self) -> bool:
         """Whether cache files are still being deleted in the background."""
         return self._deletions.pending()

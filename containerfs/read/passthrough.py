@@ -134,6 +134,9 @@ class PassThrough:
     def size_learned(self, file_id: FileId, size: int) -> None:
         self._on_size(file_id, size)
 
+    def cache_completed(self, cached: CacheEntry, size: int) -> None:
+        return None  # read past the cache: never written to it
+
     async def make_room(self, entry: Entry) -> bool:
         return False
 
