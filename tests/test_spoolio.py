@@ -15,7 +15,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from containerfs import directio
+from containerfs import aio, directio
 from containerfs.directio import ALIGN
 from containerfs.write import spoolio
 from containerfs.write.spoolio import HOLD_MAX, SpoolIO
@@ -259,4 +259,92 @@ async def test_short_buffered_writes_are_carried_on_never_left_as_gaps(
     await io.settle()  # the run and its tail, buffered, 1000 bytes a call
     monkeypatch.setattr(os, "pwrite", real_pwrite)
     assert (tmp_path / "spool").read_bytes() == data
+    await io.aclose()
+
+
+async def _hops_of(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Count the spool's trips to a worker thread from here on."""
+    trips: list[object] = []
+    real = aio.in_thread
+
+    async def counted(fn: Callable[..., object], *args: object) -> object:
+        trips.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(spoolio, "in_thread", counted)
+    return trips
+
+
+@pytest.mark.parametrize("size", [100, ALIGN, 4 * ALIGN, 4 * ALIGN + 5])
+async def test_settle_then_writes_the_run_and_runs_its_follow_up_in_one_trip(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    path = tmp_path / "spool"
+    data = os.urandom(size)
+    io = _open(path, nursery)
+    await io.write(0, data)
+    trips = await _hops_of(monkeypatch)
+    seen = await io.settle_then(path.read_bytes)  # what a record after the settle sees
+    assert seen == data
+    assert len(trips) == 1
+    await io.settle()  # nothing left to write: no trip
+    assert len(trips) == 1
+    await io.aclose()
+
+
+async def test_o_direct_refused_at_a_settle_falls_back_in_the_same_trip(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _direct_or_skip(tmp_path / "probe")
+    refused: list[int] = []
+
+    def refuse(fd: int, *args: object) -> None:
+        refused.append(fd)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(spoolio, "_write_direct", refuse)
+    path = tmp_path / "spool"
+    data = os.urandom(4 * ALIGN + 9)  # under FLUSH_AT: its first direct write is the settle's
+    io = _open(path, nursery)
+    await io.write(0, data)
+    assert await io.settle_then(path.read_bytes) == data
+    assert len(refused) == 1 and io.statistics().direct_bytes == 0
+    with pytest.raises(OSError):
+        os.fstat(refused[0])  # the refused direct descriptor is closed
+    more = os.urandom(2 * ALIGN)  # the run goes on, buffered
+    await io.write(len(data), more)
+    await io.settle()
+    assert path.read_bytes() == data + more and len(refused) == 1
+    await io.aclose()
+
+
+async def test_a_failing_follow_up_leaves_the_spool_whole_and_a_failing_write_breaks_it(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "spool"
+    data = os.urandom(3 * ALIGN + 1)
+    io = _open(path, nursery)
+    await io.write(0, data)
+
+    def failing() -> None:
+        raise ValueError("the record failed")
+
+    with pytest.raises(ValueError):
+        await io.settle_then(failing)
+    assert path.read_bytes() == data  # written all the same, and the spool goes on
+    await io.write(len(data), b"z" * ALIGN)
+    await io.settle()
+    assert path.read_bytes() == data + b"z" * ALIGN
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    ran: list[bool] = []
+    monkeypatch.setattr(directio, "pwrite_all", full)
+    await io.write(len(data) + ALIGN, b"tail")
+    with pytest.raises(OSError) as raised:
+        await io.settle_then(lambda: ran.append(True))
+    assert raised.value.errno == errno.ENOSPC and not ran  # no record of what is not written
+    with pytest.raises(OSError):
+        await io.settle()  # broken for good
     await io.aclose()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -22,6 +23,8 @@ from containerfs.ns.inodes import Node
 from containerfs.state import PendingUpload, State
 from containerfs.write.job import StreamSender, UploadJob
 from containerfs.write.spoolio import SpoolIO
+
+T = TypeVar("T")
 
 # a server file: its container and id (a moved file may supersede ids of another container)
 ServerId = tuple[ContainerId, FileId]
@@ -171,9 +174,28 @@ class SpoolFiles:
         state disk), and the spool is broken for good."""
         spool.check()
         try:
-            await spool.io.settle()
+            await spool.io.settle()  # no trip to a thread when all is in the file already
         except OSError as err:
             raise self._failed(spool, err) from err
+
+    async def settle_then(self, spool: Spool, then: Callable[[], T]) -> T:
+        """``settle``, then the blocking ``then`` in the same trip to a worker thread (what it
+        raises is raised as it is)."""
+        spool.check()
+
+        def guarded() -> tuple[T | None, Exception | None]:
+            try:
+                return then(), None
+            except Exception as err:  # not a write of the spool's: it stays whole
+                return None, err
+
+        try:
+            value, failure = await spool.io.settle_then(guarded)
+        except OSError as err:
+            raise self._failed(spool, err) from err
+        if failure is not None:
+            raise failure
+        return value  # type: ignore[return-value]
 
     async def truncate(self, spool: Spool, size: int) -> None:
         spool.abort_stream()

@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
@@ -38,6 +39,7 @@ FLUSH_AT = 2 << 20
 HOLD_MAX = 4 << 20
 
 Chunk = bytes | memoryview
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -199,32 +201,78 @@ class SpoolIO:
         while self._flushing:
             await self._wait()
         self._raise_error()
+        if self._held > self._clean:
+            await self.settle_then(_nothing)
+
+    async def settle_then(self, then: Callable[[], T]) -> T:
+        """Settle, then run ``then`` (blocking: an fsync, a record of the settled file) in the
+        same trip to a worker thread, whose result it returns. A failed write raises its
+        ``OSError`` and breaks the spool; what ``then`` raises is raised as it is."""
+        while self._flushing:
+            await self._wait()
+        self._raise_error()
         if self._held <= self._clean:
-            return
+            return await in_thread(then)
         self._flushing = True  # one writer from memory at a time: no task starts meanwhile
         try:
-            aligned = directio.align_down(self._held)
-            if aligned:
-                await self._write_aligned(aligned)
-            if self._held > self._clean:
-                await self._write_tail()
+            return await self._settle_and(then)
         finally:
             self._flushing = False
             self._poke()
             self._kick()  # appends that came meanwhile
 
-    async def _write_tail(self) -> None:
-        """The run's last, partial block, through the page cache. It stays in memory too:
-        the next append rewrites the block whole, directly."""
+    async def _settle_and(self, then: Callable[[], T]) -> T:
+        """The run's aligned blocks directly, its last, partial block through the page cache
+        (it stays in memory too: the next append rewrites the block whole, directly), then
+        ``then``: one trip."""
         assert self._start is not None
-        tail = b"".join(self._mem)  # less than a block, unless appends came meanwhile
+        start, chunks, held = self._start, list(self._mem), self._held
+        aligned = directio.align_down(held)
+        direct = self._direct if aligned else None
+        try_direct = not self._direct_done
+
+        def work() -> tuple[bool, T | None, BaseException | None]:
+            refused = False
+            if aligned and direct is not None:
+                try:
+                    _write_direct(direct, chunks, aligned, start)
+                except OSError as err:
+                    if not (try_direct and directio.refused(err)):
+                        raise
+                    refused = True
+                    os.close(direct)
+                    _write_buffered(self.fd, chunks, aligned, start)
+            elif aligned:
+                _write_buffered(self.fd, chunks, aligned, start)
+            if held > aligned:
+                directio.pwrite_all(self.fd, _after(chunks, aligned), start + aligned)
+            try:
+                return refused, then(), None
+            except BaseException as err:  # raised on the loop's side, once the run is updated
+                return refused, None, err
+
         try:
-            await in_thread(directio.pwrite_all, self.fd, tail, self._start)
+            refused, value, failure = await in_thread(work)
         except OSError as err:
             self._error = err
             raise
-        self._buffered_bytes += len(tail)
-        self._clean = max(self._clean, len(tail))  # appends may have come meanwhile
+        if refused:
+            log.info("no O_DIRECT on the spool's file system: buffered writes")
+            self._direct = None
+        if aligned:
+            if direct is not None and not refused:
+                self._direct_done = True
+                self._direct_bytes += aligned
+                self._direct_writes += 1
+            else:
+                self._buffered_bytes += aligned
+            self._drop(aligned)
+        tail = held - aligned
+        self._buffered_bytes += tail
+        self._clean = max(self._clean, tail)  # appends may have come meanwhile
+        if failure is not None:
+            raise failure
+        return value  # type: ignore[return-value]
 
     async def _settle_run(self) -> None:
         """Settle and end the run: a write off it (or a truncate) follows. Appends arriving
@@ -307,6 +355,19 @@ class SpoolIO:
     def _poke(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+
+def _nothing() -> None:
+    return None
+
+
+def _after(chunks: list[Chunk], skip: int) -> bytes:
+    """The bytes of ``chunks`` (concatenated) past the first ``skip``."""
+    for i, chunk in enumerate(chunks):
+        if skip < len(chunk):
+            return b"".join([chunk[skip:], *chunks[i + 1 :]])
+        skip -= len(chunk)
+    return b""
 
 
 def _close_all(fds: list[int]) -> None:

@@ -136,12 +136,13 @@ class UploadSteps:
                 await self._streamer.cancel(spool)
             return
         assert node.cid is not None
-        await self._spools.settle(spool)  # recorded, fsync'd and uploaded from its file
         cid, path, version = node.cid, node.path, spool.version
         # a deferred file whose upload already failed once is past its grace period
         if node.deferred and not now and not self._queue.is_failed(node):
             if spool.pending_id is None:
                 spool.pending_id = await self.record(spool, cid, path, None, replaces=())
+            else:
+                await self._spools.settle(spool)
             self._queue.defer(node)
             return
         self._queue.uploading(node)
@@ -167,19 +168,26 @@ class UploadSteps:
             await self._uploaded(node, spool, new, (cid, path, version))
 
     async def _record_locked(self, spool: Spool, cid: ContainerId, path: str) -> str:
-        """The spool is on disk and queued before its upload: a crash leaves it to resume.
-        The id of its queue record, which the upload's outcome updates: the caller holds the
-        node's lock, and only a holder of it drops or replaces that record."""
+        """The spool is settled, on disk and queued before its upload: a crash leaves it to
+        resume. The id of its queue record, which the upload's outcome updates: the caller
+        holds the node's lock, and only a holder of it drops or replaces that record."""
         durable = (spool.version, cid, path)
         pid = spool.pending_id
         if pid is None:
             old = next((f for c, f in spool.replaces if c == cid), None)
             pid = spool.pending_id = await self.record(spool, cid, path, old)
         elif spool.durable == durable:
-            return pid  # a write-back close made exactly this durable: its queued upload follows
+            # a write-back close made exactly this durable: its queued upload follows
+            await self._spools.settle(spool)
+            return pid
         else:
-            await in_thread(spool.io.fsync)
-            await in_thread(lambda: self.state.update_pending(pid, path=path))
+            known = pid
+
+            def moved() -> None:
+                spool.io.fsync()
+                self.state.update_pending(known, path=path)
+
+            await self._spools.settle_then(spool, moved)
         spool.durable = durable
         return pid
 
@@ -283,7 +291,6 @@ class UploadSteps:
         """Queue ``spool``'s upload durably, its content settled and fsync'd first; it
         supersedes ``old`` and ``replaces`` (by default every file the spool replaces). A
         disk that cannot take it is ``SpoolError`` (ENOSPC)."""
-        await self._spools.settle(spool)
         every = spool.replaces if replaces is None else replaces
 
         def durable() -> str:
@@ -291,7 +298,7 @@ class UploadSteps:
             return self.state.add_pending(cid, path, spool.path, old, replaces=every).id
 
         try:
-            return await in_thread(durable)
+            return await self._spools.settle_then(spool, durable)  # one trip to a thread
         except (OSError, StateError) as err:
             code = err.errno if isinstance(err.errno, int) and err.errno else errno.EIO
             raise SpoolError(f"cannot queue the upload of {path}: {err}", errno_=code) from err
