@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,15 +207,18 @@ class EntryLifecycle:
         self._nursery.start_soon(download.run)
         return entry
 
-    async def adopt(self, file_id: FileId, source: Path) -> bool:
+    async def adopt(
+        self, file_id: FileId, source: Path, first: Callable[[], None] | None = None
+    ) -> bool:
         """Take ``source`` (a file the caller gives up) as the complete content of ``file_id``;
-        False (``source`` left alone) when the id is already known here or cannot fit."""
+        False (``source`` left alone) when the id is already known here or cannot fit.
+        ``first`` runs in the move's trip to a thread, before it, if the move is tried."""
         if self.has(file_id):
             return False
         data_path, meta_path = self._cache.paths_for(file_id)
         entry = CacheEntry(file_id, data_path, meta_path, complete=True, size=None)
         max_size = self._cache.max_size
-        size = await trio.to_thread.run_sync(_move_in, source, entry, max_size)
+        size = await trio.to_thread.run_sync(_move_in, source, entry, max_size, first)
         if (
             size is None
             or self._live.get(file_id) is not None
@@ -280,9 +284,13 @@ def _open_cached(cached: CacheEntry) -> int:
     return fd
 
 
-def _move_in(source: Path, entry: CacheEntry, max_size: int) -> int | None:
+def _move_in(
+    source: Path, entry: CacheEntry, max_size: int, first: Callable[[], None] | None
+) -> int | None:
     """Move (or copy) ``source`` to ``entry``'s data file with its sidecar: its size, or None
-    (``source`` left alone) when it is larger than the cache."""
+    (``source`` left alone) when it is larger than the cache. ``first`` runs before."""
+    if first is not None:
+        first()
     size = os.stat(source).st_size
     if size > max_size:
         return None

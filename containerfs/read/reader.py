@@ -237,14 +237,18 @@ class Reader:
     def unpin(self, file_id: FileId) -> None:
         self._lifecycle.unpin(file_id)
 
-    async def adopt(self, file_id: FileId, source: Path) -> bool:
+    async def adopt(
+        self, file_id: FileId, source: Path, *, first: Callable[[], None] | None = None
+    ) -> bool:
         """Take ``source`` (a file the caller gives up) as the complete content of ``file_id``.
 
         The writer hands over a spool once its upload is confirmed, so reading back what was
         just written costs no download. Returns False (and leaves ``source`` alone) when the
-        id is already known here or the file could not fit in the cache.
+        id is already known here or the file could not fit in the cache. ``first``, a
+        blocking call (the close of the spool's descriptors), runs before the move in the
+        same trip to a worker thread, if the move is tried.
         """
-        return await self._lifecycle.adopt(file_id, source)
+        return await self._lifecycle.adopt(file_id, source, first)
 
     def known_size(self, file_id: FileId) -> int | None:
         """The size of a file version, if known without a request: from its download (ended,

@@ -49,7 +49,12 @@ class ContentFetcher(Protocol):
 
     def invalidate(self, file_id: FileId) -> None: ...
 
-    async def adopt(self, file_id: FileId, source: Path) -> bool: ...
+    async def adopt(
+        self, file_id: FileId, source: Path, *, first: Callable[[], None] | None = None
+    ) -> bool:
+        """Take ``source`` as the cached content of ``file_id``; ``first`` (blocking) runs in
+        the same trip to a thread, before the move, if the move is tried."""
+        ...
 
 
 @dataclass(eq=False)
@@ -152,13 +157,22 @@ class SpoolFiles:
         io = self.close(spool)
         if io is None:
             return
-        if spool.pending_id is not None:
-            pid, spool.pending_id = spool.pending_id, None
-            await in_thread(self._state.drop_pending, pid)
-        try:
-            await io.aclose()
-        finally:
-            await in_thread(spool.path.unlink, True)
+        pid, spool.pending_id = spool.pending_id, None
+        closing = await io.release()
+
+        def gone() -> None:  # one trip: the record first, so no record outlives its file
+            try:
+                if pid is not None:
+                    self._state.drop_pending(pid)
+            except BaseException:
+                closing()  # the file stays for the record's resume
+                raise
+            try:
+                closing()
+            finally:
+                spool.path.unlink(missing_ok=True)
+
+        await in_thread(gone)
 
     async def reopen(self, item: PendingUpload, replaces: list[ServerId]) -> Spool:
         """The spool of an upload a previous mount queued: dirty, and recorded as ``item``."""

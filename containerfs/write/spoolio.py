@@ -337,6 +337,15 @@ class SpoolIO:
     async def aclose(self) -> None:
         """Close both descriptors once nothing uses them; what memory held is dropped (settle
         first to keep it)."""
+        closing = await self.release()
+        if closing.pending:
+            await in_thread(closing)
+
+    async def release(self) -> Closing:
+        """Stop using the descriptors once nothing does (what memory held is dropped: settle
+        first to keep it); the blocking call that closes them, for a worker thread, alone or
+        with the work that follows (a move of the file): it closes them once, however often
+        it is called, and must be called."""
         self._closed = True
         with trio.CancelScope(shield=True):  # never leave the descriptors open
             while self._flushing or self._readers:
@@ -344,8 +353,7 @@ class SpoolIO:
         self._forget_run()
         fds = [fd for fd in (self.fd, self._direct) if fd is not None and fd >= 0]
         self.fd, self._direct = -1, None
-        if fds:
-            await in_thread(_close_all, fds)
+        return Closing(fds)
 
     def _raise_error(self) -> None:
         err = self._error
@@ -370,17 +378,27 @@ def _after(chunks: list[Chunk], skip: int) -> bytes:
     return b""
 
 
-def _close_all(fds: list[int]) -> None:
-    """Close every descriptor, one thread hop for both of a spool's (each closed, whatever
-    the others do; the first error raised after)."""
-    errors: list[OSError] = []
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError as err:
-            errors.append(err)
-    if errors:
-        raise errors[0]
+class Closing:
+    """The blocking close of a released spool's descriptors: each closed (whatever the others
+    do; the first error raised after), once, whichever caller gets there first."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self._fds = fds
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._fds)
+
+    def __call__(self) -> None:
+        fds, self._fds = self._fds, []
+        errors: list[OSError] = []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError as err:
+                errors.append(err)
+        if errors:
+            raise errors[0]
 
 
 def _write_direct(fd: int, chunks: list[Chunk], length: int, offset: int) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,17 +298,22 @@ class Writer(UploadSteps):
             return
         # opens wait for this: the content moves from the spool to the cache meanwhile
         settled = node.settling = trio.Event()
+        kept = False
         try:
-            await io.aclose()  # clean: uploaded, so settled before
-            remote = node.remote
-            # a clean spool holds exactly the server's content: keep it as the cached copy
-            kept = (
-                remote is not None
-                and not node.local_only
-                and await self.reader.adopt(remote.id, spool.path)
-            )
-            if not kept:
-                await in_thread(spool.path.unlink, True)
+            closing = await io.release()  # clean: uploaded, so settled before
+            try:
+                remote = node.remote
+                # a clean spool holds exactly the server's content: keep it as the cached
+                # copy (its descriptors closed in the same trip to a thread as the move)
+                kept = (
+                    remote is not None
+                    and not node.local_only
+                    and await self.reader.adopt(remote.id, spool.path, first=closing)
+                )
+            finally:
+                if not kept:
+                    with trio.CancelScope(shield=True):
+                        await in_thread(_close_and_unlink, closing, spool.path)
         finally:
             node.settling = None
             settled.set()
@@ -402,3 +407,10 @@ class Writer(UploadSteps):
             streamed=streams.streamed,
             stream_fallbacks=streams.fallbacks,
         )
+
+
+def _close_and_unlink(closing: Callable[[], None], path: Path) -> None:
+    try:
+        closing()
+    finally:
+        path.unlink(missing_ok=True)
