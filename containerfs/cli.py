@@ -16,16 +16,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from containerfs import __version__, cli_admin, cli_control
-from containerfs.cli_mount import cmd_mount
-from containerfs.cli_options import MOUNT_EPILOG, add_mount_arguments, mount_long_options
+from containerfs import __version__, cli_sync
 from containerfs.cliargs import COMMANDS, OptionError, expand_options, from_mount_helper
-from containerfs.errors import CliError, ContainerFsError
+from containerfs.errors import CliError
 
-__all__ = ["CliError", "build_parser", "main", "mount_long_options"]
+__all__ = ["CliError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # the commands' modules are loaded here, not with this one: `sync` goes without them
+    from containerfs import cli_admin, cli_control
+    from containerfs.cli_mount import cmd_mount
+    from containerfs.cli_options import MOUNT_EPILOG, add_mount_arguments
+
     parser = argparse.ArgumentParser(
         prog="containerfs",
         description="Mount the containers of an OpenAI-compatible Containers API as a drive.",
@@ -44,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_mount_arguments(mount)
     mount.set_defaults(func=cmd_mount)
     cli_admin.add_parsers(sub)
-    cli_control.add_parsers(sub, find_run_dir=cli_admin.run_dir_of)
-    cli_admin.add_sync_parser(sub)
+    cli_control.add_parsers(sub, find_run_dir=cli_sync.run_dir_of)
+    cli_sync.add_sync_parser(sub)
 
     # the emulator's own parser is built only when it runs: its server libraries are an
     # optional extra, and `mount` must not load them
@@ -102,6 +105,8 @@ def _translate(argv: list[str], prog: str) -> list[str]:
     ):
         argv = from_mount_helper(argv)
     if argv and argv[0] == "mount":
+        from containerfs.cli_options import mount_long_options
+
         argv = ["mount", *expand_options(argv[1:], mount_long_options())]
     return argv
 
@@ -114,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as err:
         print(f"containerfs: {err}", file=sys.stderr)
         return 2
+    if translated[:1] == ["sync"]:
+        return cli_sync.main(translated[1:])  # without building every command's parser
     parser = build_parser()
     args, rest = parser.parse_known_args(translated)
     if args.command == "emulator":
@@ -121,16 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.argv = translated
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        return 130
-    except CliError as err:
-        print(f"containerfs: {err}", file=sys.stderr)
-        return err.status
-    except ContainerFsError as err:
-        print(f"containerfs: {err}", file=sys.stderr)
-        return 1
+    return cli_sync.run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""``containerfs unmount``, ``containerfs status`` and ``containerfs sync``: find a mount's
-daemon by its run directory, stop it (saying what it still uploads), read its typed status
-snapshot and wait for its uploads (``cli``, the command line layer).
+"""``containerfs unmount`` and ``containerfs status``: find a mount's daemon by its run
+directory, stop it (saying what it still uploads) and read its typed status snapshot
+(``cli``, the command line layer; ``sync`` is ``cli_sync``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from containerfs import mounttable
-from containerfs.cli_options import default_state_dir
+from containerfs.cli_sync import run_dir_of
 from containerfs.cliargs import positive_duration
 from containerfs.errors import CliError
 
@@ -51,40 +51,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     status.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
     status.add_argument("--json", action="store_true", help="the full status as JSON")
     status.set_defaults(func=cmd_status)
-
-
-SYNC_TIMEOUT = 3600.0  # seconds containerfs sync waits for the daemon's answer
-
-
-def add_sync_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``sync``."""
-    sync = sub.add_parser(
-        "sync",
-        help="wait until every write (under PATH) is on the server",
-        description="Wait until every upload of the mount, or of the files under PATH, is on "
-        "the server (a --write-back mount uploads after close). Exits 1 naming what failed.",
-    )
-    sync.add_argument("mountpoint", type=Path, help="a containerfs mountpoint")
-    sync.add_argument("path", type=Path, nargs="?", help="a file or directory in the mount")
-    sync.add_argument("--state-dir", type=Path, default=None, help="as given to mount")
-    sync.add_argument(
-        "--timeout",
-        type=positive_duration,
-        default=SYNC_TIMEOUT,
-        metavar="DURATION",
-        help="how long to wait for the uploads (default 1h)",
-    )
-    sync.set_defaults(func=cmd_sync)
-
-
-def run_dir_of(mountpoint: Path, state_dir: Path | None) -> Path:
-    """The daemon's run directory: its registration, else the one under the state dir."""
-    from containerfs.daemon.rundir import run_dir
-
-    found = mounttable.registration(mountpoint) if state_dir is None else None
-    if found is not None:
-        return found.run_dir
-    return run_dir(state_dir or default_state_dir(), Path(mounttable.absolute(mountpoint)))
 
 
 def _read_status(rdir: Path) -> Status | None:
@@ -193,24 +159,6 @@ def _status_of(mountpoint: Path, state_dir: Path | None) -> tuple[Status | None,
     if status is None or not _alive(status.pid):
         return None, f"no containerfs daemon serves {mountpoint}"
     return status, ""
-
-
-def cmd_sync(args: argparse.Namespace) -> int:
-    from containerfs.daemon.control import SyncPath, call, socket_path
-
-    mountpoint = Path(os.path.abspath(args.mountpoint))
-    parts: tuple[str, ...] = ()
-    if args.path is not None:
-        rel = os.path.relpath(os.path.abspath(args.path), mountpoint)
-        if rel == ".." or rel.startswith("../"):
-            raise CliError(f"{args.path} is not inside the mount {args.mountpoint}", 2)
-        parts = tuple(p for p in rel.split("/") if p not in ("", "."))
-    sock = socket_path(run_dir_of(args.mountpoint, args.state_dir))
-    if not sock.exists():
-        raise CliError(f"no containerfs daemon serves {args.mountpoint}", 1)
-    # waits as long as the uploads take; a failure is one line naming each failed file
-    call(sock, SyncPath(parts), timeout=args.timeout)
-    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

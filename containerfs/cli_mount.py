@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from containerfs import mounttable
-from containerfs.cli_options import default_cache_dir, default_state_dir
 from containerfs.cliargs import parse_size
+from containerfs.daemon.rundir import default_cache_dir, default_state_dir
 from containerfs.errors import (
     ApiConnectionError,
     AuthenticationError,

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,6 @@ from containerfs.cliargs import (
     positive_number,
 )
 from containerfs.config import IO_TIMEOUT, MEMORY_LIMITS
-
-
-def _default_dir(env: str, fallback: str) -> Path:
-    base = os.environ.get(env) or os.path.join(os.path.expanduser("~"), fallback)
-    return Path(base) / "containerfs"
-
-
-def default_state_dir() -> Path:
-    return _default_dir("XDG_STATE_HOME", ".local/state")
-
-
-def default_cache_dir() -> Path:
-    return _default_dir("XDG_CACHE_HOME", ".cache")
-
 
 MOUNT_EPILOG = """\
 environment:

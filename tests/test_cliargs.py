@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from containerfs.cli import mount_long_options
+from containerfs.cli_options import mount_long_options
 from containerfs.cliargs import (
     OptionError,
     expand_options,

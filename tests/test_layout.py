@@ -181,6 +181,28 @@ def test_the_commands_that_talk_to_a_daemon_load_no_event_loop_or_http(
     assert done.stdout.splitlines()[-1] == "[]", done.stderr
 
 
+def test_sync_starts_without_the_mount_options_or_the_models(tmp_path: Path) -> None:
+    """``containerfs sync`` parses its own command line alone: the full parser loads the
+    mount's option table (config, the API's retry policy) and the models, half its start."""
+    probe = (
+        "import sys\n"
+        "from containerfs.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "print(status, sorted(m for m in sys.modules if m in "
+        "('containerfs.config', 'containerfs.models', 'containerfs.paths', "
+        "'containerfs.cli_options', 'containerfs.api.retrying')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "sync", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.stdout.splitlines()[-1] == "1 []", done.stderr
+    assert "no containerfs daemon serves" in done.stderr
+
+
 _WITHOUT_EMULATOR_EXTRA = """
 import sys
 

@@ -30,12 +30,15 @@ import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from containerfs.config import MEMORY_LIMITS
 from containerfs.errors import ControlError
-from containerfs.models import NetworkPolicy, plain_id
-from containerfs.paths import NAME_MAX, reserved_container_name
+
+if TYPE_CHECKING:
+    from containerfs.models import NetworkPolicy
+
+# config, models and paths are loaded by the checks that use them: `containerfs sync` runs
+# after every batch of writes in scripts, and starts without them (half its start-up time)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ class NewContainer:
     skills: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from containerfs.config import MEMORY_LIMITS
+
         check_container_name(self.name)
         for fid in self.file_ids:
             check_file_id(fid)
@@ -134,12 +139,16 @@ Request = NewContainer | ImportFile | SyncPath
 
 
 def check_file_id(fid: str) -> None:
+    from containerfs.models import plain_id
+
     # ids go into request bodies and URLs: plain tokens only (no '/', no '..')
     if not plain_id(fid):
         raise ControlError(f"not a file id: {fid!r}")
 
 
 def check_file_name(name: str, *, what: str = "file name") -> None:
+    from containerfs.paths import NAME_MAX
+
     if name in ("", ".", "..") or "/" in name or "\0" in name:
         raise ControlError(f"not a usable {what}: {name!r}")
     try:
@@ -151,6 +160,8 @@ def check_file_name(name: str, *, what: str = "file name") -> None:
 
 
 def check_container_name(name: str) -> None:
+    from containerfs.paths import reserved_container_name
+
     # the directory shows the name as it is: refuse what it could not show unchanged
     check_file_name(name, what="container name")
     if reserved_container_name(name):  # as mkdir refuses it: shown as NAME~ID, never as NAME
@@ -159,6 +170,8 @@ def check_container_name(name: str) -> None:
 
 def parse_network(spec: str) -> NetworkPolicy:
     """``disabled``, or ``allow:DOMAIN,DOMAIN`` (also ``allowlist:…``, as the xattr shows)."""
+    from containerfs.models import NetworkPolicy
+
     if spec == "disabled":
         return NetworkPolicy("disabled")
     kind, sep, rest = spec.partition(":")
@@ -218,6 +231,8 @@ def _strings(data: Mapping[str, Any], key: str) -> list[str]:
 
 
 def _policy(data: object) -> NetworkPolicy:
+    from containerfs.models import NetworkPolicy
+
     policy = NetworkPolicy.from_json(data)
     if policy is None or policy.type not in ("disabled", "allowlist"):
         raise TypeError("network_policy: expected disabled or allowlist")

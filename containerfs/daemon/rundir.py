@@ -14,3 +14,16 @@ def run_dir(state_dir: Path, mountpoint: Path) -> Path:
     real = os.path.realpath(mountpoint)
     slug = hashlib.sha256(real.encode()).hexdigest()[:16]
     return state_dir / "mounts" / slug
+
+
+def _default_dir(env: str, fallback: str) -> Path:
+    base = os.environ.get(env) or os.path.join(os.path.expanduser("~"), fallback)
+    return Path(base) / "containerfs"
+
+
+def default_state_dir() -> Path:
+    return _default_dir("XDG_STATE_HOME", ".local/state")
+
+
+def default_cache_dir() -> Path:
+    return _default_dir("XDG_CACHE_HOME", ".cache")
