@@ -9,6 +9,7 @@ A container's listing reads its aliases (the dict ``of`` returns, shared, not co
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 
 from containerfs import paths as names
 from containerfs.aio import in_thread
@@ -44,13 +45,26 @@ class Aliases:
     async def record(self, cid: ContainerId, path: str, new: ContainerFile) -> None:
         """Show the new server file ``new`` at ``path``: an alias when the server's path
         differs (kept in the state, so it survives cache expiry and remounts)."""
+        keep = self.claim(cid, path, new)
+        if keep is not None:
+            await in_thread(keep)
+
+    def claim(self, cid: ContainerId, path: str, new: ContainerFile) -> Callable[[], None] | None:
+        """``record`` in memory now; the blocking step that keeps its alias in the state (None:
+        nothing to keep), for the caller's next trip to a thread."""
         shown = names.relative_path(new.path, self._root)
+        keep = None
         # recorded when the rules alone would show the file elsewhere after a remount
         if shown != path or names.reserved_file_name(posixpath.basename(path)):
             self.of(cid)[new.id] = path
-            await in_thread(lambda: self._state.set_alias(cid, new.id, path))
+            state = self._state
+
+            def keep() -> None:
+                state.set_alias(cid, new.id, path)
+
         self._memory.claim(cid, new.id, path)
         self._listings.added(cid, new)
+        return keep
 
     async def deleted(self, cid: ContainerId, fid: FileId) -> None:
         self._listings.removed(cid, fid)  # before the memory forgets where it was

@@ -290,10 +290,20 @@ class Namespace:
 
     async def file_uploaded(self, node: Node, new: ContainerFile) -> None:
         """``node`` now has server content ``new``; record where the server put it."""
+        keep = self.upload_landed(node, new)
+        if keep is not None:
+            await in_thread(keep)
+
+    def upload_landed(self, node: Node, new: ContainerFile) -> Callable[[], None] | None:
+        """``file_uploaded`` in memory now; the blocking step that keeps where the server put
+        it (None: nothing to keep), for the caller's next trip to a thread. The caller keeps
+        the upload's queue record until that step ran: a crash before it is resumed, and the
+        resumed upload is adopted and recorded again."""
         assert node.cid is not None
-        await self._aliases.record(node.cid, node.path, new)
+        keep = self._aliases.claim(node.cid, node.path, new)
         node.remote = new
         node.size_hint = None
+        return keep
 
     async def file_added(self, parent: Node, name: str, new: ContainerFile) -> Node:
         """A server file made here without an upload (copied from the Files API) to be shown

@@ -14,7 +14,7 @@ import contextlib
 import errno
 import filecmp
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from containerfs.aio import in_thread
@@ -198,19 +198,29 @@ class UploadSteps:
         cid, path, version = sent
         self._stats.uploads += 1
         self._stats.bytes_uploaded += spool.size
-        await self.ns.file_uploaded(node, new)
+        # shown at once; where it is shown is kept at the end, with the record's drop: the
+        # record outlives it, so a crash in between resumes the upload, and adopts it
+        keep_alias = self.ns.upload_landed(node, new)
         superseded, spool.replaces = spool.replaces, [(cid, new.id)]
         if spool.version != version:
             # written again meanwhile: the record stays, and its next upload replaces this one
             await self.keep_replaces(spool)
         await self.delete_superseded(superseded)
         await self._renamer.retire_backup(cid, path)
+        pid = None
         if spool.version == version:
             spool.dirty = False
             pid, spool.pending_id = spool.pending_id, None
-            if pid is not None:
-                await in_thread(self.state.drop_pending, pid)
+        if keep_alias is not None or pid is not None:
+            await in_thread(self._landed, keep_alias, pid)  # one trip for both
         self._queue.uploaded(node)
+
+    def _landed(self, keep_alias: Callable[[], None] | None, pid: str | None) -> None:
+        """Blocking: keep where the new file is shown, then drop the record of its upload."""
+        if keep_alias is not None:
+            keep_alias()
+        if pid is not None:
+            self.state.drop_pending(pid)
 
     async def adopt_resumed(self, node: Node, item: PendingUpload) -> bool:
         """A queued upload of a previous mount that was killed may have reached the server,
