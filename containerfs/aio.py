@@ -23,6 +23,21 @@ async def in_thread(fn: Callable[..., T], *args: object) -> T:
     return await trio.to_thread.run_sync(fn, *args)
 
 
+@asynccontextmanager
+async def holding(lock: trio.Lock) -> AsyncIterator[None]:
+    """``async with lock``, without a schedule point when the lock is free: a FUSE request
+    taking a file's lock then does not wait behind the steps of every other ready task (an
+    upload's step in the background takes up to a millisecond)."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class FetchGate:
     """One fetch at a time per key, and a failed fetch's error shared with the callers that
     waited for it: they fail at once instead of each fetching again in turn, so a burst of

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 import trio
 
-from containerfs.aio import in_thread
+from containerfs.aio import holding, in_thread
 from containerfs.api.retrying import Backoff
 from containerfs.errors import ApiError, SpoolError
 from containerfs.models import ContainerId, FileId
@@ -226,7 +226,7 @@ class UploadQueue(Resuming):
                 self._later[node] = now + self._defer_seconds  # reopened: wait for its close
             elif (everything or deadline <= now) and node.opens == 0:
                 try:
-                    async with node.lock:
+                    async with holding(node.lock):
                         await self._host.upload_locked(node, now=True)
                 except ApiError:
                     continue

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from containerfs.aio import in_thread
+from containerfs.aio import holding, in_thread
 from containerfs.errors import ApiError, ContainerFsError
 from containerfs.models import ContainerId, FileId
 from containerfs.ns.inodes import Node
@@ -100,7 +100,7 @@ class Renamer:
         self, node: Node, cid: ContainerId, path: str, replaced: Node | None
     ) -> None:
         name = posixpath.basename(path)
-        async with node.lock:
+        async with holding(node.lock):
             to_local = self._host.is_local_only(name)
             back_home = node.remote is not None and self._backups.get((cid, path)) is node
             if node.remote is None or to_local or back_home:
@@ -276,7 +276,7 @@ class Renamer:
 
     async def _take_over(self, replaced: Node) -> list[ServerId]:
         """The server files of a rename target, which the moved file supersedes."""
-        async with replaced.lock:
+        async with holding(replaced.lock):
             remote = replaced.remote
             ids = [(remote.container_id, remote.id)] if remote is not None else []
             spool = spool_of(replaced)

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from containerfs.aio import in_thread
+from containerfs.aio import holding, in_thread
 from containerfs.errors import ApiError, ContainerFsError, NotFound, SpoolError, StateError
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.inodes import Node
@@ -89,7 +89,7 @@ class UploadSteps:
         failed upload of the file is raised. A handle's spool that cannot be made durable (a
         full state disk) raises ``SpoolError`` and is given up.
         """
-        async with node.lock:
+        async with holding(node.lock):
             if spool is not None:
                 spool.check()
             try:
@@ -240,7 +240,7 @@ class UploadSteps:
         log.info(
             "adopting %s/%s: the previous mount's upload reached the server", node.cid, node.path
         )
-        async with node.lock:
+        async with holding(node.lock):
             await self._uploaded(node, spool, found, (node.cid, node.path, spool.version))
         return True
 
@@ -262,7 +262,7 @@ class UploadSteps:
 
     async def upload_queued(self, node: Node) -> bool:
         """Upload ``node`` now (a write-back job); True if a close queued newer content."""
-        async with node.lock:
+        async with holding(node.lock):
             await self.upload_locked(node, now=True)
         spool = spool_of(node)
         return (

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from containerfs.aio import in_thread
+from containerfs.aio import holding, in_thread
 from containerfs.api.retrying import Backoff
 from containerfs.config import (
     DEFAULT_DEFERRED,
@@ -160,7 +160,7 @@ class Writer(UploadSteps):
     async def _open_locked(
         self, node: Node, truncate: bool, remote: ContainerFile | None, source: Path | None
     ) -> Spool:
-        async with node.lock:
+        async with holding(node.lock):
             shared = spool_of(node)
             if shared is None:
                 # the content fetched before the lock, unless the server copy changed meanwhile
@@ -225,7 +225,7 @@ class Writer(UploadSteps):
             written = await self._spools.write(spool, offset, data, append=append)
         except SpoolError:
             spool.abort_stream()
-            async with node.lock:
+            async with holding(node.lock):
                 await self._forsake_locked(node, spool)
             raise
         except BaseException:
@@ -322,7 +322,7 @@ class Writer(UploadSteps):
     # ---- unlink ------------------------------------------------------------------------
     async def unlink(self, node: Node) -> None:
         """Remove a file: its server copy (if any), then its spool and pending upload."""
-        async with node.lock:
+        async with holding(node.lock):
             spool = spool_of(node)
             if spool is not None:
                 spool.abort_stream()
