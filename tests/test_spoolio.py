@@ -348,3 +348,65 @@ async def test_a_failing_follow_up_leaves_the_spool_whole_and_a_failing_write_br
     with pytest.raises(OSError):
         await io.settle()  # broken for good
     await io.aclose()
+
+
+async def test_a_new_spool_file_is_made_by_its_first_settle_in_the_same_trip(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "spool"
+    io = SpoolIO.later(path, os.O_RDWR | os.O_CREAT)
+    io.run_in(nursery)
+    data = os.urandom(3 * ALIGN + 11)
+    trips = await _hops_of(monkeypatch)
+    await _write_all(io, _pieces(data, [ALIGN, 100]))
+    assert not path.exists() and trips == []  # held in memory, nothing on disk yet
+    assert await io.read_run(0, 10) == data[:10]  # from memory
+    assert await io.settle_then(path.read_bytes) == data
+    assert len(trips) == 1  # made, written and followed up in one trip
+    await io.aclose()
+
+
+async def test_a_new_spool_never_written_is_made_by_a_settle_and_not_by_a_close(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    made, never = tmp_path / "made", tmp_path / "never"
+    io = SpoolIO.later(made, os.O_RDWR | os.O_CREAT)
+    io.run_in(nursery)
+    await io.settle()  # an empty file is read by its path (an upload of it)
+    assert made.read_bytes() == b""
+    await io.aclose()
+    unused = SpoolIO.later(never, os.O_RDWR | os.O_CREAT)
+    unused.run_in(nursery)
+    await unused.aclose()
+    await unused.settle()  # a settle after the close makes nothing
+    assert not never.exists()
+
+
+async def test_a_new_spool_that_cannot_be_made_breaks_at_its_first_settle(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    io = SpoolIO.later(tmp_path / "missing-dir" / "spool", os.O_RDWR | os.O_CREAT)
+    io.run_in(nursery)
+    await io.write(0, b"x" * ALIGN)
+    ran: list[bool] = []
+    with pytest.raises(OSError) as raised:
+        await io.settle_then(lambda: ran.append(True))
+    assert raised.value.errno == errno.ENOENT and not ran
+    with pytest.raises(OSError):
+        await io.write(ALIGN, b"y")  # broken for good
+    await io.aclose()
+
+
+async def test_a_new_spool_on_a_file_system_without_o_direct_is_written_buffered(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(directio, "open_direct", lambda *a, **k: None)  # refused at open
+    path = tmp_path / "spool"
+    io = SpoolIO.later(path, os.O_RDWR | os.O_CREAT)
+    io.run_in(nursery)
+    data = os.urandom(3 * MiB + 5)  # past FLUSH_AT: the write behind makes the file
+    await _write_all(io, _pieces(data, [MiB] * 3))
+    await io.settle()
+    assert path.read_bytes() == data
+    assert io.statistics().direct_bytes == 0
+    await io.aclose()

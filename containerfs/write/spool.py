@@ -121,8 +121,16 @@ class SpoolFiles:
         return self._open
 
     async def create(self, source: Path | None) -> Spool:
-        """A new spool file, empty or a copy of ``source`` (``SpoolError``: none is left)."""
+        """A new spool file, empty or a copy of ``source`` (``SpoolError``: none is left). An
+        empty one is made on disk by its first trip to a thread that writes or settles it:
+        a new file's create costs no trip of its own (a failure to make it is then raised
+        by that write or settle, as a full disk is)."""
         path = self._state.new_spool_path()
+        if source is None:
+            io = SpoolIO.later(path, os.O_RDWR | os.O_CREAT)
+            io.run_in(self._nursery)
+            self._open += 1
+            return Spool(path, io, 0)
 
         def make() -> tuple[SpoolIO, int]:
             try:

@@ -57,6 +57,9 @@ class SpoolIO:
     def __init__(self, fd: int, direct_fd: int | None) -> None:
         self.fd = fd
         self._direct = direct_fd
+        # (path, flags) of a file not made yet: the first trip to a thread that needs it
+        # makes it (a new file's create then costs no trip of its own)
+        self._unmade: tuple[str | os.PathLike[str], int] | None = None
         self._direct_done = False  # a direct write went through: EINVAL later is an error
         # the run: bytes from ``_start`` on, contiguous, not all on disk yet (oldest first)
         self._mem: collections.deque[Chunk] = collections.deque()
@@ -77,13 +80,31 @@ class SpoolIO:
     @classmethod
     def open(cls, path: str | os.PathLike[str], flags: int) -> SpoolIO:
         """Open ``path`` (blocking: call it in a thread); direct writes where allowed."""
+        io = cls.later(path, flags)
+        io._make()
+        return io
+
+    @classmethod
+    def later(cls, path: str | os.PathLike[str], flags: int) -> SpoolIO:
+        """The I/O of a new, empty file at ``path``, opened by the first trip to a worker
+        thread that writes or settles it: until then, nothing is on disk."""
+        io = cls(-1, None)
+        io._unmade = (path, flags)
+        return io
+
+    def _make(self) -> None:
+        """Open the file if it is not yet (blocking; only a trip holding ``_flushing``)."""
+        if self._unmade is None:
+            return
+        path, flags = self._unmade
         fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
         try:
             direct = directio.open_direct(path, os.O_RDWR)
         except OSError:
             os.close(fd)
             raise
-        return cls(fd, direct)
+        self.fd, self._direct = fd, direct
+        self._unmade = None
 
     def run_in(self, nursery: trio.Nursery | None) -> None:
         """Write behind as a task of ``nursery``; without one, every write is buffered."""
@@ -124,7 +145,8 @@ class SpoolIO:
         return written
 
     def _continues(self, offset: int, size: int) -> bool:
-        if self._direct is None or self._nursery is None or self._closed or not size:
+        direct = self._direct is not None or self._unmade is not None  # unmade: not refused yet
+        if not direct or self._nursery is None or self._closed or not size:
             return False
         if self._start is not None:
             return offset == self._start + self._held
@@ -154,27 +176,7 @@ class SpoolIO:
 
     async def _write_aligned(self, length: int) -> None:
         """Write the first ``length`` (aligned) bytes of the run, and drop them from memory."""
-        assert self._start is not None
-        start, chunks = self._start, list(self._mem)
-        direct = self._direct
-        try:
-            if direct is not None:
-                await in_thread(_write_direct, direct, chunks, length, start)
-                self._direct_done = True
-                self._direct_bytes += length
-                self._direct_writes += 1
-            else:
-                await in_thread(_write_buffered, self.fd, chunks, length, start)
-                self._buffered_bytes += length
-        except OSError as err:
-            if direct is not None and not self._direct_done and directio.refused(err):
-                log.info("no O_DIRECT on the spool's file system: buffered writes (%s)", err)
-                self._direct = None
-                os.close(direct)
-                return await self._write_aligned(length)
-            self._error = err
-            raise
-        self._drop(length)
+        await self._write_run(length, tail=False, then=_nothing)
 
     def _drop(self, length: int) -> None:
         """The first ``length`` bytes of the run are on disk: out of memory."""
@@ -201,8 +203,8 @@ class SpoolIO:
         while self._flushing:
             await self._wait()
         self._raise_error()
-        if self._held > self._clean:
-            await self.settle_then(_nothing)
+        if self._held > self._clean or self._unmade is not None:
+            await self.settle_then(_nothing)  # the file is made too: it is read by its path
 
     async def settle_then(self, then: Callable[[], T]) -> T:
         """Settle, then run ``then`` (blocking: an fsync, a record of the settled file) in the
@@ -211,65 +213,64 @@ class SpoolIO:
         while self._flushing:
             await self._wait()
         self._raise_error()
-        if self._held <= self._clean:
+        if self._held <= self._clean and self._unmade is None:
             return await in_thread(then)
         self._flushing = True  # one writer from memory at a time: no task starts meanwhile
         try:
-            return await self._settle_and(then)
+            return await self._write_run(directio.align_down(self._held), tail=True, then=then)
         finally:
             self._flushing = False
             self._poke()
             self._kick()  # appends that came meanwhile
 
-    async def _settle_and(self, then: Callable[[], T]) -> T:
-        """The run's aligned blocks directly, its last, partial block through the page cache
-        (it stays in memory too: the next append rewrites the block whole, directly), then
-        ``then``: one trip."""
-        assert self._start is not None
-        start, chunks, held = self._start, list(self._mem), self._held
-        aligned = directio.align_down(held)
-        direct = self._direct if aligned else None
+    async def _write_run(self, aligned: int, *, tail: bool, then: Callable[[], T]) -> T:
+        """One trip to a thread, holding ``_flushing``: the file made if it is not yet, the
+        run's first ``aligned`` bytes written directly (buffered where ``O_DIRECT`` is
+        refused), with ``tail`` the rest of the run through the page cache (it stays in
+        memory too: the next append rewrites the block whole, directly), then ``then``. A
+        failed write breaks the spool; what ``then`` raises is raised as it is."""
+        start, chunks, held = self._start or 0, list(self._mem), self._held
         try_direct = not self._direct_done
 
         def work() -> tuple[bool, T | None, BaseException | None]:
-            refused = False
-            if aligned and direct is not None:
+            self._make()
+            direct = self._direct if aligned else None
+            went_direct = direct is not None
+            if direct is not None:
                 try:
                     _write_direct(direct, chunks, aligned, start)
                 except OSError as err:
                     if not (try_direct and directio.refused(err)):
                         raise
-                    refused = True
+                    went_direct, self._direct = False, None
                     os.close(direct)
-                    _write_buffered(self.fd, chunks, aligned, start)
-            elif aligned:
+                    log.info("no O_DIRECT on the spool's file system: buffered writes (%s)", err)
+            if aligned and not went_direct:
                 _write_buffered(self.fd, chunks, aligned, start)
-            if held > aligned:
+            if tail and held > aligned:
                 directio.pwrite_all(self.fd, _after(chunks, aligned), start + aligned)
             try:
-                return refused, then(), None
+                return went_direct, then(), None
             except BaseException as err:  # raised on the loop's side, once the run is updated
-                return refused, None, err
+                return went_direct, None, err
 
         try:
-            refused, value, failure = await in_thread(work)
+            went_direct, value, failure = await in_thread(work)
         except OSError as err:
             self._error = err
             raise
-        if refused:
-            log.info("no O_DIRECT on the spool's file system: buffered writes")
-            self._direct = None
         if aligned:
-            if direct is not None and not refused:
+            if went_direct:
                 self._direct_done = True
                 self._direct_bytes += aligned
                 self._direct_writes += 1
             else:
                 self._buffered_bytes += aligned
             self._drop(aligned)
-        tail = held - aligned
-        self._buffered_bytes += tail
-        self._clean = max(self._clean, tail)  # appends may have come meanwhile
+        if tail:
+            rest = held - aligned
+            self._buffered_bytes += rest
+            self._clean = max(self._clean, rest)  # appends may have come meanwhile
         if failure is not None:
             raise failure
         return value  # type: ignore[return-value]
@@ -304,6 +305,8 @@ class SpoolIO:
         start of what memory holds; empty at the end of the file."""
         if self._start is not None and offset >= self._start:
             return self._from_memory(offset - self._start, size)
+        if self._unmade is not None:
+            return b""  # nothing on disk yet: the run in memory is all there is
         if self._start is not None:
             size = min(size, self._start - offset)
         direct = self._direct if self._direct_done else None
@@ -351,6 +354,7 @@ class SpoolIO:
             while self._flushing or self._readers:
                 await self._changed.wait()
         self._forget_run()
+        self._unmade = None  # never made now: nothing of it was written
         fds = [fd for fd in (self.fd, self._direct) if fd is not None and fd >= 0]
         self.fd, self._direct = -1, None
         return Closing(fds)
