@@ -58,11 +58,13 @@ class Fs:
         (await self.admin.post("/_emulator/faults", json=rules)).raise_for_status()
 
     async def server_files(self, cid: ContainerId) -> dict[str, bytes]:
-        """Basename (server prefix stripped) -> content."""
+        """Basename (server prefix stripped) -> content; a name held twice fails the test."""
         out: dict[str, bytes] = {}
         async for f in self.client.list_files(cid):
             base = posixpath.basename(f.path)
-            out[names.strip_prefix(base) or base] = await self.content(cid, f.id)
+            name = names.strip_prefix(base) or base
+            assert name not in out, f"{name} is on the server twice"
+            out[name] = await self.content(cid, f.id)
         return out
 
     async def content(self, cid: ContainerId, fid: FileId) -> bytes:

@@ -58,3 +58,30 @@ async def test_a_pending_file_moved_within_its_container_leaves_no_server_file_b
     assert await fs.writer.drain(5)
     assert await fresh_listing(fs, c.id, box) == ["h"]
     assert await fs.server_files(c.id) == {"h": b"mine"}
+
+
+async def test_a_pending_file_moved_to_a_backup_name_lets_the_file_it_replaced_go(
+    fs: Fs, tmp_path: Path, app: Any
+) -> None:
+    """An editor's save over a file whose last save is still queued: the queued content
+    (which replaced the server's f by a rename) becomes the backup ``f~``, local-only, and
+    the new content is written as f. The server's old f goes once the new f is uploaded,
+    as a backup's server copy does: never two f on the server, not after a remount."""
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/f", b"server")
+    box = await fs.inode("box")
+    assert await fresh_listing(fs, c.id, box) == ["f"]
+    await fs.faults(FAIL_UPLOADS)
+    await save_failing(fs, box, "g", b"queued")
+    await fs.ops.rename(box, b"g", box, b"f", 0, CTX)  # over the server's f, locally
+    await fs.ops.rename(box, b"f", box, b"f~", 0, CTX)  # the editor's backup: local-only
+    await fs.faults([])
+    await fs.write_file(box, "f", b"new")
+    assert await fs.writer.drain(5)
+    assert await fs.server_files(c.id) == {"f": b"new"}
+    assert sorted(await fresh_listing(fs, c.id, box)) == ["f", "f~"]
+
+    async with trio.open_nursery() as nursery:
+        again = await remount(tmp_path, app, nursery)
+        assert await fresh_listing(again, c.id, await again.inode("box")) == ["f"]
+        nursery.cancel_scope.cancel()

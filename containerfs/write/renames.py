@@ -155,6 +155,11 @@ class Renamer:
                 self._backups[origin] = node
             elif back_home:
                 del self._backups[(cid, path)]
+        elif to_local and not was_local and _supersedes(spool_of(node)):
+            # content not on the server yet, which superseded server files (a rename over
+            # them): it stays local now, so they go as a backup's server copy does, once a
+            # new file is uploaded at the name it left
+            self._backups[origin] = node
         if node.local_only:
             # staying on this machine: nothing of it is to be uploaded any more
             self._queue.forget(node)
@@ -232,10 +237,15 @@ class Renamer:
         keeps a backup. (Not under the backup's lock: its holder may wait for the caller's.)
         """
         node = self._backups.pop((cid, path), None)
-        if node is None or node.gone or not node.local_only or node.remote is None:
+        if node is None or node.gone or not node.local_only:
             return
         remote = node.remote
         spool = spool_of(node)
+        if remote is None:  # its content never reached the server: what it superseded goes
+            if spool is not None:
+                superseded, spool.replaces = spool.replaces, []
+                await self._host.delete_superseded(superseded)
+            return
         if spool is None:
             try:
                 copy = await self._host.new_spool(node, copy=True)  # from the cache, usually
@@ -308,3 +318,7 @@ class Renamer:
         if replaced is not None:  # an empty directory (checked by the caller): it ends here
             await self._ns.drop_dir(replaced)
         await self._ns.move_dirs(node, parent.cid, new_dir)
+
+
+def _supersedes(spool: Spool | None) -> bool:
+    return spool is not None and bool(spool.replaces)
