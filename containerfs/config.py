@@ -1,6 +1,6 @@
 """Settings, one source: ``ApiConfig`` (from the SDKs' environment variables), ``MountConfig``
-(one mount's options), the name policies of the write path and its retry defaults, and the
-``ClientStats`` snapshot. Plain data shared by all layers; no I/O, no httpx, no FUSE.
+(one mount's options), the name policies of the write path and its retry defaults. Plain
+data shared by all layers; no I/O, no httpx, no FUSE.
 """
 
 from __future__ import annotations
@@ -92,24 +92,6 @@ def progress_policy(io_timeout: float, *, min_rate: float = MIN_TRANSFER_RATE) -
 
 
 DEFAULT_PROGRESS = progress_policy(IO_TIMEOUT)
-
-
-@dataclass(frozen=True)
-class ClientStats:
-    """A snapshot of an ``ApiClient``'s counters."""
-
-    requests: Mapping[str, int]  # attempts sent, by endpoint name (retries included)
-    bytes_up: int
-    bytes_down: int
-    retries: int
-    errors: Mapping[str, int]  # errors raised to callers, by class name
-    adopted: int  # ambiguous creates resolved by finding the created object
-    rate_limit_waits: int
-    rate_limit_wait_seconds: float
-
-    @property
-    def total_requests(self) -> int:
-        return sum(self.requests.values())
 
 
 #: The memory limits a container may have (``POST /containers``' ``memory_limit``).

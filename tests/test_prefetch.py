@@ -21,7 +21,7 @@ from containerfs.models import ContainerId, FileId
 from containerfs.read.diskcache import CacheEntry
 from containerfs.read.entries import Entry
 from containerfs.read.prefetch import Prefetcher, PrefetchSettings
-from containerfs.read.reader import ReaderStats
+from containerfs.snapshots import ReaderStats
 
 FILES = 12
 

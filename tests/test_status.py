@@ -12,10 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from containerfs.api.progress import TransferStats
 from containerfs.cli import main
 from containerfs.clistatus import PROGRESS_EVERY, WaitReport
-from containerfs.config import ClientStats
 from containerfs.daemon.mount import run_dir
 from containerfs.daemon.status import (
     InFlight,
@@ -25,12 +23,16 @@ from containerfs.daemon.status import (
     transfers_in_mount,
 )
 from containerfs.errors import StatusError
-from containerfs.fs.sizes import SizeStats
 from containerfs.models import ContainerId, FileId
-from containerfs.ns.namespace import NamespaceStats
-from containerfs.read.reader import ReaderStats
-from containerfs.write.queue import PendingItem
-from containerfs.write.writer import WriterStats
+from containerfs.snapshots import (
+    ClientStats,
+    NamespaceStats,
+    PendingItem,
+    ReaderStats,
+    SizeStats,
+    TransferStats,
+    WriterStats,
+)
 
 counts = st.integers(min_value=0, max_value=2**40)
 

@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from containerfs.api.client import ApiClient, ApiConfig
-from containerfs.api.progress import RATE_WINDOW, Transfer, Transfers, TransferStats
+from containerfs.api.progress import RATE_WINDOW, Transfer, Transfers
 from containerfs.errors import ApiError
 from containerfs.models import ContainerId, FileId
+from containerfs.snapshots import TransferStats
 
 CID = ContainerId("cntr_" + "b" * 48)
 CHUNK = 64 * 1024  # httpx's read size for a file body

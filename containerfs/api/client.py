@@ -32,7 +32,7 @@ from containerfs.api import checks
 from containerfs.api.adoption import Adopter
 from containerfs.api.calls import Caller
 from containerfs.api.content import ContentCalls
-from containerfs.api.progress import Transfers, TransferStats
+from containerfs.api.progress import Transfers
 from containerfs.api.retrying import Backoff, Patience
 from containerfs.api.transport import (
     Download,
@@ -40,7 +40,7 @@ from containerfs.api.transport import (
     Transport,
     json_body,
 )
-from containerfs.config import ApiConfig, ClientStats
+from containerfs.config import ApiConfig
 from containerfs.models import (
     ApiFile,
     Container,
@@ -50,6 +50,7 @@ from containerfs.models import (
     NetworkPolicy,
     Page,
 )
+from containerfs.snapshots import ClientStats, TransferStats
 
 __all__ = ["ApiClient", "ApiConfig", "ClientStats", "Download"]
 

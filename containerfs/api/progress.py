@@ -16,27 +16,14 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from containerfs.models import ContainerId
+from containerfs.snapshots import TransferStats
 
 #: The rate is the bytes moved over about the last this many seconds.
 RATE_WINDOW = 5.0
 # progress samples at most this often: a sample per 64 KiB read would cost more than it tells
 _SAMPLE_EVERY = 0.25
-
-
-@dataclass(frozen=True)
-class TransferStats:
-    """One transfer in flight, as the status shows it."""
-
-    direction: str  # "upload" or "download"
-    container_id: str
-    name: str  # an upload's path in its container; a download's file id
-    done: int  # bytes sent or received so far (a resumed download starts at its offset)
-    total: int | None  # None: not known (yet)
-    rate: float  # bytes per second over the last RATE_WINDOW seconds
-    elapsed: float  # seconds since it started
 
 
 class Transfer:

@@ -21,15 +21,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, get_type_hints
 
-from containerfs.api.progress import TransferStats
-from containerfs.config import ClientStats
 from containerfs.errors import StatusError
-from containerfs.fs.sizes import SizeStats
 from containerfs.models import ContainerId, FileId
-from containerfs.ns.namespace import NamespaceStats
-from containerfs.read.reader import ReaderStats
-from containerfs.write.queue import PendingItem
-from containerfs.write.writer import WriterStats
+from containerfs.snapshots import (
+    ClientStats,
+    NamespaceStats,
+    PendingItem,
+    ReaderStats,
+    SizeStats,
+    TransferStats,
+    WriterStats,
+)
 
 T = TypeVar("T")
 

@@ -33,7 +33,6 @@ import errno
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -44,6 +43,7 @@ from containerfs.errors import ContainerFsError, NotFound
 from containerfs.errors import SizeUnknown as SizeUnknown
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.inodes import Kind, Node
+from containerfs.snapshots import SizeStats
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,6 @@ class SizeSource(Protocol):
     def known_size(self, file_id: FileId) -> int | None: ...
     def content_size(self, file_id: FileId) -> int | None: ...
     async def learn_size(self, container_id: ContainerId, file_id: FileId) -> int: ...
-
-
-@dataclass(frozen=True)
-class SizeStats:
-    learned: int  # sizes that cost a content request (or joined one in flight)
-    known: int  # sizes found without a request (disk cache, a download already running)
-    failed: int  # attempts that ended in an error
-    corrected: int  # sizes shown earlier that the content proved wrong
 
 
 class Sizes:

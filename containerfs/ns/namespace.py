@@ -37,6 +37,7 @@ from containerfs.ns.inodes import Node as Node
 from containerfs.ns.listings import Listing, Listings
 from containerfs.ns.memory import NameMemory
 from containerfs.ns.overlay import Overlay
+from containerfs.snapshots import NamespaceStats
 from containerfs.state import CreatedWith, State
 
 log = logging.getLogger(__name__)
@@ -47,15 +48,6 @@ class _Counters:
     file_listings: int = 0
     lookups: int = 0
     negative_lookups: int = 0
-
-
-@dataclass(frozen=True)
-class NamespaceStats:
-    container_listings: int
-    file_listings: int
-    lookups: int
-    negative_lookups: int
-    inodes: int
 
 
 class Namespace:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -51,36 +50,9 @@ from containerfs.read.serve import CachedReads
 from containerfs.read.serve import ReadHandle as ReadHandle
 from containerfs.read.settings import ReaderSettings as ReaderSettings
 from containerfs.read.sizes import KnownSizes, SizeProbes
+from containerfs.snapshots import ReaderStats
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReaderStats:
-    hits: int  # opens served from a complete cache entry
-    misses: int  # opens that started a download
-    joins: int  # opens that joined a live entry (download in progress or already open)
-    downloads_started: int
-    downloads_completed: int
-    downloads_failed: int
-    retries: int  # resumed or restarted streams after a failure
-    range_reads: int  # extra ranged GETs for reads far beyond the frontier
-    pieces: int  # ranged GETs of large files downloaded in parallel pieces
-    past_cache: int  # opens read past the cache (too large for it, or its disk full)
-    size_probes: int  # downloads started to learn the size of a file listed without one
-    size_probes_dropped: int  # ... and stopped once the headers gave the size
-    prefetches: int  # downloads started ahead of a directory walk's opens
-    prefetches_used: int  # ... whose file was then opened
-    prefetches_failed: int
-    prefetches_deferred: int  # files not prefetched: the rate limit had nothing to spare
-    active_downloads: int
-    open_handles: int
-    bytes_fetched: int  # received from the API (including bytes skipped after a restart)
-    bytes_served: int  # returned by read()
-    evictions: int
-    cache_bytes_used: int
-    cache_max_size: int
-    entries: int
 
 
 class Reader:

@@ -52,17 +52,6 @@ class UploadHost(Protocol):
 
 
 @dataclass(frozen=True)
-class PendingItem:
-    """One upload not done yet, as ``containerfs status`` shows it."""
-
-    container_id: str
-    path: str
-    bytes: int
-    state: str  # "deferred", "failed", or (write-back) "queued" or "uploading"
-    error: str | None
-
-
-@dataclass(frozen=True)
 class QueueCounts:
     pending: int  # failed uploads, and queued ones of a previous mount not resumed yet
     deferred: int

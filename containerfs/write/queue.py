@@ -23,9 +23,9 @@ from containerfs.errors import ApiError, SpoolError
 from containerfs.models import ContainerId, FileId
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
+from containerfs.snapshots import PendingItem
 from containerfs.state import PendingUpload, State
 from containerfs.write.job import JobState, UploadJob
-from containerfs.write.pending import PendingItem as PendingItem
 from containerfs.write.pending import QueueCounts, Retry, UploadHost
 from containerfs.write.resume import Resuming
 from containerfs.write.spool import ServerId, spool_of

@@ -18,9 +18,10 @@ from containerfs.errors import ApiError, ContainerFsError
 from containerfs.models import ContainerId
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
+from containerfs.snapshots import PendingItem
 from containerfs.state import PendingUpload, State
 from containerfs.write.job import UploadJob
-from containerfs.write.pending import PendingItem, Retry, UploadHost
+from containerfs.write.pending import Retry, UploadHost
 from containerfs.write.spool import ServerId
 
 log = logging.getLogger(__name__)

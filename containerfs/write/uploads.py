@@ -22,8 +22,9 @@ from containerfs.errors import ApiError, ContainerFsError, NotFound, SpoolError,
 from containerfs.models import ContainerFile, ContainerId, FileId
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
+from containerfs.snapshots import PendingItem
 from containerfs.state import PendingUpload, State
-from containerfs.write.queue import PendingItem, UploadQueue
+from containerfs.write.queue import UploadQueue
 from containerfs.write.renames import Renamer
 from containerfs.write.spool import ContentFetcher, ServerId, Spool, SpoolFiles, Uploader, spool_of
 from containerfs.write.streaming import Streamer

@@ -15,7 +15,6 @@ import contextlib
 import fnmatch
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -35,8 +34,9 @@ from containerfs.errors import ApiError, SpoolError
 from containerfs.models import ContainerFile
 from containerfs.ns.inodes import Node
 from containerfs.ns.namespace import Namespace
+from containerfs.snapshots import PendingItem, WriterStats
 from containerfs.state import PendingUpload, State
-from containerfs.write.queue import PendingItem, UploadQueue
+from containerfs.write.queue import UploadQueue
 from containerfs.write.renames import Renamer
 from containerfs.write.spool import ContentFetcher as ContentFetcher
 from containerfs.write.spool import ServerId as ServerId
@@ -47,20 +47,6 @@ from containerfs.write.streaming import Streamer
 from containerfs.write.uploads import Counters, UploadSteps
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WriterStats:
-    uploads: int
-    upload_failures: int
-    bytes_uploaded: int
-    deletes: int
-    spools_open: int
-    pending: int  # failed uploads, and queued ones of a previous mount not resumed yet
-    deferred: int
-    orphans: int  # superseded server files not deleted yet
-    streamed: int  # uploads sent while their file was written
-    stream_fallbacks: int  # streams given up: their file was uploaded whole at flush
 
 
 class Writer(UploadSteps):
