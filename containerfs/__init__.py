@@ -4,7 +4,8 @@ Layers, top to bottom (imports point down only, none back up, even for type chec
 walks the import graph, ``tests/test_layout.py``):
 
 - ``cli`` (the parser and ``main``), ``cli_mount`` (``mount``; its options table in
-  ``cli_options``), ``cli_admin`` (``unmount``, ``status``, ``sync``), ``cli_control``
+  ``cli_options``), ``cli_admin`` (``unmount``, ``status``), ``cli_sync`` (``sync``, parsed
+  before the full parser is built: it starts in the time Python takes), ``cli_control``
   (``new`` and ``import``), ``cliargs`` (sizes, durations, ``-o`` and mount.fuse's
   convention), ``clistatus`` (``status`` and the unmount report as text), ``mounttable``
   (``/proc/mounts``, dead and busy mounts, the daemons' registry, sd_notify), ``demo``,
@@ -58,7 +59,8 @@ walks the import graph, ``tests/test_layout.py``):
 - Shared by all: ``errors``, ``models``, ``config`` (settings and name policies, one
   source), ``paths`` (names and server-path rules, one prefix regex), ``aio`` (trio helpers),
   ``state`` (the SQLite state database), ``private`` (the umask and modes that keep local
-  files private).
+  files private), ``snapshots`` (each layer's typed status section: ``status`` reads them
+  without loading the layers).
 
 Lock order (take them in this order, never the reverse):
 
