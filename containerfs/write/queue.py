@@ -105,7 +105,9 @@ class UploadQueue(Resuming):
                 # the versions of one file go in order: each round uploads the newest content
                 # under the file's lock, again while a write made it dirty during the last
                 while await self._host.upload_queued(node):
-                    pass
+                    # a round may pass no schedule point (a file's lock is taken without
+                    # one when free): never keep the loop from the other tasks
+                    await trio.lowlevel.checkpoint()
                 job.state = JobState.DONE
         except ApiError as err:
             job.state, job.error = JobState.FAILED, err  # now in ``_failed``, retried there

@@ -128,6 +128,12 @@ class Renamer:
             await self._host.delete_superseded(displaced)
             return
         spool.replaces += [f for f in displaced if f not in spool.replaces]
+        if node.local_only and node.remote is None and spool.replaces:
+            # content never on the server, staying here now: the server files it superseded
+            # (one it was renamed over) are deleted now, before its queue record goes (the
+            # only durable note of them): a crash must not leave one beside the next upload
+            superseded, spool.replaces = spool.replaces, []
+            await self._host.delete_superseded(superseded)
         await self._requeue(node, spool, cid, path)
         if was_local and not to_local:
             spool.dirty = True
@@ -155,11 +161,6 @@ class Renamer:
                 self._backups[origin] = node
             elif back_home:
                 del self._backups[(cid, path)]
-        elif to_local and not was_local and _supersedes(spool_of(node)):
-            # content not on the server yet, which superseded server files (a rename over
-            # them): it stays local now, so they go as a backup's server copy does, once a
-            # new file is uploaded at the name it left
-            self._backups[origin] = node
         if node.local_only:
             # staying on this machine: nothing of it is to be uploaded any more
             self._queue.forget(node)
@@ -237,15 +238,10 @@ class Renamer:
         keeps a backup. (Not under the backup's lock: its holder may wait for the caller's.)
         """
         node = self._backups.pop((cid, path), None)
-        if node is None or node.gone or not node.local_only:
+        if node is None or node.gone or not node.local_only or node.remote is None:
             return
         remote = node.remote
         spool = spool_of(node)
-        if remote is None:  # its content never reached the server: what it superseded goes
-            if spool is not None:
-                superseded, spool.replaces = spool.replaces, []
-                await self._host.delete_superseded(superseded)
-            return
         if spool is None:
             try:
                 copy = await self._host.new_spool(node, copy=True)  # from the cache, usually
@@ -318,7 +314,3 @@ class Renamer:
         if replaced is not None:  # an empty directory (checked by the caller): it ends here
             await self._ns.drop_dir(replaced)
         await self._ns.move_dirs(node, parent.cid, new_dir)
-
-
-def _supersedes(spool: Spool | None) -> bool:
-    return spool is not None and bool(spool.replaces)

@@ -271,6 +271,7 @@ class UploadSteps:
             and spool.dirty
             and spool.writers == 0
             and not node.gone
+            and not node.local_only  # moved to a local-only name meanwhile: it stays here
             and not self._queue.is_failed(node)
         )
 
