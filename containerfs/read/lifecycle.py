@@ -291,7 +291,10 @@ def _move_in(
     (``source`` left alone) when it is larger than the cache. ``first`` runs before."""
     if first is not None:
         first()
-    size = os.stat(source).st_size
+    try:
+        size = os.stat(source).st_size
+    except FileNotFoundError:
+        return None  # a spool never made on disk: nothing to keep
     if size > max_size:
         return None
     try:
