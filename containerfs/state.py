@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE TABLE IF NOT EXISTS pending_replaces (
     pending_id TEXT NOT NULL, container_id TEXT NOT NULL, file_id TEXT NOT NULL,
     PRIMARY KEY (pending_id, container_id, file_id));
+CREATE TABLE IF NOT EXISTS orphans (
+    endpoint TEXT NOT NULL, container_id TEXT NOT NULL, file_id TEXT NOT NULL,
+    PRIMARY KEY (endpoint, file_id));
 CREATE TABLE IF NOT EXISTS created_with (
     endpoint TEXT NOT NULL, container_id TEXT NOT NULL, file_ids TEXT NOT NULL,
     skills TEXT NOT NULL, PRIMARY KEY (endpoint, container_id));
@@ -201,6 +204,20 @@ class State:
 
     def drop_alias(self, fid: FileId) -> None:
         self._run("DELETE FROM aliases WHERE endpoint=? AND file_id=?", (self.endpoint, fid))
+
+    # superseded server files whose delete failed: retried, by this mount or the next
+    def add_orphan(self, cid: ContainerId, fid: FileId) -> None:
+        self._run("INSERT OR IGNORE INTO orphans VALUES (?, ?, ?)", (self.endpoint, cid, fid))
+
+    def drop_orphan(self, fid: FileId) -> None:
+        self._run("DELETE FROM orphans WHERE endpoint=? AND file_id=?", (self.endpoint, fid))
+
+    def orphans(self) -> list[ServerFile]:
+        rows = self._run(
+            "SELECT container_id, file_id FROM orphans WHERE endpoint=? ORDER BY rowid",
+            (self.endpoint,),
+        )
+        return [(ContainerId(str(c)), FileId(str(f))) for c, f in rows]
 
     # directories made with mkdir inside a container
     def dirs(self, cid: ContainerId) -> set[str]:

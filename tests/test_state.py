@@ -56,6 +56,21 @@ def test_every_file_a_pending_upload_replaces_survives_a_reopen(tmp_path: Path) 
     assert pending.replaces == ((CID, FID), (CID2, FID2))
 
 
+def test_deletes_left_to_retry_survive_a_reopen_once_each_and_per_endpoint(
+    tmp_path: Path,
+) -> None:
+    state = State(tmp_path, endpoint="e")
+    state.add_orphan(CID, FID)
+    state.add_orphan(CID2, FID2)
+    state.add_orphan(CID, FID)  # failed again: still one
+    state.close()
+    state = State(tmp_path, endpoint="e")
+    assert state.orphans() == [(CID, FID), (CID2, FID2)]
+    assert State(tmp_path, endpoint="other").orphans() == []
+    state.drop_orphan(FID)
+    assert state.orphans() == [(CID2, FID2)]
+
+
 def test_a_pending_upload_moved_to_another_container_keeps_its_replaced_file_where_it_is(
     tmp_path: Path,
 ) -> None:

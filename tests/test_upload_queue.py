@@ -30,6 +30,7 @@ class FakeWriter:
         self.uploads: list[float] = []
         self.deletes: list[float] = []
         self.delete_error: ApiError | None = None
+        self.orphans_deleted: list[FileId] = []
         self.queue: UploadQueue | None = None
 
     def classify(self, node: Node) -> None:
@@ -74,6 +75,9 @@ class FakeWriter:
         assert self.queue is not None
         if self.delete_error is not None:
             self.queue.orphan(cid, fid, self.delete_error)
+
+    async def orphan_deleted(self, cid: ContainerId, fid: FileId) -> None:
+        self.orphans_deleted.append(fid)
 
 
 @pytest.fixture
@@ -165,3 +169,4 @@ async def test_a_superseded_file_whose_delete_failed_is_deleted_later(
     await trio.sleep(1.5)
     assert [round(t - start, 6) for t in writer.deletes] == [1]
     assert q.counts().orphans == 0
+    assert writer.orphans_deleted == [FileId("file_old")]  # no later mount deletes it again

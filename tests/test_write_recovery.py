@@ -500,3 +500,31 @@ async def test_close_in_an_expired_container_is_erofs(fs: Fs) -> None:
         await fs.ops.flush(info.fh)
     assert errno_of(exc) == errno.EROFS
     await fs.ops.release(info.fh)
+
+
+async def test_a_superseded_file_whose_delete_failed_is_deleted_by_the_next_mount(
+    fs: Fs, tmp_path: Path, app: Any
+) -> None:
+    """A new version is uploaded, but the delete of the old one fails, and the mount ends
+    before its retry: the next mount hides the old file and deletes it. The queue record
+    that named it is gone by then; the state keeps the delete (it kept it in memory only,
+    and the old file showed beside the new one for good)."""
+    c = await fs.container("box")
+    await fs.add_file(c.id, "/mnt/data/f", b"old")
+    box = await fs.inode("box")
+    fs.writer.configure_retries(base=3600, cap=3600)  # this mount retries no more: it "dies"
+    await fs.faults([{"route": "delete_file", "action": "error", "status": 503, "count": None}])
+    await fs.write_file(box, "f", b"new")  # uploaded; the old f's delete fails
+    assert fs.ns.state.pending() == []
+    assert await fs.listing(box) == ["f"]
+    await fs.faults([])
+
+    async with trio.open_nursery() as nursery:
+        again = await remount(tmp_path, app, nursery)
+        again_box = await again.inode("box")
+        assert await again.listing(again_box) == ["f"]  # hidden before its delete is retried
+        assert await again.read_file(await again.inode("box", "f")) == b"new"
+        assert await again.writer.drain(5)
+        assert again.ns.state.orphans() == []
+        nursery.cancel_scope.cancel()
+    assert await fs.server_files(c.id) == {"f": b"new"}

@@ -50,6 +50,8 @@ class UploadHost(Protocol):
 
     async def delete_quietly(self, cid: ContainerId, fid: FileId) -> None: ...
 
+    async def orphan_deleted(self, cid: ContainerId, fid: FileId) -> None: ...
+
 
 @dataclass(frozen=True)
 class QueueCounts:

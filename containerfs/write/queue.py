@@ -171,13 +171,19 @@ class UploadQueue(Resuming):
         self._failed[node] = self.backoff(self._failed.get(node), err)
         self._wakeup.set()
 
-    def orphan(self, cid: ContainerId, fid: FileId, err: Exception) -> None:
-        """A superseded id to delete later."""
+    def orphan(self, cid: ContainerId, fid: FileId, err: Exception | None) -> None:
+        """A superseded id to delete later (the host keeps it in the state first)."""
         self._orphans.append((cid, fid))
         last = self._orphans_retry
-        if last.due <= trio.current_time():  # once per round of retries
+        if err is not None and last.due <= trio.current_time():  # once per round of retries
             self._orphans_retry = self.backoff(last if last.delay else None, err)
         self._wakeup.set()
+
+    async def load_orphans(self) -> None:
+        """The deletes a previous mount could not make: hidden, and retried soon."""
+        for cid, fid in await in_thread(self._state.orphans):
+            self._ns.deleting(cid, fid)
+            self.orphan(cid, fid, None)
 
     def counts(self) -> QueueCounts:
         return QueueCounts(
@@ -256,10 +262,13 @@ class UploadQueue(Resuming):
             left, self._orphans = self._orphans, []
             for cid, fid in left:
                 try:
-                    await self._host.delete_quietly(cid, fid)
+                    await self._host.delete_quietly(cid, fid)  # an orphan again if it fails
                 except Exception as err:
                     log.error("deleting superseded %s/%s failed: %r", cid, fid, err, exc_info=err)
                     self.orphan(cid, fid, err)
+                    continue
+                if (cid, fid) not in self._orphans:
+                    await self._host.orphan_deleted(cid, fid)
             if not self._orphans:
                 self._orphans_retry = Retry(0.0, 0.0)
 

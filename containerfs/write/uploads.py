@@ -341,7 +341,18 @@ class UploadSteps:
             await self.delete_remote(cid, fid)
         except ApiError as err:
             log.warning("could not delete superseded %s/%s (will retry): %s", cid, fid, err)
+            # kept in the state before the caller lets go of the queue record that named it:
+            # a crash must not leave the old file beside the new one
+            try:
+                await in_thread(self.state.add_orphan, cid, fid)
+            except StateError as failed:  # a full state disk: this mount still retries it
+                log.warning("the delete of %s/%s is kept for this mount only: %s", cid, fid, failed)
             self._queue.orphan(cid, fid, err)
+
+    async def orphan_deleted(self, cid: ContainerId, fid: FileId) -> None:
+        """A superseded file deleted by a retry: no later mount deletes it again."""
+        with contextlib.suppress(StateError):  # if it stays, the next mount's delete is a 404
+            await in_thread(self.state.drop_orphan, fid)
 
     async def delete_remote(self, cid: ContainerId, fid: FileId) -> None:
         self.ns.deleting(cid, fid)  # hidden while the delete is on its way

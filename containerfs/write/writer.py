@@ -104,6 +104,7 @@ class Writer(UploadSteps):
     ) -> Writer:
         writer = cls(client, namespace, state, reader, **options)  # type: ignore[arg-type]
         await writer._queue.resume()
+        await writer._queue.load_orphans()
         nursery.start_soon(writer._queue.run)
         writer._streamer.run_in(nursery)
         writer._spools.run_in(nursery)
