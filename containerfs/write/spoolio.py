@@ -14,6 +14,12 @@ off the run) settles first and is a buffered ``pwrite``, as is everything on a f
 that refuses ``O_DIRECT``. At most ``HOLD_MAX`` bytes wait in memory: a writer past it waits
 for the disk. A failed write behind (a full disk) is raised by the next write or settle.
 
+Every trip to a worker thread costs GIL hand-offs on a loop busy with other work, so a trip
+does all it can: a new file's spool is made on disk by its first trip that writes or settles
+it (``later``), a settle writes the run's blocks and tail and then runs the caller's blocking
+follow-up (the fsync and queue record: ``settle_then``), and ``release`` hands back the close
+of the descriptors for the caller's next trip (the move into the cache).
+
 All blocking calls run in worker threads. Knows nothing about FUSE or HTTP. Layer: write path.
 """
 
