@@ -37,38 +37,58 @@ Step = tuple[str, FileId, int | None]
 def test_usage_and_lru_order_follow_every_change(steps: list[Step]) -> None:
     cache = DiskCache(Path("/nonexistent"), max_size=100)
     known: dict[FileId, CacheEntry] = {}  # the last entry made per id, indexed or not
+    order: list[FileId] = []  # the model: indexed ids, least recently used first
+
+    def used_now(fid: FileId) -> None:
+        if fid in order:
+            order.remove(fid)
+        order.append(fid)
+
     for op, fid, n in steps:
         entry = cache.get(fid)
         if op == "add":
             known[fid] = cache.add(fid, n)
+            used_now(fid)
         elif op == "add_complete":
             assert n is not None
             known[fid] = cache.add_complete(fid, n)
+            used_now(fid)
         elif op == "grow" and entry is not None and not entry.complete:
             assert n is not None
             entry.stored = n  # a download's flusher writes more
         elif op == "completed" and fid in known and not known[fid].complete:
             assert n is not None
             cache.completed(known[fid], n)  # may be a detached entry: charged nowhere
+            if entry is known[fid]:
+                used_now(fid)
         elif op == "touch" and fid in known:
             cache.touch(known[fid])
+            if entry is known[fid]:
+                used_now(fid)
         elif op == "remove" and fid in known:
             assert cache.remove(known[fid]) == (entry is known[fid])
+            if entry is known[fid]:
+                order.remove(fid)
         elif op in ("evict", "evict_bytes"):
             busy = fid  # one id is open
-            before = sorted(cache, key=lambda e: e.last_used)
-            idle = [e for e in before if e.complete and e.file_id != busy]
+            before = [cache.get(f) for f in order]
+            idle = [e for e in before if e is not None and e.complete and e.file_id != busy]
             if op == "evict":
                 assert n is not None
                 cache.max_size = n
                 victims = cache.evict(lambda e, b=busy: e.file_id == b)  # type: ignore[misc]
                 assert victims == idle[: len(victims)]
-                left = sum(e.charge for e in before) - sum(e.charge for e in victims)
+                left = sum(e.charge for e in cache)
+                assert left == sum(e.charge for e in before if e is not None) - sum(
+                    e.charge for e in victims
+                )
                 assert left <= n or len(victims) == len(idle)
                 if victims:  # no more than needed: one fewer would not have fitted
                     assert left + victims[-1].charge > n
             else:
                 victims = cache.evict_bytes(lambda e, b=busy: e.file_id == b, n)  # type: ignore[misc]
                 assert victims == idle[: len(victims)]
+            for victim in victims:
+                order.remove(victim.file_id)
         assert cache.used == sum(e.charge for e in cache)
-        assert list(cache) == sorted(cache, key=lambda e: e.last_used)
+        assert [e.file_id for e in cache] == order

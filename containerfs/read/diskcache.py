@@ -55,7 +55,6 @@ class CacheEntry:
     complete: bool
     size: int | None  # final size when complete; the expected size (or None) while downloading
     stored: int = 0  # bytes of content on disk
-    last_used: int = 0  # LRU clock value of the last open/release
 
     @property
     def charge(self) -> int:
@@ -81,7 +80,6 @@ class DiskCache:
         self._entries: dict[FileId, CacheEntry] = {}
         self._complete_bytes = 0  # what the complete entries hold: their charge never changes
         self._partial: set[CacheEntry] = set()  # downloading: charged as they grow
-        self._clock = 0
         self.evictions = 0
 
     # ---- blocking helpers (run in a worker thread) ----
@@ -196,8 +194,6 @@ class DiskCache:
 
     def touch(self, entry: CacheEntry) -> None:
         """A use of ``entry``: the last to be evicted now."""
-        self._clock += 1
-        entry.last_used = self._clock
         if self._entries.get(entry.file_id) is entry:
             del self._entries[entry.file_id]
             self._entries[entry.file_id] = entry
@@ -212,8 +208,6 @@ class DiskCache:
             self._complete_bytes += entry.charge
         else:
             self._partial.add(entry)
-        self._clock += 1
-        entry.last_used = self._clock
 
     def _unindex(self, entry: CacheEntry) -> None:
         del self._entries[entry.file_id]
