@@ -129,12 +129,22 @@ class UploadSteps:
             pid, old.pending_id = old.pending_id, None
             await in_thread(self.state.drop_pending, pid)
 
-    async def upload_locked(self, node: Node, *, now: bool = False, wait: bool = True) -> None:
+    @staticmethod
+    def _to_upload(node: Node) -> Spool | None:
+        """``node``'s spool if it holds content to upload: changed, and neither local-only
+        (it stays here) nor gone."""
         spool = spool_of(node)
         if spool is None or not spool.dirty or node.local_only or node.gone:
+            return None
+        return spool
+
+    async def upload_locked(self, node: Node, *, now: bool = False, wait: bool = True) -> None:
+        spool = self._to_upload(node)
+        if spool is None:
             self._queue.uploaded(node)  # nothing (left) to upload
-            if spool is not None:
-                await self._streamer.cancel(spool)
+            left = spool_of(node)
+            if left is not None:
+                await self._streamer.cancel(left)
             return
         assert node.cid is not None
         cid, path, version = node.cid, node.path, spool.version
@@ -265,15 +275,8 @@ class UploadSteps:
         """Upload ``node`` now (a write-back job); True if a close queued newer content."""
         async with holding(node.lock):
             await self.upload_locked(node, now=True)
-        spool = spool_of(node)
-        return (
-            spool is not None
-            and spool.dirty
-            and spool.writers == 0
-            and not node.gone
-            and not node.local_only  # moved to a local-only name meanwhile: it stays here
-            and not self._queue.is_failed(node)
-        )
+        spool = self._to_upload(node)  # e.g. not once moved to a local-only name meanwhile
+        return spool is not None and spool.writers == 0 and not self._queue.is_failed(node)
 
     async def sync(self, under: Node, *, deferred: bool = True) -> list[PendingItem]:
         """Wait until every upload of ``under`` (a file, or a directory's files) is on the
