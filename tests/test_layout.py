@@ -155,74 +155,65 @@ def test_the_mount_path_loads_no_emulator_code() -> None:
     assert out.strip() == "[]"
 
 
+def _loads(tmp_path: Path, argv: list[str], loaded: str) -> tuple[str, str]:
+    """Run ``containerfs ARGV`` in a fresh interpreter: its exit status and ``loaded`` (an
+    expression over ``sys.modules``) on one line, and its stderr."""
+    probe = (
+        "import sys\n"
+        "from containerfs.cli import main\n"
+        "try:\n"
+        "    status = main(sys.argv[1:])\n"
+        "except SystemExit as exit:\n"
+        "    status = exit.code\n"
+        f"print(status, {loaded})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    return done.stdout.splitlines()[-1], done.stderr
+
+
+_STACK = "sorted({m.split('.')[0] for m in sys.modules} & {'trio', 'httpx', 'pyfuse3'})"
+
+
 @pytest.mark.parametrize("command", ["sync", "new", "import"])
 def test_the_commands_that_talk_to_a_daemon_load_no_event_loop_or_http(
     command: str, tmp_path: Path
 ) -> None:
     """``containerfs sync`` is run after every batch of writes in scripts: it starts in the
     time Python takes, not the time trio and httpx take to import."""
-    probe = (
-        "import sys\n"
-        "from containerfs.cli import main\n"
-        "try:\n"
-        "    main(sys.argv[1:])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'trio', 'httpx', 'pyfuse3'}))"
-    )
     args = {"new": ["new", "c"], "import": ["import", "file-x", str(tmp_path)]}.get(command)
-    done = subprocess.run(
-        [sys.executable, "-c", probe, *(args or [command, str(tmp_path)])],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert done.stdout.splitlines()[-1] == "[]", done.stderr
+    last, err = _loads(tmp_path, args or [command, str(tmp_path)], _STACK)
+    assert last.split(" ", 1)[1] == "[]", err
 
 
 def test_status_loads_no_layer_of_the_daemon(tmp_path: Path) -> None:
     """``containerfs status`` reads typed snapshots (``snapshots.py``), not the layers that
     fill them: it starts in a tenth of a second, not the time trio and httpx take."""
-    probe = (
-        "import sys\n"
-        "from containerfs.cli import main\n"
-        "status = main(sys.argv[1:])\n"
-        "print(status, sorted({m.split('.')[0] for m in sys.modules} & {'trio', 'httpx', "
-        "'pyfuse3'}), sorted(m for m in sys.modules if m.split('.')[:2] in "
+    layers = (
+        "sorted(m for m in sys.modules if m.split('.')[:2] in "
         "(['containerfs', 'read'], ['containerfs', 'write'], ['containerfs', 'ns'], "
-        "['containerfs', 'fs'])))"
+        "['containerfs', 'fs']))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, "status", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert done.stdout.splitlines()[-1] == "1 [] []", done.stderr
+    last, err = _loads(tmp_path, ["status", str(tmp_path)], f"{_STACK}, {layers}")
+    assert last == "1 [] []", err
 
 
 def test_sync_starts_without_the_mount_options_or_the_models(tmp_path: Path) -> None:
     """``containerfs sync`` parses its own command line alone: the full parser loads the
     mount's option table (config, the API's retry policy) and the models, half its start."""
-    probe = (
-        "import sys\n"
-        "from containerfs.cli import main\n"
-        "status = main(sys.argv[1:])\n"
-        "print(status, sorted(m for m in sys.modules if m in "
+    heavy = (
+        "sorted(m for m in sys.modules if m in "
         "('containerfs.config', 'containerfs.models', 'containerfs.paths', "
-        "'containerfs.cli_options', 'containerfs.api.retrying')))"
+        "'containerfs.cli_options', 'containerfs.api.retrying'))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, "sync", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert done.stdout.splitlines()[-1] == "1 []", done.stderr
-    assert "no containerfs daemon serves" in done.stderr
+    last, err = _loads(tmp_path, ["sync", str(tmp_path)], heavy)
+    assert last == "1 []", err
+    assert "no containerfs daemon serves" in err
 
 
 _WITHOUT_EMULATOR_EXTRA = """
